@@ -1,0 +1,127 @@
+"""The `cascade` command line: run, plugins, zoo (and more as the product grows).
+
+User errors (`CascadeError`: a bad policy, prompt, plugin, model path) print one
+clear message on stderr and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from cascade.errors import CascadeError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cascade.zoo import cli as zoo_cli
+
+    parser = argparse.ArgumentParser(prog="cascade", description="speculative cascades for HF causal LMs")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="decode with a policy")
+    run.add_argument("policy", type=Path, help="YAML policy file")
+    src = run.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text")
+    src.add_argument("--prompts", type=Path, help="JSONL file, one {\"prompt\": ...} per line")
+    run.add_argument("--max-new-tokens", type=int, help="override decoding.max_new_tokens")
+    run.add_argument("--seed", type=int, help="override decoding.seed")
+    run.add_argument("--json", action="store_true", help="print JSON (one object per prompt)")
+    run.set_defaults(func=cmd_run)
+
+    plugins = sub.add_parser("plugins", help="list installed plugins")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+
+    zoo_cli.add_parser(sub)
+    return parser
+
+
+def read_prompts(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise CascadeError(f"prompts file not found: {path}")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CascadeError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise CascadeError(f"{path}:{i}: each line must be an object with a string \"prompt\" field")
+        rows.append(row)
+    if not rows:
+        raise CascadeError(f"{path}: no prompts")
+    return rows
+
+
+def generation_json(gen) -> dict:
+    return {
+        "text": gen.text,
+        "token_ids": gen.token_ids,
+        "finish_reason": gen.finish_reason,
+        "metrics": gen.metrics.to_dict(),
+    }
+
+
+def cmd_run(args) -> int:
+    from cascade.engine import Engine
+
+    prompts = [{"prompt": args.prompt}] if args.prompt is not None else read_prompts(args.prompts)
+    engine = Engine.from_policy(args.policy)
+    for row in prompts:
+        gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed)
+        if args.json:
+            print(json.dumps(generation_json(gen)), flush=True)
+        else:
+            print(gen.text, flush=True)
+            m = gen.metrics
+            print(
+                f"[{m.num_generated_tokens} tokens, {m.tokens_per_second:.1f} tok/s, "
+                f"τ={m.mean_acceptance_length:.2f}, target calls/token={m.target_calls_per_token:.2f}]",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from cascade.plugins import registry
+
+    reg = registry()
+    rows = [
+        {"name": p.name, "version": p.version, "hooks": list(p.hooks), "drafters": list(p.drafters), "rules": list(p.rules)}
+        for p in reg.plugins
+    ]
+    if args.json:
+        print(json.dumps({"plugins": rows, "failed": reg.failed}, indent=2))
+        return 0
+    print(format_table(["name", "version", "hooks", "registers"],
+                       [[r["name"], r["version"], ", ".join(r["hooks"]), ", ".join(r["drafters"] + r["rules"])] for r in rows]))
+    for name, err in reg.failed.items():
+        print(f"failed to load {name}: {err}", file=sys.stderr)
+    return 0
+
+
+def format_table(headers: list[str], rows: list[list]) -> str:
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except CascadeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Counters and per-step records of a generation, named as in SPEC.md (vLLM's names)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One drafted position, or one token the target emitted itself (correction, bonus, deferred)."""
+
+    position: int  # index in the block (0-based); the correction/bonus row has position = accepted count
+    kind: str  # "draft" | "correction" | "bonus" | "target"
+    drafted_token: int | None
+    emitted_token: int | None  # what this row put in the output (None: rejected draft)
+    accepted: bool | None  # drafts only
+    deferred: bool | None  # r(x) of the rule; drafts only
+    q_x: float | None = None  # q(drafted) at T = 1
+    q_max: float | None = None
+    q_entropy: float | None = None
+    p_x: float | None = None
+    p_max: float | None = None
+    p_entropy: float | None = None
+    d_tv: float | None = None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    index: int
+    block_size: int  # tokens the engine asked the drafter for
+    drafted: int
+    accepted: int
+    emitted: tuple[int, ...]
+    deferred: int
+    target_calls: int
+    drafter_calls: int
+    draft_seconds: float
+    verify_seconds: float
+    decisions: tuple[Decision, ...] = ()
+
+
+@dataclass
+class Metrics:
+    num_drafts: int = 0  # verification steps (one target call each in speculative modes)
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+    num_deferred: int = 0
+    target_calls: int = 0
+    drafter_calls: int = 0
+    num_generated_tokens: int = 0
+    num_prompt_tokens: int = 0
+    decode_seconds: float = 0.0
+    ttft_seconds: float = 0.0
+
+    def add_step(self, step: StepRecord, verification: bool) -> None:
+        self.num_drafts += int(verification)
+        self.num_draft_tokens += step.drafted
+        self.num_accepted_tokens += step.accepted
+        self.num_deferred += step.deferred
+        self.target_calls += step.target_calls
+        self.drafter_calls += step.drafter_calls
+        if verification:
+            grow = step.accepted - len(self.accepted_per_position)
+            if grow > 0:
+                self.accepted_per_position.extend([0] * grow)
+            for i in range(step.accepted):
+                self.accepted_per_position[i] += 1
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else math.nan
+
+    @property
+    def mean_acceptance_length(self) -> float:
+        """τ = 1 + accepted / drafts: tokens per target call in speculative modes."""
+        return 1 + self.num_accepted_tokens / self.num_drafts if self.num_drafts else math.nan
+
+    @property
+    def deferral_rate(self) -> float:
+        return self.num_deferred / self.num_draft_tokens if self.num_draft_tokens else math.nan
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.num_generated_tokens / self.decode_seconds if self.decode_seconds > 0 else math.nan
+
+    @property
+    def target_calls_per_token(self) -> float:
+        return self.target_calls / self.num_generated_tokens if self.num_generated_tokens else math.nan
+
+    @property
+    def drafter_calls_per_token(self) -> float:
+        return self.drafter_calls / self.num_generated_tokens if self.num_generated_tokens else math.nan
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        for name in DERIVED:
+            out[name] = getattr(self, name)
+        return out
+
+    @classmethod
+    def total(cls, parts: list[Metrics]) -> Metrics:
+        out = cls()
+        for m in parts:
+            for f in COUNTERS:
+                setattr(out, f, getattr(out, f) + getattr(m, f))
+            grow = len(m.accepted_per_position) - len(out.accepted_per_position)
+            out.accepted_per_position.extend([0] * max(grow, 0))
+            for i, c in enumerate(m.accepted_per_position):
+                out.accepted_per_position[i] += c
+        return out
+
+
+COUNTERS = (
+    "num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_deferred", "target_calls",
+    "drafter_calls", "num_generated_tokens", "num_prompt_tokens", "decode_seconds", "ttft_seconds",
+)
+DERIVED = (
+    "acceptance_rate", "mean_acceptance_length", "deferral_rate", "tokens_per_second",
+    "target_calls_per_token", "drafter_calls_per_token",
+)

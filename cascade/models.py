@@ -1,0 +1,127 @@
+"""Load any Hugging Face causal LM (local folder or hub id) and run it with a KV cache.
+
+`CachedLM` is the only place the engine touches a model: `forward` appends tokens
+to the cache and returns their logits, `rollback` crops rejected positions
+(transformers 5.x: `Cache.crop(-n)` removes the last n positions), so nothing
+accepted is ever recomputed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from cascade.errors import CascadeError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise CascadeError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CascadeError(f"device {spec!r} asked for, but torch sees no CUDA device; use device: auto or cpu")
+    return device
+
+
+def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
+    if spec == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[spec]
+
+
+def resolve_model_path(spec: str, base_dir: Path | None = None) -> str:
+    """A folder relative to the policy file wins, then the working directory; else a hub id."""
+    for base in ([base_dir] if base_dir else []) + [Path.cwd()]:
+        candidate = (base / spec).resolve()
+        if candidate.is_dir():
+            return str(candidate)
+    return spec
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+    except Exception as exc:
+        raise CascadeError(f"could not load the tokenizer of {path!r}: {_short(exc)}") from exc
+
+
+def load_model(
+    path: str,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision
+        )
+    except Exception as exc:
+        raise CascadeError(
+            f"could not load model {path!r}: {_short(exc)} "
+            "(give a local folder with config.json and weights, or a hub id reachable from this machine)"
+        ) from exc
+    return model.to(device or torch.device("cpu")).eval()
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def max_positions(config) -> int | None:
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class CachedLM:
+    """One causal LM plus its KV cache. `length` = tokens currently in the cache."""
+
+    def __init__(self, model):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.max_positions = max_positions(model.config)
+        self.cache = None
+        self.length = 0
+
+    def reset(self) -> None:
+        from transformers import DynamicCache
+
+        self.cache = DynamicCache(config=self.model.config)
+        self.length = 0
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Append ids (n,) to the cache; logits (n, V) float32, or (1, V) with last_only."""
+        n = ids.shape[0]
+        out = self.model(
+            input_ids=ids.unsqueeze(0),  # (1, n)
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1 if last_only else 0,
+        )
+        self.cache = out.past_key_values
+        self.length += n
+        return out.logits[0].float()  # (n, V)
+
+    def rollback(self, length: int) -> None:
+        """Keep the first `length` positions (drop rejected drafts)."""
+        if length < self.length:
+            self.cache.crop(length - self.length)  # 5.x: a negative count removes that many positions
+            self.length = length

@@ -1,0 +1,204 @@
+"""Policies in YAML: the schema (pydantic, extra="forbid") and loading with clear errors.
+
+    name: spec-cascade-v3
+    target: {model: <hub id or folder>, dtype: float32}
+    drafter: {plugin: hf-model, options: {model: <hub id or folder>}}
+    mode: speculative            # target | drafter | sequential | speculative | lossy
+    rule: {name: token_v3, alpha: 0.3}
+    decoding: {temperature: 0.0, top_p: 1.0, block_size: 4, max_new_tokens: 128, seed: 0}
+
+Schema errors name the field and say how to fix it. `check_policy` then checks what
+needs the installed plugins: the drafter and rule names, the drafter's options,
+α inside the rule's range, and rule/drafter/mode combinations SPEC.md forbids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cascade.errors import PolicyError
+
+Mode = Literal["target", "drafter", "sequential", "speculative", "lossy"]
+MODES = ("target", "drafter", "sequential", "speculative", "lossy")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    model: str = Field(min_length=1, description="hub id or local folder")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    device: str = "auto"  # auto: CUDA when present, else CPU
+    revision: str | None = None
+    trust_remote_code: bool = False  # only when the policy asks for it
+
+
+class DrafterSpec(_Strict):
+    plugin: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RuleSpec(_Strict):
+    name: str = "none"
+    alpha: float = 0.0
+    options: dict[str, Any] = Field(default_factory=dict)  # extra constructor arguments (learned rules)
+
+
+class Decoding(_Strict):
+    temperature: float = Field(0.0, ge=0.0)  # 0 = greedy
+    top_k: int = Field(0, ge=0)  # 0 = off
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    block_size: int = Field(4, ge=1, le=64)
+    block_schedule: Literal["constant", "heuristic", "confidence"] = "constant"
+    min_block_size: int = Field(1, ge=1)
+    max_block_size: int = Field(16, ge=1, le=64)
+    confidence: float = Field(0.4, ge=0.0, le=1.0)  # `confidence` schedule: stop drafting below this top prob
+    lenience: float = Field(1.0, gt=0.0, le=1.0)  # `lossy` mode: accept min(1, p / (l·q)); 1 = lossless
+    max_new_tokens: int = Field(128, ge=1)
+    seed: int = 0
+    stop: list[str] = Field(default_factory=list)  # stop strings (not included in the text)
+    ignore_eos: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_block_size > self.max_block_size:
+            raise ValueError("min_block_size must be <= max_block_size")
+        return self
+
+
+class StoreSpec(_Strict):
+    url: str | None = None  # SQLAlchemy URL; default sqlite:///cascade.db
+    enabled: bool = True
+
+
+class Policy(_Strict):
+    name: str = Field(min_length=1)
+    target: ModelSpec
+    drafter: DrafterSpec | None = None
+    mode: Mode = "speculative"
+    rule: RuleSpec = RuleSpec()
+    decoding: Decoding = Decoding()
+    store: StoreSpec = StoreSpec()
+    description: str | None = None
+    # where the policy file lives: relative model folders resolve against it (not a YAML key)
+    base_dir: Path | None = Field(default=None, exclude=True)
+    source_text: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _needs_drafter(self):
+        if self.mode != "target" and self.drafter is None:
+            raise ValueError(f"mode {self.mode!r} needs a drafter: add `drafter: {{plugin: hf-model, options: {{model: ...}}}}`")
+        return self
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256((self.source_text or self.model_dump_json()).encode()).hexdigest()
+
+
+FIXES = {
+    "extra_forbidden": "remove it or check its spelling",
+    "missing": "add it",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = [f"{source}: invalid policy"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        fix = FIXES.get(err["type"], "")
+        got = err.get("input")
+        shown = "" if err["type"] in ("missing",) or isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"  field `{loc}`: {msg}{shown}" + (f"; fix: {fix}" if fix else ""))
+    return "\n".join(lines)
+
+
+def parse_policy(data: Any, source: str = "<policy>", base_dir: Path | None = None, text: str | None = None) -> Policy:
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy is a YAML mapping (key: value), got {type(data).__name__}")
+    try:
+        return Policy(**data, base_dir=base_dir, source_text=text)
+    except ValidationError as exc:
+        raise PolicyError(_format_errors(source, exc)) from None
+    except TypeError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    if not path.is_file():
+        raise PolicyError(f"policy file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{path}: not valid YAML: {exc}") from None
+    return parse_policy(data, str(path), path.parent.resolve(), text)
+
+
+def check_policy(policy: Policy, registry) -> None:
+    """Checks that need the installed plugins; raises PolicyError naming the field and the fix."""
+    src = policy.name
+    rule_cls = registry.rules.get(policy.rule.name)
+    if rule_cls is None:
+        raise PolicyError(
+            f"{src}: field `rule.name`: unknown rule {policy.rule.name!r}; installed rules: "
+            f"{', '.join(sorted(registry.rules))}"
+        )
+    lo, hi = rule_cls.alpha_range
+    a = policy.rule.alpha
+    if not (min(lo, hi) <= a <= max(lo, hi)):
+        raise PolicyError(
+            f"{src}: field `rule.alpha`: {a} is outside rule {policy.rule.name!r}'s range [{min(lo, hi)}, {max(lo, hi)}] "
+            f"({lo} = speculative end, {hi} = drafter-only end)"
+        )
+    if policy.drafter is not None and policy.mode != "target":
+        drafter_cls = registry.drafters.get(policy.drafter.plugin)
+        if drafter_cls is None:
+            raise PolicyError(
+                f"{src}: field `drafter.plugin`: unknown drafter {policy.drafter.plugin!r}; installed drafters: "
+                f"{', '.join(sorted(registry.drafters)) or '(none: pip install a drafter plugin)'}"
+            )
+        drafter_options(policy, drafter_cls)
+        if drafter_cls.deterministic:
+            if rule_cls.reads_q:
+                raise PolicyError(
+                    f"{src}: field `rule.name`: rule {policy.rule.name!r} needs drafter probabilities, but drafter "
+                    f"{policy.drafter.plugin!r} is deterministic (no q); use none, token_v2 or token_v3, "
+                    "or a probabilistic drafter such as hf-model"
+                )
+            if policy.mode in ("drafter", "sequential"):
+                raise PolicyError(
+                    f"{src}: field `mode`: mode {policy.mode!r} needs a drafter that decodes on its own; "
+                    f"{policy.drafter.plugin!r} is deterministic (it only proposes continuations)"
+                )
+    if policy.mode == "sequential" and rule_cls.reads_p:
+        raise PolicyError(
+            f"{src}: field `rule.name`: the sequential cascade decides before calling the target, so its rule "
+            f"must read q only; {policy.rule.name!r} reads p (use chow)"
+        )
+    if policy.mode == "lossy" and policy.rule.name != "none":
+        raise PolicyError(f"{src}: field `rule.name`: lossy mode uses `decoding.lenience`, set rule.name to none")
+
+
+def drafter_options(policy: Policy, drafter_cls) -> Any:
+    """The drafter's typed options, validated from the policy."""
+    options_model = getattr(drafter_cls, "Options", None)
+    if options_model is None:
+        return dict(policy.drafter.options)
+    try:
+        return options_model(**policy.drafter.options)
+    except ValidationError as exc:
+        lines = [f"{policy.name}: invalid options for drafter {policy.drafter.plugin!r}"]
+        for err in exc.errors():
+            loc = "drafter.options." + ".".join(str(p) for p in err["loc"])
+            fix = FIXES.get(err["type"], "")
+            lines.append(f"  field `{loc}`: {err['msg']}" + (f"; fix: {fix}" if fix else ""))
+        raise PolicyError("\n".join(lines)) from None

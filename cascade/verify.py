@@ -1,0 +1,103 @@
+"""Verify one drafted block against the target (SPEC.md, "One speculative step").
+
+Given the drafted tokens x_1..x_k, the drafter's q_1..q_k (or None) and the
+target's logits for p_1..p_{k+1} from one forward pass, decide how many drafts
+are accepted and which token follows them. Everything stays on the device; the
+caller reads back the two integers of the `Verdict` in one transfer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cascade import sampling as S
+from cascade.rules import Rule
+
+
+@dataclass(frozen=True)
+class Verdict:
+    n_accepted: torch.Tensor  # 0-d long: leading drafts kept, in [0, k]
+    next_token: torch.Tensor  # 0-d long: the correction (n < k) or the bonus token (n = k)
+    deferred: torch.Tensor  # (k,) float: r(x_i), 1 = the rule deferred that drafted token to the target
+
+
+def q_unscaled(tokens: torch.Tensor, q_raw: torch.Tensor | None, vocab: int) -> torch.Tensor:
+    """q at T = 1 for the drafted positions; one-hot for a deterministic drafter. (k, V)"""
+    if q_raw is None:
+        return S.one_hot(tokens, vocab)
+    if q_raw.shape[-1] < vocab:  # a drafter head narrower than the target's (padded embeddings)
+        q_raw = torch.nn.functional.pad(q_raw, (0, vocab - q_raw.shape[-1]))
+    return q_raw
+
+
+def q_scaled(q_raw: torch.Tensor, deterministic: bool, params: S.SamplingParams) -> torch.Tensor:
+    """The distribution the drafter sampled from (temperature, top-k, top-p applied). (k, V)"""
+    return q_raw if deterministic else S.warp(q_raw.clamp_min(1e-30).log(), params)
+
+
+def deferral(rule: Rule, tokens: torch.Tensor, q_raw: torch.Tensor | None, p_raw: torch.Tensor | None):
+    """r for every candidate token (k, 1) or (k, V), and r(x_i) for the drafted ones (k,)."""
+    r = rule.defer(q_raw, p_raw)
+    r_x = r.expand(tokens.shape[0], -1).gather(-1, tokens.unsqueeze(-1)) if r.shape[-1] > 1 else r
+    return r, r_x.squeeze(-1)
+
+
+def verify_block(
+    tokens: torch.Tensor,  # (k,) drafted x_1..x_k
+    q_raw: torch.Tensor | None,  # (k, V) drafter's q at T = 1, None for a deterministic drafter
+    p_logits: torch.Tensor,  # (k + 1, V) target logits for positions 1..k+1
+    rule: Rule,
+    params: S.SamplingParams,
+    generator: torch.Generator | None,
+    lenience: float | None = None,  # lossy speculative decoding: accept min(1, p / (l·q))
+) -> Verdict:
+    k, vocab = tokens.shape[0], p_logits.shape[-1]
+    deterministic = q_raw is None
+    q_raw = q_unscaled(tokens, q_raw, vocab)
+    p_raw = S.softmax(p_logits[:k])  # (k, V) what the rules read
+    r, r_x = deferral(rule, tokens, q_raw, p_raw)
+
+    if params.greedy:
+        # keep x_i when the rule keeps the draft (r = 0) or it is the target's argmax
+        best = p_logits.argmax(-1)  # (k + 1,)
+        keep = best[:k] == tokens
+        if lenience is None:
+            keep = keep | (r_x == 0)
+        n = keep.long().cumprod(0).sum()
+        return Verdict(n, best[n], r_x)
+
+    q = q_scaled(q_raw, deterministic, params)  # (k, V)
+    p = S.warp(p_logits, params)  # (k + 1, V) scaled target
+    if lenience is None:
+        pi = S.mixture(r, q, p[:k])  # π = q(1 − r) + η p
+        accept = S.acceptance_probs(pi, q, tokens)  # min(1, π(x) / q(x))
+    else:
+        pi = p[:k]
+        accept = S.lenient_acceptance_probs(pi, q, tokens, lenience)
+    n = S.first_rejection(accept, generator)
+    # row n of [residuals of the k positions; p_{k+1}] is the correction or the bonus distribution
+    candidates = torch.cat([S.residual(pi, q), p[k:]], dim=0)  # (k + 1, V)
+    return Verdict(n, S.sample(candidates[n], generator), r_x)
+
+
+FEATURES = ("q_x", "q_max", "q_entropy", "p_x", "p_max", "p_entropy", "d_tv")
+
+
+def decision_features(tokens: torch.Tensor, q_raw: torch.Tensor | None, p_raw: torch.Tensor | None) -> torch.Tensor:
+    """Per drafted position, the quantities the decision log stores (FEATURES order). (k, 7), NaN = absent."""
+    k = tokens.shape[0]
+    device = tokens.device
+    nan = torch.full((k,), float("nan"), device=device)
+    idx = tokens.unsqueeze(-1)
+    if q_raw is not None:
+        q_cols = [q_raw.gather(-1, idx).squeeze(-1), q_raw.max(-1).values, S.entropy(q_raw)]
+    else:
+        q_cols = [nan, nan, nan]
+    if p_raw is not None:
+        p_cols = [p_raw.gather(-1, idx).squeeze(-1), p_raw.max(-1).values, S.entropy(p_raw)]
+    else:
+        p_cols = [nan, nan, nan]
+    dtv = S.total_variation(p_raw, q_raw) if (p_raw is not None and q_raw is not None) else nan
+    return torch.stack(q_cols + p_cols + [dtv], dim=-1)

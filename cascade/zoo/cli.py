@@ -1,0 +1,47 @@
+"""`cascade zoo ...`: train the shipped model family and build the evaluation prompts."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_MODELS = Path("models")
+DEFAULT_WORK = Path(".cache/zoo")
+
+
+def add_parser(sub) -> None:
+    zoo = sub.add_parser("zoo", help="train the shipped model family, build evaluation prompts")
+    zsub = zoo.add_subparsers(dest="zoo_cmd", required=True)
+    tr = zsub.add_parser("train", help="train one member of the family (resumes from its checkpoint)")
+    tr.add_argument("size", choices=["tiny", "mid", "target"])
+    tr.add_argument("--minutes", type=float, help="stop after this much training time")
+    tr.add_argument("--tokens", type=int, help="stop after this many training tokens")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="where model folders go")
+    tr.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tokenized corpus and checkpoints")
+    tr.set_defaults(func=_train)
+    pr = zsub.add_parser("prompts", help="write held-out code-completion prompts as JSONL")
+    pr.add_argument("--tokenizer", type=Path, default=DEFAULT_MODELS / "target")
+    pr.add_argument("-n", type=int, default=50, help="number of prompts")
+    pr.add_argument("--out", type=Path, default=Path("prompts/stdlib-heldout.jsonl"))
+    pr.add_argument("--seed", type=int, default=0)
+    pr.set_defaults(func=_prompts)
+
+
+def _train(args) -> int:
+    from cascade.zoo.train import train
+
+    if args.minutes is None and args.tokens is None:
+        raise SystemExit("error: give a budget with --minutes N or --tokens N")
+    out = train(args.size, args.out, args.work, args.minutes, args.tokens, args.seed,
+                log=lambda m: print(m, flush=True))
+    print(f"wrote {out}")
+    return 0
+
+
+def _prompts(args) -> int:
+    from cascade.zoo.prompts import write_prompts
+
+    n = write_prompts(args.out, args.tokenizer, args.n, args.seed)
+    print(f"wrote {n} prompts to {args.out}")
+    return 0

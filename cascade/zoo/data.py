@@ -1,0 +1,100 @@
+"""Training data for the shipped model family: the running Python's standard library.
+
+Code completion over the stdlib is the classic speculative-decoding workload: lots
+of locally predictable tokens (indentation, names repeated from a few lines up)
+mixed with hard ones. The corpus is whatever `sysconfig` says the stdlib is, so the
+command is reproducible on any machine with the same Python.
+
+Train / held-out is split *by file*, deterministically: a file is held out when the
+first byte of sha1(relative path) is below `HELDOUT_FRACTION * 256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HELDOUT_FRACTION = 0.05  # ~5% of files are held out (by path hash, never by chance)
+EOS = "<|endoftext|>"  # separates files; also the models' bos/eos/pad token (id 0)
+SKIP_DIRS = {"site-packages", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    relpath: str  # path relative to the stdlib root, '/'-separated
+    text: str
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def python_version() -> str:
+    return "%d.%d.%d" % sys.version_info[:3]
+
+
+def is_heldout(relpath: str) -> bool:
+    return hashlib.sha1(relpath.encode()).digest()[0] < int(HELDOUT_FRACTION * 256)
+
+
+def stdlib_files(root: Path | None = None) -> list[SourceFile]:
+    """Every readable .py file under the stdlib root, sorted by path."""
+    root = root or stdlib_root()
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if SKIP_DIRS.intersection(rel.parts):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if text.strip():
+            out.append(SourceFile(rel.as_posix(), text))
+    return out
+
+
+def split_files(files: list[SourceFile]) -> tuple[list[SourceFile], list[SourceFile]]:
+    train = [f for f in files if not is_heldout(f.relpath)]
+    heldout = [f for f in files if is_heldout(f.relpath)]
+    return train, heldout
+
+
+def train_tokenizer(files: list[SourceFile], vocab_size: int, out_dir: Path):
+    """Byte-level BPE over the training files, saved as a HF fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator((f.text for f in files), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS, unk_token=None
+    )
+    fast.model_max_length = 1024
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def encode_files(tokenizer, files: list[SourceFile]) -> np.ndarray:
+    """Concatenate files as token ids, each followed by EOS. (N,) uint16."""
+    eos = tokenizer.convert_tokens_to_ids(EOS)
+    ids: list[int] = []
+    batch = tokenizer([f.text for f in files], add_special_tokens=False)["input_ids"]
+    for row in batch:
+        ids.extend(row)
+        ids.append(eos)
+    return np.asarray(ids, dtype=np.uint16)

@@ -1,0 +1,84 @@
+"""Drafter plugin `hf-model`: a small HF causal LM that shares the target's tokenizer.
+
+It keeps its own KV cache across steps: `propose` feeds only the tokens it has not
+seen (the last emitted one, or two after a fully accepted block), drafts k tokens
+one forward pass each, and `observe` crops the cache back to the accepted prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade import models, sampling
+from cascade.drafter import Draft, DrafterContext
+from cascade.errors import CascadeError
+from cascade.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(min_length=1, description="hub id or local folder of the drafter")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None  # None: the target's dtype
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class HFModelDrafter:
+    name = "hf-model"
+    deterministic = False
+    Options = Options
+
+    def __init__(self, options: Options, ctx: DrafterContext):
+        path = models.resolve_model_path(options.model, ctx.base_dir)
+        dtype = ctx.dtype if options.dtype is None else models.resolve_dtype(options.dtype, ctx.device)
+        model = models.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision)
+        width = model.get_output_embeddings().weight.shape[0]
+        if width != ctx.vocab_size:
+            raise CascadeError(
+                f"drafter {options.model!r} has a vocabulary of {width} tokens but target {ctx.target_name!r} "
+                f"has {ctx.vocab_size}: the drafter must share the target's tokenizer"
+            )
+        self.lm = models.CachedLM(model)
+        self.params = sampling.SamplingParams()
+        self.generator: torch.Generator | None = None
+        self.start = 0  # context length at the last propose()
+        self.fed = 0  # drafted tokens fed into the cache beyond `start`
+
+    def reset(self, prompt_ids, params, generator) -> None:
+        self.lm.reset()
+        self.params, self.generator = params, generator
+        if prompt_ids.shape[0] > 1:
+            self.lm.forward(prompt_ids[:-1], last_only=True)  # prefill: all but the last prompt token
+
+    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0) -> Draft:
+        self.start, self.fed = context.shape[0], 0
+        logits = self.lm.forward(context[self.lm.length :], last_only=True)[-1]  # (V,) unseen tokens fed at once
+        tokens, probs = [], []
+        for i in range(k):
+            q = sampling.softmax(logits)  # (V,) T = 1, what the rules read
+            if min_confidence > 0 and q.max().item() < min_confidence:
+                break  # `confidence` schedule: stop drafting when unsure
+            x = sampling.pick(logits, self.params, self.generator)  # 0-d
+            tokens.append(x)
+            probs.append(q)
+            if i < k - 1:
+                logits = self.lm.forward(x.view(1))[-1]
+                self.fed += 1
+        if not tokens:
+            return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=1)
+        return Draft(torch.stack(tokens), torch.stack(probs), calls=1 + self.fed)
+
+    def observe(self, n_accepted: int) -> None:
+        # the cache holds context + the fed drafts; keep context + the accepted ones
+        self.lm.rollback(self.start + min(n_accepted, self.fed))
+
+
+@hookimpl
+def register_drafters(register):
+    register(HFModelDrafter.name, HFModelDrafter)
