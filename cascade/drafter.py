@@ -4,7 +4,7 @@ A drafter is built once per engine from its validated options and a
 `DrafterContext`, then for every sequence:
 
     reset(prompt_ids, params, generator)   # new sequence; prefill if it has a cache
-    propose(context, k, min_confidence)    # -> Draft: up to k tokens after `context`
+    propose(context, k, min_confidence, lookahead)  # -> Draft: up to k tokens after `context`
     observe(n_accepted)                    # the verdict: roll back, adapt
 
 `context` is always the whole sequence so far (prompt + emitted tokens), a 1-D
@@ -30,6 +30,7 @@ class Draft:
     tokens: torch.Tensor  # (k,) long; k may be 0 (nothing to propose)
     probs: torch.Tensor | None = None  # (k, V) unscaled (T = 1) q at each drafted position; None = deterministic
     calls: int = 1  # forward passes (or lookups) the drafter spent on this draft
+    next_probs: torch.Tensor | None = None  # (V,) q at T = 1 after the last drafted token (lookahead)
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,12 @@ class Drafter(Protocol):
 
     def reset(self, prompt_ids: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> None: ...
 
-    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0) -> Draft:
-        """Up to k tokens continuing `context`; stop early when the top probability < min_confidence."""
+    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:
+        """Up to k tokens continuing `context`; stop early when the top probability < min_confidence.
+
+        With `lookahead`, a probabilistic drafter also returns `next_probs`, its q for the
+        position after the last drafted token (a cascade draws the bonus token from π there).
+        """
         ...
 
     def observe(self, n_accepted: int) -> None:

@@ -79,6 +79,8 @@ class Engine:
         self.params = sampling.SamplingParams(d.temperature, d.top_k, d.top_p)
         self.schedule = BlockSchedule(d.block_schedule, d.block_size, d.min_block_size, d.max_block_size, d.confidence)
         self.lenience = d.lenience if self.mode == "lossy" else None
+        # a cascade draws the bonus token from π_{k+1}, which needs the drafter's q there
+        self.lookahead = self.mode == "speculative" and rule.name != "none"
         self.eos_id = None if d.ignore_eos else tokenizer.eos_token_id
         self.step_fn: Callable = {
             "target": self._target_step,
@@ -277,14 +279,15 @@ class Engine:
         """Draft k, verify k + 1 positions in one target call, accept, roll back."""
         k = min(self.schedule.next(), remaining - 1)  # k accepted + 1 bonus fit the budget
         t0 = time.perf_counter()
-        draft = self.drafter.propose(seq.context, k, self.schedule.min_confidence) if k > 0 else EMPTY_DRAFT
+        draft = self.drafter.propose(seq.context, k, self.schedule.min_confidence, self.lookahead) if k > 0 else EMPTY_DRAFT
         x = draft.tokens.to(self.device)  # (k,)
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
+        q_next = None if (draft.next_probs is None or not self.lookahead) else draft.next_probs.to(self.device)  # (V,)
         k = x.shape[0]
         t1 = time.perf_counter()
         # verify: one target pass over [last emitted, x_1..x_k] gives p_1..p_{k+1}
         p_logits = self.target.forward(torch.cat([seq.buf[seq.n - 1 : seq.n], x]))  # (k + 1, V)
-        verdict = verify_block(x, q, p_logits, self.rule, self.params, self.generator, self.lenience)
+        verdict = verify_block(x, q, p_logits, self.rule, self.params, self.generator, self.lenience, q_next)
         n, nxt, *xs = torch.cat([verdict.n_accepted.view(1), verdict.next_token.view(1), x]).tolist()
         # roll back: keep the context, the last token and the n accepted drafts
         self.target.rollback(seq.n + n)

@@ -52,12 +52,25 @@ def verify_block(
     params: S.SamplingParams,
     generator: torch.Generator | None,
     lenience: float | None = None,  # lossy speculative decoding: accept min(1, p / (l·q))
+    q_next: torch.Tensor | None = None,  # (V,) drafter's q_{k+1} at T = 1, for the bonus position
 ) -> Verdict:
+    """Accept a prefix of the drafts and pick the token after it.
+
+    The bonus token (all k accepted) is drawn from p_{k+1} for lossless decoding
+    and, when the drafter also gave q_{k+1}, from the rule's π_{k+1}: every emitted
+    token is then distributed as π, and the drafter-only end of α emits only
+    drafter tokens.
+    """
     k, vocab = tokens.shape[0], p_logits.shape[-1]
     deterministic = q_raw is None
     q_raw = q_unscaled(tokens, q_raw, vocab)
-    p_raw = S.softmax(p_logits[:k])  # (k, V) what the rules read
-    r, r_x = deferral(rule, tokens, q_raw, p_raw)
+    p_raw = S.softmax(p_logits)  # (k + 1, V) what the rules read
+    r, r_x = deferral(rule, tokens, q_raw, p_raw[:k])
+    cascade_bonus = q_next is not None and lenience is None
+    if cascade_bonus:
+        q_next = q_unscaled(tokens[:0], q_next.view(1, -1), vocab)  # (1, V)
+        x_next = q_next.argmax(-1)  # (1,) the drafter's greedy guess at k+1
+        r_next, r_next_x = deferral(rule, x_next, q_next, p_raw[k:])
 
     if params.greedy:
         # keep x_i when the rule keeps the draft (r = 0) or it is the target's argmax
@@ -65,6 +78,8 @@ def verify_block(
         keep = best[:k] == tokens
         if lenience is None:
             keep = keep | (r_x == 0)
+        if cascade_bonus:  # π_{k+1} at T = 0: the drafter's argmax unless the rule defers it
+            best = torch.cat([best[:k], torch.where(r_next_x == 0, x_next, best[k:])])
         n = keep.long().cumprod(0).sum()
         return Verdict(n, best[n], r_x)
 
@@ -77,8 +92,11 @@ def verify_block(
         pi = p[:k]
         accept = S.lenient_acceptance_probs(pi, q, tokens, lenience)
     n = S.first_rejection(accept, generator)
-    # row n of [residuals of the k positions; p_{k+1}] is the correction or the bonus distribution
-    candidates = torch.cat([S.residual(pi, q), p[k:]], dim=0)  # (k + 1, V)
+    bonus = p[k:]  # (1, V)
+    if cascade_bonus:
+        bonus = S.mixture(r_next, q_scaled(q_next, False, params), bonus)  # π_{k+1}
+    # row n of [residuals of the k positions; the bonus distribution] is what follows the accepted prefix
+    candidates = torch.cat([S.residual(pi, q), bonus], dim=0)  # (k + 1, V)
     return Verdict(n, S.sample(candidates[n], generator), r_x)
 
 

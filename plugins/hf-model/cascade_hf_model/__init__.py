@@ -56,23 +56,25 @@ class HFModelDrafter:
         if prompt_ids.shape[0] > 1:
             self.lm.forward(prompt_ids[:-1], last_only=True)  # prefill: all but the last prompt token
 
-    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0) -> Draft:
+    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:
         self.start, self.fed = context.shape[0], 0
         logits = self.lm.forward(context[self.lm.length :], last_only=True)[-1]  # (V,) unseen tokens fed at once
         tokens, probs = [], []
+        q = sampling.softmax(logits)  # (V,) T = 1, what the rules read
         for i in range(k):
-            q = sampling.softmax(logits)  # (V,) T = 1, what the rules read
             if min_confidence > 0 and q.max().item() < min_confidence:
                 break  # `confidence` schedule: stop drafting when unsure
             x = sampling.pick(logits, self.params, self.generator)  # 0-d
             tokens.append(x)
             probs.append(q)
-            if i < k - 1:
+            if i < k - 1 or lookahead:
                 logits = self.lm.forward(x.view(1))[-1]
                 self.fed += 1
+                q = sampling.softmax(logits)
+        next_probs = q if (lookahead or len(tokens) < k) else None
         if not tokens:
-            return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=1)
-        return Draft(torch.stack(tokens), torch.stack(probs), calls=1 + self.fed)
+            return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=1, next_probs=next_probs)
+        return Draft(torch.stack(tokens), torch.stack(probs), calls=1 + self.fed, next_probs=next_probs)
 
     def observe(self, n_accepted: int) -> None:
         # the cache holds context + the fed drafts; keep context + the accepted ones

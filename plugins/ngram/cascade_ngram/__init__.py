@@ -63,7 +63,7 @@ class NgramDrafter:
                 return self.ids[end : end + k]
         return []
 
-    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0) -> Draft:
+    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:
         self._extend(context)
         return Draft(torch.tensor(self.lookup(k), dtype=torch.long, device=context.device), None, calls=1)
 

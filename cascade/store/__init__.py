@@ -1,0 +1,22 @@
+"""The decision store: every run, sequence, step and decision of the engine in SQL.
+
+SQLite by default (`sqlite:///cascade.db`), PostgreSQL by URL (`postgresql+psycopg://...`).
+Callers never import SQLAlchemy: they use
+
+- `resolve_url(cli_url, no_store=..., policy=...)`: which store, or None for off;
+- `Store.open(url)` -> `Store`; `store.start_run(policy, engine_info(engine))` -> `RunLogger`;
+- `RunLogger.start_sequence / log_step / step_logger / end_sequence / log_generation / finish`;
+- `cascade.store.queries` for reading, `cascade.store.migrate` for `upgrade / current / history`;
+- `cascade.store.cli.add_parser(subparsers)` for `cascade db ...` and `cascade runs ...`.
+"""
+
+from cascade.store.db import mask_url
+from cascade.store.migrate import current, history, upgrade
+from cascade.store.runinfo import engine_info
+from cascade.store.urls import DEFAULT_URL, ENV_VAR, resolve_url
+from cascade.store.writer import RunLogger, Store
+
+__all__ = [
+    "DEFAULT_URL", "ENV_VAR", "RunLogger", "Store", "current", "engine_info", "history", "mask_url",
+    "resolve_url", "upgrade",
+]

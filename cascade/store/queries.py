@@ -1,0 +1,198 @@
+"""The read side: every query the CLI, benchmarks and dashboard need, returning plain dicts.
+
+Values are JSON-ready: datetimes as ISO strings, NaN as None. Derived rates use
+`cascade.metrics.Metrics`' own definitions, so the store and the engine agree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.engine import RowMapping
+
+from cascade.errors import CascadeError
+from cascade.metrics import DERIVED, Metrics
+from cascade.store.db import mask_url
+from cascade.store.models import METRIC_COLUMNS, Decision, Run, Sequence, Step
+from cascade.store.writer import VERIFYING_MODES, Store
+
+RUN_SUMMARY = (Run.id, Run.policy_name, Run.mode, Run.rule, Run.alpha, Run.target, Run.drafter, Run.status,
+               Run.started_at, Run.finished_at, Run.num_sequences, *(getattr(Run, c) for c in METRIC_COLUMNS),
+               Run.accepted_per_position)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, datetime):  # SQLite hands back naive datetimes; the store writes UTC
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _row(row: RowMapping) -> dict[str, Any]:
+    return {k: _json(v) for k, v in row.items()}
+
+
+def derived(counters: dict[str, Any]) -> dict[str, float | None]:
+    """acceptance_rate, mean_acceptance_length (τ), deferral_rate, tokens_per_second, calls per token."""
+    values: dict[str, Any] = {c: counters[c] or 0 for c in METRIC_COLUMNS}
+    m = Metrics(**values)
+    return {name: _json(getattr(m, name)) for name in DERIVED}
+
+
+def list_runs(store: Store, *, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
+    """The newest runs first: identity, status, totals and derived rates."""
+    q = select(*RUN_SUMMARY).order_by(Run.id.desc()).limit(limit)
+    if status is not None:
+        q = q.where(Run.status == status)
+    with store.reader.connect() as conn:
+        rows = conn.execute(q).mappings().all()
+    return [{**_row(r), **derived(dict(r))} for r in rows]
+
+
+def _get_run(conn, run_id: int) -> dict[str, Any]:
+    row = conn.execute(select(Run.__table__).where(Run.id == run_id)).mappings().first()
+    if row is None:
+        raise CascadeError(f"no run {run_id} in store {mask_url(conn.engine.url)}; "
+                           "`cascade runs list` shows the ids")
+    return _row(row)
+
+
+def per_position(conn, run_id: int) -> list[dict[str, Any]]:
+    """Drafted, accepted and deferred counts per block position, from the decision rows."""
+    q = (
+        select(
+            Decision.position,
+            func.count().label("drafted"),
+            func.sum(case((Decision.accepted.is_(True), 1), else_=0)).label("accepted"),
+            func.sum(case((Decision.deferred.is_(True), 1), else_=0)).label("deferred"),
+        )
+        .join(Sequence, Sequence.id == Decision.sequence_id)
+        .where(Sequence.run_id == run_id, Decision.kind == "draft")
+        .group_by(Decision.position)
+        .order_by(Decision.position)
+    )
+    return [
+        {"position": r.position, "drafted": int(r.drafted), "accepted": int(r.accepted), "deferred": int(r.deferred),
+         "acceptance_rate": r.accepted / r.drafted if r.drafted else None}
+        for r in conn.execute(q)
+    ]
+
+
+def show_run(store: Store, run_id: int) -> dict[str, Any]:
+    """One run: its row, totals with derived rates, per-position acceptance, deferral rate, row counts."""
+    with store.reader.connect() as conn:
+        run = _get_run(conn, run_id)
+        positions = per_position(conn, run_id)
+        seq_count = conn.execute(
+            select(func.count(), func.count(Sequence.finished_at)).where(Sequence.run_id == run_id)).one()
+        step_count = conn.execute(
+            select(func.count()).select_from(Step).join(Sequence, Sequence.id == Step.sequence_id)
+            .where(Sequence.run_id == run_id)).scalar_one()
+    totals = {c: run.pop(c) for c in (*METRIC_COLUMNS, "accepted_per_position")}
+    rates = derived(totals)
+    return {
+        "run": run,
+        "totals": {**totals, **rates},
+        "deferral_rate": rates["deferral_rate"],
+        "per_position": positions,
+        "rows": {"sequences": seq_count[0], "finished_sequences": seq_count[1], "steps": step_count},
+    }
+
+
+def list_sequences(store: Store, run_id: int) -> list[dict[str, Any]]:
+    """A run's sequences in order, with their metrics and quality fields (no token ids)."""
+    cols = [c for c in Sequence.__table__.columns if c.name != "output_token_ids"]
+    with store.reader.connect() as conn:
+        _get_run(conn, run_id)
+        rows = conn.execute(select(*cols).where(Sequence.run_id == run_id).order_by(Sequence.index)).mappings()
+        return [{**_row(r), **derived(dict(r))} for r in rows]
+
+
+def check_totals(store: Store, run_id: int) -> list[str]:
+    """Where a run's stored numbers do not add up (SPEC.md: they must); [] when they do.
+
+    Per finished sequence: its counters against the sums of its step rows and counts of its
+    decision rows (when decisions were recorded); the run's totals against the sums over its
+    finished sequences.
+    """
+    problems: list[str] = []
+    with store.reader.connect() as conn:
+        run = _get_run(conn, run_id)
+        verifying = run["mode"] in VERIFYING_MODES
+        seqs = conn.execute(select(Sequence.__table__).where(
+            Sequence.run_id == run_id, Sequence.finished_at.is_not(None))).mappings().all()
+        steps = {r.sequence_id: r for r in conn.execute(
+            select(Step.sequence_id, func.count().label("n"),
+                   *(func.coalesce(func.sum(getattr(Step, c)), 0).label(c) for c in
+                     ("drafted", "accepted", "emitted", "deferred", "target_calls", "drafter_calls")))
+            .join(Sequence, Sequence.id == Step.sequence_id).where(Sequence.run_id == run_id)
+            .group_by(Step.sequence_id))}
+        is_draft = Decision.kind == "draft"
+        dec = {r.sequence_id: r for r in conn.execute(
+            select(Decision.sequence_id, func.count().label("rows"),
+                   func.sum(case((is_draft, 1), else_=0)).label("drafted"),
+                   func.sum(case((is_draft & Decision.accepted.is_(True), 1), else_=0)).label("accepted"),
+                   func.sum(case((is_draft & Decision.deferred.is_(True), 1), else_=0)).label("deferred"),
+                   func.count(Decision.emitted_token).label("emitted"))
+            .join(Sequence, Sequence.id == Decision.sequence_id).where(Sequence.run_id == run_id)
+            .group_by(Decision.sequence_id))}
+        pos: dict[int, list[int]] = defaultdict(list)
+        for r in conn.execute(
+            select(Decision.sequence_id, Decision.position, func.count().label("n"))
+            .join(Sequence, Sequence.id == Decision.sequence_id)
+            .where(Sequence.run_id == run_id, is_draft, Decision.accepted.is_(True))
+            .group_by(Decision.sequence_id, Decision.position)
+        ):
+            counts = pos[r.sequence_id]
+            counts.extend([0] * (r.position + 1 - len(counts)))
+            counts[r.position] = r.n
+
+    def expect(where: str, name: str, stored: Any, computed: Any) -> None:
+        same = math.isclose(stored, computed, rel_tol=1e-9, abs_tol=1e-9) if isinstance(stored, float) \
+            else stored == computed
+        if not same:
+            problems.append(f"{where}: {name} is {stored}, but the rows below it add up to {computed}")
+
+    for s in seqs:
+        where = f"sequence {s['id']}"
+        st = steps.get(s["id"])
+        n_steps = st.n if st else 0
+        expect(where, "num_drafts", s["num_drafts"], n_steps if verifying else 0)
+        for col, counter in (("drafted", "num_draft_tokens"), ("accepted", "num_accepted_tokens"),
+                             ("deferred", "num_deferred"), ("target_calls", "target_calls"),
+                             ("drafter_calls", "drafter_calls"), ("emitted", "num_generated_tokens")):
+            expect(where + " (steps)", counter, s[counter], int(getattr(st, col)) if st else 0)
+        d = dec.get(s["id"])
+        if d is not None:  # decisions recorded
+            for col, counter in (("drafted", "num_draft_tokens"), ("accepted", "num_accepted_tokens"),
+                                 ("deferred", "num_deferred"), ("emitted", "num_generated_tokens")):
+                expect(where + " (decisions)", counter, s[counter], int(getattr(d, col)))
+            if verifying:
+                expect(where + " (decisions)", "accepted_per_position", _trim(s["accepted_per_position"]),
+                       _trim(pos.get(s["id"], [])))
+    sums: dict[str, Any] = {c: sum(s[c] for s in seqs) for c in METRIC_COLUMNS}
+    for c in METRIC_COLUMNS:
+        expect(f"run {run_id}", c, run[c], sums[c])
+    expect(f"run {run_id}", "num_sequences", run["num_sequences"], len(seqs))
+    apps: list[int] = []
+    for s in seqs:
+        apps = [a + b for a, b in _pad(apps, s["accepted_per_position"] or [])]
+    expect(f"run {run_id}", "accepted_per_position", _trim(run["accepted_per_position"]), _trim(apps))
+    return problems
+
+
+def _pad(a: list[int], b: list[int]) -> list[tuple[int, int]]:
+    n = max(len(a), len(b))
+    return list(zip(a + [0] * (n - len(a)), b + [0] * (n - len(b))))
+
+
+def _trim(counts: list[int] | None) -> list[int]:
+    out = list(counts or [])
+    while out and out[-1] == 0:
+        out.pop()
+    return out
