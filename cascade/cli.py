@@ -15,6 +15,7 @@ from cascade.errors import CascadeError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cascade.store import cli as store_cli
     from cascade.zoo import cli as zoo_cli
 
     parser = argparse.ArgumentParser(prog="cascade", description="speculative cascades for HF causal LMs")
@@ -28,12 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-new-tokens", type=int, help="override decoding.max_new_tokens")
     run.add_argument("--seed", type=int, help="override decoding.seed")
     run.add_argument("--json", action="store_true", help="print JSON (one object per prompt)")
+    run.add_argument("--store", metavar="URL", help="log to this database (default: $CASCADE_STORE, the policy's, ./cascade.db)")
+    run.add_argument("--no-store", action="store_true", help="do not log the run")
     run.set_defaults(func=cmd_run)
 
     plugins = sub.add_parser("plugins", help="list installed plugins")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
 
+    store_cli.add_parser(sub)
     zoo_cli.add_parser(sub)
     return parser
 
@@ -68,22 +72,43 @@ def generation_json(gen) -> dict:
 
 def cmd_run(args) -> int:
     from cascade.engine import Engine
+    from cascade.policy import load_policy
+    from cascade.store import Store, engine_info, resolve_url
 
     prompts = [{"prompt": args.prompt}] if args.prompt is not None else read_prompts(args.prompts)
-    engine = Engine.from_policy(args.policy)
-    for row in prompts:
-        gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed)
-        if args.json:
-            print(json.dumps(generation_json(gen)), flush=True)
-        else:
-            print(gen.text, flush=True)
-            m = gen.metrics
-            print(
-                f"[{m.num_generated_tokens} tokens, {m.tokens_per_second:.1f} tok/s, "
-                f"τ={m.mean_acceptance_length:.2f}, target calls/token={m.target_calls_per_token:.2f}]",
-                file=sys.stderr,
-            )
+    policy = load_policy(args.policy)
+    url = resolve_url(args.store, no_store=args.no_store, policy=policy)
+    store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
+    engine = Engine.from_policy(policy)
+    run = store.start_run(policy, engine_info(engine)) if store else None
+    try:
+        for row in prompts:
+            seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
+            gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                  on_step=run.step_logger(seq) if run else None, record_decisions=run is not None)
+            if run:
+                run.end_sequence(seq, gen)
+            print_generation(gen, args.json)
+    except BaseException as exc:
+        if run:
+            run.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc))
+        raise
+    finally:
+        if run and run.status == "running":
+            run.finish("done")
+        if store:
+            store.close()
     return 0
+
+
+def print_generation(gen, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(generation_json(gen)), flush=True)
+        return
+    print(gen.text, flush=True)
+    m = gen.metrics
+    print(f"[{m.num_generated_tokens} tokens, {m.tokens_per_second:.1f} tok/s, τ={m.mean_acceptance_length:.2f}, "
+          f"target calls/token={m.target_calls_per_token:.2f}]", file=sys.stderr)
 
 
 def cmd_plugins(args) -> int:

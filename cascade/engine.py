@@ -20,7 +20,7 @@ one, which is fed first in the next verification together with the drafts.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -169,7 +169,9 @@ class Engine:
         while len(seq.generated) < budget:
             remaining = budget - len(seq.generated)
             emitted, step = self.step_fn(seq, remaining, len(steps))
-            emitted, finish = self._stop(seq, emitted)
+            kept, finish = self._stop(seq, emitted)
+            if len(kept) < len(emitted):
+                emitted, step = kept, truncate_step(step, len(kept))
             seq.append(emitted)
             steps.append(step)
             metrics.add_step(step, verification=self.mode in ("speculative", "lossy"))
@@ -316,6 +318,19 @@ class Engine:
 
 EMPTY_DRAFT = Draft(torch.empty(0, dtype=torch.long), calls=0)
 STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
+
+
+def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
+    """The step as the output saw it when EOS or a stop string cut it after n_emitted tokens."""
+    rows, left = [], n_emitted
+    for d in step.decisions:
+        if d.emitted_token is not None:
+            if left == 0:
+                d = replace(d, emitted_token=None)
+            else:
+                left -= 1
+        rows.append(d)
+    return replace(step, emitted=step.emitted[:n_emitted], decisions=tuple(rows))
 
 
 def draft_calls(draft: Draft) -> int:

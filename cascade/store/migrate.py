@@ -15,6 +15,7 @@ PostgreSQL database with an application that has its own Alembic history.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def config(connection: Connection | None = None, url: str | None = None) -> Conf
     return cfg
 
 
+@lru_cache(maxsize=1)
 def script() -> ScriptDirectory:
     return ScriptDirectory.from_config(config())
 

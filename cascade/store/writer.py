@@ -87,8 +87,8 @@ class Store:
     def reader(self) -> Engine:
         """An engine for queries: on SQLite it never takes the write lock, so readers never stall writers."""
         if self._reader is None:
-            sqlite = self.engine.dialect.name == "sqlite"
-            self._reader = db.make_engine(self.engine.url, immediate=False) if sqlite else self.engine
+            sqlite_file = db.is_sqlite(self.engine.url) and db.sqlite_path(self.engine.url) is not None
+            self._reader = db.make_engine(self.engine.url, immediate=False) if sqlite_file else self.engine
         return self._reader
 
     def write(self, fn: Callable[[Connection], Any]) -> Any:

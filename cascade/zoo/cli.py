@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     tr.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tokenized corpus and checkpoints")
     tr.set_defaults(func=_train)
     pr = zsub.add_parser("prompts", help="write held-out code-completion prompts as JSONL")
-    pr.add_argument("--tokenizer", type=Path, default=DEFAULT_MODELS / "target")
+    pr.add_argument("--tokenizer", type=Path, default=DEFAULT_MODELS / "tiny", help="any family member (they share it)")
     pr.add_argument("-n", type=int, default=50, help="number of prompts")
     pr.add_argument("--out", type=Path, default=Path("prompts/stdlib-heldout.jsonl"))
     pr.add_argument("--seed", type=int, default=0)

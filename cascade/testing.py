@@ -1,0 +1,115 @@
+"""Test helpers for cascade and its plugins: tiny models built from configs and a small tokenizer.
+
+Plugin authors can use these too (`from cascade.testing import build_family`).
+
+No hub access: the tokenizer is a byte-level BPE trained in-process on a little
+Python source, and every model is randomly initialised from a config with a fixed
+seed. A drafter "near" the target is the target with noise added to its weights,
+so greedy blocks see both accepts and rejections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+VOCAB = 320
+ARCHS = ("gpt2", "llama", "qwen2")
+CORPUS = '''
+def add(a, b):
+    return a + b
+
+class Point:
+    def __init__(self, x, y):
+        self.x = x
+        self.y = y
+
+    def norm(self):
+        return (self.x ** 2 + self.y ** 2) ** 0.5
+
+for i in range(10):
+    print(i, add(i, i))
+''' * 20
+
+
+def make_tokenizer(out: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([CORPUS], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|endoftext|>")
+    fast.save_pretrained(out)
+    return fast
+
+
+def make_config(arch: str, hidden: int = 64, layers: int = 2, vocab: int = VOCAB, positions: int = 256):
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=0, pad_token_id=0, tie_word_embeddings=False)
+    if arch == "gpt2":
+        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=positions, **common)
+    if arch == "llama":
+        return LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions, **common)
+    if arch == "qwen2":
+        return Qwen2Config(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
+                           use_sliding_window=False, **common)
+    raise ValueError(arch)
+
+
+def build_model(arch: str, out: Path, seed: int, tokenizer_dir: Path, noise_from=None, noise: float = 0.0, **cfg):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(make_config(arch, **cfg))
+    # sharper distributions than a plain random init, so greedy and sampling see structure
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+        if noise_from is not None:
+            for p, src in zip(model.parameters(), noise_from.parameters()):
+                p.copy_(src + noise * torch.randn_like(src) * src.std())
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = 0
+    model.generation_config.bos_token_id = 0
+    model.save_pretrained(out)
+    for f in tokenizer_dir.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    return model
+
+
+def write_policy(path: Path, **fields) -> Path:
+    path.write_text(yaml.safe_dump(fields, sort_keys=False))
+    return path
+
+
+def policy_dict(target: Path, drafter: Path | None = None, mode="speculative", rule="none", alpha=0.0,
+                plugin="hf-model", drafter_options=None, **decoding) -> dict:
+    d = {"name": f"test-{mode}-{rule}", "target": {"model": str(target), "dtype": "float32", "device": "cpu"},
+         "mode": mode, "rule": {"name": rule, "alpha": alpha},
+         "decoding": {"temperature": 0.0, "block_size": 4, "max_new_tokens": 24, "seed": 0, **decoding}}
+    if mode != "target":
+        opts = drafter_options if drafter_options is not None else ({"model": str(drafter)} if plugin == "hf-model" else {})
+        d["drafter"] = {"plugin": plugin, "options": opts}
+    return d
+
+
+
+
+def build_family(root: Path, arch: str, tokenizer_dir: Path) -> dict[str, Path]:
+    """target, near (the target plus weight noise: accepts and rejects) and small (a smaller model)."""
+    base = root / arch
+    target = build_model(arch, base / "target", 0, tokenizer_dir)
+    build_model(arch, base / "near", 1, tokenizer_dir, noise_from=target, noise=0.3)
+    build_model(arch, base / "small", 2, tokenizer_dir, hidden=32, layers=1)
+    return {"target": base / "target", "near": base / "near", "small": base / "small"}

@@ -1,0 +1,86 @@
+"""The hf-model drafter on tiny models: caching, rollback, probabilities, errors."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from cascade import models, sampling
+from cascade.drafter import DrafterContext
+from cascade.errors import CascadeError
+from cascade.testing import build_model, make_tokenizer
+from cascade_hf_model import HFModelDrafter, Options
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    tok = root / "tok"
+    make_tokenizer(tok)
+    build_model("llama", root / "d", 0, tok)
+    build_model("llama", root / "wide", 1, tok, vocab=352)
+    return root
+
+
+def ctx(vocab=320):
+    return DrafterContext(vocab_size=vocab, tokenizer=None, target_name="t", device=torch.device("cpu"),
+                          dtype=torch.float32)
+
+
+def logits_from_scratch(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids[None]).logits[0, -1]
+
+
+def test_greedy_draft_equals_greedy_decoding_and_probs_are_q(dirs):
+    d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
+    prompt = torch.tensor([5, 9, 11, 40, 7])
+    d.reset(prompt, sampling.SamplingParams(0.0), None)
+    draft = d.propose(prompt, 4)
+    assert draft.tokens.shape == (4,) and draft.probs.shape == (4, 320) and draft.calls == 4
+    ids = prompt.clone()
+    for i in range(4):
+        logits = logits_from_scratch(d.lm.model, ids)
+        assert draft.tokens[i].item() == logits.argmax().item()
+        assert torch.allclose(draft.probs[i], torch.softmax(logits, -1), atol=1e-5)
+        ids = torch.cat([ids, draft.tokens[i : i + 1]])
+
+
+@pytest.mark.parametrize("n_accepted", [0, 2, 4])
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_rollback_keeps_exactly_the_accepted_prefix(dirs, n_accepted, lookahead):
+    d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
+    prompt = torch.tensor([5, 9, 11, 40, 7])
+    d.reset(prompt, sampling.SamplingParams(0.0), None)
+    draft = d.propose(prompt, 4, lookahead=lookahead)
+    assert (draft.next_probs is not None) == lookahead
+    d.observe(n_accepted)
+    context = torch.cat([prompt, draft.tokens[:n_accepted], torch.tensor([3])])  # + the target's token
+    nxt = d.propose(context, 1)
+    assert d.lm.length == context.shape[0]
+    assert torch.allclose(nxt.probs[0], torch.softmax(logits_from_scratch(d.lm.model, context), -1), atol=1e-5)
+
+
+def test_confidence_stops_early(dirs):
+    d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
+    prompt = torch.tensor([5, 9, 11])
+    d.reset(prompt, sampling.SamplingParams(0.0), None)
+    assert d.propose(prompt, 4, min_confidence=1.01).tokens.numel() == 0
+
+
+def test_vocabulary_mismatch_is_a_clear_error(dirs):
+    with pytest.raises(CascadeError, match="352 tokens but target 't' has 320"):
+        HFModelDrafter(Options(model=str(dirs / "wide")), ctx(320))
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(CascadeError, match="could not load model"):
+        HFModelDrafter(Options(model=str(tmp_path / "nothing")), ctx())
+
+
+def test_options_are_typed():
+    with pytest.raises(ValidationError):
+        Options()
+    with pytest.raises(ValidationError):
+        Options(model="x", dtype="float8")
+    assert Options(model="x").trust_remote_code is False
+    assert models.resolve_model_path("no/such-dir") == "no/such-dir"  # a hub id stays as it is

@@ -1,0 +1,105 @@
+"""Policy loading and validation: every bad input gets a message naming the field and the fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cascade.errors import PolicyError
+from cascade.plugins import registry
+from cascade.policy import check_policy, load_policy, parse_policy
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def base(**over):
+    d = {"name": "p", "target": {"model": "some/model"}, "drafter": {"plugin": "hf-model", "options": {"model": "x"}},
+         "mode": "speculative", "rule": {"name": "token_v3", "alpha": 0.3}}
+    d.update(over)
+    return d
+
+
+def error_of(data) -> str:
+    with pytest.raises(PolicyError) as exc:
+        check_policy(parse_policy(data), registry())
+    return str(exc.value)
+
+
+def test_shipped_policies_validate():
+    files = sorted((REPO / "policies").glob("*.yaml"))
+    assert len(files) >= 8
+    modes = set()
+    for f in files:
+        p = load_policy(f)
+        check_policy(p, registry())
+        modes.add(p.mode)
+        assert p.base_dir == f.parent.resolve()
+    assert modes == {"target", "drafter", "sequential", "speculative", "lossy"}
+
+
+def test_unknown_key_names_the_field():
+    msg = error_of(base(decodng={"temperature": 0}))
+    assert "`decodng`" in msg and "remove it or check its spelling" in msg
+    msg = error_of(base(decoding={"temprature": 0.5}))
+    assert "`decoding.temprature`" in msg
+
+
+def test_wrong_type_names_the_field_and_value():
+    msg = error_of(base(decoding={"temperature": "hot"}))
+    assert "`decoding.temperature`" in msg and "'hot'" in msg
+    assert "`decoding.block_size`" in error_of(base(decoding={"block_size": 0}))
+    assert "`mode`" in error_of(base(mode="fast"))
+
+
+def test_alpha_outside_the_rule_range():
+    msg = error_of(base(rule={"name": "chow", "alpha": 1.5}))
+    assert "`rule.alpha`" in msg and "[0.0, 1.0]" in msg
+
+
+def test_rule_that_needs_q_with_deterministic_drafter():
+    for rule in ("chow", "diff", "opt", "token_v1"):
+        msg = error_of(base(drafter={"plugin": "ngram"}, rule={"name": rule, "alpha": 0.1}))
+        assert "needs drafter probabilities" in msg and "ngram" in msg
+    for rule in ("none", "token_v2", "token_v3"):
+        check_policy(parse_policy(base(drafter={"plugin": "ngram"}, rule={"name": rule, "alpha": 0.1})), registry())
+
+
+def test_unknown_drafter_and_rule_list_installed_names():
+    msg = error_of(base(drafter={"plugin": "eagle"}))
+    assert "unknown drafter 'eagle'" in msg and "hf-model" in msg and "ngram" in msg
+    msg = error_of(base(rule={"name": "token_v9"}))
+    assert "unknown rule 'token_v9'" in msg and "token_v3" in msg and "chow" in msg
+
+
+def test_bad_drafter_options():
+    msg = error_of(base(drafter={"plugin": "ngram", "options": {"min_ngram": 4, "max_ngram": 2}}, rule={"name": "none"}))
+    assert "drafter 'ngram'" in msg and "min_ngram" in msg
+    msg = error_of(base(drafter={"plugin": "hf-model", "options": {"modle": "x"}}))
+    assert "`drafter.options.modle`" in msg
+    msg = error_of(base(drafter={"plugin": "hf-model", "options": {}}))
+    assert "`drafter.options.model`" in msg and "add it" in msg
+
+
+def test_mode_combinations():
+    assert "sequential" in error_of(base(mode="sequential", rule={"name": "token_v3", "alpha": 0.3}))
+    assert "deterministic" in error_of(base(mode="drafter", drafter={"plugin": "ngram"}, rule={"name": "none"}))
+    assert "needs a drafter" in error_of({"name": "p", "target": {"model": "m"}, "mode": "speculative"})
+
+
+def test_yaml_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        load_policy(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(PolicyError, match="YAML mapping"):
+        load_policy(bad)
+    with pytest.raises(PolicyError, match="not found"):
+        load_policy(tmp_path / "missing.yaml")
+
+
+def test_round_trip_and_hash(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(base()))
+    p = load_policy(f)
+    assert p.rule.alpha == 0.3 and p.decoding.block_size == 4 and len(p.sha256) == 64
