@@ -26,6 +26,11 @@ def add_parser(sub) -> None:
     pr.add_argument("--out", type=Path, default=Path("prompts/stdlib-heldout.jsonl"))
     pr.add_argument("--seed", type=int, default=0)
     pr.set_defaults(func=_prompts)
+    ev = zsub.add_parser("eval", help="held-out loss, agreement with the target, τ of each drafter")
+    ev.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    ev.add_argument("--prompts", type=Path, default=Path("prompts/stdlib-heldout.jsonl"))
+    ev.add_argument("--out", type=Path, default=DEFAULT_MODELS / "eval.json")
+    ev.set_defaults(func=_eval)
 
 
 def _train(args) -> int:
@@ -44,4 +49,14 @@ def _prompts(args) -> int:
 
     n = write_prompts(args.out, args.tokenizer, args.n, args.seed)
     print(f"wrote {n} prompts to {args.out}")
+    return 0
+
+
+def _eval(args) -> int:
+    import json
+
+    from cascade.zoo.evaluate import evaluate, markdown
+    results = evaluate(args.models, args.prompts, log=lambda m: print(m, flush=True))
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
     return 0
