@@ -20,9 +20,9 @@ one, which is fed first in the next verification together with the drafts.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 

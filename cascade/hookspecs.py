@@ -7,7 +7,7 @@ manager loads, never per token.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pluggy
 

@@ -5,10 +5,9 @@ import subprocess
 import sys
 
 import pytest
-
-from cascade.store import Store
-from cascade.store import queries
 from conftest import policy_dict, write_policy
+
+from cascade.store import Store, queries
 
 
 def cascade(*args, cwd=None, env=None):

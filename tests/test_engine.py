@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import ARCHS, policy_dict
 from scipy.stats import chisquare
 from transformers import AutoModelForCausalLM
 
@@ -9,8 +10,6 @@ from cascade import sampling as S
 from cascade.engine import Engine
 from cascade.policy import parse_policy
 from cascade.rules import BUILTIN_RULES
-
-from conftest import ARCHS, policy_dict
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 

@@ -35,7 +35,7 @@ def stdlib_root() -> Path:
 
 
 def python_version() -> str:
-    return "%d.%d.%d" % sys.version_info[:3]
+    return ".".join(str(v) for v in sys.version_info[:3])
 
 
 def is_heldout(relpath: str) -> bool:

@@ -2,9 +2,8 @@
 
 import pytest
 import torch
-from pydantic import ValidationError
-
 from cascade_ngram import NgramDrafter, Options
+from pydantic import ValidationError
 
 
 def drafter(**kw) -> NgramDrafter:
