@@ -51,8 +51,8 @@ class Metrics:
     drafter_calls: int = 0
     num_generated_tokens: int = 0
     num_prompt_tokens: int = 0
-    decode_seconds: float = 0.0
-    ttft_seconds: float = 0.0
+    decode_seconds: float = 0.0  # from the end of prefill to the last token (tokens_per_second uses it)
+    ttft_seconds: float = 0.0  # from the call to the first emitted token, prefill included
 
     def add_step(self, step: StepRecord, verification: bool) -> None:
         self.num_drafts += int(verification)

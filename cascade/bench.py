@@ -1,0 +1,844 @@
+"""Policies side by side on the same prompts, in one process: speed, acceptance, quality, peers.
+
+    rows = [target-only (added when missing), policy_1 .. policy_n, peers (transformers)]
+    warm-up  -> every row: `warmup` untimed generations
+    record   -> every row: one untimed pass over the prompts; decisions logged to the store,
+                quality (chrF, target log-prob) computed and written with `set_quality`
+    timed    -> `repeats` passes, round-robin over the rows (so drift hits every row alike),
+                nothing recorded: decode tokens/s of a pass = its tokens / its decode seconds
+
+A row reports the median tokens/s over the timed passes with its spread (min, max,
+quartiles), the speed-up over target-only on the same target measured in this same
+process (SPEC.md, "Metrics"), τ, acceptance and deferral rates, target and drafter
+calls per token, time to first token, chrF against the prompts' references and the
+target's mean log-prob of the emitted tokens, both also relative to target-only.
+
+Models are loaded once per (path, dtype, device) and shared between the rows that
+name them (`ModelCache`): thirteen policies over one target load it once.
+
+Peers (`peers=("hf",)`): transformers' assisted generation (`generate(assistant_model=...)`)
+and prompt lookup (`generate(prompt_lookup_num_tokens=...)`) on the same models, prompts
+and block size, greedy. Every greedy lossless row says whether its tokens are identical
+to target-only's and to each peer's.
+
+The cost model of SPEC.md gives each speculative row a ceiling: with acceptance a,
+block γ, drafter step cost c and verification cost v (both relative to one target step,
+measured here on the row's own models), speed-up ≤ (1 − a^{γ+1}) / (1 − a) / (γ·c + v).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cascade import models, quality
+from cascade.errors import CascadeError
+from cascade.metrics import Metrics
+from cascade.policy import Policy, load_policy, parse_policy
+
+# `cascade bench` with no arguments: the shipped policies, in this order
+DEFAULT_POLICIES = (
+    "target-only", "speculative-lossless", "speculative-ngram", "cascade-token-v3", "sequential-chow",
+    "lossy-speculative",
+)
+DEFAULT_PROMPTS = "prompts/stdlib-heldout.jsonl"
+PEERS = ("hf",)
+HF_ASSISTED, HF_LOOKUP = "hf-assisted", "hf-prompt-lookup"
+
+
+# ---------------------------------------------------------------------- shipped files
+
+
+def shipped(relative: str) -> Path:
+    """A shipped file (policies/, prompts/): from the working directory, else from this checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = base / relative
+        if candidate.exists():
+            return candidate
+    raise CascadeError(f"{relative} not found in {Path.cwd()} or next to the cascade package: "
+                       "run from the cascade checkout or name the files explicitly")
+
+
+def default_policies() -> list[Path]:
+    return [shipped(f"policies/{name}.yaml") for name in DEFAULT_POLICIES]
+
+
+def read_prompts(path: Path, limit: int | None = None) -> list[dict]:
+    """JSONL rows with a string "prompt" (and optionally "reference"); the first `limit` of them."""
+    from cascade.cli import read_prompts as read_jsonl
+
+    rows = read_jsonl(Path(path))
+    if limit is not None:
+        if limit < 1:
+            raise CascadeError(f"--limit must be at least 1, got {limit}")
+        rows = rows[:limit]
+    return rows
+
+
+# ---------------------------------------------------------------------- shared models
+
+
+class ModelCache:
+    """Load each model and tokenizer once and hand the same object to every engine that names it.
+
+    `with cache.active():` routes `cascade.models.load_model` / `load_tokenizer` (which
+    `Engine.from_policy` and the hf-model drafter call) through the cache. Models are used
+    read-only (eval mode, inference only); each engine keeps its own KV cache.
+    """
+
+    def __init__(self):
+        self.models: dict[tuple, Any] = {}
+        self.tokenizers: dict[tuple, Any] = {}
+        self.loads = 0  # models actually read from disk (or the hub)
+        self._load_model = models.load_model
+        self._load_tokenizer = models.load_tokenizer
+
+    def load_model(self, path, dtype=torch.float32, device=None, trust_remote_code=False, revision=None):
+        key = (str(path), str(dtype), str(device or "cpu"), bool(trust_remote_code), revision)
+        if key not in self.models:
+            self.models[key] = self._load_model(path, dtype, device, trust_remote_code, revision)
+            self.loads += 1
+        return self.models[key]
+
+    def load_tokenizer(self, path, trust_remote_code=False, revision=None):
+        key = (str(path), bool(trust_remote_code), revision)
+        if key not in self.tokenizers:
+            self.tokenizers[key] = self._load_tokenizer(path, trust_remote_code, revision)
+        return self.tokenizers[key]
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[ModelCache]:
+        saved = models.load_model, models.load_tokenizer
+        models.load_model, models.load_tokenizer = self.load_model, self.load_tokenizer
+        try:
+            yield self
+        finally:
+            models.load_model, models.load_tokenizer = saved
+
+
+def build_engine(policy: Policy, cache: ModelCache, registry=None):
+    from cascade.engine import Engine
+
+    with cache.active():
+        return Engine.from_policy(policy, registry)
+
+
+# ---------------------------------------------------------------------- rows to run
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def target_key(model) -> tuple:
+    """Rows on the same loaded target compare with each other (speed-up, quality, identical tokens)."""
+    return (id(model),)
+
+
+def is_lossless_greedy(policy: Policy) -> bool:
+    d = policy.decoding
+    if d.temperature != 0.0:
+        return False
+    return (policy.mode == "target"
+            or (policy.mode == "speculative" and policy.rule.name == "none")
+            or (policy.mode == "lossy" and d.lenience == 1.0))
+
+
+class PolicyRow:
+    """One of our policies: an engine over (possibly shared) models."""
+
+    kind = "policy"
+
+    def __init__(self, policy: Policy, engine, auto: bool = False):
+        self.policy, self.engine = policy, engine
+        self.name = policy.name
+        self.auto = auto  # added by the bench (the target-only baseline), not asked for
+        self.target_model = engine.target.model
+        self.device = engine.device
+        self.lossless = is_lossless_greedy(policy)
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.engine.encode(prompt).tolist()
+
+    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False):
+        gen = self.engine.generate(prompt, max_new_tokens=max_new_tokens, on_step=on_step, record_decisions=record)
+        _sync(self.device)
+        return gen
+
+    def describe(self) -> dict[str, Any]:
+        p = self.policy
+        return {
+            "mode": p.mode, "rule": p.rule.name, "alpha": p.rule.alpha, "lenience": p.decoding.lenience,
+            "block_size": p.decoding.block_size, "temperature": p.decoding.temperature,
+            "target": p.target.model, "drafter": _drafter_label(p),
+        }
+
+
+def _drafter_label(policy: Policy) -> str | None:
+    if policy.drafter is None or policy.mode == "target":
+        return None
+    model = policy.drafter.options.get("model")
+    return f"{policy.drafter.plugin}:{model}" if model else policy.drafter.plugin
+
+
+class _CountCalls:
+    """Count forward passes of a model while active (forward hook; used in the untimed pass only)."""
+
+    def __init__(self, model):
+        self.model, self.n, self.handle = model, 0, None
+
+    def __enter__(self):
+        self.n = 0
+        self.handle = self.model.register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, module, args, output):
+        self.n += 1
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+class _FirstToken:
+    """A transformers streamer that notes when the first generated token arrives (TTFT)."""
+
+    def __init__(self):
+        self.puts, self.at = 0, None
+
+    def put(self, value):
+        self.puts += 1  # the first put is the prompt
+        if self.puts == 2 and self.at is None:
+            self.at = time.perf_counter()
+
+    def end(self):
+        pass
+
+
+class HFPeerRow:
+    """transformers' own speculative decoding on our models: assisted generation or prompt lookup, greedy.
+
+    The assistant reads its block size from its generation config (transformers 5.x):
+    `num_assistant_tokens = block_size`, schedule `constant` (our `heuristic` maps to
+    `heuristic_transient`, which resets per call as ours does per sequence), and no
+    confidence early stop (`assistant_confidence_threshold = 0`). The config is swapped
+    in only for the duration of each call, so the shared model is left as it was.
+    """
+
+    kind = "peer"
+    lossless = True  # greedy assisted generation and prompt lookup reproduce the target's greedy output
+
+    def __init__(self, name: str, like: PolicyRow, *, assistant=None, lookup_ngram: int | None = None,
+                 block_size: int | None = None):
+        from transformers import GenerationConfig
+
+        self.name, self.like, self.auto = name, like, False
+        self.target_model = like.target_model
+        self.device = like.device
+        self.assistant = assistant
+        # one model object as both target and assistant: forward passes cannot be told apart
+        self.shared = assistant is not None and assistant is like.target_model
+        self.block_size = block_size or like.policy.decoding.block_size
+        self.lookup_ngram = lookup_ngram
+        d = like.policy.decoding
+        tok = like.engine.tokenizer
+        self.ignore_eos = d.ignore_eos
+        self.eos_id = None if d.ignore_eos else tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        self.kwargs: dict[str, Any] = {"do_sample": False, "num_beams": 1, "pad_token_id": pad}
+        if d.stop:
+            self.kwargs.update(stop_strings=list(d.stop), tokenizer=tok)
+        if assistant is not None:
+            cfg = GenerationConfig.from_dict(assistant.generation_config.to_dict())
+            cfg.num_assistant_tokens = self.block_size
+            cfg.num_assistant_tokens_schedule = "heuristic_transient" if d.block_schedule == "heuristic" else "constant"
+            cfg.assistant_confidence_threshold = 0.0
+            self.assistant_config = cfg
+            self.kwargs["assistant_model"] = assistant
+        else:
+            self.kwargs.update(prompt_lookup_num_tokens=self.block_size, max_matching_ngram_size=lookup_ngram or 3)
+        self.max_positions = models.max_positions(self.target_model.config)
+
+    def encode(self, prompt: str) -> list[int]:
+        return self.like.encode(prompt)
+
+    def describe(self) -> dict[str, Any]:
+        like = self.like.policy
+        drafter = (f"hf-assistant:{like.drafter.options.get('model')}" if self.assistant is not None
+                   else f"hf-prompt-lookup:max_ngram={self.lookup_ngram or 3}")
+        return {"mode": "peer", "rule": None, "alpha": None, "lenience": None, "block_size": self.block_size,
+                "temperature": 0.0, "target": like.target.model, "drafter": drafter}
+
+    @contextlib.contextmanager
+    def _assistant_config(self):
+        if self.assistant is None:
+            yield
+            return
+        saved = self.assistant.generation_config
+        self.assistant.generation_config = self.assistant_config
+        try:
+            yield
+        finally:
+            self.assistant.generation_config = saved
+
+    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False):
+        from cascade.engine import Generation
+
+        ids = self.encode(prompt)
+        budget = max_new_tokens or self.like.policy.decoding.max_new_tokens
+        if self.max_positions is not None:
+            budget = min(budget, self.max_positions - len(ids))
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        kwargs = dict(self.kwargs, max_new_tokens=budget, attention_mask=torch.ones_like(input_ids))
+        if self.ignore_eos:
+            kwargs["eos_token_id"] = None
+        metrics = Metrics(num_prompt_tokens=len(ids))
+        streamer = _FirstToken() if record else None  # TTFT is read in the untimed pass only
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._assistant_config())
+            stack.enter_context(_quiet_transformers())
+            counters = []
+            if record and not self.shared:
+                counters = [stack.enter_context(_CountCalls(self.target_model))]
+                if self.assistant is not None:
+                    counters.append(stack.enter_context(_CountCalls(self.assistant)))
+            t0 = time.perf_counter()
+            out = self.target_model.generate(input_ids, streamer=streamer, **kwargs)
+            _sync(self.device)
+            metrics.decode_seconds = time.perf_counter() - t0
+        tokens = out[0, len(ids):].tolist()
+        metrics.num_generated_tokens = len(tokens)
+        if streamer is not None and streamer.at is not None:
+            metrics.ttft_seconds = streamer.at - t0
+        if counters:
+            metrics.target_calls = counters[0].n
+            metrics.drafter_calls = counters[1].n if len(counters) > 1 else 0
+        finish = "eos" if (self.eos_id is not None and tokens and tokens[-1] == self.eos_id) else "length"
+        text = self.like.engine.tokenizer.decode(tokens, skip_special_tokens=True)
+        return Generation(text, tokens, len(ids), finish, metrics, [])
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+# ---------------------------------------------------------------------- the cost model
+
+
+def _median_time(fn: Callable[[], None], device, trials: int) -> float:
+    times = []
+    for _ in range(trials):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7) -> dict[str, float]:
+    """SPEC.md's c (one drafter step / one target step) and v (verifying γ+1 tokens / one target step).
+
+    Measured with the engine's own cached forward (`models.CachedLM`) after a prefill on a real
+    prompt: one-token steps of each model, and one (γ+1)-token step of the target, each rolled
+    back after timing; the median of `trials`. A model-free drafter (n-gram lookup) has c = 0.
+    """
+    target = models.CachedLM(target_model)
+    device = target.device
+    ids = torch.tensor(prompt_ids, dtype=torch.long, device=device)
+    target.reset()
+    target.forward(ids[:-1], last_only=True)
+    base = target.length
+
+    def target_step(n: int) -> Callable[[], None]:
+        def go():
+            target.forward(ids[-1:].repeat(n))
+            target.rollback(base)
+        return go
+
+    target_step(1)()  # warm
+    t1 = _median_time(target_step(1), device, trials)
+    tv = _median_time(target_step(gamma + 1), device, trials)
+    out = {"target_step_seconds": t1, "verify_seconds": tv, "v": tv / t1, "c": 0.0, "drafter_step_seconds": 0.0}
+    if drafter_model is not None:
+        drafter = models.CachedLM(drafter_model)
+        drafter.reset()
+        drafter.forward(ids[:-1], last_only=True)
+        dbase = drafter.length
+
+        def drafter_step():
+            drafter.forward(ids[-1:])
+            drafter.rollback(dbase)
+
+        drafter_step()
+        td = _median_time(drafter_step, device, trials)
+        out.update(drafter_step_seconds=td, c=td / t1)
+    return out
+
+
+def speedup_ceiling(acceptance: float, gamma: int, c: float, v: float) -> dict[str, float]:
+    """Expected tokens per target call (1 − a^{γ+1}) / (1 − a) and the speed-up it allows, (γ·c + v)."""
+    if acceptance is None or math.isnan(acceptance):
+        return {"tokens_per_call": math.nan, "speedup_ceiling": math.nan}
+    a = min(max(acceptance, 0.0), 1.0)
+    per_call = gamma + 1.0 if a == 1.0 else (1 - a ** (gamma + 1)) / (1 - a)
+    return {"tokens_per_call": per_call, "speedup_ceiling": per_call / (gamma * c + v)}
+
+
+# ---------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "policy" | "baseline" (target-only added by the bench) | "peer"
+    mode: str
+    rule: str | None
+    alpha: float | None
+    lenience: float | None
+    block_size: int | None
+    temperature: float | None
+    target: str
+    drafter: str | None
+    tokens_per_second: float  # median over the timed passes
+    tokens_per_second_min: float
+    tokens_per_second_max: float
+    tokens_per_second_q1: float
+    tokens_per_second_q3: float
+    tokens_per_second_passes: list[float]
+    speedup: float  # median tokens/s over target-only's median tokens/s (same target, same process)
+    speedup_min: float  # over the passes, each paired with target-only's pass of the same round
+    speedup_max: float
+    baseline: str | None  # the target-only row the speed-up and relative quality refer to
+    mean_acceptance_length: float  # τ
+    acceptance_rate: float
+    deferral_rate: float
+    target_calls_per_token: float
+    drafter_calls_per_token: float
+    ttft_seconds: float  # mean over the prompts (median over the passes)
+    num_generated_tokens: int  # per pass
+    decode_seconds: float  # median over the passes
+    chrf: float  # corpus chrF against the references, 0..100
+    chrf_rel: float  # chrF / target-only's chrF
+    target_logprob: float  # the target's mean log-prob per emitted token (nats)
+    target_logprob_delta: float  # minus target-only's
+    lossless_greedy: bool
+    identical: dict[str, bool] = field(default_factory=dict)  # other row -> same tokens on every prompt
+    differing_prompts: dict[str, int] = field(default_factory=dict)
+    cost_model: dict[str, float] | None = None
+    run_id: int | None = None  # the store's run of the recorded pass
+
+
+@dataclass
+class BenchResult:
+    rows: list[Row]
+    meta: dict[str, Any]
+    outputs: dict[str, list[list[int]]] = field(repr=False, default_factory=dict)  # row -> token ids per prompt
+
+    def row(self, name: str) -> Row:
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"meta": self.meta, "rows": [_clean(asdict(r)) for r in self.rows]}
+
+
+def _clean(obj):
+    """NaN -> None for JSON."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def machine_info() -> dict[str, Any]:
+    import transformers
+
+    info = {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "cpu_count": _cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": None,
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+# ---------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Measure:
+    outputs: list = field(default_factory=list)  # Generation per prompt, the recorded pass
+    chrf: float = math.nan
+    logprob: float = math.nan
+    passes: list[Metrics] = field(default_factory=list)  # one total per timed pass
+    run_id: int | None = None
+
+
+def plan_rows(policies: Sequence[Policy], cache: ModelCache, registry=None, peers: Sequence[str] = ()) -> list:
+    """Engines for the policies (models shared), a target-only row per target that lacks one, and peers."""
+    if not policies:
+        raise CascadeError("no policy to benchmark: name at least one policy file")
+    rows: list = [PolicyRow(p, build_engine(p, cache, registry)) for p in policies]
+    names = [r.name for r in rows]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise CascadeError(f"two policies share the name {sorted(dup)[0]!r}: give each row its own `name`")
+    baselines: dict[tuple, PolicyRow] = {}
+    for r in rows:
+        if r.policy.mode == "target":
+            baselines.setdefault(target_key(r.target_model), r)
+    added = []
+    for r in rows:
+        key = target_key(r.target_model)
+        if key in baselines:
+            continue
+        base = _target_only(r.policy, "target-only" if not added else f"target-only-{len(added) + 1}", set(names))
+        row = PolicyRow(base, build_engine(base, cache, registry), auto=True)
+        baselines[key] = row
+        added.append(row)
+    rows = added + rows
+    for peer in peers:
+        if peer not in PEERS:
+            raise CascadeError(f"unknown peer {peer!r}: available peers: {', '.join(PEERS)}")
+        rows += _hf_peers(rows)
+    return rows
+
+
+def _target_only(like: Policy, name: str, taken: set[str]) -> Policy:
+    while name in taken:
+        name += "'"
+    data = like.model_dump(mode="json", exclude={"drafter", "rule", "description"})
+    data.update(name=name, mode="target", description=f"target-only baseline added by `cascade bench` ({like.name}'s target)")
+    return parse_policy(data, f"<target-only of {like.name}>", like.base_dir)
+
+
+def _hf_peers(rows: list) -> list:
+    """Assisted generation on the first lossless hf-model policy (else the first hf-model one); prompt lookup."""
+    ours = [r for r in rows if r.kind == "policy"]
+    with_model = [r for r in ours if getattr(getattr(r.engine.drafter, "lm", None), "model", None) is not None
+                  and r.policy.mode in ("speculative", "lossy", "sequential", "drafter")]
+    spec = [r for r in with_model if r.policy.mode == "speculative" and r.policy.rule.name == "none"]
+    peers = []
+    like = (spec or with_model or [None])[0]
+    if like is not None:
+        peers.append(HFPeerRow(HF_ASSISTED, like, assistant=like.engine.drafter.lm.model))
+    ngram = [r for r in ours if r.policy.drafter is not None and r.policy.drafter.plugin == "ngram"
+             and r.policy.mode == "speculative"]
+    base = ngram[0] if ngram else (like or next((r for r in ours if r.policy.mode == "target"), ours[0]))
+    max_ngram = int(ngram[0].policy.drafter.options.get("max_ngram", 3)) if ngram else 3
+    peers.append(HFPeerRow(HF_LOOKUP, base, lookup_ngram=max_ngram))
+    return peers
+
+
+def run_bench(
+    policies: Sequence[Policy],
+    prompts: Sequence[dict],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    max_new_tokens: int | None = None,
+    peers: Sequence[str] = (),
+    store=None,
+    progress: bool = True,
+    cache: ModelCache | None = None,
+    registry=None,
+    costs: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> BenchResult:
+    """Run every policy (and peer) on the same prompts; see the module docstring for the phases."""
+    if repeats < 1:
+        raise CascadeError(f"--repeats must be at least 1, got {repeats}")
+    if warmup < 0:
+        raise CascadeError(f"--warmup must be >= 0, got {warmup}")
+    if not prompts:
+        raise CascadeError("no prompts to benchmark")
+    cache = cache or ModelCache()
+    rows = plan_rows(policies, cache, registry, peers)
+    measures = {r.name: _Measure() for r in rows}
+    n = len(prompts)
+    total = len(rows) * (warmup + n * (1 + repeats))
+    with _progress(total, progress) as bar:
+        for r in rows:  # warm-up: caches, allocator, kernels; nothing kept
+            bar.set_description(f"warm-up {r.name}")
+            for i in range(warmup):
+                r.generate(prompts[i % n]["prompt"], max_new_tokens)
+                bar.update()
+        for r in rows:  # the recorded pass: store, outputs, quality
+            bar.set_description(f"record {r.name}")
+            _record(r, prompts, max_new_tokens, store, measures[r.name], bar)
+        for rep in range(repeats):  # timed passes, round-robin
+            for r in rows:
+                bar.set_description(f"pass {rep + 1}/{repeats} {r.name}")
+                parts = []
+                for row in prompts:
+                    parts.append(r.generate(row["prompt"], max_new_tokens).metrics)
+                    bar.update()
+                measures[r.name].passes.append(Metrics.total(parts))
+    cost = _costs(rows, prompts) if costs else {}
+    result = _summarize(rows, measures, cost, n)
+    result.meta = {
+        "machine": machine_info(), "n_prompts": n, "repeats": repeats, "warmup": warmup,
+        "max_new_tokens": max_new_tokens, "peers": list(peers), "model_loads": cache.loads,
+        "store": getattr(store, "url", None), **(meta or {}),
+    }
+    return result
+
+
+@contextlib.contextmanager
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, disable=not enabled, unit="gen", dynamic_ncols=True, leave=False, file=sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _record(r, prompts, max_new_tokens, store, m: _Measure, bar) -> None:
+    """One untimed pass: outputs for quality and token identity; our rows go to the store."""
+    from cascade.store import engine_info
+
+    run = None
+    if store is not None and r.kind == "policy":
+        info = engine_info(r.engine)
+        info["source"] = "cascade bench"
+        run = store.start_run(r.policy, info)
+        m.run_id = run.run_id
+    seq_ids = []
+    try:
+        for row in prompts:
+            seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
+            gen = r.generate(row["prompt"], max_new_tokens, on_step=run.step_logger(seq) if run else None,
+                             record=run is not None or r.kind == "peer")
+            if run:
+                run.end_sequence(seq, gen)
+            seq_ids.append(seq)
+            m.outputs.append(gen)
+            bar.update()
+        hyps = [g.text for g in m.outputs]
+        refs = [row.get("reference") for row in prompts]
+        m.chrf = quality.corpus_chrf(hyps, refs)
+        lps, total_lp, total_n = [], 0.0, 0
+        for row, gen in zip(prompts, m.outputs):
+            lp = quality.token_logprobs(r.target_model, r.encode(row["prompt"]), gen.token_ids)
+            lps.append(float(lp.mean()) if lp.numel() else None)
+            total_lp += float(lp.sum())
+            total_n += lp.numel()
+        m.logprob = total_lp / total_n if total_n else math.nan
+        if run:
+            for seq, row, gen, lp in zip(seq_ids, prompts, m.outputs, lps):
+                ref = row.get("reference")
+                store.set_quality(seq, chrf=quality.chrf(gen.text, ref) if ref is not None else None,
+                                  target_logprob=lp, reference=ref)
+    except BaseException as exc:
+        if run:
+            run.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc))
+        raise
+    if run:
+        run.finish("done")
+
+
+def _costs(rows, prompts) -> dict[tuple, dict[str, float]]:
+    """c and v per (target, drafter, γ) of the speculative rows, on the first prompt."""
+    out: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        if r.kind != "policy" or r.policy.mode not in ("speculative", "lossy"):
+            continue
+        drafter_model = getattr(getattr(r.engine.drafter, "lm", None), "model", None)
+        gamma = r.policy.decoding.block_size
+        key = (id(r.target_model), id(drafter_model), gamma)
+        if key not in out:
+            out[key] = step_costs(r.target_model, drafter_model, r.encode(prompts[0]["prompt"]), gamma)
+    return out
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def _summarize(rows, measures: dict[str, _Measure], cost, n_prompts: int) -> BenchResult:
+    baselines = {}
+    for r in rows:
+        if r.kind == "policy" and r.policy.mode == "target":
+            baselines.setdefault(target_key(r.target_model), r.name)
+    out_rows, outputs = [], {}
+    for r in rows:
+        m = measures[r.name]
+        outputs[r.name] = [g.token_ids for g in m.outputs]
+        tps = [p.tokens_per_second for p in m.passes]
+        q1, q3 = _quartiles(tps)
+        base_name = baselines.get(target_key(r.target_model))
+        base = measures[base_name] if base_name else None
+        base_tps = [p.tokens_per_second for p in base.passes] if base else []
+        speedup = statistics.median(tps) / statistics.median(base_tps) if base_tps else math.nan
+        paired = [a / b for a, b in zip(tps, base_tps)] if base_tps else [math.nan]
+        # counters: ours from the timed passes (identical every pass); peers' calls from the recorded pass
+        counted = m.passes[0] if r.kind == "policy" else Metrics.total([g.metrics for g in m.outputs])
+        timed = m.passes[0]
+        tcpt = counted.target_calls / timed.num_generated_tokens if timed.num_generated_tokens else math.nan
+        dcpt = counted.drafter_calls / timed.num_generated_tokens if timed.num_generated_tokens else math.nan
+        if r.kind == "peer":
+            tau = timed.num_generated_tokens / counted.target_calls if counted.target_calls else math.nan
+            acc = defer = math.nan
+            if r.assistant is None:
+                dcpt = math.nan  # lookups are not forward passes: not counted
+            if r.shared:
+                tau = tcpt = dcpt = math.nan
+            ttft = counted.ttft_seconds / n_prompts
+        else:
+            tau, acc, defer = timed.mean_acceptance_length, timed.acceptance_rate, timed.deferral_rate
+            ttft = statistics.median(p.ttft_seconds / n_prompts for p in m.passes)
+        desc = r.describe()
+        cost_model = None
+        if r.kind == "policy" and r.policy.mode in ("speculative", "lossy"):
+            drafter_model = getattr(getattr(r.engine.drafter, "lm", None), "model", None)
+            key = (id(r.target_model), id(drafter_model), r.policy.decoding.block_size)
+            if key in cost:
+                c = cost[key]
+                cost_model = {**c, "gamma": r.policy.decoding.block_size, "acceptance_rate": acc,
+                              **speedup_ceiling(acc, r.policy.decoding.block_size, c["c"], c["v"])}
+        out_rows.append(Row(
+            name=r.name, kind="peer" if r.kind == "peer" else ("baseline" if r.auto else "policy"),
+            mode=desc["mode"], rule=desc["rule"], alpha=desc["alpha"], lenience=desc["lenience"],
+            block_size=desc["block_size"], temperature=desc["temperature"], target=desc["target"],
+            drafter=desc["drafter"],
+            tokens_per_second=statistics.median(tps), tokens_per_second_min=min(tps), tokens_per_second_max=max(tps),
+            tokens_per_second_q1=q1, tokens_per_second_q3=q3, tokens_per_second_passes=tps,
+            speedup=speedup, speedup_min=min(paired), speedup_max=max(paired), baseline=base_name,
+            mean_acceptance_length=tau, acceptance_rate=acc, deferral_rate=defer,
+            target_calls_per_token=tcpt, drafter_calls_per_token=dcpt, ttft_seconds=ttft,
+            num_generated_tokens=timed.num_generated_tokens,
+            decode_seconds=statistics.median(p.decode_seconds for p in m.passes),
+            chrf=m.chrf, chrf_rel=math.nan, target_logprob=m.logprob, target_logprob_delta=math.nan,
+            lossless_greedy=bool(r.lossless), cost_model=cost_model, run_id=m.run_id,
+        ))
+    by_name = {row.name: row for row in out_rows}
+    for r, row in zip(rows, out_rows):
+        base_name = row.baseline
+        if base_name:
+            row.chrf_rel = quality.relative(row.chrf, by_name[base_name].chrf)
+            row.target_logprob_delta = quality.delta(row.target_logprob, by_name[base_name].target_logprob)
+        if not r.lossless:
+            continue
+        # greedy lossless rows on one target must agree token for token: say so for every pair
+        # (ours vs target-only and the peers; target-only vs the peers; peers vs target-only)
+        for other in rows:
+            if other is r or not other.lossless or target_key(other.target_model) != target_key(r.target_model):
+                continue
+            other_is_target = other.kind == "policy" and other.policy.mode == "target"
+            if r.kind == "peer" and not other_is_target:
+                continue
+            if r.kind == "policy" and other.kind == "policy" and not other_is_target:
+                continue
+            differ = sum(a != b for a, b in zip(outputs[r.name], outputs[other.name]))
+            row.identical[other.name] = differ == 0
+            row.differing_prompts[other.name] = differ
+    return BenchResult(out_rows, {}, outputs)
+
+
+# ---------------------------------------------------------------------- output
+
+
+COLUMNS = ("policy", "tok/s (median [min-max])", "speed-up", "τ", "accept", "defer", "target/tok", "drafter/tok",
+           "TTFT ms", "chrF (vs target)", "logp (Δ target)", "identical", "ceiling")
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def identical_cell(row: Row) -> str:
+    if not row.identical:
+        return ""
+    bad = {k: v for k, v in row.differing_prompts.items() if v}
+    if not bad:
+        return "yes = " + ", ".join(row.identical)
+    return "NO: " + ", ".join(f"{k} differs on {v}" for k, v in bad.items())
+
+
+def table_rows(result: BenchResult) -> list[list[str]]:
+    out = []
+    for r in result.rows:
+        ceiling = r.cost_model.get("speedup_ceiling") if r.cost_model else None
+        out.append([
+            r.name + (" *" if r.kind == "baseline" else ""),
+            f"{_num(r.tokens_per_second, '.1f')} [{_num(r.tokens_per_second_min, '.1f')}-"
+            f"{_num(r.tokens_per_second_max, '.1f')}]",
+            _num(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""),
+            _num(r.mean_acceptance_length, ".2f"),
+            _num(r.acceptance_rate, ".2f"),
+            _num(r.deferral_rate, ".2f"),
+            _num(r.target_calls_per_token, ".2f"),
+            _num(r.drafter_calls_per_token, ".2f"),
+            _num(r.ttft_seconds * 1e3 if r.ttft_seconds is not None else None, ".1f"),
+            f"{_num(r.chrf, '.1f')} ({_num(r.chrf_rel * 100 if not math.isnan(r.chrf_rel) else math.nan, '.1f')}%)",
+            f"{_num(r.target_logprob, '.3f')} ({_num(r.target_logprob_delta, '+.3f')})",
+            identical_cell(r),
+            (_num(ceiling, ".2f") + "x") if ceiling is not None and not math.isnan(ceiling) else "",
+        ])
+    return out
+
+
+def format_result(result: BenchResult) -> str:
+    from cascade.cli import format_table
+
+    meta = result.meta
+    m = meta.get("machine", {})
+    device = m.get("cuda") or f"CPU {m.get('processor')} ({m.get('torch_threads')} torch threads)"
+    head = (f"{meta.get('n_prompts')} prompts, {meta.get('repeats')} timed passes (median [min-max]), "
+            f"warm-up {meta.get('warmup')}; {device}; torch {m.get('torch')}, transformers {m.get('transformers')}")
+    notes = ["* added by the bench: target-only on the same target, the reference for speed-up and quality",
+             "identical: greedy lossless rows vs target-only and the peers, token for token on every prompt",
+             "ceiling: SPEC.md cost model (1-a^(γ+1))/(1-a)/(γc+v) with c, v measured on this machine"]
+    return "\n".join([head, "", format_table(list(COLUMNS), table_rows(result)), ""] + notes)
+
+
+def write_json(result: BenchResult, path: Path) -> None:
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_policies(paths: Sequence[str | Path]) -> list[Policy]:
+    return [load_policy(p) for p in paths]

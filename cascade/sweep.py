@@ -1,0 +1,408 @@
+"""α sweeps: a rule's speed/quality trade-off curve, several rules on one plot, the Pareto frontier.
+
+For each policy, α runs over its rule's range (`alpha_range`: speculative end ->
+drafter-only end; an infinite end is clipped, `opt` to [−2, 5]); a lossy policy runs
+its lenience l over (0, 1] instead; a policy with nothing to vary is one point. Every
+point is a row of one `cascade.bench.run_bench` call, so models load once, target-only
+runs in the same process, and the store logs every point with its quality.
+
+Baselines on the same plot, added unless asked not to (from the first policy with a
+model drafter): target-only (the reference for speed-up and quality), lossless
+speculative decoding, the sequential token cascade (chow, α swept) and lossy
+speculative decoding (lenience swept).
+
+Outputs (`write_outputs`): `sweep.csv` (one row per point), `sweep.json` (points,
+frontiers, where each curve crosses "within 1% of target-only chrF" and its speed-up
+there relative to lossless speculative decoding), `sweep.png`: chrF against speed-up and
+against target calls per token, the frontier marked, a guide at 99% of target-only's
+chrF and one at each curve's crossing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cascade.bench import BenchResult, Row, _clean, is_lossless_greedy, run_bench
+from cascade.errors import CascadeError
+from cascade.policy import Policy, parse_policy
+
+INF_CLIP = {"opt": (-2.0, 5.0)}  # per rule: (lower, upper) finite stand-ins for ±inf
+DEFAULT_INF_CLIP = (-2.0, 5.0)
+QUALITY_TOLERANCE = 0.01  # "within 1% of target-only chrF"
+
+
+# ---------------------------------------------------------------------- grids
+
+
+def alpha_grid(rule_name: str, alpha_range: tuple[float, float], n: int) -> list[float]:
+    """n evenly spaced α from the speculative end to the drafter-only end, both included; ±inf clipped."""
+    if n < 1:
+        raise CascadeError(f"--alphas must be at least 1, got {n}")
+    lo_clip, hi_clip = INF_CLIP.get(rule_name, DEFAULT_INF_CLIP)
+
+    def finite(a: float) -> float:
+        if a == -math.inf:
+            return lo_clip
+        if a == math.inf:
+            return hi_clip
+        return float(a)
+
+    start, end = finite(alpha_range[0]), finite(alpha_range[1])
+    if n == 1:
+        return [(start + end) / 2]
+    return [round(float(a), 6) for a in np.linspace(start, end, n)]
+
+
+def lenience_grid(n: int) -> list[float]:
+    """n evenly spaced lenience values in (0, 1]: 1 (lossless) down to 1/n."""
+    if n < 1:
+        raise CascadeError(f"--alphas must be at least 1, got {n}")
+    return [round(float(v), 3) for v in np.linspace(1.0, 1.0 / n, n)]
+
+
+def parse_values(text: str, what: str = "--alpha") -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CascadeError(f"{what} takes comma-separated numbers, e.g. 0,0.3,0.6; got {text!r}") from None
+    if not values:
+        raise CascadeError(f"{what}: no values in {text!r}")
+    return values
+
+
+# ---------------------------------------------------------------------- the points
+
+
+@dataclass
+class Curve:
+    label: str
+    knob: str | None  # "alpha" | "lenience" | None (a single point)
+    policies: list[Policy]
+    values: list[float | None]
+    role: str = "rule"  # "rule" | "baseline" | "reference" (target-only, lossless speculative)
+
+
+def _variant(policy: Policy, knob: str, value: float) -> Policy:
+    data = policy.model_dump(mode="json")
+    if knob == "alpha":
+        data["rule"]["alpha"] = value
+        data["name"] = f"{policy.name}@α={value:g}"
+    else:
+        data["decoding"]["lenience"] = value
+        data["name"] = f"{policy.name}@l={value:g}"
+    return parse_policy(data, data["name"], policy.base_dir)
+
+
+def _derived(like: Policy, name: str, **changes) -> Policy:
+    data = like.model_dump(mode="json", exclude={"description"})
+    data.update(name=name, **{k: v for k, v in changes.items() if k not in ("decoding",)})
+    if "decoding" in changes:
+        data["decoding"] = {**data["decoding"], **changes["decoding"]}
+    if data.get("mode") == "target":
+        data.pop("drafter", None)
+    return parse_policy(data, f"<{name}>", like.base_dir)
+
+
+def plan_curves(policies: Sequence[Policy], *, alphas: list[float] | None = None, n: int = 5,
+                lenience: list[float] | None = None, baselines: bool = True, registry=None) -> list[Curve]:
+    """The curves to measure: one per policy, plus the baselines (see the module docstring)."""
+    from cascade.plugins import registry as default_registry
+
+    reg = registry or default_registry()
+    if not policies:
+        raise CascadeError("sweep: give at least one policy")
+    n_len = len(alphas) if alphas is not None and lenience is None else n
+    len_values = lenience if lenience is not None else lenience_grid(n_len)
+    curves: list[Curve] = []
+    for p in policies:
+        curves.append(_curve(p, alphas, n, len_values, reg))
+    if not baselines:
+        return curves
+    modes = {p.mode for p in policies}
+    model_drafted = [p for p in policies if p.drafter is not None and p.mode != "target"
+                     and not reg.drafter(p.drafter.plugin).deterministic]
+    like = model_drafted[0] if model_drafted else None
+    first = policies[0]
+    if "target" not in modes:
+        curves.insert(0, Curve("target-only", None, [_derived(first, "target-only", mode="target",
+                                                              rule={"name": "none", "alpha": 0.0})], [None],
+                               "reference"))
+    if like is None:
+        return curves
+    has_lossless = any(p.mode == "speculative" and p.rule.name == "none" for p in policies)
+    if not has_lossless:
+        curves.append(Curve("speculative-lossless", None, [_derived(like, "speculative-lossless", mode="speculative",
+                                                                    rule={"name": "none", "alpha": 0.0})], [None],
+                            "reference"))
+    if "sequential" not in modes:
+        seq = _derived(like, "sequential-chow", mode="sequential", rule={"name": "chow", "alpha": 0.5})
+        curves.append(_curve(seq, alphas, n, len_values, reg, role="baseline"))
+    if "lossy" not in modes:
+        lossy = _derived(like, "lossy-speculative", mode="lossy", rule={"name": "none", "alpha": 0.0},
+                         decoding={"lenience": 0.5})
+        curves.append(_curve(lossy, alphas, n, len_values, reg, role="baseline"))
+    return curves
+
+
+def _curve(p: Policy, alphas, n, len_values, reg, role: str | None = None) -> Curve:
+    if p.mode == "lossy":
+        values = [v for v in len_values if 0 < v <= 1]
+        return Curve(p.name, "lenience", [_variant(p, "lenience", v) for v in values], values, role or "baseline")
+    rule_cls = reg.rule(p.rule.name)
+    varies = p.mode in ("speculative", "sequential") and p.rule.name != "none"
+    if not varies:
+        lossless = p.mode == "speculative" and p.rule.name == "none"
+        return Curve(p.name, None, [p], [None], role or ("reference" if p.mode == "target" or lossless else "rule"))
+    lo, hi = sorted(rule_cls.alpha_range)
+    if alphas is not None:
+        values = [a for a in alphas if lo <= a <= hi]
+        if not values:
+            raise CascadeError(f"{p.name}: none of the α values {alphas} lies in rule {p.rule.name!r}'s range "
+                               f"[{lo}, {hi}]")
+    else:
+        values = alpha_grid(p.rule.name, rule_cls.alpha_range, n)
+    return Curve(p.name, "alpha", [_variant(p, "alpha", a) for a in values], values,
+                 role or ("baseline" if p.mode == "sequential" else "rule"))
+
+
+# ---------------------------------------------------------------------- Pareto frontier
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float], maximize_x: bool = True, maximize_y: bool = True) -> list[int]:
+    """Indices of the points no other point dominates (at least as good on both axes, better on one).
+
+    NaN points are left out. Returned in increasing x. Duplicates of a frontier point are all kept.
+    """
+    sx, sy = (1 if maximize_x else -1), (1 if maximize_y else -1)
+    pts = [(sx * x, sy * y, i) for i, (x, y) in enumerate(zip(xs, ys))
+           if x is not None and y is not None and not (math.isnan(x) or math.isnan(y))]
+    front = []
+    for x, y, i in pts:
+        dominated = any(ox >= x and oy >= y and (ox > x or oy > y) for ox, oy, _ in pts)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: xs[i])
+
+
+def crossing(points: Sequence[tuple[float, float]], threshold: float, maximize: bool = True) -> float:
+    """Best x on a curve (points in knob order, (x, quality)) while quality stays >= threshold.
+
+    Between two neighbours on either side of the threshold, x is interpolated linearly at the
+    threshold. NaN when no point reaches it.
+    """
+    best = []
+    clean = [(x, q) for x, q in points if not (math.isnan(x) or math.isnan(q))]
+    for x, q in clean:
+        if q >= threshold:
+            best.append(x)
+    for (x0, q0), (x1, q1) in zip(clean, clean[1:]):
+        if (q0 >= threshold) != (q1 >= threshold) and q0 != q1:
+            t = (threshold - q0) / (q1 - q0)
+            best.append(x0 + t * (x1 - x0))
+    if not best:
+        return math.nan
+    return max(best) if maximize else min(best)
+
+
+# ---------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepResult:
+    points: list[dict[str, Any]]
+    curves: list[dict[str, Any]]
+    summary: dict[str, Any]
+    meta: dict[str, Any]
+    bench: BenchResult | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean({"meta": self.meta, "summary": self.summary, "curves": self.curves, "points": self.points})
+
+
+def run_sweep(curves: Sequence[Curve], prompts: Sequence[dict], *, repeats: int = 1, warmup: int = 1,
+              max_new_tokens: int | None = None, store=None, progress: bool = True, registry=None,
+              meta: dict[str, Any] | None = None) -> SweepResult:
+    policies = [p for c in curves for p in c.policies]
+    bench = run_bench(policies, prompts, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
+                      store=store, progress=progress, registry=registry, costs=False, meta=meta)
+    return summarize(curves, bench)
+
+
+def summarize(curves: Sequence[Curve], bench: BenchResult) -> SweepResult:
+    points = []
+    owner = {}
+    for c in curves:
+        for p, v in zip(c.policies, c.values):
+            owner[p.name] = (c, v)
+    for row in bench.rows:
+        c, v = owner.get(row.name, (None, None))
+        label = c.label if c else row.name  # a row the bench added (target-only)
+        role = c.role if c else "reference"
+        points.append(_point(row, label, role, c.knob if c else None, v))
+    speed = [p["speedup"] for p in points]
+    calls = [p["target_calls_per_token"] for p in points]
+    qual = [p["chrf"] for p in points]
+    front_speed = set(pareto_front(speed, qual, True, True))
+    front_calls = set(pareto_front(calls, qual, False, True))
+    for i, p in enumerate(points):
+        p["pareto_speedup"] = i in front_speed
+        p["pareto_calls"] = i in front_calls
+    target = next((p for p in points if p["mode"] == "target"), None)
+    target_chrf = target["chrf"] if target else math.nan
+    threshold = (1 - QUALITY_TOLERANCE) * target_chrf
+    lossless = next((p for p in points if p["mode"] == "speculative" and p["rule"] == "none"
+                     and p["temperature"] == 0.0), None)
+    lossless_speed = lossless["speedup"] if lossless else math.nan
+    curve_rows = []
+    for label in dict.fromkeys(p["curve"] for p in points):
+        mine = [p for p in points if p["curve"] == label]
+        mine.sort(key=lambda p: (p["value"] is None, p["value"] if p["value"] is not None else 0))
+        if mine and mine[0]["knob"] == "lenience":
+            mine.sort(key=lambda p: -p["value"])  # lossless end first, like α
+        s = crossing([(p["speedup"], p["chrf"]) for p in mine], threshold, maximize=True)
+        k = crossing([(p["target_calls_per_token"], p["chrf"]) for p in mine], threshold, maximize=False)
+        curve_rows.append({
+            "curve": label, "role": mine[0]["role"], "knob": mine[0]["knob"], "values": [p["value"] for p in mine],
+            "speedup_within_1pct": s, "target_calls_per_token_within_1pct": k,
+            "vs_lossless_speculative": (s / lossless_speed if mine[0]["role"] != "reference" and lossless_speed
+                                        and not math.isnan(lossless_speed) else math.nan),
+        })
+    summary = {"target_only_chrf": target_chrf, "quality_threshold": threshold,
+               "lossless_speculative_speedup": lossless_speed, "quality_tolerance": QUALITY_TOLERANCE}
+    return SweepResult(points, curve_rows, summary, bench.meta, bench)
+
+
+def _point(row: Row, label: str, role: str, knob: str | None, value: float | None) -> dict[str, Any]:
+    return {
+        "curve": label, "role": role, "policy": row.name, "mode": row.mode, "rule": row.rule, "knob": knob,
+        "value": value, "temperature": row.temperature, "block_size": row.block_size,
+        "tokens_per_second": row.tokens_per_second, "tokens_per_second_min": row.tokens_per_second_min,
+        "tokens_per_second_max": row.tokens_per_second_max, "speedup": row.speedup, "chrf": row.chrf,
+        "chrf_rel": row.chrf_rel, "target_logprob": row.target_logprob,
+        "target_logprob_delta": row.target_logprob_delta, "target_calls_per_token": row.target_calls_per_token,
+        "drafter_calls_per_token": row.drafter_calls_per_token, "tau": row.mean_acceptance_length,
+        "acceptance_rate": row.acceptance_rate, "deferral_rate": row.deferral_rate, "run_id": row.run_id,
+    }
+
+
+CSV_FIELDS = (
+    "curve", "role", "policy", "mode", "rule", "knob", "value", "tokens_per_second", "tokens_per_second_min",
+    "tokens_per_second_max", "speedup", "chrf", "chrf_rel", "target_logprob", "target_logprob_delta",
+    "target_calls_per_token", "drafter_calls_per_token", "tau", "acceptance_rate", "deferral_rate",
+    "pareto_speedup", "pareto_calls", "run_id",
+)
+
+
+def write_outputs(result: SweepResult, out_dir: Path, title: str | None = None) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / "sweep.csv", "json": out_dir / "sweep.json", "png": out_dir / "sweep.png"}
+    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for p in result.points:
+            w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
+                        for k, v in p.items()})
+    paths["json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    plot(result, paths["png"], title)
+    return paths
+
+
+# ---------------------------------------------------------------------- the plot
+
+
+def plot(result: SweepResult, path: Path, title: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6), constrained_layout=True)
+    panels = [("speedup", "speed-up over target-only (tokens/s, same process)", True, "speedup_within_1pct",
+               "pareto_speedup"),
+              ("target_calls_per_token", "target calls per emitted token", False,
+               "target_calls_per_token_within_1pct", "pareto_calls")]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    curve_color = {c["curve"]: colors[i % len(colors)] for i, c in enumerate(result.curves)}
+    threshold = result.summary["quality_threshold"]
+    for ax, (xkey, xlabel, maximize, cross_key, front_key) in zip(axes, panels):
+        for c in result.curves:
+            pts = [p for p in result.points if p["curve"] == c["curve"]]
+            order = {v: i for i, v in enumerate(c["values"])}
+            pts.sort(key=lambda p: order.get(p["value"], 0))
+            xs = [p[xkey] for p in pts]
+            ys = [p["chrf"] for p in pts]
+            role = c["role"]
+            style = {"rule": dict(marker="o", linestyle="-"), "baseline": dict(marker="s", linestyle="--"),
+                     "reference": dict(marker="*", linestyle="none", markersize=14)}[role]
+            label = c["curve"] + (f" ({c['knob']} swept)" if c["knob"] else "")
+            ax.plot(xs, ys, color=curve_color[c["curve"]], label=label, **style)
+            if c["knob"]:
+                sym = "α" if c["knob"] == "alpha" else "l"
+                for p in pts:
+                    if not (_nan(p[xkey]) or _nan(p["chrf"])):
+                        ax.annotate(f"{sym}={p['value']:.3g}", (p[xkey], p["chrf"]), textcoords="offset points",
+                                    xytext=(4, 4), fontsize=7, color=curve_color[c["curve"]])
+            x_cross = c[cross_key]
+            if c["knob"] and not _nan(x_cross):
+                ax.axvline(x_cross, color=curve_color[c["curve"]], linestyle=":", linewidth=1)
+                ax.annotate(f"{x_cross:.2f}", (x_cross, threshold), textcoords="offset points", xytext=(3, -12),
+                            fontsize=8, color=curve_color[c["curve"]])
+        front = [p for p in result.points if p[front_key]]
+        front.sort(key=lambda p: p[xkey])
+        if front:
+            ax.step([p[xkey] for p in front], [p["chrf"] for p in front], where="pre" if maximize else "post",
+                    color="black", linewidth=1, alpha=0.6, label="Pareto frontier")
+            ax.scatter([p[xkey] for p in front], [p["chrf"] for p in front], s=140, facecolors="none",
+                       edgecolors="black", linewidths=1.2, zorder=5)
+        if not _nan(threshold):
+            ax.axhline(threshold, color="gray", linestyle="--", linewidth=1,
+                       label=f"chrF within {QUALITY_TOLERANCE:.0%} of target-only ({threshold:.1f})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("chrF vs reference")
+        ax.grid(True, alpha=0.3)
+        if not maximize:
+            ax.invert_xaxis()  # fewer target calls is better: the good corner stays top-right
+    axes[0].legend(fontsize=8, loc="best")
+    m = result.meta.get("machine", {})
+    device = m.get("cuda") or f"CPU ({m.get('torch_threads')} threads)"
+    fig.suptitle(title or f"speed/quality trade-off: {result.meta.get('n_prompts')} prompts, {device}", fontsize=11)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def format_summary(result: SweepResult) -> str:
+    from cascade.cli import format_table
+
+    s = result.summary
+    rows = []
+    for c in result.curves:
+        rows.append([c["curve"], c["role"], c["knob"] or "-", ",".join(f"{v:g}" for v in c["values"] if v is not None),
+                     _fmt(c["speedup_within_1pct"], ".2f", "x"), _fmt(c["target_calls_per_token_within_1pct"], ".2f"),
+                     _fmt(c["vs_lossless_speculative"], ".2f", "x")])
+    head = (f"target-only chrF {_fmt(s['target_only_chrf'], '.2f')}; within 1%: chrF >= {_fmt(s['quality_threshold'], '.2f')}; "
+            f"lossless speculative speed-up {_fmt(s['lossless_speculative_speedup'], '.2f', 'x')}")
+    table = format_table(["curve", "role", "knob", "values", "speed-up @1%", "target/tok @1%", "vs lossless"], rows)
+    return head + "\n\n" + table
+
+
+def _fmt(x, spec: str, suffix: str = "") -> str:
+    return "-" if _nan(x) else format(x, spec) + suffix
+
+
+__all__ = [
+    "Curve", "SweepResult", "alpha_grid", "crossing", "lenience_grid", "pareto_front", "plan_curves", "run_sweep",
+    "summarize", "write_outputs", "is_lossless_greedy",
+]

@@ -1,0 +1,177 @@
+"""`cascade bench`: rows side by side, speed-up against target-only in the same run, peers, store, table, JSON."""
+
+import json
+import math
+
+import pytest
+from conftest import policy_dict, write_policy
+
+from cascade import bench, bench_cli, quality
+from cascade.policy import load_policy
+from cascade.store import Store, queries
+
+PROMPTS = [
+    {"prompt": "def add(a, b):\n", "reference": "    return a + b\n"},
+    {"prompt": "class Point:\n    def __init__(self, x, y):\n", "reference": "        self.x = x\n        self.y = y\n"},
+]
+
+
+@pytest.fixture(scope="module")
+def policies(family, tmp_path_factory):
+    f = family("gpt2")
+    d = tmp_path_factory.mktemp("bench")
+    common = dict(ignore_eos=True, max_new_tokens=10)
+    lossless = policy_dict(f["target"], f["near"], **common)
+    lossless["name"] = "lossless"
+    v3 = policy_dict(f["target"], f["near"], rule="token_v3", alpha=0.3, **common)
+    v3["name"] = "v3"
+    ngram = policy_dict(f["target"], plugin="ngram", **common)
+    ngram["name"] = "ngram"
+    return [write_policy(d / f"{p['name']}.yaml", **p) for p in (lossless, v3, ngram)]
+
+
+@pytest.fixture(scope="module")
+def result(policies, tmp_path_factory):
+    db = tmp_path_factory.mktemp("benchdb") / "b.db"
+    store = Store.open(f"sqlite:///{db}")
+    res = bench.run_bench([load_policy(p) for p in policies], PROMPTS, repeats=2, warmup=1, peers=("hf",),
+                          store=store, progress=False)
+    yield res, store
+    store.close()
+
+
+def test_rows_target_only_added_first_and_models_loaded_once(result):
+    res, _ = result
+    assert [r.name for r in res.rows] == ["target-only", "lossless", "v3", "ngram", "hf-assisted", "hf-prompt-lookup"]
+    assert [r.kind for r in res.rows] == ["baseline", "policy", "policy", "policy", "peer", "peer"]
+    assert res.meta["model_loads"] == 2  # target and drafter, shared by every row
+    assert all(r.num_generated_tokens == 10 * len(PROMPTS) for r in res.rows)
+    assert all(len(r.tokens_per_second_passes) == 2 for r in res.rows)
+
+
+def test_speedup_is_relative_to_target_only_in_the_same_run(result):
+    res, _ = result
+    base = res.row("target-only")
+    assert base.speedup == pytest.approx(1.0)
+    for r in res.rows:
+        assert r.baseline == "target-only"
+        assert r.speedup == pytest.approx(r.tokens_per_second / base.tokens_per_second)
+        assert r.tokens_per_second_min <= r.tokens_per_second <= r.tokens_per_second_max
+        assert r.speedup_min <= r.speedup_max
+
+
+def test_lossless_rows_and_peers_produce_identical_greedy_tokens(result):
+    res, _ = result
+    for name in ("lossless", "ngram"):
+        row = res.row(name)
+        assert row.lossless_greedy
+        assert row.identical == {"target-only": True, "hf-assisted": True, "hf-prompt-lookup": True}
+    assert res.row("target-only").identical == {"hf-assisted": True, "hf-prompt-lookup": True}
+    for peer in ("hf-assisted", "hf-prompt-lookup"):
+        assert res.row(peer).identical == {"target-only": True}
+    assert res.row("v3").identical == {} and not res.row("v3").lossless_greedy
+    assert res.outputs["hf-assisted"] == res.outputs["target-only"]
+
+
+def test_metrics_and_quality_columns(result):
+    res, _ = result
+    base, lossless, v3, ngram = (res.row(n) for n in ("target-only", "lossless", "v3", "ngram"))
+    assert base.target_calls_per_token == pytest.approx(1.0) and base.drafter_calls_per_token == 0
+    assert 1 <= lossless.mean_acceptance_length <= 5 and 0 <= lossless.acceptance_rate <= 1
+    assert lossless.target_calls_per_token < 1 and lossless.deferral_rate == pytest.approx(1.0)
+    assert v3.deferral_rate < 1
+    # identical tokens: identical quality
+    assert lossless.chrf == pytest.approx(base.chrf) and lossless.chrf_rel == pytest.approx(1.0)
+    assert lossless.target_logprob_delta == pytest.approx(0.0, abs=1e-6)
+    assert base.chrf_rel == pytest.approx(1.0)
+    assert v3.target_logprob < 0
+    assert v3.target_logprob_delta == pytest.approx(v3.target_logprob - base.target_logprob)
+    assert v3.chrf_rel == pytest.approx(v3.chrf / base.chrf)
+    assert res.row("hf-assisted").mean_acceptance_length >= 1
+    assert math.isnan(res.row("hf-prompt-lookup").drafter_calls_per_token)
+    assert lossless.cost_model["c"] > 0 and ngram.cost_model["c"] == 0
+    assert lossless.cost_model["speedup_ceiling"] > 0 and base.cost_model is None
+
+
+def test_target_logprob_is_the_token_weighted_mean_over_prompts(result, policies):
+    res, _ = result
+    from cascade.bench import ModelCache, build_engine
+
+    engine = build_engine(load_policy(policies[0]), ModelCache())
+    total, n = 0.0, 0
+    for row, ids in zip(PROMPTS, res.outputs["v3"]):
+        lp = quality.token_logprobs(engine.target.model, engine.encode(row["prompt"]).tolist(), ids)
+        total, n = total + float(lp.sum()), n + lp.numel()
+    assert res.row("v3").target_logprob == pytest.approx(total / n, abs=1e-5)
+
+
+def test_every_policy_row_is_in_the_store_with_quality(result):
+    res, store = result
+    for r in res.rows:
+        if r.kind == "peer":
+            assert r.run_id is None
+            continue
+        run = queries.show_run(store, r.run_id)["run"]
+        assert run["status"] == "done" and run["policy_name"] == r.name
+        assert queries.check_totals(store, r.run_id) == []
+        seqs = queries.list_sequences(store, r.run_id)
+        assert len(seqs) == len(PROMPTS)
+        for s, p in zip(seqs, PROMPTS):
+            assert s["chrf"] is not None and s["target_logprob"] is not None and s["reference"] == p["reference"]
+
+
+def test_table_and_json_shape(result, tmp_path):
+    res, _ = result
+    text = bench.format_result(res)
+    for col in ("tok/s", "speed-up", "τ", "accept", "defer", "target/tok", "drafter/tok", "TTFT", "chrF", "logp",
+                "identical"):
+        assert col in text
+    for r in res.rows:
+        assert r.name in text
+    out = tmp_path / "b.json"
+    bench.write_json(res, out)
+
+    def no_nan(x):
+        raise AssertionError(f"non-JSON constant {x}")
+
+    data = json.loads(out.read_text(), parse_constant=no_nan)
+    assert set(data) == {"meta", "rows"} and len(data["rows"]) == 6
+    assert {"machine", "n_prompts", "repeats", "warmup"} <= set(data["meta"])
+    row = data["rows"][1]
+    for key in ("tokens_per_second", "tokens_per_second_min", "tokens_per_second_max", "tokens_per_second_q1",
+                "tokens_per_second_q3", "speedup", "mean_acceptance_length", "acceptance_rate", "deferral_rate",
+                "target_calls_per_token", "drafter_calls_per_token", "ttft_seconds", "chrf", "chrf_rel",
+                "target_logprob", "target_logprob_delta", "identical", "run_id"):
+        assert key in row, key
+
+
+def test_cli_bench_end_to_end(policies, tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
+    out = tmp_path / "out.json"
+    rc = bench_cli.main(["bench", str(policies[0]), "--prompts", str(prompts), "--limit", "1", "--repeats", "1",
+                         "--warmup", "0", "--max-new-tokens", "4", "--no-store", "--no-progress", "--json", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "target-only *" in printed and "lossless" in printed
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["rows"]] == ["target-only", "lossless"]
+    assert data["meta"]["n_prompts"] == 1 and data["rows"][1]["num_generated_tokens"] == 4
+
+
+def test_cli_bench_refuses_bad_input(policies, tmp_path, capsys):
+    assert bench_cli.main(["bench", str(policies[0]), "--prompts", str(tmp_path / "missing.jsonl"), "--no-store"]) == 2
+    assert "prompts file not found" in capsys.readouterr().err
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps(PROMPTS[0]) + "\n")
+    assert bench_cli.main(["bench", str(policies[0]), "--prompts", str(prompts), "--repeats", "0", "--no-store",
+                           "--no-progress"]) == 2
+    assert "--repeats" in capsys.readouterr().err
+
+
+def test_default_set_is_the_shipped_policies():
+    paths = bench.default_policies()
+    assert [p.stem for p in paths] == list(bench.DEFAULT_POLICIES)
+    modes = [load_policy(p).mode for p in paths]
+    assert modes[0] == "target" and "sequential" in modes and "lossy" in modes
+    assert bench.shipped(bench.DEFAULT_PROMPTS).is_file()

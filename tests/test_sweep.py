@@ -1,0 +1,116 @@
+"""`cascade sweep`: α grids, the Pareto frontier and crossings on synthetic points, CSV/JSON/PNG end to end."""
+
+import csv
+import json
+import math
+
+import pytest
+from conftest import policy_dict, write_policy
+
+from cascade import bench_cli, sweep
+from cascade.errors import CascadeError
+from cascade.policy import load_policy
+
+
+def test_pareto_front_on_synthetic_points():
+    #        0     1      2      3      4      5      6
+    xs = [1.0, 2.0, 1.5, 1.2, 2.0, 0.5, math.nan]
+    ys = [50.0, 45.0, 48.0, 40.0, 44.0, 51.0, 99.0]
+    # 3 is dominated by 0 and 2; 4 by 1 (same x, lower y); 6 is NaN
+    assert sweep.pareto_front(xs, ys) == [5, 0, 2, 1]
+    # fewer target calls is better: minimize x
+    calls = [0.5, 0.2, 0.3, 0.9, 0.2, 1.0, math.nan]
+    assert sweep.pareto_front(calls, ys, maximize_x=False) == [1, 2, 0, 5]
+    # duplicates of a frontier point are both kept; a single point is its own frontier
+    assert sweep.pareto_front([1.0, 1.0], [2.0, 2.0]) == [0, 1]
+    assert sweep.pareto_front([3.0], [1.0]) == [0]
+
+
+def test_pareto_front_brute_force_agrees():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(20):
+        pts = [(rng.random(), rng.random()) for _ in range(15)]
+        front = set(sweep.pareto_front([p[0] for p in pts], [p[1] for p in pts]))
+        for i, (x, y) in enumerate(pts):
+            dominated = any(a >= x and b >= y and (a, b) != (x, y) for a, b in pts)
+            assert (i in front) == (not dominated)
+
+
+def test_crossing_interpolates_at_the_quality_threshold():
+    # speed-up grows, quality falls as α goes from the speculative to the drafter end
+    curve = [(1.2, 50.0), (1.5, 49.8), (1.9, 48.0), (2.5, 40.0)]
+    thr = 0.99 * 50.0  # 49.5
+    # between (1.5, 49.8) and (1.9, 48.0): t = (49.5 - 49.8) / (48.0 - 49.8) = 1/6
+    assert sweep.crossing(curve, thr) == pytest.approx(1.5 + (1.9 - 1.5) / 6)
+    assert sweep.crossing([(1.0, 10.0)], thr) != sweep.crossing([(1.0, 10.0)], thr)  # NaN: never reaches it
+    calls = [(1.0, 50.0), (0.6, 49.9), (0.3, 45.0)]
+    assert sweep.crossing(calls, thr, maximize=False) == pytest.approx(0.6 - 0.3 * (0.4 / 4.9))
+
+
+def test_alpha_and_lenience_grids():
+    assert sweep.alpha_grid("token_v3", (0.0, 1.0), 5) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert sweep.alpha_grid("diff", (-1.0, 1.0), 3) == [-1.0, 0.0, 1.0]
+    opt = sweep.alpha_grid("opt", (-math.inf, math.inf), 8)
+    assert opt[0] == -2.0 and opt[-1] == 5.0 and len(opt) == 8
+    assert sweep.lenience_grid(5) == [1.0, 0.8, 0.6, 0.4, 0.2]
+    assert sweep.parse_values("0, 0.3,0.6") == [0.0, 0.3, 0.6]
+    with pytest.raises(CascadeError):
+        sweep.parse_values("a,b")
+
+
+@pytest.fixture(scope="module")
+def v3_policy(family, tmp_path_factory):
+    f = family("gpt2")
+    d = tmp_path_factory.mktemp("sweep")
+    p = policy_dict(f["target"], f["near"], rule="token_v3", alpha=0.3, ignore_eos=True, max_new_tokens=8)
+    p["name"] = "v3"
+    return write_policy(d / "v3.yaml", **p)
+
+
+def test_plan_curves_adds_the_baselines(v3_policy, family, tmp_path):
+    curves = sweep.plan_curves([load_policy(v3_policy)], n=3)
+    assert [(c.label, c.role, c.knob) for c in curves] == [
+        ("target-only", "reference", None), ("v3", "rule", "alpha"), ("speculative-lossless", "reference", None),
+        ("sequential-chow", "baseline", "alpha"), ("lossy-speculative", "baseline", "lenience")]
+    assert curves[1].values == [0.0, 0.5, 1.0]
+    assert [p.rule.alpha for p in curves[1].policies] == [0.0, 0.5, 1.0]
+    assert [p.decoding.lenience for p in curves[4].policies] == [1.0, 0.667, 0.333]
+    # explicit α: each rule keeps the values inside its range (chow: [0, 1])
+    curves = sweep.plan_curves([load_policy(v3_policy)], alphas=[-0.5, 0.2, 0.9])
+    assert curves[1].values == [0.2, 0.9] and curves[3].values == [0.2, 0.9]
+    with pytest.raises(CascadeError, match="range"):
+        sweep.plan_curves([load_policy(v3_policy)], alphas=[7.0])
+    # a deterministic drafter only: no sequential/lossy baseline can be built from it
+    ngram = write_policy(tmp_path / "ng.yaml", **policy_dict(family("gpt2")["target"], plugin="ngram", rule="token_v3"))
+    assert [c.label for c in sweep.plan_curves([load_policy(ngram)], n=2)] == ["target-only", "test-speculative-token_v3"]
+
+
+def test_sweep_writes_csv_json_png(v3_policy, tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "def add(a, b):\n", "reference": "    return a + b\n"}) + "\n")
+    out = tmp_path / "out"
+    rc = bench_cli.main(["sweep", str(v3_policy), "--alphas", "2", "--prompts", str(prompts), "--no-store",
+                         "--no-progress", "--warmup", "0", "--out", str(out)])
+    assert rc == 0
+    assert "speed-up @1%" in capsys.readouterr().out
+    with (out / "sweep.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # target-only, v3 x2, lossless, sequential x2, lossy x2
+    assert len(rows) == 8
+    assert {r["curve"] for r in rows} == {"target-only", "v3", "speculative-lossless", "sequential-chow",
+                                          "lossy-speculative"}
+    target = next(r for r in rows if r["mode"] == "target")
+    assert float(target["speedup"]) == pytest.approx(1.0) and float(target["chrf_rel"]) == pytest.approx(1.0)
+    data = json.loads((out / "sweep.json").read_text())
+    assert set(data) == {"meta", "summary", "curves", "points"} and len(data["points"]) == 8
+    assert data["summary"]["quality_threshold"] == pytest.approx(0.99 * data["summary"]["target_only_chrf"])
+    # the flagged frontier is exactly the non-dominated set
+    pts = data["points"]
+    for p in pts:
+        dominated = any(q["speedup"] >= p["speedup"] and q["chrf"] >= p["chrf"]
+                        and (q["speedup"] > p["speedup"] or q["chrf"] > p["chrf"]) for q in pts)
+        assert p["pareto_speedup"] == (not dominated)
+    png = (out / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
