@@ -34,7 +34,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,9 +91,9 @@ def read_prompts(path: Path, limit: int | None = None) -> list[dict]:
 class ModelCache:
     """Load each model and tokenizer once and hand the same object to every engine that names it.
 
-    `with cache.active():` routes `cascade.models.load_model` / `load_tokenizer` (which
-    `Engine.from_policy` and the hf-model drafter call) through the cache. Models are used
-    read-only (eval mode, inference only); each engine keeps its own KV cache.
+    It is a model loader for `Engine.from_policy(policy, loader=cache)`: the engine loads the
+    target through it and hands its `load_model` to drafters (`DrafterContext.load_model`).
+    Models are used read-only (eval mode, inference only); each engine keeps its own KV cache.
     """
 
     def __init__(self):
@@ -116,21 +116,11 @@ class ModelCache:
             self.tokenizers[key] = self._load_tokenizer(path, trust_remote_code, revision)
         return self.tokenizers[key]
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[ModelCache]:
-        saved = models.load_model, models.load_tokenizer
-        models.load_model, models.load_tokenizer = self.load_model, self.load_tokenizer
-        try:
-            yield self
-        finally:
-            models.load_model, models.load_tokenizer = saved
-
 
 def build_engine(policy: Policy, cache: ModelCache, registry=None):
     from cascade.engine import Engine
 
-    with cache.active():
-        return Engine.from_policy(policy, registry)
+    return Engine.from_policy(policy, registry, loader=cache)
 
 
 # ---------------------------------------------------------------------- rows to run

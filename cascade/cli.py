@@ -15,6 +15,7 @@ from cascade.errors import CascadeError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cascade import bench_cli
     from cascade.store import cli as store_cli
     from cascade.zoo import cli as zoo_cli
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
 
+    bench_cli.add_parser(sub)
     store_cli.add_parser(sub)
     zoo_cli.add_parser(sub)
     return parser

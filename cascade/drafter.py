@@ -16,12 +16,14 @@ are refused for it at policy load.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from cascade import models
 from cascade.sampling import SamplingParams
 
 
@@ -44,6 +46,7 @@ class DrafterContext:
     dtype: torch.dtype
     max_positions: int | None = None  # the target's context length, if known
     base_dir: Path | None = None  # the policy file's folder: relative model folders resolve against it
+    load_model: Callable[..., Any] = models.load_model  # use this to load a model (the engine may share loads)
 
 
 @runtime_checkable

@@ -93,7 +93,12 @@ class Engine:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_policy(cls, policy: Policy | str | Path, registry=None) -> Engine:
+    def from_policy(cls, policy: Policy | str | Path, registry=None, *, loader=models) -> Engine:
+        """Validate the policy against the installed plugins, load the models, build the drafter.
+
+        `loader` provides `load_model` and `load_tokenizer` (signatures of `cascade.models`);
+        a benchmark passes a cache so policies sharing a model load it once.
+        """
         from cascade.plugins import registry as default_registry
 
         if not isinstance(policy, Policy):
@@ -104,8 +109,8 @@ class Engine:
         device = models.resolve_device(spec.device)
         dtype = models.resolve_dtype(spec.dtype, device)
         path = models.resolve_model_path(spec.model, policy.base_dir)
-        tokenizer = models.load_tokenizer(path, spec.trust_remote_code, spec.revision)
-        target = models.load_model(path, dtype, device, spec.trust_remote_code, spec.revision)
+        tokenizer = loader.load_tokenizer(path, spec.trust_remote_code, spec.revision)
+        target = loader.load_model(path, dtype, device, spec.trust_remote_code, spec.revision)
         rule = registry.rule(policy.rule.name)(policy.rule.alpha, **policy.rule.options)
         drafter = None
         if policy.mode != "target":
@@ -118,6 +123,7 @@ class Engine:
                 dtype=dtype,
                 max_positions=models.max_positions(target.config),
                 base_dir=policy.base_dir,
+                load_model=loader.load_model,
             )
             try:
                 drafter = drafter_cls(drafter_options(policy, drafter_cls), ctx)

@@ -37,7 +37,7 @@ class HFModelDrafter:
     def __init__(self, options: Options, ctx: DrafterContext):
         path = models.resolve_model_path(options.model, ctx.base_dir)
         dtype = ctx.dtype if options.dtype is None else models.resolve_dtype(options.dtype, ctx.device)
-        model = models.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision)
+        model = ctx.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision)
         width = model.get_output_embeddings().weight.shape[0]
         if width != ctx.vocab_size:
             raise CascadeError(
