@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--peers", choices=PEERS, action="append", default=[],
                        help="also run transformers' assisted generation and prompt lookup on the same models")
     bench.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results to this JSON file")
+    bench.add_argument("--store-cost", action="store_true",
+                       help="instead: time the first POLICY with and without logging to the store (alternating passes)")
     bench.set_defaults(func=cmd_bench)
 
     sweep = sub.add_parser(
@@ -81,6 +83,8 @@ def cmd_bench(args) -> int:
     from cascade import bench
 
     policies, prompts, store, meta = _setup(args, bench.DEFAULT_POLICIES)
+    if args.store_cost:
+        return _store_cost(args, policies, prompts, store)
     try:
         result = bench.run_bench(policies, prompts, repeats=args.repeats, warmup=args.warmup,
                                  max_new_tokens=args.max_new_tokens, peers=args.peers, store=store,
@@ -92,6 +96,27 @@ def cmd_bench(args) -> int:
     if args.json_out:
         bench.write_json(result, args.json_out)
         print(f"\nwrote {args.json_out}", file=sys.stderr)
+    return 0
+
+
+def _store_cost(args, policies, prompts, store) -> int:
+    import json
+
+    from cascade.engine import Engine
+    from cascade.errors import CascadeError
+    from cascade.store_cost import measure
+
+    if store is None:
+        raise CascadeError("--store-cost compares against the store: drop --no-store")
+    policy = next((p for p in policies if p.mode != "target"), policies[0])
+    try:
+        cost = measure(Engine.from_policy(policy), store, [p["prompt"] for p in prompts],
+                       passes=args.repeats, max_new_tokens=args.max_new_tokens)
+    finally:
+        store.close()
+    print(cost.summary())
+    if args.json_out:
+        args.json_out.write_text(json.dumps(cost.__dict__, indent=2) + "\n")
     return 0
 
 

@@ -175,3 +175,22 @@ def test_default_set_is_the_shipped_policies():
     modes = [load_policy(p).mode for p in paths]
     assert modes[0] == "target" and "sequential" in modes and "lossy" in modes
     assert bench.shipped(bench.DEFAULT_PROMPTS).is_file()
+
+
+def test_store_cost_measures_both_sides(family, tmp_path):
+    from cascade.engine import Engine
+    from cascade.policy import parse_policy
+    from cascade.store import Store
+    from cascade.store_cost import measure
+    from cascade.testing import policy_dict
+
+    f = family("gpt2")
+    engine = Engine.from_policy(parse_policy(policy_dict(f["target"], f["near"], max_new_tokens=8, ignore_eos=True)))
+    with Store.open(f"sqlite:///{tmp_path / 'c.db'}") as store:
+        cost = measure(engine, store, ["def f(x):", "class A:"], passes=2)
+        from cascade.store import queries
+
+        runs = queries.list_runs(store)
+    assert cost.seconds_with > 0 and cost.seconds_without > 0 and cost.tokens_per_pass == 16
+    assert len(runs) == 3  # warm-up + 2 logged passes, each a run
+    assert "logging cost" in cost.summary()
