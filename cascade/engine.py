@@ -171,7 +171,6 @@ class Engine:
         steps: list[StepRecord] = []
         t0 = time.perf_counter()
         self._prefill(prompt_ids)
-        t_decode = time.perf_counter()
         finish = "length"
         while len(seq.generated) < budget:
             remaining = budget - len(seq.generated)
@@ -190,7 +189,7 @@ class Engine:
                 break
         if len(seq.generated) >= budget and budget < (max_new_tokens or self.policy.decoding.max_new_tokens):
             finish = "context"
-        metrics.decode_seconds = time.perf_counter() - t_decode  # prefill excluded (it is in ttft_seconds)
+        metrics.decode_seconds = time.perf_counter() - t0  # prefill included, as in transformers' generate()
         metrics.num_generated_tokens = len(seq.generated)
         text = self.tokenizer.decode(seq.generated, skip_special_tokens=True)
         text = self._cut_at_stop(text)

@@ -51,7 +51,7 @@ class Metrics:
     drafter_calls: int = 0
     num_generated_tokens: int = 0
     num_prompt_tokens: int = 0
-    decode_seconds: float = 0.0  # from the end of prefill to the last token (tokens_per_second uses it)
+    decode_seconds: float = 0.0  # the whole generate() call, prefill included (so peers compare like for like)
     ttft_seconds: float = 0.0  # from the call to the first emitted token, prefill included
 
     def add_step(self, step: StepRecord, verification: bool) -> None:
