@@ -7,11 +7,14 @@ speed-up over target-only is at most that over (γ·c + v).
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
+from cascade import models
 from cascade.peers import sync as _sync
 
 
