@@ -66,3 +66,29 @@ def test_shipped_prompts_file():
     rows = [json.loads(line) for line in (REPO / "prompts" / "stdlib-heldout.jsonl").read_text().splitlines()]
     assert len(rows) == 50
     assert all(r["prompt"] and r["reference"] and data.is_heldout(r["source"]) for r in rows)
+
+
+def test_training_checkpoints_resumes_and_exports(tmp_path, tokenizer_dir):
+    """Two short runs: the second resumes the first's checkpoint; the export loads with from_pretrained."""
+    import shutil
+
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    from cascade.zoo import train as zoo_train
+
+    work = tmp_path / "work"
+    shutil.copytree(tokenizer_dir, work / "tokenizer")
+    rng = np.random.default_rng(0)
+    np.save(work / "train.npy", rng.integers(0, 320, 20_000).astype(np.uint16))
+    np.save(work / "heldout.npy", rng.integers(0, 320, 2 * zoo_train.SEQ_LEN + 1).astype(np.uint16))
+    per_step = zoo_train.FAMILY["tiny"].batch * zoo_train.SEQ_LEN
+    logs: list[str] = []
+    zoo_train.train("tiny", tmp_path / "models", work, tokens=2 * per_step, log=logs.append)
+    first = json.loads((tmp_path / "models" / "tiny" / "card.json").read_text())
+    assert first["steps"] == 2 and first["tokens_seen"] == 2 * per_step
+    zoo_train.train("tiny", tmp_path / "models", work, tokens=3 * per_step, log=logs.append)
+    second = json.loads((tmp_path / "models" / "tiny" / "card.json").read_text())
+    assert second["steps"] == 3 and any("resumed at step 2" in m for m in logs)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "tiny")
+    assert model.config.vocab_size == zoo_train.VOCAB_SIZE and "cascade zoo train tiny" in second["command"]
