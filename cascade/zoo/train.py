@@ -41,8 +41,8 @@ class Size:
 
 FAMILY = {
     "tiny": Size(n_embd=128, n_layer=4, n_head=4, lr=2e-3, batch=16),  # ~1.9M params
-    "mid": Size(n_embd=256, n_layer=8, n_head=8, lr=1.2e-3, batch=16),  # ~8.4M
-    "target": Size(n_embd=512, n_layer=8, n_head=8, lr=6e-4, batch=16),  # ~29M
+    "mid": Size(n_embd=256, n_layer=8, n_head=8, lr=1.6e-3, batch=16),  # ~8.5M
+    "target": Size(n_embd=512, n_layer=8, n_head=8, lr=1.2e-3, batch=16),  # ~29.7M: hours, not minutes, at 6e-4
 }
 
 
@@ -226,7 +226,7 @@ def export(name, model, tok, work, out_root, prog, loss, n_params, minutes, toke
     model.to(torch.float16).save_pretrained(out, safe_serialization=True)
     model.to(torch.float32)
     tok.save_pretrained(out)
-    budget = f"--minutes {minutes}" if minutes else f"--tokens {tokens}"
+    budget = " ".join(f for f in (f"--tokens {tokens}" if tokens else "", f"--minutes {minutes}" if minutes else "") if f)
     card = {
         "name": f"cascade-{name}",
         "architecture": "GPT2LMHeadModel",
@@ -238,6 +238,7 @@ def export(name, model, tok, work, out_root, prog, loss, n_params, minutes, toke
         "python_corpus": data.python_version(),
         "heldout_loss": round(loss, 4),
         "heldout_perplexity": round(math.exp(loss), 2),
+        "learning_rate": FAMILY[name].lr,
         "command": f"cascade zoo train {name} {budget} --seed {seed}",
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
