@@ -58,7 +58,11 @@ def test_prompt_builder_is_deterministic_and_cuts_at_lines(tokenizer_dir):
     a = cases(tok, n=5, seed=1, files=files)
     assert a == cases(tok, n=5, seed=1, files=files) and len(a) == 5
     for case in a:
-        assert case["prompt"].endswith("\n") and (case["prompt"] + case["reference"]) in text
+        whole = case["prompt"] + case["reference"]
+        assert whole in text and (case["prompt"].endswith("\n") or case["reference"].startswith("\n"))  # a line end
+        ids = tok(whole, add_special_tokens=False)["input_ids"]
+        prompt_ids = tok(case["prompt"], add_special_tokens=False)["input_ids"]
+        assert ids[: len(prompt_ids)] == prompt_ids  # the prompt ends on a token boundary of the whole text
         assert case["source"].startswith("m") and case["python_version"] == data.python_version()
 
 

@@ -1,8 +1,9 @@
 """Deterministic code-completion prompts from the held-out stdlib files.
 
-A case cuts a held-out file at a line boundary: the prompt is the code before the
-cut (whole lines, at most `max_prompt_tokens`), the reference is the next lines
-(about `reference_tokens`). The same Python, seed and tokenizer give the same file.
+A case cuts a held-out file at a line boundary, moved back to the nearest token
+boundary of the whole text (`align_to_tokens`): the prompt is the code before the cut
+(whole lines, at most `max_prompt_tokens`), the reference is what follows (about
+`reference_tokens`). The same Python, seed and tokenizer give the same file.
 """
 
 from __future__ import annotations
@@ -54,11 +55,28 @@ def _cut(f, lines, rng, tokenizer, max_prompt_tokens, reference_tokens) -> dict 
             if budget < 0:
                 break
             ref_lines.append(line)
-        prompt, reference = "".join(prompt_lines), "".join(ref_lines)
+        prompt, reference = align_to_tokens(tokenizer, "".join(prompt_lines), "".join(ref_lines))
         if len(prompt_lines) >= 5 and reference.strip():
             return {"prompt": prompt, "reference": reference, "source": f.relpath, "line": cut + 1,
                     "python_version": data.python_version()}
     return None
+
+
+def align_to_tokens(tokenizer, prompt: str, reference: str) -> tuple[str, str]:
+    """Move the cut back to the token boundary the model saw in training.
+
+    Byte-level BPE merges a run of whitespace with what follows ("\n" + indentation
+    + " name"), so a prompt ending at "\n" ends mid-token for the model. Cut where the
+    tokenization of the whole text has a boundary at or before the line cut instead.
+    """
+    text = prompt + reference
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    cut = 0
+    for start, _ in enc["offset_mapping"]:
+        if start > len(prompt):
+            break
+        cut = start
+    return text[:cut], text[cut:]
 
 
 def write_prompts(out: Path, tokenizer_dir: Path, n: int = 50, seed: int = 0) -> int:
