@@ -1,9 +1,11 @@
 """Drafter plugin `ngram`: prompt lookup (Saxena 2023) over the prompt and the generated text.
 
-Find the most recent earlier occurrence of the last n tokens (n from max_ngram
-down to min_ngram) and propose the tokens that followed it. Deterministic: the
-draft carries no probabilities, so SPEC.md treats q as one-hot. An index of
-n-gram -> latest end position is updated incrementally, so a lookup is O(1).
+Find an earlier occurrence of the last n tokens (n from max_ngram down to
+min_ngram) and propose the tokens that followed it: the most recent occurrence
+when k tokens follow it, else the first one (a recent match close to the end
+would propose a truncated block). Deterministic: the draft carries no
+probabilities, so SPEC.md treats q as one-hot. Indexes of n-gram -> first and
+latest end positions are updated incrementally, so a lookup is O(1).
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ class NgramDrafter:
         self.options = options
         self.ids: list[int] = []
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> latest end position (exclusive)
+        self.first: dict[tuple[int, ...], int] = {}  # n-gram -> first end position
         self.indexed = 0  # n-grams ending at positions <= indexed are in the index
 
     def reset(self, prompt_ids, params=None, generator=None) -> None:
-        self.ids, self.index, self.indexed = [], {}, 0
+        self.ids, self.index, self.first, self.indexed = [], {}, {}, 0
 
     def _extend(self, context: torch.Tensor) -> None:
         if context.shape[0] > len(self.ids):
@@ -51,16 +54,22 @@ class NgramDrafter:
         lo, hi = self.options.min_ngram, self.options.max_ngram
         for end in range(self.indexed + 1, len(self.ids)):
             for n in range(lo, min(hi, end) + 1):
-                self.index[tuple(self.ids[end - n : end])] = end
+                key = tuple(self.ids[end - n : end])
+                self.index[key] = end
+                self.first.setdefault(key, end)
         self.indexed = max(self.indexed, len(self.ids) - 1)
 
     def lookup(self, k: int) -> list[int]:
         for n in range(self.options.max_ngram, self.options.min_ngram - 1, -1):
             if n > len(self.ids):
                 continue
-            end = self.index.get(tuple(self.ids[-n:]))
-            if end is not None:
-                return self.ids[end : end + k]
+            key = tuple(self.ids[-n:])
+            end = self.index.get(key)
+            if end is None:
+                continue
+            if end + k > len(self.ids):  # too close to the end for a full block: the first occurrence
+                end = self.first[key]
+            return self.ids[end : end + k]
         return []
 
     def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:

@@ -60,3 +60,10 @@ def test_registered_through_the_entry_point():
     from cascade.plugins import build_registry
 
     assert build_registry().drafters["ngram"] is NgramDrafter
+
+
+def test_recent_match_too_close_to_the_end_falls_back_to_the_first():
+    d = drafter(min_ngram=1, max_ngram=1)
+    ctx = torch.tensor([4, 1, 2, 3, 5, 4, 9, 4])  # latest earlier "4" is followed by only 2 tokens
+    assert d.propose(ctx, 3).tokens.tolist() == [1, 2, 3]
+    assert drafter(min_ngram=1, max_ngram=1).propose(ctx, 2).tokens.tolist() == [9, 4]
