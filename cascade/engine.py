@@ -139,7 +139,7 @@ class Engine:
         if isinstance(prompt, str):
             if not prompt:
                 raise CascadeError("empty prompt: give at least one token of text")
-            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            ids = self.tokenizer(prompt)["input_ids"]  # with the model's BOS where its tokenizer adds one
         else:
             ids = list(prompt)
         if not ids:
@@ -161,7 +161,10 @@ class Engine:
         record_decisions: bool = True,
     ) -> Generation:
         prompt_ids = self.encode(prompt)  # (P,)
-        budget = max_new_tokens or self.policy.decoding.max_new_tokens
+        asked = self.policy.decoding.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if asked < 1:
+            raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
+        budget = asked
         if self.target.max_positions is not None:
             budget = min(budget, self.target.max_positions - prompt_ids.shape[0])
         self.record = record_decisions
@@ -187,8 +190,8 @@ class Engine:
                 on_step(step)
             if finish != "length":
                 break
-        if len(seq.generated) >= budget and budget < (max_new_tokens or self.policy.decoding.max_new_tokens):
-            finish = "context"
+        if finish == "length" and budget < asked:
+            finish = "context"  # stopped by the target's context length, not by max_new_tokens
         metrics.decode_seconds = time.perf_counter() - t0  # prefill included, as in transformers' generate()
         metrics.num_generated_tokens = len(seq.generated)
         text = self.tokenizer.decode(seq.generated, skip_special_tokens=True)
@@ -210,17 +213,19 @@ class Engine:
             self.drafter.reset(prompt_ids, self.params, self.generator)
 
     def _stop(self, seq: _Sequence, emitted: list[int]) -> tuple[list[int], str]:
-        """Truncate a step's tokens at EOS (kept) or at the token completing a stop string."""
+        """Truncate a step's tokens at EOS (kept) or at the token completing a stop string, whichever comes first."""
+        cut, reason = len(emitted), "length"
         if self.eos_id is not None and self.eos_id in emitted:
-            return emitted[: emitted.index(self.eos_id) + 1], "eos"
+            cut, reason = emitted.index(self.eos_id) + 1, "eos"
         stops = self.policy.decoding.stop
         if stops:
             window = seq.generated[-STOP_WINDOW:]
-            for i in range(1, len(emitted) + 1):
+            for i in range(1, cut + 1):
                 text = self.tokenizer.decode(window + emitted[:i], skip_special_tokens=True)
                 if any(s in text for s in stops):
-                    return emitted[:i], "stop"
-        return emitted, "length"
+                    cut, reason = i, "stop"
+                    break
+        return emitted[:cut], reason
 
     def _cut_at_stop(self, text: str) -> str:
         cuts = [text.find(s) for s in self.policy.decoding.stop if s in text]
@@ -285,10 +290,11 @@ class Engine:
 
     def _speculative_step(self, seq: _Sequence, remaining: int, index: int):
         """Draft k, verify k + 1 positions in one target call, accept, roll back."""
-        k = min(self.schedule.next(), remaining - 1)  # k accepted + 1 bonus fit the budget
+        asked = min(self.schedule.next(), remaining - 1)  # k accepted + 1 bonus fit the budget
+        proposed = asked > 0 or self.lookahead  # a cascade needs q_{k+1} even when k = 0
         t0 = time.perf_counter()
-        draft = self.drafter.propose(seq.context, k, self.schedule.min_confidence, self.lookahead) if k > 0 else EMPTY_DRAFT
-        x = draft.tokens.to(self.device)  # (k,)
+        draft = self.drafter.propose(seq.context, asked, self.schedule.min_confidence, self.lookahead) if proposed else EMPTY_DRAFT
+        x = draft.tokens.to(self.device)  # (k,) k <= asked (a drafter may stop early or find nothing)
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
         q_next = None if (draft.next_probs is None or not self.lookahead) else draft.next_probs.to(self.device)  # (V,)
         k = x.shape[0]
@@ -299,14 +305,15 @@ class Engine:
         n, nxt, *xs = torch.cat([verdict.n_accepted.view(1), verdict.next_token.view(1), x]).tolist()
         # roll back: keep the context, the last token and the n accepted drafts
         self.target.rollback(seq.n + n)
-        if k > 0:
+        if proposed:
             self.drafter.observe(n)
-        self.schedule.update(k, n)
+        if k > 0:  # nothing drafted (no n-gram match) says nothing about the block size
+            self.schedule.update(k, n)
         t2 = time.perf_counter()
         emitted = xs[:n] + [nxt]
         deferred = int(verdict.deferred.sum().item()) if k > 0 else 0
         decisions = self._block_decisions(x, xs, draft, p_logits, verdict, n, nxt) if self.record else ()
-        return emitted, StepRecord(index, k, k, n, tuple(emitted), deferred, 1, draft_calls(draft), t1 - t0, t2 - t1, decisions)
+        return emitted, StepRecord(index, asked, k, n, tuple(emitted), deferred, 1, draft_calls(draft), t1 - t0, t2 - t1, decisions)
 
     def _block_decisions(self, x, xs, draft: Draft, p_logits, verdict, n: int, nxt: int) -> tuple[Decision, ...]:
         k = len(xs)
@@ -327,16 +334,21 @@ STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
 
 
 def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
-    """The step as the output saw it when EOS or a stop string cut it after n_emitted tokens."""
+    """The step as the output saw it when EOS or a stop string cut it after n_emitted tokens.
+
+    Accepted drafts past the cut count as not accepted (they were never emitted), so the
+    step's rows still add up; such a final step emits `accepted` tokens for one target call.
+    """
     rows, left = [], n_emitted
     for d in step.decisions:
         if d.emitted_token is not None:
             if left == 0:
-                d = replace(d, emitted_token=None)
+                d = replace(d, emitted_token=None, accepted=False if d.kind == "draft" else d.accepted)
             else:
                 left -= 1
         rows.append(d)
-    return replace(step, emitted=step.emitted[:n_emitted], decisions=tuple(rows))
+    return replace(step, emitted=step.emitted[:n_emitted], accepted=min(step.accepted, n_emitted),
+                   decisions=tuple(rows))
 
 
 def draft_calls(draft: Draft) -> int:

@@ -104,6 +104,9 @@ class CachedLM:
         from transformers import DynamicCache
 
         self.cache = DynamicCache(config=self.model.config)
+        # sliding-window / linear-attention layers can only roll back what they recorded
+        if hasattr(self.cache, "activate_past_recording"):
+            self.cache.activate_past_recording()
         self.length = 0
 
     @torch.inference_mode()
@@ -121,7 +124,11 @@ class CachedLM:
         return out.logits[0].float()  # (n, V)
 
     def rollback(self, length: int) -> None:
-        """Keep the first `length` positions (drop rejected drafts)."""
-        if length < self.length:
-            self.cache.crop(length - self.length)  # 5.x: a negative count removes that many positions
-            self.length = length
+        """Keep the first `length` positions (drop rejected drafts).
+
+        Always crops (0 included): sliding-window layers recording their past trim it back here.
+        """
+        if length > self.length:
+            raise ValueError(f"cannot roll forward: the cache holds {self.length} positions, asked for {length}")
+        self.cache.crop(length - self.length)  # 5.x: a negative count removes that many positions
+        self.length = length

@@ -88,7 +88,10 @@ def build_registry(extra: list[tuple[str, ModuleType]] | None = None) -> Registr
         modules.append((name, module, getattr(module, "__version__", "in-process")))
 
     for name, module, version in modules:
-        pm.register(module, name=name)
+        try:
+            pm.register(module, name=name)
+        except Exception as exc:  # pluggy validation: a hook with a wrong signature, a name registered twice
+            raise PluginError(f"plugin {name!r} cannot be registered: {type(exc).__name__}: {exc}") from exc
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(module) or []))
         drafters = _collect(module, "register_drafters", reg.drafters, name, "drafter", reg)
         rules = _collect(module, "register_rules", reg.rules, name, "rule", reg)

@@ -80,7 +80,7 @@ def test_vocabulary_mismatch_names_both_sizes(tmp_path, tokenizer_dir, family):
     from cascade.testing import build_model
 
     other = tmp_path / "other"
-    build_model("gpt2", other, 5, tokenizer_dir, vocab=400)
+    build_model("gpt2", other, 5, tokenizer_dir, vocab=200)  # narrower than the tokenizer: not the same tokenizer
     p = write_policy(tmp_path / "v.yaml", **policy_dict(family("gpt2")["target"], other))
     out = cascade("run", p, "--prompt", "x", "--no-store")
-    assert out.returncode == 2 and "400" in out.stderr and "320" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "200" in out.stderr and "320" in out.stderr and "Traceback" not in out.stderr

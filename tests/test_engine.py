@@ -57,6 +57,9 @@ def test_alpha_ends_reproduce_lossless_and_drafter_only(family, rule):
     assert lossless != drafter_only  # the test would prove nothing otherwise
     assert tokens(target=f["target"], drafter=f["near"], rule=rule, alpha=lo) == lossless
     assert tokens(target=f["target"], drafter=f["near"], rule=rule, alpha=hi) == drafter_only
+    # a budget that leaves exactly one token for the last step (k = 0, the bonus alone)
+    odd = dict(target=f["target"], drafter=f["near"], max_new_tokens=21)
+    assert tokens(**odd, rule=rule, alpha=hi) == tokens(**odd, mode="drafter")
 
 
 def test_sequential_cascade_ends(family):
@@ -109,10 +112,11 @@ def assert_cache_equal(cached, ids):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_caches_hold_exactly_the_emitted_prefix(family, arch, temperature):
+@pytest.mark.parametrize("temperature,rule", [(0.0, "none"), (1.0, "none"), (1.0, "token_v3")])
+def test_caches_hold_exactly_the_emitted_prefix(family, arch, temperature, rule):
     f = family(arch)
-    e = engine(target=f["target"], drafter=f["near"], temperature=temperature, block_size=5, ignore_eos=True)
+    e = engine(target=f["target"], drafter=f["near"], temperature=temperature, block_size=5, ignore_eos=True,
+               rule=rule, alpha=0.3)
     prompt_ids = e.encode(PROMPT)
     checked = 0
 
@@ -195,6 +199,22 @@ def test_ngram_with_token_rule_and_sampling_runs(family):
     g = engine(target=f["target"], plugin="ngram", rule="token_v3", alpha=0.5, temperature=0.8,
                ignore_eos=True).generate(PROMPT)
     assert len(g.token_ids) == 24
+
+
+def test_metrics_add_up_when_stop_strings_cut_a_block(family):
+    f = family("gpt2")
+    e = engine(target=f["target"], drafter=f["near"], ignore_eos=True, max_new_tokens=40)
+    full = e.generate(PROMPT)
+    cut = next(s for s in full.steps if len(s.emitted) > 2)  # cut inside a multi-token block
+    stop = e.tokenizer.decode(list(cut.emitted[:2]))
+    g = engine(target=f["target"], drafter=f["near"], ignore_eos=True, max_new_tokens=40, stop=[stop]).generate(PROMPT)
+    m, last = g.metrics, g.steps[-1]
+    assert g.finish_reason == "stop" and len(last.emitted) < len(cut.emitted)
+    assert m.num_generated_tokens == sum(len(s.emitted) for s in g.steps) == len(g.token_ids)
+    assert m.num_generated_tokens == m.num_accepted_tokens + m.target_calls - (last.accepted == len(last.emitted))
+    assert sum(m.accepted_per_position) == m.num_accepted_tokens
+    drafts = [d for s in g.steps for d in s.decisions if d.kind == "draft"]
+    assert sum(d.accepted for d in drafts) == m.num_accepted_tokens
 
 
 def test_eos_and_stop_strings(family):

@@ -124,3 +124,36 @@ def test_greedy_verify_keeps_target_argmax_or_undeferred():
     x = torch.tensor([1, 0])
     v = verify_block(x, None, p_logits, rule, S.SamplingParams(0.0), None)
     assert (v.n_accepted.item(), v.next_token.item()) == (2, 2)  # bonus from p_3
+
+
+@pytest.mark.parametrize("rule_name,alpha", [("token_v3", 0.5), ("chow", 0.7), ("opt", 0.5)])
+def test_cascade_bonus_token_is_drawn_from_pi_at_k_plus_1(rule_name, alpha):
+    """All drafts accepted: the token after them follows π_{k+1} built from q_{k+1} and p_{k+1}."""
+    params = S.SamplingParams(1.0)
+    rule = BUILTIN_RULES[rule_name](alpha)
+    p1 = torch.log(torch.tensor([0.05, 0.05, 0.05, 0.05, 0.05, 0.75]))  # the draft (token 5) is p_1's favourite
+    p_logits = torch.stack([p1, P_LOGITS])  # (k + 1, V), distinct rows: an off-by-one would show
+    x = torch.tensor([5])
+    q1 = torch.softmax(p1, -1)[None]  # q_1 = p_1: always accepted whatever the rule
+    g = torch.Generator().manual_seed(7)
+    n_draws, counts = 6000, torch.zeros(V)
+    for _ in range(n_draws):
+        v = verify_block(x, q1, p_logits, rule, params, g, q_next=S.softmax(Q_LOGITS))
+        assert v.n_accepted.item() == 1
+        counts[int(v.next_token)] += 1
+    r = rule.defer(S.softmax(Q_LOGITS)[None], S.softmax(P_LOGITS)[None])
+    pi = S.mixture(r, S.warp(Q_LOGITS, params)[None], S.warp(P_LOGITS, params)[None])[0]
+    assert not torch.allclose(pi, S.softmax(P_LOGITS))  # the test would prove nothing otherwise
+    assert chisquare(counts.numpy(), (pi * n_draws).numpy()).pvalue > 1e-3
+
+
+def test_greedy_cascade_bonus_is_the_drafters_argmax_unless_deferred():
+    p_logits = torch.tensor([[0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])  # argmax 1, then 0
+    q1 = torch.tensor([[0.0, 1.0, 0.0]])
+    q_next = torch.tensor([0.1, 0.1, 0.8])  # the drafter's guess at k+1: token 2
+    keep = BUILTIN_RULES["chow"](1.0)  # never defers
+    v = verify_block(torch.tensor([1]), q1, p_logits, keep, S.SamplingParams(0.0), None, q_next=q_next)
+    assert (v.n_accepted.item(), v.next_token.item()) == (1, 2)
+    defer = BUILTIN_RULES["chow"](0.0)  # always defers: the target's argmax
+    v = verify_block(torch.tensor([1]), q1, p_logits, defer, S.SamplingParams(0.0), None, q_next=q_next)
+    assert (v.n_accepted.item(), v.next_token.item()) == (1, 0)

@@ -38,12 +38,15 @@ class HFModelDrafter:
         path = models.resolve_model_path(options.model, ctx.base_dir)
         dtype = ctx.dtype if options.dtype is None else models.resolve_dtype(options.dtype, ctx.device)
         model = ctx.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision)
-        width = model.get_output_embeddings().weight.shape[0]
-        if width != ctx.vocab_size:
+        self.width = model.get_output_embeddings().weight.shape[0]
+        self.target_width = ctx.vocab_size
+        real = len(ctx.tokenizer) if ctx.tokenizer is not None else ctx.vocab_size
+        if self.width != ctx.vocab_size and min(self.width, ctx.vocab_size) < real:
             raise CascadeError(
-                f"drafter {options.model!r} has a vocabulary of {width} tokens but target {ctx.target_name!r} "
-                f"has {ctx.vocab_size}: the drafter must share the target's tokenizer"
+                f"drafter {options.model!r} has a vocabulary of {self.width} tokens but target {ctx.target_name!r} "
+                f"has {ctx.vocab_size} (its tokenizer {real}): the drafter must share the target's tokenizer"
             )
+        # widths may differ by padding rows only (e.g. Qwen2.5 0.5B vs 7B); logits are fitted to the target's
         self.lm = models.CachedLM(model)
         self.params = sampling.SamplingParams()
         self.generator: torch.Generator | None = None
@@ -56,9 +59,22 @@ class HFModelDrafter:
         if prompt_ids.shape[0] > 1:
             self.lm.forward(prompt_ids[:-1], last_only=True)  # prefill: all but the last prompt token
 
+    def _fit(self, logits: torch.Tensor) -> torch.Tensor:
+        """Drafter logits (W,) on the target's vocabulary (V,): padding ids dropped or never drawn."""
+        if self.width > self.target_width:
+            return logits[: self.target_width]
+        if self.width < self.target_width:
+            return torch.nn.functional.pad(logits, (0, self.target_width - self.width), value=float("-inf"))
+        return logits
+
     def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:
         self.start, self.fed = context.shape[0], 0
-        logits = self.lm.forward(context[self.lm.length :], last_only=True)[-1]  # (V,) unseen tokens fed at once
+        limit = self.lm.max_positions
+        if limit is not None and context.shape[0] + k + int(lookahead) > limit:  # the drafter's own context
+            k, lookahead = max(0, limit - context.shape[0] - 1), False
+            if context.shape[0] >= limit:
+                return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=0)
+        logits = self._fit(self.lm.forward(context[self.lm.length :], last_only=True)[-1])  # (V,) unseen tokens at once
         tokens, probs = [], []
         q = sampling.softmax(logits)  # (V,) T = 1, what the rules read
         for i in range(k):
@@ -68,7 +84,7 @@ class HFModelDrafter:
             tokens.append(x)
             probs.append(q)
             if i < k - 1 or lookahead:
-                logits = self.lm.forward(x.view(1))[-1]
+                logits = self._fit(self.lm.forward(x.view(1))[-1])
                 self.fed += 1
                 q = sampling.softmax(logits)
         next_probs = q if (lookahead or len(tokens) < k) else None

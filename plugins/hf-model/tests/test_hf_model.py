@@ -18,11 +18,12 @@ def dirs(tmp_path_factory):
     make_tokenizer(tok)
     build_model("llama", root / "d", 0, tok)
     build_model("llama", root / "wide", 1, tok, vocab=352)
+    build_model("llama", root / "narrow", 1, tok, vocab=200)
     return root
 
 
-def ctx(vocab=320):
-    return DrafterContext(vocab_size=vocab, tokenizer=None, target_name="t", device=torch.device("cpu"),
+def ctx(vocab=320, tokenizer=None):
+    return DrafterContext(vocab_size=vocab, tokenizer=tokenizer, target_name="t", device=torch.device("cpu"),
                           dtype=torch.float32)
 
 
@@ -68,8 +69,25 @@ def test_confidence_stops_early(dirs):
 
 
 def test_vocabulary_mismatch_is_a_clear_error(dirs):
-    with pytest.raises(CascadeError, match="352 tokens but target 't' has 320"):
-        HFModelDrafter(Options(model=str(dirs / "wide")), ctx(320))
+    with pytest.raises(CascadeError, match="200 tokens but target 't' has 320"):
+        HFModelDrafter(Options(model=str(dirs / "narrow")), ctx(320))
+
+
+def test_padded_vocabularies_are_fitted_to_the_target(dirs):
+    """Widths that differ by padding rows only (the tokenizer has 320 tokens) are fine."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(dirs / "tok")
+    wide = HFModelDrafter(Options(model=str(dirs / "wide")), ctx(320, tok))  # drafter 352 -> target 320
+    narrow_target = HFModelDrafter(Options(model=str(dirs / "d")), ctx(352, tok))  # drafter 320 -> target 352
+    prompt = torch.tensor([5, 9, 11])
+    for d, width in ((wide, 320), (narrow_target, 352)):
+        d.reset(prompt, sampling.SamplingParams(1.0), torch.Generator().manual_seed(0))
+        draft = d.propose(prompt, 3, lookahead=True)
+        assert draft.probs.shape == (3, width) and draft.next_probs.shape == (width,)
+        assert torch.all(draft.tokens < 320)
+    narrow_target.observe(0)
+    assert torch.all(narrow_target.propose(torch.cat([prompt, torch.tensor([4])]), 1).probs[0, 320:] == 0)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
