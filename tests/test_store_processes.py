@@ -66,7 +66,7 @@ def test_four_processes_writing_runs_at_once_lose_no_rows(store_url, tmp_path):
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
     go.touch()
     results = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, results):
+    for p, (_out, err) in zip(procs, results):
         assert p.returncode == 0, err
     assert len({int(out) for out, _ in results}) == 4  # four distinct runs
     gens = [synthetic.generation(10 * w + j, n_steps=40) for w in range(4) for j in range(3)]
