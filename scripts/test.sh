@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q "$@"
+HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q --durations=10 "$@"
