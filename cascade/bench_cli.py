@@ -145,19 +145,10 @@ def cmd_sweep(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cascade.errors import CascadeError
+    """`cascade bench|sweep ...` through the main command line (one place handles errors and Ctrl-C)."""
+    from cascade.cli import main as cascade_main
 
-    parser = argparse.ArgumentParser(prog="cascade", description="cascade benchmarks")
-    add_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except CascadeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return cascade_main(argv)
 
 
 if __name__ == "__main__":
