@@ -4,18 +4,23 @@ A drafter is built once per engine from its validated options and a
 `DrafterContext`, then for every sequence:
 
     reset(prompt_ids, params, generator)   # new sequence; prefill if it has a cache
-    propose(context, k, min_confidence, lookahead)  # -> Draft: up to k tokens after `context`
-    observe(n_accepted)                    # the verdict: roll back, adapt
+    propose(context, request) -> Draft     # up to request.k tokens after `context`
+    observe(feedback)                      # the verdict: roll back, adapt
 
 `context` is always the whole sequence so far (prompt + emitted tokens), a 1-D
 long tensor on the engine's device; a drafter with a KV cache feeds only the
 tokens it has not seen. `Draft.probs is None` marks a deterministic drafter:
 SPEC.md then treats q as one-hot on the drafted tokens, and the rules that read q
 are refused for it at policy load.
+
+The request, the feedback, the draft and the context are frozen dataclasses that
+grow by optional fields (defaulting to "not asked" / None), so a drafter written
+today keeps working when later engines ask or tell more.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +29,46 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 
 from cascade import models
+from cascade.errors import PluginError
 from cascade.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
+class DraftRequest:
+    """What the engine asks of one `propose` call."""
+
+    k: int  # draft at most k tokens (0 is allowed: only `lookahead` is wanted)
+    min_confidence: float = 0.0  # stop drafting when the top probability of q falls below this
+    lookahead: bool = False  # also return Draft.next_probs: q at T = 1 after the last drafted token
+    confidence: bool = False  # also return Draft.confidence: per-token predicted acceptance
+
+
+@dataclass(frozen=True)
 class Draft:
+    """What a drafter proposes. Only `tokens` is required; every other field may stay None."""
+
     tokens: torch.Tensor  # (k,) long; k may be 0 (nothing to propose)
     probs: torch.Tensor | None = None  # (k, V) unscaled (T = 1) q at each drafted position; None = deterministic
     calls: int = 1  # forward passes (or lookups) the drafter spent on this draft
     next_probs: torch.Tensor | None = None  # (V,) q at T = 1 after the last drafted token (lookahead)
+    # (k,) float in [0, 1]: the drafter's predicted chance that token i is accepted, computed
+    # *before* token i was drawn (so a schedule may stop on it without biasing the output)
+    confidence: torch.Tensor | None = None
+    # (k,) long: tree drafts; parents[i] is the index of token i's parent in `tokens`, -1 = the
+    # last emitted token. None = a chain (parents[i] = i - 1)
+    parents: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """What the engine tells the drafter after verification."""
+
+    n_accepted: int  # the first n_accepted drafted tokens were kept
+    next_token: int | None = None  # the token emitted after them (correction or bonus); None if none was
+    # (n_accepted + 1, H): the target's last hidden states at the accepted positions and the one
+    # before them, for drafters that read the target's features (EAGLE); None unless asked for
+    hidden_states: torch.Tensor | None = None
+    path: tuple[int, ...] | None = None  # tree drafts: indices into Draft.tokens of the accepted path
 
 
 @dataclass(frozen=True)
@@ -47,24 +83,65 @@ class DrafterContext:
     max_positions: int | None = None  # the target's context length, if known
     base_dir: Path | None = None  # the policy file's folder: relative model folders resolve against it
     load_model: Callable[..., Any] = models.load_model  # use this to load a model (the engine may share loads)
+    target_model: Any = None  # the target itself (HF model), for self-speculation: share it, never copy it
+    batch_size: int = 1  # rows the engine decodes at once
 
 
 @runtime_checkable
 class Drafter(Protocol):
+    """A drafter class: built as `cls(options, context)`, then used as below.
+
+    An optional instance attribute `model` names the HF model the drafter runs
+    (None or absent for model-free drafters); benchmarks use it to run peers on it.
+    """
+
     name: ClassVar[str]
     deterministic: ClassVar[bool]  # True: propose() never returns probs
     Options: ClassVar[type]  # a pydantic model (extra="forbid") validated from the policy
 
-    def reset(self, prompt_ids: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> None: ...
-
-    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:
-        """Up to k tokens continuing `context`; stop early when the top probability < min_confidence.
-
-        With `lookahead`, a probabilistic drafter also returns `next_probs`, its q for the
-        position after the last drafted token (a cascade draws the bonus token from π there).
-        """
+    def reset(self, prompt_ids: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> None:
+        """A new sequence starts with `prompt_ids` (P,), sampled with `params` from `generator`."""
         ...
 
-    def observe(self, n_accepted: int) -> None:
-        """The first n_accepted drafted tokens were kept; the next propose() shows what followed."""
+    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
+        """Up to request.k tokens continuing `context` (n,); stop early when the top probability
+        falls below request.min_confidence. With request.lookahead, a probabilistic drafter also
+        returns `next_probs` (a cascade draws the bonus token from π there)."""
         ...
+
+    def observe(self, feedback: Feedback) -> None:
+        """The verdict on the last draft; the next propose() shows what followed."""
+        ...
+
+
+# ---------------------------------------------------------------------- load-time checks
+
+OLD_CONTRACT = (
+    "the drafter contract changed in cascade 0.2: propose(context, k, min_confidence, lookahead) became "
+    "propose(context, request: DraftRequest) (read request.k, request.min_confidence, request.lookahead) "
+    "and observe(n_accepted) became observe(feedback: Feedback) (read feedback.n_accepted); "
+    "see docs/plugins.md"
+)
+
+
+def check_drafter_class(name: str, cls: type) -> None:
+    """Refuse a drafter class that does not follow the contract, naming what to change."""
+    missing = [a for a in ("deterministic", "reset", "propose", "observe") if not hasattr(cls, a)]
+    if missing:
+        raise PluginError(f"drafter {name!r} ({cls.__name__}) lacks {', '.join(missing)}; see docs/plugins.md")
+    propose = _params(cls.propose)
+    observe = _params(cls.observe)
+    if len(propose) != 2 or "k" in propose or len(observe) != 1 or observe[0] == "n_accepted":
+        raise PluginError(f"drafter {name!r} ({cls.__name__}): {OLD_CONTRACT}")
+
+
+def _params(fn: Callable[..., Any]) -> list[str]:
+    """Parameter names after `self`, without *args / **kwargs."""
+    sig = inspect.signature(fn)
+    names = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return names[1:] if names and names[0] == "self" else names
+
+
+def drafter_model(drafter: Any) -> Any:
+    """The HF model a drafter runs, or None (n-gram lookup, no drafter)."""
+    return getattr(drafter, "model", None)

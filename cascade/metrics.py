@@ -120,3 +120,15 @@ DERIVED = (
     "acceptance_rate", "mean_acceptance_length", "deferral_rate", "tokens_per_second",
     "target_calls_per_token", "drafter_calls_per_token",
 )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What `Engine.generate` returns for one prompt."""
+
+    text: str  # the completion, cut at a stop string
+    token_ids: list[int]  # generated tokens only
+    prompt_tokens: int
+    finish_reason: str  # "length" | "eos" | "stop" | "context"
+    metrics: Metrics
+    steps: list[StepRecord]

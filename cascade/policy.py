@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cascade.errors import PolicyError
 
 Mode = Literal["target", "drafter", "sequential", "speculative", "lossy"]
-MODES = ("target", "drafter", "sequential", "speculative", "lossy")
+MODES: tuple[str, ...] = get_args(Mode)
+VERIFYING_MODES = ("speculative", "lossy")  # the modes with a verification step (num_drafts, τ, the ceiling)
 
 
 class _Strict(BaseModel):
@@ -99,6 +100,28 @@ class Policy(_Strict):
     @property
     def sha256(self) -> str:
         return hashlib.sha256((self.source_text or self.model_dump_json()).encode()).hexdigest()
+
+    @property
+    def verifies(self) -> bool:
+        """Whether the mode has a verification step (speculative, lossy)."""
+        return self.mode in VERIFYING_MODES
+
+    def derive(self, name: str, updates: dict[str, Any] | None = None, drop: tuple[str, ...] = ("description",)) -> Policy:
+        """A validated copy named `name`: `updates` merged into the YAML data (nested mappings merge key
+        by key), the top-level keys in `drop` removed. A target-only result drops the drafter."""
+        data = self.model_dump(mode="json", exclude=set(drop))
+        _merge(data, dict(updates or {}, name=name))
+        if data.get("mode") == "target":
+            data.pop("drafter", None)
+        return parse_policy(data, f"<{name}, derived from {self.name}>", self.base_dir)
+
+
+def _merge(into: dict[str, Any], updates: dict[str, Any]) -> None:
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 FIXES = {

@@ -9,6 +9,12 @@ distribution p at k positions and returns the deferral indicator r:
 `cascade.sampling.mixture` turns r into the verification target π, the same
 formula for both kinds. r = 1 everywhere is lossless speculative decoding.
 
+A rule is built as `cls(alpha, options)`, `options` an instance of its pydantic
+`Options` (validated from the policy's `rule.options`, errors naming the field).
+A rule with `reads_features = True` also receives `DeferralInputs`: the decision
+features of `cascade.features` for the block and where the block sits (a learned
+rule reads these).
+
 Rules are registered through the plugin hook `register_rules`, the same way a
 third party (or the learned rule) adds one; this module's `BUILTIN_RULES` is what
 cascade's own built-in plugin registers.
@@ -16,10 +22,33 @@ cascade's own built-in plugin registers.
 
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
 import torch
+from pydantic import BaseModel, ConfigDict
+
+from cascade.errors import PluginError
+from cascade.features import FEATURES
+
+
+class NoOptions(BaseModel):
+    """A rule with no options: `rule.options` must be empty."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class DeferralInputs:
+    """Per-position inputs beyond q and p, for rules with `reads_features` (computed once per block)."""
+
+    features: torch.Tensor  # (k, len(names)) float, NaN = absent (no q, or no p yet)
+    positions: torch.Tensor  # (k,) long: position of each drafted token in its block, 0-based
+    sequence_position: int  # tokens in the sequence (prompt + emitted) before the block
+    recent_acceptance: float  # accepted / drafted over the last few verification steps; NaN before any
+    names: tuple[str, ...] = FEATURES  # column names of `features`, in order
 
 
 @runtime_checkable
@@ -28,13 +57,16 @@ class Rule(Protocol):
     reads_q: ClassVar[bool]  # needs the drafter's distribution (refused for deterministic drafters)
     reads_p: ClassVar[bool]  # needs the target's distribution (refused in the sequential cascade)
     alpha_range: ClassVar[tuple[float, float]]  # (speculative end, drafter-only end)
+    reads_features: ClassVar[bool]  # receives DeferralInputs
+    Options: ClassVar[type[BaseModel]]  # validated from the policy's rule.options (extra="forbid")
     alpha: float
 
-    def defer(self, q: torch.Tensor | None, p: torch.Tensor | None) -> torch.Tensor:
-        """r in {0, 1}, float, shape (k, 1) or (k, V).
+    def defer(self, q: torch.Tensor | None, p: torch.Tensor | None, inputs: DeferralInputs | None = None) -> torch.Tensor:
+        """r in [0, 1], float, shape (k, 1) or (k, V) (SPEC's rules give 0 or 1).
 
         q, p: (k, V) at T = 1. q is one-hot for a deterministic drafter; p is None in the
         sequential cascade (the target has not run yet), which only admits rules with reads_p False.
+        `inputs` is given when the rule `reads_features`, else None.
         """
         ...
 
@@ -43,10 +75,13 @@ class _RuleBase:
     name: ClassVar[str] = ""
     reads_q: ClassVar[bool] = True
     reads_p: ClassVar[bool] = True
+    reads_features: ClassVar[bool] = False
     alpha_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    Options: ClassVar[type[BaseModel]] = NoOptions
 
-    def __init__(self, alpha: float = 0.0):
+    def __init__(self, alpha: float = 0.0, options: BaseModel | None = None):
         self.alpha = float(alpha)
+        self.options = options if options is not None else self.Options()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(alpha={self.alpha})"
@@ -60,7 +95,7 @@ class NoDeferral(_RuleBase):
     reads_p = False
     alpha_range = (-math.inf, math.inf)  # α is ignored
 
-    def defer(self, q, p):
+    def defer(self, q, p, inputs=None):
         ref = p if p is not None else q
         return torch.ones(ref.shape[0], 1, device=ref.device)
 
@@ -72,7 +107,7 @@ class Chow(_RuleBase):
     reads_p = False
     alpha_range = (0.0, 1.0)
 
-    def defer(self, q, p):
+    def defer(self, q, p, inputs=None):
         return (q.max(-1, keepdim=True).values < 1 - self.alpha).float()
 
 
@@ -82,7 +117,7 @@ class Diff(_RuleBase):
     name = "diff"
     alpha_range = (-1.0, 1.0)
 
-    def defer(self, q, p):
+    def defer(self, q, p, inputs=None):
         return (q.max(-1, keepdim=True).values < p.max(-1, keepdim=True).values - self.alpha).float()
 
 
@@ -92,7 +127,7 @@ class Opt(_RuleBase):
     name = "opt"
     alpha_range = (-math.inf, math.inf)
 
-    def defer(self, q, p):
+    def defer(self, q, p, inputs=None):
         dtv = (p - q).clamp_min(0).sum(-1, keepdim=True)  # (k, 1)
         return (q.max(-1, keepdim=True).values < p.max(-1, keepdim=True).values - self.alpha * dtv).float()
 
@@ -103,7 +138,7 @@ class TokenV1(_RuleBase):
     name = "token_v1"
     alpha_range = (-1.0, 1.0)
 
-    def defer(self, q, p):
+    def defer(self, q, p, inputs=None):
         return (q < p.max(-1, keepdim=True).values - self.alpha).float()
 
 
@@ -114,7 +149,7 @@ class TokenV2(_RuleBase):
     reads_q = False
     alpha_range = (-1.0, 1.0)
 
-    def defer(self, q, p):
+    def defer(self, q, p, inputs=None):
         return (p < p.max(-1, keepdim=True).values - self.alpha).float()
 
 
@@ -125,8 +160,26 @@ class TokenV3(_RuleBase):
     reads_q = False
     alpha_range = (0.0, 1.0)
 
-    def defer(self, q, p):
+    def defer(self, q, p, inputs=None):
         return (p < (1 - self.alpha) * p.max(-1, keepdim=True).values).float()
+
+
+def check_rule_class(name: str, cls: type) -> None:
+    """Refuse a rule class that does not follow the contract, naming what to change."""
+    missing = [a for a in ("reads_q", "reads_p", "alpha_range", "defer") if not hasattr(cls, a)]
+    if missing:
+        raise PluginError(f"rule {name!r} ({cls.__name__}) lacks {', '.join(missing)}; see docs/plugins.md")
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise PluginError(
+            f"rule {name!r} ({cls.__name__}): since cascade 0.2 a rule declares `Options` (a pydantic model, "
+            "extra=\"forbid\"; `cascade.rules.NoOptions` for none) and is built as cls(alpha, options), "
+            "not cls(alpha, **options); see docs/plugins.md"
+        )
+    init = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+    if any(p.kind is p.VAR_KEYWORD for p in init) or len(init) < 2:
+        raise PluginError(f"rule {name!r} ({cls.__name__}): the constructor must be cls(alpha, options), "
+                          "not cls(alpha, **options); see docs/plugins.md")
 
 
 BUILTIN_RULES: dict[str, type] = {

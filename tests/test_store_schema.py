@@ -170,11 +170,24 @@ def test_metric_columns_are_the_metrics_counters():
         assert set(METRIC_COLUMNS) | {"accepted_per_position"} <= set(model.__table__.columns.keys())
 
 
-def test_synthetic_generation_has_the_engine_generation_fields():
-    from cascade.engine import Generation
+def test_decision_features_are_one_vocabulary():
+    """The log's feature columns, the record's fields and FEATURES are the same names in the same order."""
+    from cascade import metrics
+    from cascade.features import FEATURES
+    from cascade.store.models import Decision
 
-    assert [f.name for f in dataclasses.fields(synthetic.SyntheticGeneration)] == \
-        [f.name for f in dataclasses.fields(Generation)]
+    columns = list(Decision.__table__.columns.keys())
+    assert [c for c in columns if c in FEATURES] == list(FEATURES)
+    fields = [f.name for f in dataclasses.fields(metrics.Decision)]
+    assert [f for f in fields if f in FEATURES] == list(FEATURES)
+    known = {"position", "kind", "drafted_token", "emitted_token", "accepted", "deferred"}
+    assert set(fields) - known == set(FEATURES)
+
+
+def test_synthetic_generation_is_the_engine_generation():
+    from cascade.metrics import Generation
+
+    assert isinstance(synthetic.generation(0), Generation)
 
 
 def test_url_precedence(monkeypatch):

@@ -22,6 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from cascade.metrics import COUNTERS
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -171,8 +172,5 @@ class Decision(Base):
     accepted: Mapped[bool | None] = mapped_column(Boolean)  # drafts only
 
 
-METRIC_COLUMNS = (
-    "num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_deferred", "target_calls", "drafter_calls",
-    "num_generated_tokens", "num_prompt_tokens", "decode_seconds", "ttft_seconds",
-)
+METRIC_COLUMNS = COUNTERS
 """Summable counters shared by `runs` and `sequences` (equal to `cascade.metrics.COUNTERS`)."""

@@ -16,9 +16,10 @@ from sqlalchemy.engine import RowMapping
 
 from cascade.errors import CascadeError
 from cascade.metrics import DERIVED, Metrics
+from cascade.policy import VERIFYING_MODES
 from cascade.store.db import mask_url
 from cascade.store.models import METRIC_COLUMNS, Decision, Run, Sequence, Step
-from cascade.store.writer import VERIFYING_MODES, Store
+from cascade.store.writer import Store
 
 RUN_SUMMARY = (Run.id, Run.policy_name, Run.mode, Run.rule, Run.alpha, Run.target, Run.drafter, Run.status,
                Run.started_at, Run.finished_at, Run.num_sequences, *(getattr(Run, c) for c in METRIC_COLUMNS),

@@ -9,21 +9,9 @@ Metrics are accumulated with `Metrics.add_step`, as the engine does. No torch ne
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
-from cascade.metrics import Decision, Metrics, StepRecord
-
-
-@dataclass
-class SyntheticGeneration:
-    """Has the fields of `cascade.engine.Generation` the store reads (a test keeps them in step)."""
-
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    finish_reason: str
-    metrics: Metrics
-    steps: list[StepRecord] = field(default_factory=list)
+from cascade.features import FEATURES
+from cascade.metrics import Decision, Generation, Metrics, StepRecord
 
 
 def speculative_step(rng: random.Random, index: int, block_size: int, vocab: int = 320,
@@ -39,17 +27,20 @@ def speculative_step(rng: random.Random, index: int, block_size: int, vocab: int
         for i, x in enumerate(xs):
             q_max = rng.random()
             p_max = rng.random()
-            rows.append(Decision(i, "draft", x, x if i < n else None, i < n, deferred[i],
-                                 q_max * rng.random(), q_max, rng.random() * 3, p_max * rng.random(), p_max,
-                                 rng.random() * 3, rng.random()))
-        rows.append(Decision(n, "correction" if n < k else "bonus", None, nxt, None, None))
+            values = (q_max * rng.random(), q_max, rng.random() * 3, p_max * rng.random(), p_max,
+                      rng.random() * 3, rng.random())
+            rows.append(Decision(position=i, kind="draft", drafted_token=x, emitted_token=x if i < n else None,
+                                 accepted=i < n, deferred=deferred[i], **dict(zip(FEATURES, values))))
+        rows.append(Decision(position=n, kind="correction" if n < k else "bonus", drafted_token=None,
+                             emitted_token=nxt, accepted=None, deferred=None))
         decisions = tuple(rows)
-    return StepRecord(index, k, k, n, tuple(xs[:n] + [nxt]), sum(deferred), 1, k,
-                      rng.random() * 1e-3, rng.random() * 1e-3, decisions)
+    return StepRecord(index=index, block_size=k, drafted=k, accepted=n, emitted=tuple(xs[:n] + [nxt]),
+                      deferred=sum(deferred), target_calls=1, drafter_calls=k,
+                      draft_seconds=rng.random() * 1e-3, verify_seconds=rng.random() * 1e-3, decisions=decisions)
 
 
 def generation(seed: int, n_steps: int = 8, block_size: int = 4, prompt_tokens: int = 5,
-               record_decisions: bool = True) -> SyntheticGeneration:
+               record_decisions: bool = True) -> Generation:
     """A finished speculative generation of `n_steps` steps with metrics that add up."""
     rng = random.Random(seed)
     metrics = Metrics(num_prompt_tokens=prompt_tokens)
@@ -65,4 +56,5 @@ def generation(seed: int, n_steps: int = 8, block_size: int = 4, prompt_tokens: 
         metrics.decode_seconds += step.draft_seconds + step.verify_seconds
     metrics.num_generated_tokens = len(tokens)
     text = " ".join(map(str, tokens))
-    return SyntheticGeneration(text, tokens, prompt_tokens, "length", metrics, steps)
+    return Generation(text=text, token_ids=tokens, prompt_tokens=prompt_tokens, finish_reason="length",
+                      metrics=metrics, steps=steps)

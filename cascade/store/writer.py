@@ -29,19 +29,19 @@ from sqlalchemy import Connection, CursorResult, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cascade.errors import CascadeError
+from cascade.features import FEATURES
+from cascade.policy import VERIFYING_MODES
 from cascade.store import db, migrate, runinfo
 from cascade.store.models import METRIC_COLUMNS, RUN_STATUSES, Decision, Run, Sequence, Step
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from cascade.engine import Generation
-    from cascade.metrics import StepRecord
+    from cascade.metrics import Generation, StepRecord
     from cascade.policy import Policy
 
 FLUSH_ROWS = 2000  # buffered step + decision rows that trigger a write
 FLUSH_SECONDS = 1.0  # ... or the age of the oldest unwritten row
-VERIFYING_MODES = ("speculative", "lossy")  # modes whose steps are verification steps (num_drafts)
 
 
 def _now() -> datetime:
@@ -247,8 +247,7 @@ class RunLogger:
         self._decisions.extend({
             "sequence_id": sequence_id, "step": step.index, "position": d.position, "kind": d.kind,
             "drafted_token": d.drafted_token, "emitted_token": d.emitted_token,
-            "q_x": _f(d.q_x), "q_max": _f(d.q_max), "q_entropy": _f(d.q_entropy),
-            "p_x": _f(d.p_x), "p_max": _f(d.p_max), "p_entropy": _f(d.p_entropy), "d_tv": _f(d.d_tv),
+            **{name: _f(getattr(d, name)) for name in FEATURES},
             "rule": rule, "alpha": alpha, "deferred": d.deferred, "accepted": d.accepted,
         } for d in step.decisions)
         if (len(self._steps) + len(self._decisions) >= self.flush_rows
