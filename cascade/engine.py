@@ -15,45 +15,65 @@ Each mode is one small step function that returns the tokens it emits and a
 
 Cache convention: the target's KV cache holds every token but the last emitted
 one, which is fed first in the next verification together with the drafts.
+
+State: the engine holds what is loaded (models, tokenizer, drafter, rule, decoding
+parameters) and the models' KV caches, which every prefill resets (the drafter's
+own cache likewise, in `reset`). Everything about one generation (its token
+buffer, random stream, record flag, block schedule, recent acceptance) lives in
+a `_Sequence`, so one engine serves any number of generations in turn.
+
+Shapes: P = prompt tokens, n = tokens in the sequence so far, k = drafted tokens
+in the block, V = the target's vocabulary.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from cascade import models, sampling
-from cascade.drafter import Draft, Drafter, DrafterContext
-from cascade.errors import CascadeError, PluginError
-from cascade.metrics import Decision, Metrics, StepRecord
-from cascade.policy import Policy, check_policy, drafter_options, load_policy
-from cascade.rules import Rule
+from cascade.drafter import Draft, Drafter, DrafterContext, DraftRequest, Feedback
+from cascade.errors import CascadeError, PluginError, plugin_errors
+from cascade.features import decision_features, named
+from cascade.metrics import Decision, Generation, Metrics, StepRecord
+from cascade.policy import VERIFYING_MODES, Policy, check_policy, drafter_options, load_policy, rule_options
+from cascade.rules import BlockContext, Rule
 from cascade.schedule import BlockSchedule
-from cascade.verify import FEATURES, decision_features, deferral, q_unscaled, verify_block
+from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
-
-@dataclass(frozen=True)
-class Generation:
-    text: str
-    token_ids: list[int]  # generated tokens only
-    prompt_tokens: int
-    finish_reason: str  # "length" | "eos" | "stop" | "context"
-    metrics: Metrics
-    steps: list[StepRecord]
+EMPTY_DRAFT = Draft(torch.empty(0, dtype=torch.long), calls=0)
+STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
+RECENT_STEPS = 8  # verification steps in a sequence's recent acceptance (rules that read features)
 
 
 class _Sequence:
-    """Mutable state of one generation: the token buffer and what was emitted."""
+    """Mutable state of one generation: the token buffer, its random stream and what was emitted."""
 
-    def __init__(self, prompt: torch.Tensor, capacity: int):
+    def __init__(self, prompt: torch.Tensor, capacity: int, generator: torch.Generator,
+                 schedule: BlockSchedule, record: bool):
         self.buf = torch.empty(capacity, dtype=torch.long, device=prompt.device)  # (capacity,)
         self.buf[: prompt.shape[0]] = prompt
         self.n = prompt.shape[0]  # tokens in the sequence (prompt + emitted)
         self.generated: list[int] = []
+        self.generator = generator  # every random draw of this generation
+        self.schedule = schedule  # this generation's block sizes
+        self.record = record  # build per-position Decision rows
+        self.recent: deque[tuple[int, int]] = deque(maxlen=RECENT_STEPS)  # (drafted, accepted) per step
+
+    @property
+    def block(self) -> BlockContext:
+        """Where the next block starts, for rules that read features."""
+        drafted = sum(d for d, _ in self.recent)
+        rate = sum(a for _, a in self.recent) / drafted if drafted else math.nan
+        return BlockContext(sequence_position=self.n, recent_acceptance=rate)
 
     @property
     def context(self) -> torch.Tensor:
@@ -67,22 +87,22 @@ class _Sequence:
 
 
 class Engine:
-    def __init__(self, policy: Policy, target, tokenizer, drafter: Drafter | None, rule: Rule):
+    def __init__(self, policy: Policy, target: Any, tokenizer: Any, drafter: Drafter | None, rule: Rule):
         self.policy = policy
         self.mode = policy.mode
-        self.target = models.CachedLM(target)
+        self.target_model = target  # the HF model
+        self.target = models.CachedLM(target)  # the model with its KV cache (reset by every prefill)
         self.tokenizer = tokenizer
         self.drafter = drafter
         self.rule = rule
         self.device = self.target.device
         d = policy.decoding
         self.params = sampling.SamplingParams(d.temperature, d.top_k, d.top_p)
-        self.schedule = BlockSchedule(d.block_schedule, d.block_size, d.min_block_size, d.max_block_size, d.confidence)
         self.lenience = d.lenience if self.mode == "lossy" else None
         # a cascade draws the bonus token from π_{k+1}, which needs the drafter's q there
         self.lookahead = self.mode == "speculative" and rule.name != "none"
         self.eos_id = None if d.ignore_eos else tokenizer.eos_token_id
-        self.step_fn: Callable = {
+        self.step_fn: Callable[[_Sequence, int, int], tuple[list[int], StepRecord]] = {
             "target": self._target_step,
             "drafter": self._drafter_step,
             "sequential": self._sequential_step,
@@ -93,7 +113,7 @@ class Engine:
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_policy(cls, policy: Policy | str | Path, registry=None, *, loader=models) -> Engine:
+    def from_policy(cls, policy: Policy | str | Path, registry: Any = None, *, loader: Any = models) -> Engine:
         """Validate the policy against the installed plugins, load the models, build the drafter.
 
         `loader` provides `load_model` and `load_tokenizer` (signatures of `cascade.models`);
@@ -111,9 +131,12 @@ class Engine:
         path = models.resolve_model_path(spec.model, policy.base_dir)
         tokenizer = loader.load_tokenizer(path, spec.trust_remote_code, spec.revision)
         target = loader.load_model(path, dtype, device, spec.trust_remote_code, spec.revision)
-        rule = registry.rule(policy.rule.name)(policy.rule.alpha, **policy.rule.options)
+        rule_cls = registry.rule(policy.rule.name)
+        with plugin_errors(f"rule {policy.rule.name!r} failed to build"):
+            rule = rule_cls(policy.rule.alpha, rule_options(policy, rule_cls))
         drafter = None
         if policy.mode != "target":
+            assert policy.drafter is not None  # the schema requires one outside target mode
             drafter_cls = registry.drafter(policy.drafter.plugin)
             ctx = DrafterContext(
                 vocab_size=target.get_output_embeddings().weight.shape[0],
@@ -124,14 +147,15 @@ class Engine:
                 max_positions=models.max_positions(target.config),
                 base_dir=policy.base_dir,
                 load_model=loader.load_model,
+                target_model=target,
             )
-            try:
+            with plugin_errors(f"drafter {policy.drafter.plugin!r} failed to build"):
                 drafter = drafter_cls(drafter_options(policy, drafter_cls), ctx)
-            except CascadeError:
-                raise
-            except Exception as exc:
-                raise PluginError(f"drafter {policy.drafter.plugin!r} failed to build: {type(exc).__name__}: {exc}") from exc
         return cls(policy, target, tokenizer, drafter, rule)
+
+    def new_schedule(self) -> BlockSchedule:
+        d = self.policy.decoding
+        return BlockSchedule(d.block_schedule, d.block_size, d.min_block_size, d.max_block_size, d.confidence)
 
     # ------------------------------------------------------------------ the loop
 
@@ -167,13 +191,14 @@ class Engine:
         budget = asked
         if self.target.max_positions is not None:
             budget = min(budget, self.target.max_positions - prompt_ids.shape[0])
-        self.record = record_decisions
-        self.generator = self._generator(self.policy.decoding.seed if seed is None else seed)
-        seq = _Sequence(prompt_ids, prompt_ids.shape[0] + budget + self.schedule.max_size + 2)
+        generator = self._generator(self.policy.decoding.seed if seed is None else seed)
+        schedule = self.new_schedule()
+        seq = _Sequence(prompt_ids, prompt_ids.shape[0] + budget + schedule.max_size + 2, generator, schedule,
+                        record_decisions)
         metrics = Metrics(num_prompt_tokens=prompt_ids.shape[0])
         steps: list[StepRecord] = []
         t0 = time.perf_counter()
-        self._prefill(prompt_ids)
+        self._prefill(seq, prompt_ids)
         finish = "length"
         while len(seq.generated) < budget:
             remaining = budget - len(seq.generated)
@@ -183,7 +208,7 @@ class Engine:
                 emitted, step = kept, truncate_step(step, len(kept))
             seq.append(emitted)
             steps.append(step)
-            metrics.add_step(step, verification=self.mode in ("speculative", "lossy"))
+            metrics.add_step(step, verification=self.mode in VERIFYING_MODES)
             if len(steps) == 1:
                 metrics.ttft_seconds = time.perf_counter() - t0
             if on_step is not None:
@@ -196,21 +221,26 @@ class Engine:
         metrics.num_generated_tokens = len(seq.generated)
         text = self.tokenizer.decode(seq.generated, skip_special_tokens=True)
         text = self._cut_at_stop(text)
-        return Generation(text, seq.generated, int(prompt_ids.shape[0]), finish, metrics, steps)
+        return Generation(text=text, token_ids=seq.generated, prompt_tokens=int(prompt_ids.shape[0]),
+                          finish_reason=finish, metrics=metrics, steps=steps)
 
     def _generator(self, seed: int) -> torch.Generator:
         g = torch.Generator(device=self.device)
         g.manual_seed(seed)
         return g
 
-    def _prefill(self, prompt_ids: torch.Tensor) -> None:
+    def _prefill(self, seq: _Sequence, prompt_ids: torch.Tensor) -> None:
         """Caches hold the prompt but its last token; the drafter prefills itself on reset."""
         self.target.reset()
-        self.schedule.reset()
         if prompt_ids.shape[0] > 1 and self.mode != "drafter":
             self.target.forward(prompt_ids[:-1], last_only=True)
         if self.drafter is not None:
-            self.drafter.reset(prompt_ids, self.params, self.generator)
+            with self._drafter_errors("reset"):
+                self.drafter.reset(prompt_ids, self.params, seq.generator)
+
+    def _drafter_errors(self, method: str) -> contextlib.AbstractContextManager[None]:
+        assert self.drafter is not None
+        return plugin_errors(f"drafter {self.drafter.name!r} raised in {method}()")
 
     def _stop(self, seq: _Sequence, emitted: list[int]) -> tuple[list[int], str]:
         """Truncate a step's tokens at EOS (kept) or at the token completing a stop string, whichever comes first."""
@@ -233,67 +263,72 @@ class Engine:
 
     # ------------------------------------------------------------------ steps
 
-    def _target_step(self, seq: _Sequence, remaining: int, index: int):
+    def _target_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         t0 = time.perf_counter()
         p_logits = self.target.forward(seq.buf[seq.n - 1 : seq.n])  # (1, V)
-        token = sampling.pick(p_logits, self.params, self.generator).item()
+        token = sampling.pick(p_logits, self.params, seq.generator).item()
         dt = time.perf_counter() - t0
-        decisions = (Decision(0, "target", None, token, None, None),) if self.record else ()
-        return [token], StepRecord(index, 0, 0, 0, (token,), 0, 1, 0, 0.0, dt, decisions)
+        decisions = (_emitted_by_target(0, "target", token),) if seq.record else ()
+        return [token], StepRecord(index=index, block_size=0, drafted=0, accepted=0, emitted=(token,), deferred=0,
+                                   target_calls=1, drafter_calls=0, draft_seconds=0.0, verify_seconds=dt,
+                                   decisions=decisions)
 
-    def _drafter_step(self, seq: _Sequence, remaining: int, index: int):
-        k = min(self.schedule.next(), remaining)
+    def _drafter_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
+        k = min(seq.schedule.next(), remaining)
         t0 = time.perf_counter()
-        draft = self.drafter.propose(seq.context, k)
+        draft = self._propose(seq, DraftRequest(k=k))
         tokens = draft.tokens.tolist()
         if not tokens:
             raise PluginError(f"drafter {self.drafter.name!r} proposed no token in drafter-only mode")
-        self.drafter.observe(len(tokens))
+        self._observe(Feedback(n_accepted=len(tokens)))
         dt = time.perf_counter() - t0
-        decisions = ()
-        if self.record:
-            feats = decision_features(draft.tokens, draft.probs, None).tolist()
-            decisions = tuple(
-                Decision(i, "draft", t, t, True, False, *f[:3]) for i, (t, f) in enumerate(zip(tokens, feats))
-            )
-        return tokens, StepRecord(index, k, len(tokens), len(tokens), tuple(tokens), 0, 0, draft_calls(draft), dt, 0.0, decisions)
+        decisions: tuple[Decision, ...] = ()
+        if seq.record:  # nothing verifies: the target-side features stay absent
+            feats = decision_features(draft.tokens, draft.probs, None).tolist()  # (k, F)
+            decisions = tuple(_draft_row(i, t, t, deferred=False, features=f) for i, (t, f) in enumerate(zip(tokens, feats)))
+        return tokens, StepRecord(index=index, block_size=k, drafted=len(tokens), accepted=len(tokens),
+                                  emitted=tuple(tokens), deferred=0, target_calls=0, drafter_calls=draft.calls,
+                                  draft_seconds=dt, verify_seconds=0.0, decisions=decisions)
 
-    def _sequential_step(self, seq: _Sequence, remaining: int, index: int):
+    def _sequential_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         """Token-level cascade: the drafter decodes; deferred positions go to the target."""
         t0 = time.perf_counter()
-        draft = self.drafter.propose(seq.context, 1)  # x: (1,), q: (1, V)
-        q_raw = q_unscaled(draft.tokens, draft.probs, self.target.vocab_size)
-        _, r_x = deferral(self.rule, draft.tokens, q_raw, None)  # q-only rule
-        x, deferred = torch.stack([draft.tokens[0].float(), r_x[0]]).tolist()
+        draft = self._propose(seq, DraftRequest(k=1))  # x: (1,), q: (1, V)
+        q_raw = q_unscaled(draft.tokens, draft.probs, self.target.vocab_size)  # (1, V)
+        _, r_x = deferral(self.rule, draft.tokens, q_raw, None, seq.block)  # q-only rule: r(x) (1,)
+        x, deferred = torch.stack([draft.tokens[0].float(), r_x[0]]).tolist()  # one readback (ids < 2^24)
         x, deferred = int(x), bool(deferred)
         t1 = time.perf_counter()
-        target_calls = 0
-        p_raw = None
+        target_calls, p_raw = 0, None
         if deferred:
             # the target catches up over every pending token in this one call
             p_logits = self.target.forward(seq.buf[self.target.length : seq.n])[-1:]  # (1, V)
-            token = sampling.pick(p_logits, self.params, self.generator).item()
-            p_raw = sampling.softmax(p_logits)
+            token = sampling.pick(p_logits, self.params, seq.generator).item()
+            p_raw = sampling.softmax(p_logits)  # (1, V)
             target_calls = 1
         else:
             token = x
-        self.drafter.observe(0 if deferred else 1)
+        self._observe(Feedback(n_accepted=0 if deferred else 1, next_token=token if deferred else None))
         t2 = time.perf_counter()
-        decisions = ()
-        if self.record:
-            f = decision_features(draft.tokens, q_raw, p_raw)[0].tolist()
-            decisions = (Decision(0, "draft", x, token if not deferred else None, not deferred, deferred, *f),)
+        decisions: tuple[Decision, ...] = ()
+        if seq.record:
+            f = decision_features(draft.tokens, q_raw, p_raw)[0].tolist()  # (F,)
+            decisions = (_draft_row(0, x, None if deferred else token, deferred=deferred, features=f),)
             if deferred:
-                decisions += (Decision(0, "target", None, token, None, None),)
-        accepted = 0 if deferred else 1
-        return [token], StepRecord(index, 1, 1, accepted, (token,), int(deferred), target_calls, draft_calls(draft), t1 - t0, t2 - t1, decisions)
+                decisions += (_emitted_by_target(0, "target", token),)
+        return [token], StepRecord(index=index, block_size=1, drafted=1, accepted=0 if deferred else 1,
+                                   emitted=(token,), deferred=int(deferred), target_calls=target_calls,
+                                   drafter_calls=draft.calls, draft_seconds=t1 - t0, verify_seconds=t2 - t1,
+                                   decisions=decisions)
 
-    def _speculative_step(self, seq: _Sequence, remaining: int, index: int):
+    def _speculative_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         """Draft k, verify k + 1 positions in one target call, accept, roll back."""
-        asked = min(self.schedule.next(), remaining - 1)  # k accepted + 1 bonus fit the budget
+        asked = min(seq.schedule.next(), remaining - 1)  # k accepted + 1 bonus fit the budget
         proposed = asked > 0 or self.lookahead  # a cascade needs q_{k+1} even when k = 0
         t0 = time.perf_counter()
-        draft = self.drafter.propose(seq.context, asked, self.schedule.min_confidence, self.lookahead) if proposed else EMPTY_DRAFT
+        # draft: up to `asked` tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus)
+        request = DraftRequest(k=asked, min_confidence=seq.schedule.min_confidence, lookahead=self.lookahead)
+        draft = self._propose(seq, request) if proposed else EMPTY_DRAFT
         x = draft.tokens.to(self.device)  # (k,) k <= asked (a drafter may stop early or find nothing)
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
         q_next = None if (draft.next_probs is None or not self.lookahead) else draft.next_probs.to(self.device)  # (V,)
@@ -301,36 +336,58 @@ class Engine:
         t1 = time.perf_counter()
         # verify: one target pass over [last emitted, x_1..x_k] gives p_1..p_{k+1}
         p_logits = self.target.forward(torch.cat([seq.buf[seq.n - 1 : seq.n], x]))  # (k + 1, V)
-        verdict = verify_block(x, q, p_logits, self.rule, self.params, self.generator, self.lenience, q_next)
-        n, nxt, *xs = torch.cat([verdict.n_accepted.view(1), verdict.next_token.view(1), x]).tolist()
+        # defer + accept: π = q(1 − r) + η p, keep x_i with prob min(1, π(x_i)/q(x_i)), then a residual or bonus
+        verdict = verify_block(x, q, p_logits, self.rule, self.params, seq.generator, self.lenience, q_next,
+                               block=seq.block)
+        n, nxt, *xs = torch.cat([verdict.n_accepted.view(1), verdict.next_token.view(1), x]).tolist()  # one readback
         # roll back: keep the context, the last token and the n accepted drafts
         self.target.rollback(seq.n + n)
         if proposed:
-            self.drafter.observe(n)
+            self._observe(Feedback(n_accepted=n, next_token=nxt))
         if k > 0:  # nothing drafted (no n-gram match) says nothing about the block size
-            self.schedule.update(k, n)
+            seq.schedule.update(k, n)
+            seq.recent.append((k, n))
         t2 = time.perf_counter()
+        # log: emitted = x_1..x_n + the correction or bonus token
         emitted = xs[:n] + [nxt]
         deferred = int(verdict.deferred.sum().item()) if k > 0 else 0
-        decisions = self._block_decisions(x, xs, draft, p_logits, verdict, n, nxt) if self.record else ()
-        return emitted, StepRecord(index, asked, k, n, tuple(emitted), deferred, 1, draft_calls(draft), t1 - t0, t2 - t1, decisions)
+        decisions = self._block_decisions(x, xs, draft, p_logits, verdict, n, nxt) if seq.record else ()
+        return emitted, StepRecord(index=index, block_size=asked, drafted=k, accepted=n, emitted=tuple(emitted),
+                                   deferred=deferred, target_calls=1, drafter_calls=draft.calls,
+                                   draft_seconds=t1 - t0, verify_seconds=t2 - t1, decisions=decisions)
 
-    def _block_decisions(self, x, xs, draft: Draft, p_logits, verdict, n: int, nxt: int) -> tuple[Decision, ...]:
+    def _propose(self, seq: _Sequence, request: DraftRequest) -> Draft:
+        assert self.drafter is not None
+        with self._drafter_errors("propose"):
+            return self.drafter.propose(seq.context, request)
+
+    def _observe(self, feedback: Feedback) -> None:
+        assert self.drafter is not None
+        with self._drafter_errors("observe"):
+            self.drafter.observe(feedback)
+
+    def _block_decisions(self, x: torch.Tensor, xs: list[int], draft: Draft, p_logits: torch.Tensor,
+                         verdict: Verdict, n: int, nxt: int) -> tuple[Decision, ...]:
         k = len(xs)
-        q_raw = draft.probs
-        p_raw = sampling.softmax(p_logits[:k])
-        feats = decision_features(x, q_raw, p_raw).tolist() if k else []
-        r_x = verdict.deferred.tolist() if k else []
-        rows = [
-            Decision(i, "draft", xs[i], xs[i] if i < n else None, i < n, bool(r_x[i]), *feats[i])
-            for i in range(k)
-        ]
-        rows.append(Decision(n, "correction" if n < k else "bonus", None, nxt, None, None))
+        p_raw = sampling.softmax(p_logits[:k])  # (k, V)
+        feats = decision_features(x, draft.probs, p_raw).tolist() if k else []  # (k, F)
+        r_x = verdict.deferred.tolist() if k else []  # (k,)
+        rows = [_draft_row(i, xs[i], xs[i] if i < n else None, deferred=bool(r_x[i]), features=feats[i])
+                for i in range(k)]
+        rows.append(_emitted_by_target(n, "correction" if n < k else "bonus", nxt))
         return tuple(rows)
 
 
-EMPTY_DRAFT = Draft(torch.empty(0, dtype=torch.long), calls=0)
-STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
+def _draft_row(position: int, drafted: int, emitted: int | None, *, deferred: bool, features: list[float]) -> Decision:
+    """A drafted position: accepted when it was emitted; `features` in FEATURES order."""
+    return Decision(position=position, kind="draft", drafted_token=drafted, emitted_token=emitted,
+                    accepted=emitted is not None, deferred=deferred, **named(features))
+
+
+def _emitted_by_target(position: int, kind: str, token: int) -> Decision:
+    """A token the target emitted itself: a correction, a bonus, or a target step / deferred position."""
+    return Decision(position=position, kind=kind, drafted_token=None, emitted_token=token, accepted=None,
+                    deferred=None)
 
 
 def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
@@ -349,10 +406,3 @@ def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
         rows.append(d)
     return replace(step, emitted=step.emitted[:n_emitted], accepted=min(step.accepted, n_emitted),
                    decisions=tuple(rows))
-
-
-def draft_calls(draft: Draft) -> int:
-    return draft.calls
-
-
-__all__ = ["Engine", "Generation", "FEATURES"]

@@ -1,5 +1,10 @@
 """User-facing errors: the CLI prints the message (no traceback) and exits 2."""
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
 
 class CascadeError(Exception):
     """Bad input the user can fix: a policy, a prompt, a plugin, a model path, a store URL."""
@@ -11,3 +16,14 @@ class PolicyError(CascadeError):
 
 class PluginError(CascadeError):
     """A plugin that fails to load, registers a duplicate name, or raises while building."""
+
+
+@contextlib.contextmanager
+def plugin_errors(what: str) -> Iterator[None]:
+    """Let CascadeErrors through; wrap anything else a plugin raises as a PluginError saying `what`."""
+    try:
+        yield
+    except CascadeError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{what}: {type(exc).__name__}: {exc}") from exc

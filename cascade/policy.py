@@ -48,7 +48,7 @@ class DrafterSpec(_Strict):
 class RuleSpec(_Strict):
     name: str = "none"
     alpha: float = 0.0
-    options: dict[str, Any] = Field(default_factory=dict)  # extra constructor arguments (learned rules)
+    options: dict[str, Any] = Field(default_factory=dict)  # validated against the rule's `Options` (rule_options)
 
 
 class Decoding(_Strict):
@@ -131,10 +131,11 @@ FIXES = {
 }
 
 
-def _format_errors(source: str, exc: ValidationError) -> str:
-    lines = [f"{source}: invalid policy"]
+def _format_errors(title: str, exc: ValidationError, prefix: str = "") -> str:
+    """One line per error: the field's dotted path (under `prefix`), the message, what was given, the fix."""
+    lines = [title]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join([prefix] * bool(prefix) + [str(p) for p in err["loc"]]) or "(top level)"
         msg = err["msg"]
         fix = FIXES.get(err["type"], "")
         got = err.get("input")
@@ -149,7 +150,7 @@ def parse_policy(data: Any, source: str = "<policy>", base_dir: Path | None = No
     try:
         return Policy(**data, base_dir=base_dir, source_text=text)
     except ValidationError as exc:
-        raise PolicyError(_format_errors(source, exc)) from None
+        raise PolicyError(_format_errors(f"{source}: invalid policy", exc)) from None
     except TypeError as exc:
         raise PolicyError(f"{source}: {exc}") from None
 
@@ -166,7 +167,7 @@ def load_policy(path: str | Path) -> Policy:
     return parse_policy(data, str(path), path.parent.resolve(), text)
 
 
-def check_policy(policy: Policy, registry) -> None:
+def check_policy(policy: Policy, registry: Any) -> None:
     """Checks that need the installed plugins; raises PolicyError naming the field and the fix."""
     src = policy.name
     rule_cls = registry.rules.get(policy.rule.name)
@@ -175,6 +176,7 @@ def check_policy(policy: Policy, registry) -> None:
             f"{src}: field `rule.name`: unknown rule {policy.rule.name!r}; installed rules: "
             f"{', '.join(sorted(registry.rules))}"
         )
+    rule_options(policy, rule_cls)
     lo, hi = rule_cls.alpha_range
     a = policy.rule.alpha
     if not (min(lo, hi) <= a <= max(lo, hi)):
@@ -211,17 +213,25 @@ def check_policy(policy: Policy, registry) -> None:
         raise PolicyError(f"{src}: field `rule.name`: lossy mode uses `decoding.lenience`, set rule.name to none")
 
 
-def drafter_options(policy: Policy, drafter_cls) -> Any:
+def drafter_options(policy: Policy, drafter_cls: type) -> Any:
     """The drafter's typed options, validated from the policy."""
-    options_model = getattr(drafter_cls, "Options", None)
-    if options_model is None:
-        return dict(policy.drafter.options)
+    assert policy.drafter is not None
+    return _options(getattr(drafter_cls, "Options", None), policy.drafter.options,
+                    f"{policy.name}: invalid options for drafter {policy.drafter.plugin!r}", "drafter.options")
+
+
+def rule_options(policy: Policy, rule_cls: type) -> Any:
+    """The rule's typed options, validated from the policy (a rule without `Options` takes none)."""
+    from cascade.rules import NoOptions
+
+    return _options(getattr(rule_cls, "Options", NoOptions), policy.rule.options,
+                    f"{policy.name}: invalid options for rule {policy.rule.name!r}", "rule.options")
+
+
+def _options(model: type[BaseModel] | None, values: dict[str, Any], title: str, prefix: str) -> Any:
+    if model is None:
+        return dict(values)
     try:
-        return options_model(**policy.drafter.options)
+        return model(**values)
     except ValidationError as exc:
-        lines = [f"{policy.name}: invalid options for drafter {policy.drafter.plugin!r}"]
-        for err in exc.errors():
-            loc = "drafter.options." + ".".join(str(p) for p in err["loc"])
-            fix = FIXES.get(err["type"], "")
-            lines.append(f"  field `{loc}`: {err['msg']}" + (f"; fix: {fix}" if fix else ""))
-        raise PolicyError("\n".join(lines)) from None
+        raise PolicyError(_format_errors(title, exc, prefix)) from None

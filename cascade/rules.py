@@ -51,6 +51,14 @@ class DeferralInputs:
     names: tuple[str, ...] = FEATURES  # column names of `features`, in order
 
 
+@dataclass(frozen=True)
+class BlockContext:
+    """Where a block sits in its sequence: what the engine knows beyond the block's q and p."""
+
+    sequence_position: int  # tokens in the sequence (prompt + emitted) before the block
+    recent_acceptance: float = math.nan  # accepted / drafted over the last few verification steps
+
+
 @runtime_checkable
 class Rule(Protocol):
     name: ClassVar[str]
@@ -64,9 +72,9 @@ class Rule(Protocol):
     def defer(self, q: torch.Tensor | None, p: torch.Tensor | None, inputs: DeferralInputs | None = None) -> torch.Tensor:
         """r in [0, 1], float, shape (k, 1) or (k, V) (SPEC's rules give 0 or 1).
 
-        q, p: (k, V) at T = 1. q is one-hot for a deterministic drafter; p is None in the
-        sequential cascade (the target has not run yet), which only admits rules with reads_p False.
-        `inputs` is given when the rule `reads_features`, else None.
+        q, p: (k, V) at T = 1. q is one-hot for a deterministic drafter. p is None when the rule
+        does not read it (reads_p False), and in the sequential cascade (the target has not run
+        yet), which only admits such rules. `inputs` is given when the rule `reads_features`.
         """
         ...
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from cascade import sampling as S
-from cascade.rules import Rule
+from cascade.features import decision_features
+from cascade.rules import BlockContext, DeferralInputs, Rule
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,27 @@ def q_scaled(q_raw: torch.Tensor, deterministic: bool, params: S.SamplingParams)
     return q_raw if deterministic else S.warp(q_raw.clamp_min(1e-30).log(), params)
 
 
-def deferral(rule: Rule, tokens: torch.Tensor, q_raw: torch.Tensor | None, p_raw: torch.Tensor | None):
+def deferral(
+    rule: Rule,
+    tokens: torch.Tensor,  # (k,) the drafted tokens
+    q_raw: torch.Tensor,  # (k, V) q at T = 1 (one-hot for a deterministic drafter)
+    p_raw: torch.Tensor | None,  # (k, V) p at T = 1, None when the target has not run
+    block: BlockContext | None = None,
+    first: int = 0,  # position of tokens[0] in its block
+    real_q: bool = True,  # False: q is the one-hot of a deterministic drafter (its features are absent)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """r for every candidate token (k, 1) or (k, V), and r(x_i) for the drafted ones (k,)."""
-    r = rule.defer(q_raw, p_raw)
+    inputs = None
+    if getattr(rule, "reads_features", False):
+        k = tokens.shape[0]
+        block = block or BlockContext(sequence_position=0)
+        inputs = DeferralInputs(
+            features=decision_features(tokens, q_raw if real_q else None, p_raw),  # (k, F)
+            positions=torch.arange(first, first + k, device=tokens.device),  # (k,)
+            sequence_position=block.sequence_position,
+            recent_acceptance=block.recent_acceptance,
+        )
+    r = rule.defer(q_raw, p_raw if rule.reads_p else None, inputs)
     r_x = r.expand(tokens.shape[0], -1).gather(-1, tokens.unsqueeze(-1)) if r.shape[-1] > 1 else r
     return r, r_x.squeeze(-1)
 
@@ -53,6 +72,7 @@ def verify_block(
     generator: torch.Generator | None,
     lenience: float | None = None,  # lossy speculative decoding: accept min(1, p / (l·q))
     q_next: torch.Tensor | None = None,  # (V,) drafter's q_{k+1} at T = 1, for the bonus position
+    block: BlockContext | None = None,  # where the block sits, for rules that read features
 ) -> Verdict:
     """Accept a prefix of the drafts and pick the token after it.
 
@@ -64,13 +84,15 @@ def verify_block(
     k, vocab = tokens.shape[0], p_logits.shape[-1]
     deterministic = q_raw is None
     q_raw = q_unscaled(tokens, q_raw, vocab)
-    p_raw = S.softmax(p_logits)  # (k + 1, V) what the rules read
-    r, r_x = deferral(rule, tokens, q_raw, p_raw[:k])
+    # p at T = 1, what the rules read; not built for rules that never look at it (lossless, chow)
+    reads_p = rule.reads_p or getattr(rule, "reads_features", False)
+    p_raw = S.softmax(p_logits) if reads_p else None  # (k + 1, V)
+    r, r_x = deferral(rule, tokens, q_raw, None if p_raw is None else p_raw[:k], block, 0, not deterministic)
     cascade_bonus = q_next is not None and lenience is None
     if cascade_bonus:
         q_next = q_unscaled(tokens[:0], q_next.view(1, -1), vocab)  # (1, V)
         x_next = q_next.argmax(-1)  # (1,) the drafter's greedy guess at k+1
-        r_next, r_next_x = deferral(rule, x_next, q_next, p_raw[k:])
+        r_next, r_next_x = deferral(rule, x_next, q_next, None if p_raw is None else p_raw[k:], block, k)
 
     if params.greedy:
         # keep x_i when the rule keeps the draft (r = 0) or it is the target's argmax
@@ -98,24 +120,3 @@ def verify_block(
     # row n of [residuals of the k positions; the bonus distribution] is what follows the accepted prefix
     candidates = torch.cat([S.residual(pi, q), bonus], dim=0)  # (k + 1, V)
     return Verdict(n, S.sample(candidates[n], generator), r_x)
-
-
-FEATURES = ("q_x", "q_max", "q_entropy", "p_x", "p_max", "p_entropy", "d_tv")
-
-
-def decision_features(tokens: torch.Tensor, q_raw: torch.Tensor | None, p_raw: torch.Tensor | None) -> torch.Tensor:
-    """Per drafted position, the quantities the decision log stores (FEATURES order). (k, 7), NaN = absent."""
-    k = tokens.shape[0]
-    device = tokens.device
-    nan = torch.full((k,), float("nan"), device=device)
-    idx = tokens.unsqueeze(-1)
-    if q_raw is not None:
-        q_cols = [q_raw.gather(-1, idx).squeeze(-1), q_raw.max(-1).values, S.entropy(q_raw)]
-    else:
-        q_cols = [nan, nan, nan]
-    if p_raw is not None:
-        p_cols = [p_raw.gather(-1, idx).squeeze(-1), p_raw.max(-1).values, S.entropy(p_raw)]
-    else:
-        p_cols = [nan, nan, nan]
-    dtv = S.total_variation(p_raw, q_raw) if (p_raw is not None and q_raw is not None) else nan
-    return torch.stack(q_cols + p_cols + [dtv], dim=-1)

@@ -7,6 +7,7 @@ from scipy.stats import chisquare
 from transformers import AutoModelForCausalLM
 
 from cascade import sampling as S
+from cascade.drafter import DraftRequest
 from cascade.engine import Engine
 from cascade.policy import parse_policy
 from cascade.rules import BUILTIN_RULES
@@ -133,7 +134,7 @@ def test_caches_hold_exactly_the_emitted_prefix(family, arch, temperature, rule)
     assert checked > 0  # rejections happened
     # the drafter's cache: after the next propose it has caught up with the emitted prefix
     seq = torch.cat([prompt_ids, torch.tensor(generated)])
-    e.drafter.propose(seq, 1)
+    e.drafter.propose(seq, DraftRequest(k=1))
     assert_cache_equal(e.drafter.lm, seq)
 
 

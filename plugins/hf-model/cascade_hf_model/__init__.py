@@ -13,7 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from cascade import models, sampling
-from cascade.drafter import Draft, DrafterContext
+from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
 from cascade.errors import CascadeError
 from cascade.hookspecs import hookimpl
 
@@ -47,6 +47,7 @@ class HFModelDrafter:
                 f"has {ctx.vocab_size} (its tokenizer {real}): the drafter must share the target's tokenizer"
             )
         # widths may differ by padding rows only (e.g. Qwen2.5 0.5B vs 7B); logits are fitted to the target's
+        self.model = model  # the contract's optional attribute: what peers and benchmarks run
         self.lm = models.CachedLM(model)
         self.params = sampling.SamplingParams()
         self.generator: torch.Generator | None = None
@@ -67,7 +68,8 @@ class HFModelDrafter:
             return torch.nn.functional.pad(logits, (0, self.target_width - self.width), value=float("-inf"))
         return logits
 
-    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:
+    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
+        k, min_confidence, lookahead = request.k, request.min_confidence, request.lookahead
         self.start, self.fed = context.shape[0], 0
         limit = self.lm.max_positions
         if limit is not None and context.shape[0] + k + int(lookahead) > limit:  # the drafter's own context
@@ -75,7 +77,8 @@ class HFModelDrafter:
             if context.shape[0] >= limit:
                 return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=0)
         logits = self._fit(self.lm.forward(context[self.lm.length :], last_only=True)[-1])  # (V,) unseen tokens at once
-        tokens, probs = [], []
+        tokens: list[torch.Tensor] = []
+        probs: list[torch.Tensor] = []
         q = sampling.softmax(logits)  # (V,) T = 1, what the rules read
         for i in range(k):
             if min_confidence > 0 and q.max().item() < min_confidence:
@@ -90,11 +93,14 @@ class HFModelDrafter:
         next_probs = q if (lookahead or len(tokens) < k) else None
         if not tokens:
             return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=1, next_probs=next_probs)
-        return Draft(torch.stack(tokens), torch.stack(probs), calls=1 + self.fed, next_probs=next_probs)
+        q_drafted = torch.stack(probs)  # (k, V)
+        # predicted acceptance of token i, known before it was drawn: the drafter's own top probability
+        confidence = q_drafted.max(-1).values if request.confidence else None  # (k,)
+        return Draft(torch.stack(tokens), q_drafted, calls=1 + self.fed, next_probs=next_probs, confidence=confidence)
 
-    def observe(self, n_accepted: int) -> None:
+    def observe(self, feedback: Feedback) -> None:
         # the cache holds context + the fed drafts; keep context + the accepted ones
-        self.lm.rollback(self.start + min(n_accepted, self.fed))
+        self.lm.rollback(self.start + min(feedback.n_accepted, self.fed))
 
 
 @hookimpl

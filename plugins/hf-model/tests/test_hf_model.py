@@ -6,7 +6,7 @@ from cascade_hf_model import HFModelDrafter, Options
 from pydantic import ValidationError
 
 from cascade import models, sampling
-from cascade.drafter import DrafterContext
+from cascade.drafter import DrafterContext, DraftRequest, Feedback
 from cascade.errors import CascadeError
 from cascade.testing import build_model, make_tokenizer
 
@@ -36,7 +36,7 @@ def test_greedy_draft_equals_greedy_decoding_and_probs_are_q(dirs):
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompt = torch.tensor([5, 9, 11, 40, 7])
     d.reset(prompt, sampling.SamplingParams(0.0), None)
-    draft = d.propose(prompt, 4)
+    draft = d.propose(prompt, DraftRequest(k=4))
     assert draft.tokens.shape == (4,) and draft.probs.shape == (4, 320) and draft.calls == 4
     ids = prompt.clone()
     for i in range(4):
@@ -52,20 +52,32 @@ def test_rollback_keeps_exactly_the_accepted_prefix(dirs, n_accepted, lookahead)
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompt = torch.tensor([5, 9, 11, 40, 7])
     d.reset(prompt, sampling.SamplingParams(0.0), None)
-    draft = d.propose(prompt, 4, lookahead=lookahead)
+    draft = d.propose(prompt, DraftRequest(k=4, lookahead=lookahead))
     assert (draft.next_probs is not None) == lookahead
-    d.observe(n_accepted)
+    d.observe(Feedback(n_accepted=n_accepted))
     context = torch.cat([prompt, draft.tokens[:n_accepted], torch.tensor([3])])  # + the target's token
-    nxt = d.propose(context, 1)
+    nxt = d.propose(context, DraftRequest(k=1))
     assert d.lm.length == context.shape[0]
     assert torch.allclose(nxt.probs[0], torch.softmax(logits_from_scratch(d.lm.model, context), -1), atol=1e-5)
+
+
+def test_confidence_is_the_top_q_before_each_token(dirs):
+    d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
+    prompt = torch.tensor([5, 9, 11, 40, 7])
+    d.reset(prompt, sampling.SamplingParams(1.0), torch.Generator().manual_seed(0))
+    assert d.propose(prompt, DraftRequest(k=3)).confidence is None  # not asked
+    d.observe(Feedback(n_accepted=0, next_token=3))
+    draft = d.propose(torch.cat([prompt, torch.tensor([3])]), DraftRequest(k=3, confidence=True))
+    assert draft.confidence.shape == (3,)
+    assert torch.allclose(draft.confidence, draft.probs.max(-1).values)
+    assert d.model is d.lm.model  # the contract's `model` attribute
 
 
 def test_confidence_stops_early(dirs):
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompt = torch.tensor([5, 9, 11])
     d.reset(prompt, sampling.SamplingParams(0.0), None)
-    assert d.propose(prompt, 4, min_confidence=1.01).tokens.numel() == 0
+    assert d.propose(prompt, DraftRequest(k=4, min_confidence=1.01)).tokens.numel() == 0
 
 
 def test_vocabulary_mismatch_is_a_clear_error(dirs):
@@ -83,11 +95,11 @@ def test_padded_vocabularies_are_fitted_to_the_target(dirs):
     prompt = torch.tensor([5, 9, 11])
     for d, width in ((wide, 320), (narrow_target, 352)):
         d.reset(prompt, sampling.SamplingParams(1.0), torch.Generator().manual_seed(0))
-        draft = d.propose(prompt, 3, lookahead=True)
+        draft = d.propose(prompt, DraftRequest(k=3, lookahead=True))
         assert draft.probs.shape == (3, width) and draft.next_probs.shape == (width,)
         assert torch.all(draft.tokens < 320)
-    narrow_target.observe(0)
-    assert torch.all(narrow_target.propose(torch.cat([prompt, torch.tensor([4])]), 1).probs[0, 320:] == 0)
+    narrow_target.observe(Feedback(n_accepted=0))
+    assert torch.all(narrow_target.propose(torch.cat([prompt, torch.tensor([4])]), DraftRequest(k=1)).probs[0, 320:] == 0)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

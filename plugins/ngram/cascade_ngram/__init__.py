@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascade.drafter import Draft, DrafterContext
+from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
 from cascade.hookspecs import hookimpl
 
 __version__ = "0.1.0"
@@ -72,11 +72,11 @@ class NgramDrafter:
             return self.ids[end : end + k]
         return []
 
-    def propose(self, context: torch.Tensor, k: int, min_confidence: float = 0.0, lookahead: bool = False) -> Draft:
+    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
         self._extend(context)
-        return Draft(torch.tensor(self.lookup(k), dtype=torch.long, device=context.device), None, calls=1)
+        return Draft(torch.tensor(self.lookup(request.k), dtype=torch.long, device=context.device), None, calls=1)
 
-    def observe(self, n_accepted: int) -> None:
+    def observe(self, feedback: Feedback) -> None:
         pass  # rejected tokens never entered self.ids: propose() reads the emitted context
 
 

@@ -5,6 +5,8 @@ import torch
 from cascade_ngram import NgramDrafter, Options
 from pydantic import ValidationError
 
+from cascade.drafter import DraftRequest
+
 
 def drafter(**kw) -> NgramDrafter:
     d = NgramDrafter(Options(**kw))
@@ -15,7 +17,7 @@ def drafter(**kw) -> NgramDrafter:
 def test_proposes_what_followed_the_most_recent_match():
     d = drafter(min_ngram=1, max_ngram=3)
     ctx = torch.tensor([5, 6, 7, 8, 1, 5, 6, 7, 9, 2, 5, 6, 7])
-    draft = d.propose(ctx, 3)
+    draft = d.propose(ctx, DraftRequest(k=3))
     assert draft.tokens.tolist() == [9, 2, 5]  # latest earlier "5 6 7" is followed by 9 2 5
     assert draft.probs is None and draft.calls == 1
 
@@ -23,14 +25,14 @@ def test_proposes_what_followed_the_most_recent_match():
 def test_longest_ngram_wins_and_falls_back_to_shorter():
     d = drafter(min_ngram=1, max_ngram=2)
     ctx = torch.tensor([1, 2, 3, 9, 2, 4, 1, 2])
-    assert d.propose(ctx, 2).tokens.tolist() == [3, 9]  # "1 2" -> 3 9 (not "2" -> 4)
+    assert d.propose(ctx, DraftRequest(k=2)).tokens.tolist() == [3, 9]  # "1 2" -> 3 9 (not "2" -> 4)
     d = drafter(min_ngram=1, max_ngram=2)
-    assert d.propose(torch.tensor([7, 8, 3, 4, 8]), 2).tokens.tolist() == [3, 4]  # only "8" matches
+    assert d.propose(torch.tensor([7, 8, 3, 4, 8]), DraftRequest(k=2)).tokens.tolist() == [3, 4]  # only "8" matches
 
 
 def test_no_match_proposes_nothing_and_respects_min_ngram():
-    assert drafter().propose(torch.tensor([1, 2, 3]), 4).tokens.numel() == 0
-    assert drafter(min_ngram=2, max_ngram=2).propose(torch.tensor([1, 5, 1]), 4).tokens.numel() == 0
+    assert drafter().propose(torch.tensor([1, 2, 3]), DraftRequest(k=4)).tokens.numel() == 0
+    assert drafter(min_ngram=2, max_ngram=2).propose(torch.tensor([1, 5, 1]), DraftRequest(k=4)).tokens.numel() == 0
 
 
 def test_incremental_index_matches_a_fresh_one():
@@ -39,12 +41,12 @@ def test_incremental_index_matches_a_fresh_one():
     d = drafter(min_ngram=1, max_ngram=3)
     for n in range(5, 200, 7):
         fresh = drafter(min_ngram=1, max_ngram=3)
-        assert d.propose(seq[:n], 4).tokens.tolist() == fresh.propose(seq[:n], 4).tokens.tolist()
+        assert d.propose(seq[:n], DraftRequest(k=4)).tokens.tolist() == fresh.propose(seq[:n], DraftRequest(k=4)).tokens.tolist()
 
 
 def test_deterministic():
     ctx = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 1, 4])
-    assert drafter().propose(ctx, 5).tokens.tolist() == drafter().propose(ctx, 5).tokens.tolist()
+    assert drafter().propose(ctx, DraftRequest(k=5)).tokens.tolist() == drafter().propose(ctx, DraftRequest(k=5)).tokens.tolist()
 
 
 def test_options_are_validated():
@@ -65,5 +67,5 @@ def test_registered_through_the_entry_point():
 def test_recent_match_too_close_to_the_end_falls_back_to_the_first():
     d = drafter(min_ngram=1, max_ngram=1)
     ctx = torch.tensor([4, 1, 2, 3, 5, 4, 9, 4])  # latest earlier "4" is followed by only 2 tokens
-    assert d.propose(ctx, 3).tokens.tolist() == [1, 2, 3]
-    assert drafter(min_ngram=1, max_ngram=1).propose(ctx, 2).tokens.tolist() == [9, 4]
+    assert d.propose(ctx, DraftRequest(k=3)).tokens.tolist() == [1, 2, 3]
+    assert drafter(min_ngram=1, max_ngram=1).propose(ctx, DraftRequest(k=2)).tokens.tolist() == [9, 4]
