@@ -239,3 +239,86 @@ def test_seeded_sampling_is_reproducible(family):
     e = engine(target=f["target"], drafter=f["near"], rule="token_v3", alpha=0.3, temperature=1.0, ignore_eos=True)
     assert e.generate(PROMPT, seed=7).token_ids == e.generate(PROMPT, seed=7).token_ids
     assert e.generate(PROMPT, seed=7).token_ids != e.generate(PROMPT, seed=8).token_ids
+
+
+def test_one_engine_serves_many_generations_in_turn(family):
+    """Nothing about a generation stays on the engine: interleaved calls equal fresh engines' output."""
+    f = family("gpt2")
+    kw = dict(target=f["target"], drafter=f["near"], rule="token_v3", alpha=0.3, temperature=1.0,
+              block_schedule="heuristic", ignore_eos=True)
+    other = "import os\n\ndef main():\n"
+    shared = engine(**kw)
+    first = shared.generate(PROMPT, seed=1).token_ids
+    second = shared.generate(other, seed=2, record_decisions=False).token_ids
+    again = shared.generate(PROMPT, seed=1).token_ids
+    assert first == again == engine(**kw).generate(PROMPT, seed=1).token_ids
+    assert second == engine(**kw).generate(other, seed=2).token_ids
+    assert not {"generator", "record", "schedule"} & set(vars(shared))
+
+
+def _in_process_plugin(name: str, **hooks):
+    import types
+
+    from cascade.hookspecs import hookimpl
+    from cascade.plugins import build_registry
+
+    module = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(module, hook, hookimpl(fn))
+    return build_registry(extra=[(name, module)])
+
+
+def test_a_rule_that_reads_features_gets_them_per_block(family):
+    from cascade.features import FEATURES
+    from cascade.rules import NoDeferral
+
+    seen = []
+
+    class Spy(NoDeferral):  # defers everything (lossless), and records what it was given
+        name = "spy"
+        reads_features = True
+
+        def defer(self, q, p, inputs=None):
+            seen.append(inputs)
+            return super().defer(q, p, inputs)
+
+    reg = _in_process_plugin("spy-rule", register_rules=lambda register: register("spy", Spy))
+    f = family("gpt2")
+    policy = parse_policy(policy_dict(target=f["target"], drafter=f["near"], rule="spy", block_size=3))
+    gen = Engine.from_policy(policy, registry=reg).generate(PROMPT)
+    assert gen.token_ids == tokens(target=f["target"], drafter=f["near"], block_size=3)  # r = 1: lossless
+    blocks = [i for i in seen if i.positions.numel() and i.positions[0] == 0]
+    assert blocks and all(i.names == FEATURES and i.features.shape == (i.positions.numel(), len(FEATURES))
+                          for i in seen)
+    assert not torch.isnan(blocks[0].features).any()  # q and p were both there
+    starts = [i.sequence_position for i in blocks]
+    assert starts == sorted(starts) and starts[1] > starts[0]
+    assert torch.isnan(torch.tensor(blocks[0].recent_acceptance)) and 0 <= blocks[-1].recent_acceptance <= 1
+
+
+def test_a_drafter_that_raises_is_named_in_one_error(family):
+    from cascade.errors import PluginError
+
+    class Broken:
+        name, deterministic = "broken", True
+
+        class Options(__import__("pydantic").BaseModel):
+            pass
+
+        def __init__(self, options, ctx):
+            pass
+
+        def reset(self, prompt_ids, params, generator):
+            pass
+
+        def propose(self, context, request):
+            raise ZeroDivisionError("boom")
+
+        def observe(self, feedback):
+            pass
+
+    reg = _in_process_plugin("broken-drafter", register_drafters=lambda register: register("broken", Broken))
+    f = family("gpt2")
+    policy = parse_policy(policy_dict(target=f["target"], plugin="broken", drafter_options={}))
+    with pytest.raises(PluginError, match=r"drafter 'broken' raised in propose\(\): ZeroDivisionError: boom"):
+        Engine.from_policy(policy, registry=reg).generate(PROMPT)

@@ -103,3 +103,37 @@ def test_round_trip_and_hash(tmp_path):
     f.write_text(yaml.safe_dump(base()))
     p = load_policy(f)
     assert p.rule.alpha == 0.3 and p.decoding.block_size == 4 and len(p.sha256) == 64
+
+
+def test_rule_options_are_validated_against_the_rule():
+    msg = error_of(base(rule={"name": "token_v3", "alpha": 0.3, "options": {"temprature": 2}}))
+    assert "rule 'token_v3'" in msg and "`rule.options.temprature`" in msg and "remove it" in msg
+
+
+def test_a_rule_with_typed_options_gets_them_built():
+    import types
+
+    from pydantic import BaseModel, ConfigDict, Field
+
+    from cascade.hookspecs import hookimpl
+    from cascade.plugins import build_registry
+    from cascade.policy import rule_options
+    from cascade.rules import TokenV3
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        threshold: float = Field(0.5, ge=0, le=1)
+
+    class Scaled(TokenV3):
+        name = "scaled"
+
+    Scaled.Options = Options
+    module = types.ModuleType("scaled-rule")
+    module.register_rules = hookimpl(lambda register: register("scaled", Scaled))
+    reg = build_registry(extra=[("scaled-rule", module)])
+    with pytest.raises(PolicyError, match=r"`rule.options.threshold`: Input should be less than or equal to 1"):
+        check_policy(parse_policy(base(rule={"name": "scaled", "alpha": 0.2, "options": {"threshold": 3}})), reg)
+    policy = parse_policy(base(rule={"name": "scaled", "alpha": 0.2, "options": {"threshold": 0.25}}))
+    check_policy(policy, reg)
+    rule = Scaled(policy.rule.alpha, rule_options(policy, Scaled))
+    assert rule.options.threshold == 0.25 and rule.alpha == 0.2
