@@ -7,15 +7,18 @@ clear message on stderr and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from cascade.errors import CascadeError
+from cascade.prompts import read_prompts
+from cascade.tables import format_table
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cascade import bench_cli
+    from cascade.bench import cli as bench_cli
     from cascade.store import cli as store_cli
     from cascade.zoo import cli as zoo_cli
 
@@ -44,25 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_prompts(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise CascadeError(f"prompts file not found: {path}")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CascadeError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise CascadeError(f"{path}:{i}: each line must be an object with a string \"prompt\" field")
-        rows.append(row)
-    if not rows:
-        raise CascadeError(f"{path}: no prompts")
-    return rows
-
-
 def generation_json(gen) -> dict:
     return {
         "text": gen.text,
@@ -82,22 +66,17 @@ def cmd_run(args) -> int:
     url = resolve_url(args.store, no_store=args.no_store, policy=policy)
     store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
     engine = Engine.from_policy(policy)
-    run = store.start_run(policy, engine_info(engine)) if store else None
     try:
-        for row in prompts:
-            seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
-            gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                  on_step=run.step_logger(seq) if run else None, record_decisions=run is not None)
-            if run:
-                run.end_sequence(seq, gen)
-            print_generation(gen, args.json)
-    except BaseException as exc:
-        if run:
-            run.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc))
-        raise
+        # the run ends done, failed or interrupted with the block (RunLogger.__exit__)
+        with store.start_run(policy, engine_info(engine)) if store else contextlib.nullcontext() as run:
+            for row in prompts:
+                seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
+                gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                      on_step=run.step_logger(seq) if run else None, record_decisions=run is not None)
+                if run:
+                    run.end_sequence(seq, gen)
+                print_generation(gen, args.json)
     finally:
-        if run and run.status == "running":
-            run.finish("done")
         if store:
             store.close()
     return 0
@@ -129,13 +108,6 @@ def cmd_plugins(args) -> int:
     for name, err in reg.failed.items():
         print(f"failed to load {name}: {err}", file=sys.stderr)
     return 0
-
-
-def format_table(headers: list[str], rows: list[list]) -> str:
-    cells = [headers] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,16 +15,15 @@ from collections.abc import Callable
 import torch
 
 from cascade import models
-from cascade.peers import sync as _sync
 
 
 def _median_time(fn: Callable[[], None], device, trials: int) -> float:
     times = []
     for _ in range(trials):
-        _sync(device)
+        models.sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        models.sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -8,7 +8,10 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class Decision:
-    """One drafted position, or one token the target emitted itself (correction, bonus, deferred)."""
+    """One drafted position, or one token the target emitted itself (correction, bonus, deferred).
+
+    The feature fields (q_x .. d_tv) are `cascade.features.FEATURES`, in that order (a test checks).
+    """
 
     position: int  # index in the block (0-based); the correction/bonus row has position = accepted count
     kind: str  # "draft" | "correction" | "bonus" | "target"
@@ -105,11 +108,14 @@ class Metrics:
         for m in parts:
             for f in COUNTERS:
                 setattr(out, f, getattr(out, f) + getattr(m, f))
-            grow = len(m.accepted_per_position) - len(out.accepted_per_position)
-            out.accepted_per_position.extend([0] * max(grow, 0))
-            for i, c in enumerate(m.accepted_per_position):
-                out.accepted_per_position[i] += c
+            out.accepted_per_position = add_counts(out.accepted_per_position, m.accepted_per_position)
         return out
+
+
+def add_counts(a: list[int], b: list[int]) -> list[int]:
+    """Element-wise sum of two per-position counts of different lengths (accepted_per_position)."""
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    return [x + (shorter[i] if i < len(shorter) else 0) for i, x in enumerate(longer)]
 
 
 COUNTERS = (

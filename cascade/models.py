@@ -89,6 +89,12 @@ def max_positions(config) -> int | None:
     return None
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so a wall-clock reading covers it; a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class CachedLM:
     """One causal LM plus its KV cache. `length` = tokens currently in the cache."""
 

@@ -15,6 +15,6 @@ $C bench --peers hf --limit "$LIMIT" --max-new-tokens "$TOKENS" --repeats 3 --no
    --store "sqlite:///$OUT/bench.db" --json "$OUT/bench.json" | tee "$OUT/bench.txt"
 $C sweep --alphas 6 --limit "${SWEEP_LIMIT:-12}" --max-new-tokens "$TOKENS" --no-progress --no-store \
    --out "$OUT/sweep" | tee "$OUT/sweep.txt"
-$C bench --store-cost policies/speculative-lossless.yaml --limit 10 --max-new-tokens "$TOKENS" --repeats 5 \
+$C store-cost policies/speculative-lossless.yaml --limit 10 --max-new-tokens "$TOKENS" --repeats 5 \
    --no-progress --store "sqlite:///$OUT/store-cost.db" | tee "$OUT/store-cost.txt"
 rm -f "$OUT"/*.db "$OUT"/*.db-wal "$OUT"/*.db-shm

@@ -6,7 +6,9 @@ import math
 import pytest
 from conftest import policy_dict, write_policy
 
-from cascade import bench, bench_cli, quality
+from cascade.bench import defaults, quality, report
+from cascade.bench import run as bench
+from cascade.cli import main as cascade_main
 from cascade.policy import load_policy
 from cascade.store import Store, queries
 
@@ -95,12 +97,12 @@ def test_metrics_and_quality_columns(result):
 
 def test_target_logprob_is_the_token_weighted_mean_over_prompts(result, policies):
     res, _ = result
-    from cascade.bench import ModelCache, build_engine
+    from cascade.bench.run import ModelCache, build_engine
 
     engine = build_engine(load_policy(policies[0]), ModelCache())
     total, n = 0.0, 0
     for row, ids in zip(PROMPTS, res.outputs["v3"]):
-        lp = quality.token_logprobs(engine.target.model, engine.encode(row["prompt"]).tolist(), ids)
+        lp = quality.token_logprobs(engine.target_model, engine.encode(row["prompt"]).tolist(), ids)
         total, n = total + float(lp.sum()), n + lp.numel()
     assert res.row("v3").target_logprob == pytest.approx(total / n, abs=1e-5)
 
@@ -122,14 +124,14 @@ def test_every_policy_row_is_in_the_store_with_quality(result):
 
 def test_table_and_json_shape(result, tmp_path):
     res, _ = result
-    text = bench.format_result(res)
+    text = report.format_result(res)
     for col in ("tok/s", "speed-up", "τ", "accept", "defer", "target/tok", "drafter/tok", "TTFT", "chrF", "logp",
                 "identical"):
         assert col in text
     for r in res.rows:
         assert r.name in text
     out = tmp_path / "b.json"
-    bench.write_json(res, out)
+    report.write_json(res, out)
 
     def no_nan(x):
         raise AssertionError(f"non-JSON constant {x}")
@@ -149,8 +151,8 @@ def test_cli_bench_end_to_end(policies, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
     out = tmp_path / "out.json"
-    rc = bench_cli.main(["bench", str(policies[0]), "--prompts", str(prompts), "--limit", "1", "--repeats", "1",
-                         "--warmup", "0", "--max-new-tokens", "4", "--no-store", "--no-progress", "--json", str(out)])
+    rc = cascade_main(["bench", str(policies[0]), "--prompts", str(prompts), "--limit", "1", "--repeats", "1",
+                       "--warmup", "0", "--max-new-tokens", "4", "--no-store", "--no-progress", "--json", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "target-only *" in printed and "lossless" in printed
@@ -160,28 +162,28 @@ def test_cli_bench_end_to_end(policies, tmp_path, capsys):
 
 
 def test_cli_bench_refuses_bad_input(policies, tmp_path, capsys):
-    assert bench_cli.main(["bench", str(policies[0]), "--prompts", str(tmp_path / "missing.jsonl"), "--no-store"]) == 2
+    assert cascade_main(["bench", str(policies[0]), "--prompts", str(tmp_path / "missing.jsonl"), "--no-store"]) == 2
     assert "prompts file not found" in capsys.readouterr().err
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps(PROMPTS[0]) + "\n")
-    assert bench_cli.main(["bench", str(policies[0]), "--prompts", str(prompts), "--repeats", "0", "--no-store",
-                           "--no-progress"]) == 2
+    assert cascade_main(["bench", str(policies[0]), "--prompts", str(prompts), "--repeats", "0", "--no-store",
+                         "--no-progress"]) == 2
     assert "--repeats" in capsys.readouterr().err
 
 
 def test_default_set_is_the_shipped_policies():
-    paths = bench.default_policies()
-    assert [p.stem for p in paths] == list(bench.DEFAULT_POLICIES)
+    paths = defaults.default_policies()
+    assert [p.stem for p in paths] == list(defaults.DEFAULT_POLICIES)
     modes = [load_policy(p).mode for p in paths]
     assert modes[0] == "target" and "sequential" in modes and "lossy" in modes
-    assert bench.shipped(bench.DEFAULT_PROMPTS).is_file()
+    assert defaults.shipped(defaults.DEFAULT_PROMPTS).is_file()
 
 
 def test_store_cost_measures_both_sides(family, tmp_path):
+    from cascade.bench.store_cost import measure
     from cascade.engine import Engine
     from cascade.policy import parse_policy
     from cascade.store import Store
-    from cascade.store_cost import measure
     from cascade.testing import policy_dict
 
     f = family("gpt2")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cascade import quality
+from cascade.bench import quality
 
 
 def test_chrf_of_identical_strings_is_100_and_lower_otherwise():

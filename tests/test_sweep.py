@@ -7,7 +7,8 @@ import math
 import pytest
 from conftest import policy_dict, write_policy
 
-from cascade import bench_cli, sweep
+from cascade.bench import sweep
+from cascade.cli import main as cascade_main
 from cascade.errors import CascadeError
 from cascade.policy import load_policy
 
@@ -91,8 +92,8 @@ def test_sweep_writes_csv_json_png(v3_policy, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "def add(a, b):\n", "reference": "    return a + b\n"}) + "\n")
     out = tmp_path / "out"
-    rc = bench_cli.main(["sweep", str(v3_policy), "--alphas", "2", "--prompts", str(prompts), "--no-store",
-                         "--no-progress", "--warmup", "0", "--out", str(out)])
+    rc = cascade_main(["sweep", str(v3_policy), "--alphas", "2", "--prompts", str(prompts), "--no-store",
+                       "--no-progress", "--warmup", "0", "--out", str(out)])
     assert rc == 0
     assert "speed-up @1%" in capsys.readouterr().out
     with (out / "sweep.csv").open() as f:

@@ -15,20 +15,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cascade import models
-from cascade.metrics import Metrics
+from cascade.metrics import Generation, Metrics
 
 if TYPE_CHECKING:
-    from cascade.bench import PolicyRow
+    from cascade.bench.rows import PolicyRow
 
 HF_ASSISTED, HF_LOOKUP = "hf-assisted", "hf-prompt-lookup"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-_sync = sync  # the name the row code below uses
 
 
 class _CountCalls:
@@ -131,8 +123,6 @@ class HFPeerRow:
             self.assistant.generation_config = saved
 
     def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False):
-        from cascade.engine import Generation
-
         ids = self.encode(prompt)
         budget = max_new_tokens or self.like.policy.decoding.max_new_tokens
         if self.max_positions is not None:
@@ -153,7 +143,7 @@ class HFPeerRow:
                     counters.append(stack.enter_context(_CountCalls(self.assistant)))
             t0 = time.perf_counter()
             out = self.target_model.generate(input_ids, streamer=streamer, **kwargs)
-            _sync(self.device)
+            models.sync(self.device)
             metrics.decode_seconds = time.perf_counter() - t0
         tokens = out[0, len(ids):].tolist()
         metrics.num_generated_tokens = len(tokens)
@@ -179,22 +169,18 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
-
 def hf_peers(rows: list) -> list:
     """Assisted generation on the first lossless hf-model policy (else the first hf-model one); prompt lookup."""
     ours = [r for r in rows if r.kind == "policy"]
-    with_model = [r for r in ours if getattr(getattr(r.engine.drafter, "lm", None), "model", None) is not None
-                  and r.policy.mode in ("speculative", "lossy", "sequential", "drafter")]
+    with_model = [r for r in ours if r.drafter_model is not None and r.policy.mode != "target"]
     spec = [r for r in with_model if r.policy.mode == "speculative" and r.policy.rule.name == "none"]
     peers = []
     like = (spec or with_model or [None])[0]
     if like is not None:
-        peers.append(HFPeerRow(HF_ASSISTED, like, assistant=like.engine.drafter.lm.model))
+        peers.append(HFPeerRow(HF_ASSISTED, like, assistant=like.drafter_model))
     ngram = [r for r in ours if r.policy.drafter is not None and r.policy.drafter.plugin == "ngram"
              and r.policy.mode == "speculative"]
     base = ngram[0] if ngram else (like or next((r for r in ours if r.policy.mode == "target"), ours[0]))
     max_ngram = int(ngram[0].policy.drafter.options.get("max_ngram", 3)) if ngram else 3
     peers.append(HFPeerRow(HF_LOOKUP, base, lookup_ngram=max_ngram))
     return peers
-
-

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import math
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from cascade.bench import BenchResult, Row
-
+from cascade.bench.results import BenchResult, Row
+from cascade.tables import fmt, format_table, is_missing
 
 COLUMNS = ("policy", "tok/s (median [min-max])", "speed-up", "τ", "accept", "defer", "target/tok", "drafter/tok",
            "TTFT ms", "chrF (vs target)", "logp (Δ target)", "identical", "ceiling")
-
-
-def _num(x: float | None, fmt: str) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
 def identical_cell(row: Row) -> str:
@@ -33,26 +27,24 @@ def table_rows(result: BenchResult) -> list[list[str]]:
         ceiling = r.cost_model.get("speedup_ceiling") if r.cost_model else None
         out.append([
             r.name + (" *" if r.kind == "baseline" else ""),
-            f"{_num(r.tokens_per_second, '.1f')} [{_num(r.tokens_per_second_min, '.1f')}-"
-            f"{_num(r.tokens_per_second_max, '.1f')}]",
-            _num(r.speedup, ".2f") + ("x" if not math.isnan(r.speedup) else ""),
-            _num(r.mean_acceptance_length, ".2f"),
-            _num(r.acceptance_rate, ".2f"),
-            _num(r.deferral_rate, ".2f"),
-            _num(r.target_calls_per_token, ".2f"),
-            _num(r.drafter_calls_per_token, ".2f"),
-            _num(r.ttft_seconds * 1e3 if r.ttft_seconds is not None else None, ".1f"),
-            f"{_num(r.chrf, '.1f')} ({_num(r.chrf_rel * 100 if not math.isnan(r.chrf_rel) else math.nan, '.1f')}%)",
-            f"{_num(r.target_logprob, '.3f')} ({_num(r.target_logprob_delta, '+.3f')})",
+            f"{fmt(r.tokens_per_second, '.1f')} [{fmt(r.tokens_per_second_min, '.1f')}-"
+            f"{fmt(r.tokens_per_second_max, '.1f')}]",
+            fmt(r.speedup, ".2f", "x"),
+            fmt(r.mean_acceptance_length, ".2f"),
+            fmt(r.acceptance_rate, ".2f"),
+            fmt(r.deferral_rate, ".2f"),
+            fmt(r.target_calls_per_token, ".2f"),
+            fmt(r.drafter_calls_per_token, ".2f"),
+            fmt(r.ttft_seconds * 1e3 if r.ttft_seconds is not None else None, ".1f"),
+            f"{fmt(r.chrf, '.1f')} ({fmt(r.chrf_rel * 100 if not is_missing(r.chrf_rel) else None, '.1f')}%)",
+            f"{fmt(r.target_logprob, '.3f')} ({fmt(r.target_logprob_delta, '+.3f')})",
             identical_cell(r),
-            (_num(ceiling, ".2f") + "x") if ceiling is not None and not math.isnan(ceiling) else "",
+            "" if is_missing(ceiling) else fmt(ceiling, ".2f", "x"),
         ])
     return out
 
 
 def format_result(result: BenchResult) -> str:
-    from cascade.cli import format_table
-
     meta = result.meta
     m = meta.get("machine", {})
     device = m.get("cuda") or f"CPU {m.get('processor')} ({m.get('torch_threads')} torch threads)"
@@ -65,8 +57,6 @@ def format_result(result: BenchResult) -> str:
 
 
 def write_json(result: BenchResult, path: Path) -> None:
-    import json
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,9 +1,9 @@
 """α sweeps: a rule's speed/quality trade-off curve, several rules on one plot, the Pareto frontier.
 
 For each policy, α runs over its rule's range (`alpha_range`: speculative end ->
-drafter-only end; an infinite end is clipped, `opt` to [−2, 5]); a lossy policy runs
+drafter-only end; an infinite end is clipped to [−2, 5], as `opt`'s); a lossy policy runs
 its lenience l over (0, 1] instead; a policy with nothing to vary is one point. Every
-point is a row of one `cascade.bench.run_bench` call, so models load once, target-only
+point is a row of one `cascade.bench.run.run_bench` call, so models load once, target-only
 runs in the same process, and the store logs every point with its quality.
 
 Baselines on the same plot, added unless asked not to (from the first policy with a
@@ -11,42 +11,42 @@ model drafter): target-only (the reference for speed-up and quality), lossless
 speculative decoding, the sequential token cascade (chow, α swept) and lossy
 speculative decoding (lenience swept).
 
-Outputs (`write_outputs`): `sweep.csv` (one row per point), `sweep.json` (points,
-frontiers, where each curve crosses "within 1% of target-only chrF" and its speed-up
-there relative to lossless speculative decoding), `sweep.png`: chrF against speed-up and
-against target calls per token, the frontier marked, a guide at 99% of target-only's
-chrF and one at each curve's crossing.
+A `SweepResult` holds the points, the frontiers, where each curve crosses "within 1% of
+target-only chrF" and its speed-up there relative to lossless speculative decoding;
+`sweep_plot.write_outputs` writes it as CSV, JSON and a PNG plot.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cascade.bench import BenchResult, Row, _clean, is_lossless_greedy, run_bench
+from cascade.bench.results import BenchResult, Row
+from cascade.bench.run import run_bench
 from cascade.errors import CascadeError
-from cascade.policy import Policy, parse_policy
+from cascade.policy import Policy
+from cascade.tables import fmt, format_table, nan_to_none
 
-INF_CLIP = {"opt": (-2.0, 5.0)}  # per rule: (lower, upper) finite stand-ins for ±inf
-DEFAULT_INF_CLIP = (-2.0, 5.0)
+DEFAULT_INF_CLIP = (-2.0, 5.0)  # (lower, upper): the finite stand-ins for an infinite end of a rule's α range
 QUALITY_TOLERANCE = 0.01  # "within 1% of target-only chrF"
+REPLACE_RULE = ("description", "rule")  # `Policy.derive(drop=...)`: a baseline's rule replaces the policy's whole
 
 
 # ---------------------------------------------------------------------- grids
 
 
 def alpha_grid(rule_name: str, alpha_range: tuple[float, float], n: int) -> list[float]:
-    """n evenly spaced α from the speculative end to the drafter-only end, both included; ±inf clipped."""
+    """n evenly spaced α from the speculative end to the drafter-only end, both included; ±inf clipped.
+
+    Every rule clips alike (`DEFAULT_INF_CLIP`); `rule_name` names the rule the grid is for.
+    """
     if n < 1:
         raise CascadeError(f"--alphas must be at least 1, got {n}")
-    lo_clip, hi_clip = INF_CLIP.get(rule_name, DEFAULT_INF_CLIP)
+    lo_clip, hi_clip = DEFAULT_INF_CLIP
 
     def finite(a: float) -> float:
         if a == -math.inf:
@@ -91,24 +91,10 @@ class Curve:
 
 
 def _variant(policy: Policy, knob: str, value: float) -> Policy:
-    data = policy.model_dump(mode="json")
+    """The policy at one point of its curve: α of its rule, or its lenience, set to `value`."""
     if knob == "alpha":
-        data["rule"]["alpha"] = value
-        data["name"] = f"{policy.name}@α={value:g}"
-    else:
-        data["decoding"]["lenience"] = value
-        data["name"] = f"{policy.name}@l={value:g}"
-    return parse_policy(data, data["name"], policy.base_dir)
-
-
-def _derived(like: Policy, name: str, **changes) -> Policy:
-    data = like.model_dump(mode="json", exclude={"description"})
-    data.update(name=name, **{k: v for k, v in changes.items() if k not in ("decoding",)})
-    if "decoding" in changes:
-        data["decoding"] = {**data["decoding"], **changes["decoding"]}
-    if data.get("mode") == "target":
-        data.pop("drafter", None)
-    return parse_policy(data, f"<{name}>", like.base_dir)
+        return policy.derive(f"{policy.name}@α={value:g}", {"rule": {"alpha": value}}, drop=())
+    return policy.derive(f"{policy.name}@l={value:g}", {"decoding": {"lenience": value}}, drop=())
 
 
 def plan_curves(policies: Sequence[Policy], *, alphas: list[float] | None = None, n: int = 5,
@@ -132,22 +118,23 @@ def plan_curves(policies: Sequence[Policy], *, alphas: list[float] | None = None
     like = model_drafted[0] if model_drafted else None
     first = policies[0]
     if "target" not in modes:
-        curves.insert(0, Curve("target-only", None, [_derived(first, "target-only", mode="target",
-                                                              rule={"name": "none", "alpha": 0.0})], [None],
-                               "reference"))
+        target_only = first.derive("target-only", {"mode": "target", "rule": {"name": "none", "alpha": 0.0}},
+                                  drop=REPLACE_RULE)
+        curves.insert(0, Curve("target-only", None, [target_only], [None], "reference"))
     if like is None:
         return curves
     has_lossless = any(p.mode == "speculative" and p.rule.name == "none" for p in policies)
     if not has_lossless:
-        curves.append(Curve("speculative-lossless", None, [_derived(like, "speculative-lossless", mode="speculative",
-                                                                    rule={"name": "none", "alpha": 0.0})], [None],
-                            "reference"))
+        lossless = like.derive("speculative-lossless", {"mode": "speculative", "rule": {"name": "none", "alpha": 0.0}},
+                               drop=REPLACE_RULE)
+        curves.append(Curve("speculative-lossless", None, [lossless], [None], "reference"))
     if "sequential" not in modes:
-        seq = _derived(like, "sequential-chow", mode="sequential", rule={"name": "chow", "alpha": 0.5})
+        seq = like.derive("sequential-chow", {"mode": "sequential", "rule": {"name": "chow", "alpha": 0.5}},
+                          drop=REPLACE_RULE)
         curves.append(_curve(seq, alphas, n, len_values, reg, role="baseline"))
     if "lossy" not in modes:
-        lossy = _derived(like, "lossy-speculative", mode="lossy", rule={"name": "none", "alpha": 0.0},
-                         decoding={"lenience": 0.5})
+        lossy = like.derive("lossy-speculative", {"mode": "lossy", "rule": {"name": "none", "alpha": 0.0},
+                                                  "decoding": {"lenience": 0.5}}, drop=REPLACE_RULE)
         curves.append(_curve(lossy, alphas, n, len_values, reg, role="baseline"))
     return curves
 
@@ -224,7 +211,7 @@ class SweepResult:
     bench: BenchResult | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({"meta": self.meta, "summary": self.summary, "curves": self.curves, "points": self.points})
+        return nan_to_none({"meta": self.meta, "summary": self.summary, "curves": self.curves, "points": self.points})
 
 
 def run_sweep(curves: Sequence[Curve], prompts: Sequence[dict], *, repeats: int = 1, warmup: int = 1,
@@ -293,116 +280,15 @@ def _point(row: Row, label: str, role: str, knob: str | None, value: float | Non
     }
 
 
-CSV_FIELDS = (
-    "curve", "role", "policy", "mode", "rule", "knob", "value", "tokens_per_second", "tokens_per_second_min",
-    "tokens_per_second_max", "speedup", "chrf", "chrf_rel", "target_logprob", "target_logprob_delta",
-    "target_calls_per_token", "drafter_calls_per_token", "tau", "acceptance_rate", "deferral_rate",
-    "pareto_speedup", "pareto_calls", "run_id",
-)
-
-
-def write_outputs(result: SweepResult, out_dir: Path, title: str | None = None) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "sweep.csv", "json": out_dir / "sweep.json", "png": out_dir / "sweep.png"}
-    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        w.writeheader()
-        for p in result.points:
-            w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v)
-                        for k, v in p.items()})
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    plot(result, paths["png"], title)
-    return paths
-
-
-# ---------------------------------------------------------------------- the plot
-
-
-def plot(result: SweepResult, path: Path, title: str | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6), constrained_layout=True)
-    panels = [("speedup", "speed-up over target-only (tokens/s, same process)", True, "speedup_within_1pct",
-               "pareto_speedup"),
-              ("target_calls_per_token", "target calls per emitted token", False,
-               "target_calls_per_token_within_1pct", "pareto_calls")]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    curve_color = {c["curve"]: colors[i % len(colors)] for i, c in enumerate(result.curves)}
-    threshold = result.summary["quality_threshold"]
-    for ax, (xkey, xlabel, maximize, cross_key, front_key) in zip(axes, panels):
-        for c in result.curves:
-            pts = [p for p in result.points if p["curve"] == c["curve"]]
-            order = {v: i for i, v in enumerate(c["values"])}
-            pts.sort(key=lambda p: order.get(p["value"], 0))
-            xs = [p[xkey] for p in pts]
-            ys = [p["chrf"] for p in pts]
-            role = c["role"]
-            style = {"rule": dict(marker="o", linestyle="-"), "baseline": dict(marker="s", linestyle="--"),
-                     "reference": dict(marker="*", linestyle="none", markersize=14)}[role]
-            label = c["curve"] + (f" ({c['knob']} swept)" if c["knob"] else "")
-            ax.plot(xs, ys, color=curve_color[c["curve"]], label=label, **style)
-            if c["knob"]:
-                sym = "α" if c["knob"] == "alpha" else "l"
-                for p in pts:
-                    if not (_nan(p[xkey]) or _nan(p["chrf"])):
-                        ax.annotate(f"{sym}={p['value']:.3g}", (p[xkey], p["chrf"]), textcoords="offset points",
-                                    xytext=(4, 4), fontsize=7, color=curve_color[c["curve"]])
-            x_cross = c[cross_key]
-            if c["knob"] and not _nan(x_cross):
-                ax.axvline(x_cross, color=curve_color[c["curve"]], linestyle=":", linewidth=1)
-                ax.annotate(f"{x_cross:.2f}", (x_cross, threshold), textcoords="offset points", xytext=(3, -12),
-                            fontsize=8, color=curve_color[c["curve"]])
-        front = [p for p in result.points if p[front_key]]
-        front.sort(key=lambda p: p[xkey])
-        if front:
-            ax.step([p[xkey] for p in front], [p["chrf"] for p in front], where="pre" if maximize else "post",
-                    color="black", linewidth=1, alpha=0.6, label="Pareto frontier")
-            ax.scatter([p[xkey] for p in front], [p["chrf"] for p in front], s=140, facecolors="none",
-                       edgecolors="black", linewidths=1.2, zorder=5)
-        if not _nan(threshold):
-            ax.axhline(threshold, color="gray", linestyle="--", linewidth=1,
-                       label=f"chrF within {QUALITY_TOLERANCE:.0%} of target-only ({threshold:.1f})")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("chrF vs reference")
-        ax.grid(True, alpha=0.3)
-        if not maximize:
-            ax.invert_xaxis()  # fewer target calls is better: the good corner stays top-right
-    axes[0].legend(fontsize=8, loc="best")
-    m = result.meta.get("machine", {})
-    device = m.get("cuda") or f"CPU ({m.get('torch_threads')} threads)"
-    fig.suptitle(title or f"speed/quality trade-off: {result.meta.get('n_prompts')} prompts, {device}", fontsize=11)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _nan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
 def format_summary(result: SweepResult) -> str:
-    from cascade.cli import format_table
-
+    """Per curve: its values, the best speed-up and target calls per token within 1% of target-only chrF."""
     s = result.summary
     rows = []
     for c in result.curves:
         rows.append([c["curve"], c["role"], c["knob"] or "-", ",".join(f"{v:g}" for v in c["values"] if v is not None),
-                     _fmt(c["speedup_within_1pct"], ".2f", "x"), _fmt(c["target_calls_per_token_within_1pct"], ".2f"),
-                     _fmt(c["vs_lossless_speculative"], ".2f", "x")])
-    head = (f"target-only chrF {_fmt(s['target_only_chrf'], '.2f')}; within 1%: chrF >= {_fmt(s['quality_threshold'], '.2f')}; "
-            f"lossless speculative speed-up {_fmt(s['lossless_speculative_speedup'], '.2f', 'x')}")
+                     fmt(c["speedup_within_1pct"], ".2f", "x"), fmt(c["target_calls_per_token_within_1pct"], ".2f"),
+                     fmt(c["vs_lossless_speculative"], ".2f", "x")])
+    head = (f"target-only chrF {fmt(s['target_only_chrf'], '.2f')}; within 1%: chrF >= {fmt(s['quality_threshold'], '.2f')}; "
+            f"lossless speculative speed-up {fmt(s['lossless_speculative_speedup'], '.2f', 'x')}")
     table = format_table(["curve", "role", "knob", "values", "speed-up @1%", "target/tok @1%", "vs lossless"], rows)
     return head + "\n\n" + table
-
-
-def _fmt(x, spec: str, suffix: str = "") -> str:
-    return "-" if _nan(x) else format(x, spec) + suffix
-
-
-__all__ = [
-    "Curve", "SweepResult", "alpha_grid", "crossing", "lenience_grid", "pareto_front", "plan_curves", "run_sweep",
-    "summarize", "write_outputs", "is_lossless_greedy",
-]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
 
 from cascade.store.urls import resolve_url
+from cascade.tables import fmt, format_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -106,9 +106,9 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     print(format_table(
         ["id", "status", "policy", "mode", "rule", "alpha", "seqs", "tokens", "accept", "tau", "defer", "tok/s",
          "started"],
-        [[r["id"], r["status"], r["policy_name"], r["mode"], r["rule"], _num(r["alpha"]), r["num_sequences"],
-          r["num_generated_tokens"], _num(r["acceptance_rate"]), _num(r["mean_acceptance_length"]),
-          _num(r["deferral_rate"]), _num(r["tokens_per_second"], 1), (r["started_at"] or "")[:19]] for r in runs],
+        [[r["id"], r["status"], r["policy_name"], r["mode"], r["rule"], fmt(r["alpha"], ".3f"), r["num_sequences"],
+          r["num_generated_tokens"], fmt(r["acceptance_rate"], ".3f"), fmt(r["mean_acceptance_length"], ".3f"),
+          fmt(r["deferral_rate"], ".3f"), fmt(r["tokens_per_second"], ".1f"), (r["started_at"] or "")[:19]] for r in runs],
     ))
     return 0
 
@@ -125,8 +125,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     facts = [
         ("run", f"{run['id']}  {run['status']}" + (f"  ({run['error']})" if run["error"] else "")),
         ("policy", f"{run['policy_name']}  sha256 {run['policy_sha256'][:12]}"),
-        ("mode / rule", (f"{run['mode']}  {run['rule']}  alpha={_num(run['alpha'])}  "
-                         f"T={_num(run['temperature'])}  block={run['block_size']}")),
+        ("mode / rule", (f"{run['mode']}  {run['rule']}  alpha={fmt(run['alpha'], '.3f')}  "
+                         f"T={fmt(run['temperature'], '.3f')}  block={run['block_size']}")),
         ("target", run["target"]),
         ("drafter", run["drafter"] or "-"),
         ("device", f"{run['device'] or '?'}  {run['dtype'] or ''}".rstrip()),
@@ -135,30 +135,16 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
                        f"{out['rows']['steps']} steps")),
         ("tokens", f"{t['num_generated_tokens']} generated, {t['num_prompt_tokens']} prompt"),
         ("drafts", f"{t['num_drafts']} steps, {t['num_draft_tokens']} drafted, {t['num_accepted_tokens']} accepted"),
-        ("acceptance", f"{_num(t['acceptance_rate'])}  tau={_num(t['mean_acceptance_length'])}"),
-        ("deferral rate", _num(out["deferral_rate"])),
-        ("calls/token", f"target {_num(t['target_calls_per_token'])}  drafter {_num(t['drafter_calls_per_token'])}"),
-        ("speed", f"{_num(t['tokens_per_second'], 1)} tok/s over {_num(t['decode_seconds'], 2)} s"),
+        ("acceptance", f"{fmt(t['acceptance_rate'], '.3f')}  tau={fmt(t['mean_acceptance_length'], '.3f')}"),
+        ("deferral rate", fmt(out["deferral_rate"], ".3f")),
+        ("calls/token", f"target {fmt(t['target_calls_per_token'], '.3f')}  drafter {fmt(t['drafter_calls_per_token'], '.3f')}"),
+        ("speed", f"{fmt(t['tokens_per_second'], '.1f')} tok/s over {fmt(t['decode_seconds'], '.2f')} s"),
     ]
     width = max(len(k) for k, _ in facts)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in facts))
     if out["per_position"]:
         print()
         print(format_table(["position", "drafted", "accepted", "deferred", "acceptance"],
-                           [[p["position"], p["drafted"], p["accepted"], p["deferred"], _num(p["acceptance_rate"])]
+                           [[p["position"], p["drafted"], p["accepted"], p["deferred"], fmt(p["acceptance_rate"], ".3f")]
                             for p in out["per_position"]]))
     return 0
-
-
-def _num(x: Any, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def format_table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-
-    def line(r: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells[1:]])

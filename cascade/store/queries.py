@@ -20,6 +20,7 @@ from cascade.policy import VERIFYING_MODES
 from cascade.store.db import mask_url
 from cascade.store.models import METRIC_COLUMNS, Decision, Run, Sequence, Step
 from cascade.store.writer import Store
+from cascade.tables import nan_to_none
 
 RUN_SUMMARY = (Run.id, Run.policy_name, Run.mode, Run.rule, Run.alpha, Run.target, Run.drafter, Run.status,
                Run.started_at, Run.finished_at, Run.num_sequences, *(getattr(Run, c) for c in METRIC_COLUMNS),
@@ -29,9 +30,7 @@ RUN_SUMMARY = (Run.id, Run.policy_name, Run.mode, Run.rule, Run.alpha, Run.targe
 def _json(value: Any) -> Any:
     if isinstance(value, datetime):  # SQLite hands back naive datetimes; the store writes UTC
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+    return nan_to_none(value)
 
 
 def _row(row: RowMapping) -> dict[str, Any]:

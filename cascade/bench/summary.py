@@ -1,0 +1,120 @@
+"""The bench's measurements turned into result rows.
+
+Per row: tokens/s over the timed passes (median, spread), the speed-up over the
+target-only row on the same target, τ / acceptance / deferral, calls per token, TTFT,
+quality relative to target-only, the cost model's ceiling for verifying rows, and, for
+greedy lossless rows, whether their tokens are identical to target-only's and the peers'.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from cascade.bench import quality
+from cascade.bench.results import BenchResult, Row
+from cascade.bench.rows import target_key
+from cascade.costmodel import speedup_ceiling
+from cascade.metrics import Metrics
+
+
+@dataclass
+class Measure:
+    """What the run collected for one row."""
+
+    outputs: list = field(default_factory=list)  # Generation per prompt, the recorded pass
+    chrf: float = math.nan
+    logprob: float = math.nan
+    passes: list[Metrics] = field(default_factory=list)  # one total per timed pass
+    run_id: int | None = None
+
+
+def _quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def summarize(rows, measures: dict[str, Measure], cost: dict[tuple, dict[str, float]], n_prompts: int) -> BenchResult:
+    """Result rows in the order of `rows`; `cost` holds c and v per `PolicyRow.cost_key()`."""
+    baselines = {}
+    for r in rows:
+        if r.kind == "policy" and r.policy.mode == "target":
+            baselines.setdefault(target_key(r.target_model), r.name)
+    out_rows = [_row(r, measures, baselines.get(target_key(r.target_model)), cost, n_prompts) for r in rows]
+    outputs = {r.name: [g.token_ids for g in measures[r.name].outputs] for r in rows}
+    _compare(rows, out_rows, outputs)
+    return BenchResult(out_rows, {}, outputs)
+
+
+def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts: int) -> Row:
+    m = measures[r.name]
+    tps = [p.tokens_per_second for p in m.passes]
+    q1, q3 = _quartiles(tps)
+    base = measures[base_name] if base_name else None
+    base_tps = [p.tokens_per_second for p in base.passes] if base else []
+    speedup = statistics.median(tps) / statistics.median(base_tps) if base_tps else math.nan
+    paired = [a / b for a, b in zip(tps, base_tps)] if base_tps else [math.nan]
+    # counters: ours from the timed passes (identical every pass); peers' calls from the recorded pass
+    counted = m.passes[0] if r.kind == "policy" else Metrics.total([g.metrics for g in m.outputs])
+    timed = m.passes[0]
+    tcpt = counted.target_calls / timed.num_generated_tokens if timed.num_generated_tokens else math.nan
+    dcpt = counted.drafter_calls / timed.num_generated_tokens if timed.num_generated_tokens else math.nan
+    if r.kind == "peer":
+        tau = timed.num_generated_tokens / counted.target_calls if counted.target_calls else math.nan
+        acc = defer = math.nan
+        if r.assistant is None:
+            dcpt = math.nan  # lookups are not forward passes: not counted
+        if r.shared:
+            tau = tcpt = dcpt = math.nan
+        ttft = counted.ttft_seconds / n_prompts
+    else:
+        tau, acc, defer = timed.mean_acceptance_length, timed.acceptance_rate, timed.deferral_rate
+        ttft = statistics.median(p.ttft_seconds / n_prompts for p in m.passes)
+    desc = r.describe()
+    cost_model = None
+    if r.kind == "policy" and r.policy.verifies and r.cost_key() in cost:
+        c, gamma = cost[r.cost_key()], r.policy.decoding.block_size
+        cost_model = {**c, "gamma": gamma, "acceptance_rate": acc, **speedup_ceiling(acc, gamma, c["c"], c["v"])}
+    return Row(
+        name=r.name, kind="peer" if r.kind == "peer" else ("baseline" if r.auto else "policy"),
+        mode=desc["mode"], rule=desc["rule"], alpha=desc["alpha"], lenience=desc["lenience"],
+        block_size=desc["block_size"], temperature=desc["temperature"], target=desc["target"],
+        drafter=desc["drafter"],
+        tokens_per_second=statistics.median(tps), tokens_per_second_min=min(tps), tokens_per_second_max=max(tps),
+        tokens_per_second_q1=q1, tokens_per_second_q3=q3, tokens_per_second_passes=tps,
+        speedup=speedup, speedup_min=min(paired), speedup_max=max(paired), baseline=base_name,
+        mean_acceptance_length=tau, acceptance_rate=acc, deferral_rate=defer,
+        target_calls_per_token=tcpt, drafter_calls_per_token=dcpt, ttft_seconds=ttft,
+        num_generated_tokens=timed.num_generated_tokens,
+        decode_seconds=statistics.median(p.decode_seconds for p in m.passes),
+        chrf=m.chrf, chrf_rel=math.nan, target_logprob=m.logprob, target_logprob_delta=math.nan,
+        lossless_greedy=bool(r.lossless), cost_model=cost_model, run_id=m.run_id,
+    )
+
+
+def _compare(rows, out_rows: list[Row], outputs: dict[str, list[list[int]]]) -> None:
+    """Quality relative to the baseline; identical tokens between greedy lossless rows on one target."""
+    by_name = {row.name: row for row in out_rows}
+    for r, row in zip(rows, out_rows):
+        if row.baseline:
+            base = by_name[row.baseline]
+            row.chrf_rel = quality.relative(row.chrf, base.chrf)
+            row.target_logprob_delta = quality.delta(row.target_logprob, base.target_logprob)
+        if not r.lossless:
+            continue
+        # greedy lossless rows on one target must agree token for token: say so for every pair
+        # (ours vs target-only and the peers; target-only vs the peers; peers vs target-only)
+        for other in rows:
+            if other is r or not other.lossless or target_key(other.target_model) != target_key(r.target_model):
+                continue
+            other_is_target = other.kind == "policy" and other.policy.mode == "target"
+            if r.kind == "peer" and not other_is_target:
+                continue
+            if r.kind == "policy" and other.kind == "policy" and not other_is_target:
+                continue
+            differ = sum(a != b for a, b in zip(outputs[r.name], outputs[other.name]))
+            row.identical[other.name] = differ == 0
+            row.differing_prompts[other.name] = differ
