@@ -124,6 +124,12 @@ def _merge(into: dict[str, Any], updates: dict[str, Any]) -> None:
             into[key] = value
 
 
+NO_DRAFTERS = (
+    ". cascade itself ships no drafter: the built-in ones are the distributions cascade-hf-model and "
+    "cascade-ngram, in the checkout's plugins/ folder; install them with "
+    "`pip install ./plugins/hf-model ./plugins/ngram` (scripts/setup.sh does), or any third-party drafter plugin"
+)
+
 FIXES = {
     "extra_forbidden": "remove it or check its spelling",
     "missing": "add it",
@@ -189,7 +195,7 @@ def check_policy(policy: Policy, registry: Any) -> None:
         if drafter_cls is None:
             raise PolicyError(
                 f"{src}: field `drafter.plugin`: unknown drafter {policy.drafter.plugin!r}; installed drafters: "
-                f"{', '.join(sorted(registry.drafters)) or '(none: pip install a drafter plugin)'}"
+                f"{', '.join(sorted(registry.drafters)) or '(none)'}{NO_DRAFTERS if not registry.drafters else ''}"
             )
         drafter_options(policy, drafter_cls)
         if drafter_cls.deterministic:

@@ -137,3 +137,13 @@ def test_a_rule_with_typed_options_gets_them_built():
     check_policy(policy, reg)
     rule = Scaled(policy.rule.alpha, rule_options(policy, Scaled))
     assert rule.options.threshold == 0.25 and rule.alpha == 0.2
+
+
+def test_no_drafter_installed_says_how_to_get_the_built_in_ones(monkeypatch):
+    from cascade.plugins import build_registry
+
+    monkeypatch.setenv("CASCADE_PLUGINS", "")  # a plain `pip install .`: no drafter distribution
+    with pytest.raises(PolicyError) as exc:
+        check_policy(parse_policy(base()), build_registry())
+    msg = str(exc.value)
+    assert "installed drafters: (none)" in msg and "pip install ./plugins/hf-model ./plugins/ngram" in msg
