@@ -1,38 +1,75 @@
 """The plugin contract (pluggy project name and entry-point group: `cascade`).
 
 A plugin is a module listed under `[project.entry-points.cascade]` that defines
-functions marked with `cascade.hookimpl`. Hooks run once, when the plugin
-manager loads, never per token.
+functions marked with `cascade.hookimpl`. Every hook runs once per plugin, when the
+plugin manager loads (`cascade.plugins.build_registry`) or when the command line is
+built (`register_commands`), never per token. `docs/plugins.md` is the reference; a
+test checks that it lists every hook below with its exact signature.
+
+This module stays at the bottom of the import graph: the contract types are
+imported for type checkers only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pluggy
+
+if TYPE_CHECKING:
+    import argparse
+
+    from cascade.drafter import Drafter
+    from cascade.rules import Rule
 
 hookspec = pluggy.HookspecMarker("cascade")
 hookimpl = pluggy.HookimplMarker("cascade")
 
 
 @hookspec
-def register_drafters(register: Callable[[str, type], None]) -> None:
+def register_drafters(register: Callable[[str, type[Drafter]], None]) -> None:
     """Register drafter classes: call ``register(name, cls)`` once per drafter.
 
     ``cls`` follows ``cascade.drafter.Drafter``: class attributes ``name``,
     ``deterministic`` and ``Options`` (a pydantic model with ``extra="forbid"``),
-    and a constructor ``cls(options, context: DrafterContext)``. The name is what a
-    policy writes under ``drafter.plugin``. Registering a name another plugin
-    already registered is a load-time ``PluginError`` naming both plugins.
+    a constructor ``cls(options, context: DrafterContext)`` (``context`` also carries
+    ``target_model`` and ``batch_size``), and the methods
+    ``reset(prompt_ids, params, generator)``,
+    ``propose(context, request: DraftRequest) -> Draft`` and
+    ``observe(feedback: Feedback)``. An optional instance attribute ``model`` names
+    the HF model the drafter runs (None for model-free drafters).
+
+    The name is what a policy writes under ``drafter.plugin``. At registration the
+    class is checked against the contract (a drafter written for the old
+    ``propose(context, k, ...)`` is refused, naming the plugin), and registering a
+    name another plugin already registered is a ``PluginError`` naming both plugins.
     """
 
 
 @hookspec
-def register_rules(register: Callable[[str, type], None]) -> None:
+def register_rules(register: Callable[[str, type[Rule]], None]) -> None:
     """Register deferral rules: call ``register(name, cls)`` once per rule.
 
     ``cls`` follows ``cascade.rules.Rule``: class attributes ``name``, ``reads_q``,
-    ``reads_p``, ``alpha_range``, a constructor ``cls(alpha, **options)`` and
-    ``defer(q, p) -> r``. The name is what a policy writes under ``rule.name``.
-    Duplicates are a load-time ``PluginError`` naming both plugins.
+    ``reads_p``, ``reads_features``, ``alpha_range`` and ``Options`` (a pydantic
+    model with ``extra="forbid"``; ``cascade.rules.NoOptions`` for none), a
+    constructor ``cls(alpha, options)`` and
+    ``defer(q, p, inputs: DeferralInputs | None = None) -> r``. The name is what a
+    policy writes under ``rule.name``. The class is checked at registration (a rule
+    built as ``cls(alpha, **options)`` is refused, naming the plugin); duplicates are
+    a ``PluginError`` naming both plugins.
+    """
+
+
+@hookspec
+def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``cascade`` subcommands: ``subparsers.add_parser(name, help=...)`` per command.
+
+    Each sub-parser sets ``func`` with ``set_defaults(func=...)``; the command line
+    calls ``func(args)`` with the parsed arguments and exits with the ``int`` it
+    returns (raise ``cascade.errors.CascadeError`` for a user error: it is printed
+    without a traceback). A command name another plugin (or cascade itself) already
+    added is a ``PluginError`` naming both. Import heavy dependencies inside ``func``,
+    not at module level: every ``cascade`` invocation builds the parser.
     """

@@ -1,15 +1,58 @@
-"""The plugin manager: entry points, duplicates, restriction by environment, listing."""
+"""The plugin manager: entry points, duplicates, restriction by environment, listing,
+contract checks at load, tracing, plugin commands, and the hook reference in docs/plugins.md."""
 
+import argparse
+import importlib.metadata as md
+import inspect
 import json
+import logging
+import re
 import subprocess
 import sys
 import types
+from pathlib import Path
 
+import pluggy
 import pytest
 
+from cascade import hookspecs, plugins
 from cascade.errors import PluginError
 from cascade.hookspecs import hookimpl
-from cascade.plugins import build_registry
+from cascade.plugins import add_commands, build_registry
+from cascade.rules import NoOptions
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+
+
+def drafter_class(name):
+    """A drafter following the current contract (it never runs here)."""
+
+    class D:
+        deterministic = True
+        Options = NoOptions
+
+        def __init__(self, options, context): ...
+        def reset(self, prompt_ids, params, generator): ...
+        def propose(self, context, request): ...
+        def observe(self, feedback): ...
+
+    D.name = name
+    return D
+
+
+def rule_class(name):
+    """A rule following the current contract (it never runs here)."""
+
+    class R:
+        reads_q = reads_p = reads_features = False
+        alpha_range = (0.0, 1.0)
+        Options = NoOptions
+
+        def __init__(self, alpha, options): ...
+        def defer(self, q, p, inputs=None): ...
+
+    R.name = name
+    return R
 
 
 def make_plugin(name, drafters=(), rules=(), boom=False):
@@ -21,15 +64,21 @@ def make_plugin(name, drafters=(), rules=(), boom=False):
             if boom:
                 raise RuntimeError("kaboom")
             for d in drafters:
-                register(d, type(d, (), {"name": d, "deterministic": True, "Options": None}))
+                register(d, drafter_class(d))
         mod.register_drafters = register_drafters
     if rules:
         @hookimpl
         def register_rules(register):
             for r in rules:
-                register(r, object)
+                register(r, rule_class(r))
         mod.register_rules = register_rules
     return mod
+
+
+@pytest.fixture
+def no_entry_points(monkeypatch):
+    """Only the built-in plugin and in-process ones: independent of what is installed."""
+    monkeypatch.setenv("CASCADE_PLUGINS", "")
 
 
 def test_builtin_rules_and_installed_drafters_go_through_the_hooks():
@@ -55,6 +104,11 @@ def test_duplicate_name_names_both_plugins():
         build_registry(extra=[("rules2", make_plugin("rules2", rules=["chow"]))])
 
 
+def test_duplicate_between_in_process_plugins(no_entry_points):
+    with pytest.raises(PluginError, match="drafter 'x' is registered twice: by plugin 'one' and by plugin 'two'"):
+        build_registry(extra=[("one", make_plugin("one", drafters=["x"])), ("two", make_plugin("two", drafters=["x"]))])
+
+
 def test_plugin_that_raises_in_its_hook():
     with pytest.raises(PluginError, match="plugin 'bad' raised in register_drafters: RuntimeError: kaboom"):
         build_registry(extra=[("bad", make_plugin("bad", drafters=["x"], boom=True))])
@@ -69,6 +123,18 @@ def test_environment_restricts_entry_points(monkeypatch):
         reg.drafter("hf-model")
 
 
+def test_plugin_that_fails_to_import_is_recorded_not_fatal(monkeypatch, caplog):
+    broken = md.EntryPoint(name="broken", value="cascade_no_such_plugin_module", group="cascade")
+    monkeypatch.setattr(plugins, "_entry_points", lambda: [broken])
+    with caplog.at_level(logging.WARNING, logger="cascade.plugins"):
+        reg = build_registry()
+    assert reg.failed["broken"].startswith("ModuleNotFoundError")
+    assert "plugin broken failed to load" in caplog.text
+    assert "none" in reg.rules
+    with pytest.raises(PluginError, match=r"unknown drafter 'x'.*failed to load: broken \(ModuleNotFoundError"):
+        reg.drafter("x")
+
+
 def test_cli_lists_plugins_as_json_and_table():
     out = subprocess.run([sys.executable, "-m", "cascade.cli", "plugins", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -79,12 +145,220 @@ def test_cli_lists_plugins_as_json_and_table():
     assert "hf-model" in table and "register_drafters" in table and "version" in table
 
 
-def test_every_hookspec_is_documented_in_readme():
-    from pathlib import Path
+# ---------------------------------------------------------------- collected through pluggy
 
-    from cascade import hookspecs
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for name in ("register_drafters", "register_rules"):
-        assert getattr(hookspecs, name).__doc__
-        assert name in readme, f"hook {name} is not documented in README.md"
+def test_hookimpl_with_specname_is_collected(no_entry_points):
+    mod = types.ModuleType("renamed")
+
+    @hookimpl(specname="register_drafters")
+    def my_drafters(register):
+        register("renamed-drafter", drafter_class("renamed-drafter"))
+
+    @hookimpl(specname="register_rules")
+    def my_rules(register):
+        register("renamed-rule", rule_class("renamed-rule"))
+
+    mod.my_drafters, mod.my_rules = my_drafters, my_rules
+    reg = build_registry(extra=[("renamed", mod)])
+    info = next(p for p in reg.plugins if p.name == "renamed")
+    assert info.drafters == ("renamed-drafter",) and info.rules == ("renamed-rule",)
+    assert info.hooks == ("register_drafters", "register_rules")
+    assert "renamed-drafter" in reg.drafters and "renamed-rule" in reg.rules
+
+
+def test_trace_logs_every_hook_call(no_entry_points, monkeypatch, caplog):
+    monkeypatch.setenv("CASCADE_TRACE_PLUGINS", "1")
+    caplog.set_level(logging.DEBUG, logger="cascade.plugins")
+    build_registry(extra=[("mine", make_plugin("mine", drafters=["d"], rules=["r"]))])
+    calls = [r for r in caplog.records if r.name == "cascade.plugins" and r.levelno == logging.INFO]
+    lines = [r.getMessage() for r in calls]
+    assert any(line.startswith("hook register_rules(register) -> cascade-builtin") for line in lines), lines
+    assert any(line.startswith("hook register_drafters(register) -> mine") for line in lines), lines
+    assert any(line.startswith("hook register_rules(register) -> mine") for line in lines), lines
+    assert len(calls) == 3  # one per (plugin, hook) implemented, no more
+    done = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(done) == 3 and all(" done in " in m for m in done)
+
+
+def test_no_trace_without_the_variable(no_entry_points, monkeypatch, caplog):
+    monkeypatch.delenv("CASCADE_TRACE_PLUGINS", raising=False)
+    caplog.set_level(logging.DEBUG, logger="cascade.plugins")
+    build_registry(extra=[("mine", make_plugin("mine", drafters=["d"]))])
+    assert not [r for r in caplog.records if r.name == "cascade.plugins"]
+
+
+# ---------------------------------------------------------------- contract checks at load
+
+
+def test_misspelt_hook_is_refused_and_an_optional_one_allowed(no_entry_points):
+    mod = types.ModuleType("typo")
+
+    @hookimpl
+    def register_drafter(register): ...
+
+    mod.register_drafter = register_drafter
+    with pytest.raises(PluginError, match="plugin 'typo' implements 'register_drafter', which is not a cascade hook "
+                                          r"\(known: register_commands, register_drafters, register_rules\)"):
+        build_registry(extra=[("typo", mod)])
+
+    newer = types.ModuleType("newer")
+
+    @hookimpl(optionalhook=True)
+    def register_schedulers(register): ...
+
+    newer.register_schedulers = register_schedulers
+    build_registry(extra=[("newer", newer)])  # a hook of a later cascade: ignored here
+
+
+def test_old_drafter_signature_is_refused_naming_the_plugin(no_entry_points):
+    class OldDrafter:
+        name, deterministic, Options = "old", True, NoOptions
+
+        def reset(self, prompt_ids, params=None, generator=None): ...
+        def propose(self, context, k, min_confidence=0.0, lookahead=False): ...
+        def observe(self, n_accepted): ...
+
+    mod = types.ModuleType("oldplugin")
+
+    @hookimpl
+    def register_drafters(register):
+        register("old", OldDrafter)
+
+    mod.register_drafters = register_drafters
+    with pytest.raises(PluginError) as exc:
+        build_registry(extra=[("oldplugin", mod)])
+    msg = str(exc.value)
+    assert "plugin 'oldplugin'" in msg and "'old'" in msg and "DraftRequest" in msg and "Feedback" in msg
+
+
+def test_drafter_missing_methods_is_refused(no_entry_points):
+    mod = types.ModuleType("half")
+
+    @hookimpl
+    def register_drafters(register):
+        register("half", type("Half", (), {"name": "half", "deterministic": True, "Options": NoOptions}))
+
+    mod.register_drafters = register_drafters
+    with pytest.raises(PluginError, match=r"plugin 'half': drafter 'half' \(Half\) lacks reset, propose, observe"):
+        build_registry(extra=[("half", mod)])
+
+
+def test_registering_an_instance_is_refused(no_entry_points):
+    mod = types.ModuleType("inst")
+
+    @hookimpl
+    def register_rules(register):
+        register("inst", rule_class("inst")(0.0, None))
+
+    mod.register_rules = register_rules
+    with pytest.raises(PluginError, match="plugin 'inst' registers rule 'inst' as .*takes a class"):
+        build_registry(extra=[("inst", mod)])
+
+
+def test_old_rule_signatures_are_refused_naming_the_plugin(no_entry_points):
+    class KwargsRule:  # 0.1 style: no Options, cls(alpha, **options)
+        name, reads_q, reads_p, alpha_range = "kw", True, True, (0.0, 1.0)
+
+        def __init__(self, alpha, **options): ...
+        def defer(self, q, p): ...
+
+    class KwargsWithOptions(KwargsRule):  # Options declared, but still cls(alpha, **options)
+        Options = NoOptions
+
+    def plugin_of(cls):
+        mod = types.ModuleType("oldrules")
+
+        @hookimpl
+        def register_rules(register):
+            register("kw", cls)
+
+        mod.register_rules = register_rules
+        return mod
+
+    for cls in (KwargsRule, KwargsWithOptions):
+        with pytest.raises(PluginError) as exc:
+            build_registry(extra=[("oldrules", plugin_of(cls))])
+        msg = str(exc.value)
+        assert "plugin 'oldrules'" in msg and "'kw'" in msg and "cls(alpha, options)" in msg, msg
+
+
+# ---------------------------------------------------------------- commands
+
+
+def command_plugin(name, command, code=0):
+    mod = types.ModuleType(name)
+
+    @hookimpl
+    def register_commands(subparsers):
+        p = subparsers.add_parser(command, help=f"{command} from {name}")
+        p.add_argument("--who", default="world")
+        p.set_defaults(func=lambda args: print(f"{command} {args.who}") or code)
+
+    mod.register_commands = register_commands
+    return mod
+
+
+def cli_parser():
+    parser = argparse.ArgumentParser(prog="cascade")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run").set_defaults(func=lambda args: 0)  # a command of cascade's own
+    return parser, sub
+
+
+def test_plugin_adds_a_command_that_runs(no_entry_points, capsys):
+    reg = build_registry(extra=[("greeter", command_plugin("greeter", "hello", code=3))])
+    assert next(p for p in reg.plugins if p.name == "greeter").hooks == ("register_commands",)
+    parser, sub = cli_parser()
+    assert add_commands(sub, reg) == {"hello": "greeter"}
+    args = parser.parse_args(["hello", "--who", "cascade"])
+    assert args.func(args) == 3
+    assert capsys.readouterr().out == "hello cascade\n"
+    assert "add_parser" not in vars(sub)  # the name check is undone after the hook
+
+
+def test_duplicate_commands_are_refused_naming_both(no_entry_points):
+    reg = build_registry(extra=[("one", command_plugin("one", "hello")), ("two", command_plugin("two", "hello"))])
+    with pytest.raises(PluginError, match="command 'hello' is added twice: by plugin 'one' and by plugin 'two'"):
+        add_commands(cli_parser()[1], reg)
+    reg = build_registry(extra=[("usurper", command_plugin("usurper", "run"))])
+    with pytest.raises(PluginError, match="command 'run' is added twice: by 'cascade' itself and by plugin 'usurper'"):
+        add_commands(cli_parser()[1], reg)
+
+
+def test_command_hook_that_raises_names_the_plugin(no_entry_points):
+    mod = types.ModuleType("crash")
+
+    @hookimpl
+    def register_commands(subparsers):
+        raise ValueError("no parser for you")
+
+    mod.register_commands = register_commands
+    reg = build_registry(extra=[("crash", mod)])
+    with pytest.raises(PluginError, match="plugin 'crash' raised in register_commands: ValueError: no parser for you"):
+        add_commands(cli_parser()[1], reg)
+
+
+# ---------------------------------------------------------------- the hook reference
+
+
+def hookspec_signatures():
+    """{hook name: "name(arg1, arg2)"} for every function marked with the hookspec marker."""
+    pm = pluggy.PluginManager("cascade")
+    return {
+        name: f"{name}({', '.join(inspect.signature(fn).parameters)})"
+        for name, fn in vars(hookspecs).items()
+        if inspect.isfunction(fn) and pm.parse_hookspec_opts(hookspecs, name) is not None
+    }
+
+
+def test_every_hookspec_is_documented_with_its_signature():
+    specs = hookspec_signatures()
+    assert {"register_drafters", "register_rules", "register_commands"} <= set(specs)
+    docs = DOCS.read_text()
+    for name, signature in specs.items():
+        assert getattr(hookspecs, name).__doc__, f"hook {name} has no docstring"
+        assert f"### `{signature}`" in docs, f"docs/plugins.md does not document {signature} (as a ### heading)"
+    documented = re.findall(r"^### `(\w+\([^)]*\))`", docs, flags=re.M)
+    stale = {sig for sig in documented if sig not in specs.values()}
+    assert not stale, f"docs/plugins.md documents hooks that cascade.hookspecs does not define: {sorted(stale)}"

@@ -1,6 +1,8 @@
 """Schema migrations (Alembic), configured from the package so they work once installed.
 
-The Alembic environment lives in `cascade/store/migrations/` (env.py, versions/). Every
+The Alembic environment (env.py, script.py.mako, versions/) lives in the repository's
+top-level `migrations/` folder, which pyproject.toml maps into the wheel as the package
+`cascade.store.migrations`; `MIGRATIONS_DIR` finds it there, installed or editable. Every
 operation here runs inside one transaction on a connection we own (SQLite: BEGIN
 IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so processes that open the
 same fresh database at once create the schema exactly once.
@@ -16,6 +18,7 @@ PostgreSQL database with an application that has its own Alembic history.
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,21 @@ from cascade.errors import CascadeError
 from cascade.store import db
 from cascade.store.models import Base
 
-MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+def _migrations_dir() -> Path:
+    """The Alembic scripts: the package `cascade.store.migrations` (a wheel, an editable install),
+    else the checkout's `migrations/` folder (cascade imported from a checkout it was not installed
+    from, or a stale `cascade/store/migrations/__pycache__` shadowing the mapped package)."""
+    candidates: list[Path] = []
+    try:
+        candidates.append(Path(str(resources.files("cascade.store.migrations"))))
+    except ModuleNotFoundError:
+        pass
+    candidates.append(Path(__file__).resolve().parents[2] / "migrations")
+    return next((c for c in candidates if (c / "env.py").is_file()), candidates[0])
+
+
+MIGRATIONS_DIR = _migrations_dir()
 VERSION_TABLE = "cascade_alembic_version"
 PG_LOCK_KEY = 0x63617363  # "casc": pg_advisory_xact_lock key serialising schema changes
 CONTEXT_OPTS: dict[str, Any] = {
@@ -60,7 +77,8 @@ def script() -> ScriptDirectory:
 
 def head() -> str:
     heads = script().get_heads()
-    assert len(heads) == 1, f"migrations have several heads: {heads}"
+    if len(heads) != 1:  # a packaging or merge mistake, not a user error (and no bare assert: -O drops it)
+        raise RuntimeError(f"the migrations in {MIGRATIONS_DIR} have {len(heads)} heads, expected one: {heads}")
     return heads[0]
 
 
