@@ -124,7 +124,7 @@ OLD_CONTRACT = (
 )
 
 
-def check_drafter_class(name: str, cls: type) -> None:
+def check_drafter_class(name: str, cls: type[Any]) -> None:
     """Refuse a drafter class that does not follow the contract, naming what to change."""
     missing = [a for a in ("deterministic", "reset", "propose", "observe") if not hasattr(cls, a)]
     if missing:

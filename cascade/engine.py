@@ -94,6 +94,7 @@ class Engine:
         self.target = models.CachedLM(target)  # the model with its KV cache (reset by every prefill)
         self.tokenizer = tokenizer
         self.drafter = drafter
+        self.drafter_name = policy.drafter.plugin if policy.drafter is not None else None  # for messages
         self.rule = rule
         self.device = self.target.device
         d = policy.decoding
@@ -239,8 +240,7 @@ class Engine:
                 self.drafter.reset(prompt_ids, self.params, seq.generator)
 
     def _drafter_errors(self, method: str) -> contextlib.AbstractContextManager[None]:
-        assert self.drafter is not None
-        return plugin_errors(f"drafter {self.drafter.name!r} raised in {method}()")
+        return plugin_errors(f"drafter {self.drafter_name!r} raised in {method}()")
 
     def _stop(self, seq: _Sequence, emitted: list[int]) -> tuple[list[int], str]:
         """Truncate a step's tokens at EOS (kept) or at the token completing a stop string, whichever comes first."""
@@ -266,7 +266,7 @@ class Engine:
     def _target_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         t0 = time.perf_counter()
         p_logits = self.target.forward(seq.buf[seq.n - 1 : seq.n])  # (1, V)
-        token = sampling.pick(p_logits, self.params, seq.generator).item()
+        token = int(sampling.pick(p_logits, self.params, seq.generator).item())
         dt = time.perf_counter() - t0
         decisions = (_emitted_by_target(0, "target", token),) if seq.record else ()
         return [token], StepRecord(index=index, block_size=0, drafted=0, accepted=0, emitted=(token,), deferred=0,
@@ -279,7 +279,7 @@ class Engine:
         draft = self._propose(seq, DraftRequest(k=k))
         tokens = draft.tokens.tolist()
         if not tokens:
-            raise PluginError(f"drafter {self.drafter.name!r} proposed no token in drafter-only mode")
+            raise PluginError(f"drafter {self.drafter_name!r} proposed no token in drafter-only mode")
         self._observe(Feedback(n_accepted=len(tokens)))
         dt = time.perf_counter() - t0
         decisions: tuple[Decision, ...] = ()
@@ -303,7 +303,7 @@ class Engine:
         if deferred:
             # the target catches up over every pending token in this one call
             p_logits = self.target.forward(seq.buf[self.target.length : seq.n])[-1:]  # (1, V)
-            token = sampling.pick(p_logits, self.params, seq.generator).item()
+            token = int(sampling.pick(p_logits, self.params, seq.generator).item())
             p_raw = sampling.softmax(p_logits)  # (1, V)
             target_calls = 1
         else:

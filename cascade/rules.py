@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -172,7 +172,7 @@ class TokenV3(_RuleBase):
         return (p < (1 - self.alpha) * p.max(-1, keepdim=True).values).float()
 
 
-def check_rule_class(name: str, cls: type) -> None:
+def check_rule_class(name: str, cls: type[Any]) -> None:
     """Refuse a rule class that does not follow the contract, naming what to change."""
     missing = [a for a in ("reads_q", "reads_p", "alpha_range", "defer") if not hasattr(cls, a)]
     if missing:
@@ -184,7 +184,7 @@ def check_rule_class(name: str, cls: type) -> None:
             "extra=\"forbid\"; `cascade.rules.NoOptions` for none) and is built as cls(alpha, options), "
             "not cls(alpha, **options); see docs/plugins.md"
         )
-    init = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+    init = list(inspect.signature(cls).parameters.values())  # the constructor's, without self
     if any(p.kind is p.VAR_KEYWORD for p in init) or len(init) < 2:
         raise PluginError(f"rule {name!r} ({cls.__name__}): the constructor must be cls(alpha, options), "
                           "not cls(alpha, **options); see docs/plugins.md")

@@ -90,6 +90,7 @@ def verify_block(
     r, r_x = deferral(rule, tokens, q_raw, None if p_raw is None else p_raw[:k], block, 0, not deterministic)
     cascade_bonus = q_next is not None and lenience is None
     if cascade_bonus:
+        assert q_next is not None
         q_next = q_unscaled(tokens[:0], q_next.view(1, -1), vocab)  # (1, V)
         x_next = q_next.argmax(-1)  # (1,) the drafter's greedy guess at k+1
         r_next, r_next_x = deferral(rule, x_next, q_next, None if p_raw is None else p_raw[k:], block, k)
@@ -116,6 +117,7 @@ def verify_block(
     n = S.first_rejection(accept, generator)
     bonus = p[k:]  # (1, V)
     if cascade_bonus:
+        assert q_next is not None
         bonus = S.mixture(r_next, q_scaled(q_next, False, params), bonus)  # π_{k+1}
     # row n of [residuals of the k positions; the bonus distribution] is what follows the accepted prefix
     candidates = torch.cat([S.residual(pi, q), bonus], dim=0)  # (k + 1, V)

@@ -22,7 +22,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from cascade.metrics import COUNTERS
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -39,6 +38,8 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from cascade.metrics import COUNTERS
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

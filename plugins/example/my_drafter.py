@@ -1,8 +1,10 @@
 # my_drafter.py
 import torch
 from pydantic import BaseModel, ConfigDict
+
 from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
 from cascade.hookspecs import hookimpl
+
 
 class Options(BaseModel):                     # validated from the policy's drafter.options
     model_config = ConfigDict(extra="forbid")
