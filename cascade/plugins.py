@@ -81,6 +81,10 @@ def _entry_points() -> list[md.EntryPoint]:
     only = os.environ.get(ENV_ONLY)
     if only is not None:
         wanted = {n.strip() for n in only.split(",") if n.strip()}
+        unknown = sorted(wanted - {e.name for e in eps} - {BUILTIN})
+        if unknown:
+            log.warning("%s names no installed plugin called %s; installed: %s", ENV_ONLY, ", ".join(map(repr, unknown)),
+                        ", ".join(e.name for e in eps) or "(none)")
         eps = [e for e in eps if e.name in wanted]
     return eps
 

@@ -140,7 +140,7 @@ def test_cli_lists_plugins_as_json_and_table():
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     names = {p["name"]: p for p in data["plugins"]}
-    assert names["ngram"]["version"] == "0.1.0" and names["ngram"]["hooks"] == ["register_drafters"]
+    assert names["ngram"]["version"] == "0.2.0" and names["ngram"]["hooks"] == ["register_drafters"]
     table = subprocess.run([sys.executable, "-m", "cascade.cli", "plugins"], capture_output=True, text=True).stdout
     assert "hf-model" in table and "register_drafters" in table and "version" in table
 
@@ -362,3 +362,12 @@ def test_every_hookspec_is_documented_with_its_signature():
     documented = re.findall(r"^### `(\w+\([^)]*\))`", docs, flags=re.M)
     stale = {sig for sig in documented if sig not in specs.values()}
     assert not stale, f"docs/plugins.md documents hooks that cascade.hookspecs does not define: {sorted(stale)}"
+
+
+def test_cascade_plugins_naming_no_installed_plugin_warns(monkeypatch, caplog):
+    monkeypatch.setenv("CASCADE_PLUGINS", "ngram,ngarm")
+    with caplog.at_level(logging.WARNING, logger="cascade.plugins"):
+        reg = build_registry()
+    assert "ngram" in reg.drafters
+    assert any("CASCADE_PLUGINS" in r.message and "'ngarm'" in r.message and "hf-model" in r.message
+               for r in caplog.records)

@@ -17,7 +17,7 @@ from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
 from cascade.errors import CascadeError
 from cascade.hookspecs import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class Options(BaseModel):

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
 from cascade.hookspecs import hookimpl
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 class Options(BaseModel):
