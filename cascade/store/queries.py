@@ -15,7 +15,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.engine import RowMapping
 
 from cascade.errors import CascadeError
-from cascade.metrics import DERIVED, Metrics
+from cascade.metrics import DERIVED, Metrics, add_counts
 from cascade.policy import VERIFYING_MODES
 from cascade.store.db import mask_url
 from cascade.store.models import METRIC_COLUMNS, Decision, Run, Sequence, Step
@@ -181,14 +181,9 @@ def check_totals(store: Store, run_id: int) -> list[str]:
     expect(f"run {run_id}", "num_sequences", run["num_sequences"], len(seqs))
     apps: list[int] = []
     for s in seqs:
-        apps = [a + b for a, b in _pad(apps, s["accepted_per_position"] or [])]
+        apps = add_counts(apps, s["accepted_per_position"] or [])
     expect(f"run {run_id}", "accepted_per_position", _trim(run["accepted_per_position"]), _trim(apps))
     return problems
-
-
-def _pad(a: list[int], b: list[int]) -> list[tuple[int, int]]:
-    n = max(len(a), len(b))
-    return list(zip(a + [0] * (n - len(a)), b + [0] * (n - len(b))))
 
 
 def _trim(counts: list[int] | None) -> list[int]:

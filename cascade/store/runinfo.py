@@ -74,7 +74,7 @@ def git_commit() -> str | None:
 def engine_info(engine: Any) -> dict[str, Any]:
     """device, dtype, target and drafter of a `cascade.engine.Engine` (read by duck typing)."""
     info: dict[str, Any] = {"device": str(engine.device)}
-    model = getattr(getattr(engine, "target", None), "model", None)
+    model = getattr(engine, "target_model", None)
     dtype = getattr(model, "dtype", None)
     if dtype is not None:
         info["dtype"] = str(dtype).removeprefix("torch.")

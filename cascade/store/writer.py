@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cascade.errors import CascadeError
 from cascade.features import FEATURES
+from cascade.metrics import add_counts
 from cascade.policy import VERIFYING_MODES
 from cascade.store import db, migrate, runinfo
 from cascade.store.models import METRIC_COLUMNS, RUN_STATUSES, Decision, Run, Sequence, Step
@@ -267,7 +268,7 @@ class RunLogger:
             output_token_ids=list(generation.token_ids), finish_reason=generation.finish_reason, finished_at=_now(),
         )
         totals = {name: self._totals[name] + seq_values[name] for name in METRIC_COLUMNS}
-        totals["accepted_per_position"] = _add_lists(self._totals["accepted_per_position"], m.accepted_per_position)
+        totals["accepted_per_position"] = add_counts(self._totals["accepted_per_position"], m.accepted_per_position)
 
         def go(conn: Connection) -> None:
             self._write_buffers(conn)
@@ -336,8 +337,3 @@ class RunLogger:
             self.finish(status, error=f"{exc_type.__name__}: {exc}")
         except Exception as store_exc:  # noqa: BLE001  never hide the exception that ended the run
             print(f"warning: could not mark run {self.run_id} {status}: {store_exc}", file=sys.stderr)
-
-
-def _add_lists(a: list[int], b: list[int]) -> list[int]:
-    n = max(len(a), len(b))
-    return [(a[i] if i < len(a) else 0) + (b[i] if i < len(b) else 0) for i in range(n)]
