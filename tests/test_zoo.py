@@ -66,10 +66,31 @@ def test_prompt_builder_is_deterministic_and_cuts_at_lines(tokenizer_dir):
         assert case["source"].startswith("m") and case["python_version"] == data.python_version()
 
 
-def test_shipped_prompts_file():
-    rows = [json.loads(line) for line in (REPO / "prompts" / "stdlib-heldout.jsonl").read_text().splitlines()]
-    assert len(rows) == 50
-    assert all(r["prompt"] and r["reference"] and data.is_heldout(r["source"]) for r in rows)
+def test_shipped_prompts_files():
+    from cascade.bench.completion import parses
+
+    held = [json.loads(line) for line in (REPO / "prompts" / "stdlib-heldout.jsonl").read_text().splitlines()]
+    train = [json.loads(line) for line in (REPO / "prompts" / "stdlib-train.jsonl").read_text().splitlines()]
+    assert len(held) >= 200 and len(train) >= 200
+    assert all(r["prompt"] and r["reference"] and data.is_heldout(r["source"]) for r in held)
+    assert all(r["prompt"] and r["reference"] and not data.is_heldout(r["source"]) for r in train)
+    # each prompt opens at a statement: prompt + reference is Python (what `parses` measures)
+    assert all(parses(r["prompt"], r["reference"]) for r in held + train)
+
+
+def test_prompts_open_at_a_statement_and_cut_before_one(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from cascade.zoo.prompts import cases
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    body = "".join(f"    def m{i}(self, x):\n        if x:\n            return x + {i}\n        return ({i},\n                x)\n"
+                   for i in range(30))
+    text = "class C:\n" + body
+    for case in cases(tok, n=6, seed=3, files=[data.SourceFile("c.py", text)], max_prompt_tokens=60):
+        first = case["prompt"].splitlines()[0].strip()
+        assert first.startswith(("def ", "if ", "return ")), first  # never a continuation line
+        assert case["reference"].lstrip().startswith(("def ", "if ", "return ")), case["reference"][:30]
 
 
 def test_training_checkpoints_resumes_and_exports(tmp_path, tokenizer_dir):

@@ -12,23 +12,25 @@ def add_parser(sub) -> None:
     zoo = sub.add_parser("zoo", help="train the shipped model family, build evaluation prompts")
     zsub = zoo.add_subparsers(dest="zoo_cmd", required=True)
     tr = zsub.add_parser("train", help="train one member of the family (resumes from its checkpoint)")
-    tr.add_argument("size", choices=["tiny", "mid", "target"])
+    tr.add_argument("size", choices=["tiny", "mid", "target"], help="which member of the family")
     tr.add_argument("--minutes", type=float, help="stop after this much training time")
     tr.add_argument("--tokens", type=int, help="stop after this many training tokens")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0, help="initialisation and data order")
     tr.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="where model folders go")
     tr.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tokenized corpus and checkpoints")
     tr.set_defaults(func=_train)
-    pr = zsub.add_parser("prompts", help="write held-out code-completion prompts as JSONL")
+    pr = zsub.add_parser("prompts", help="write code-completion prompts (held-out or train split) as JSONL")
     pr.add_argument("--tokenizer", type=Path, default=DEFAULT_MODELS / "tiny", help="any family member (they share it)")
-    pr.add_argument("-n", type=int, default=50, help="number of prompts")
-    pr.add_argument("--out", type=Path, default=Path("prompts/stdlib-heldout.jsonl"))
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("-n", type=int, default=200, help="number of prompts")
+    pr.add_argument("--split", choices=["heldout", "train"], default="heldout",
+                    help="held-out files (evaluation) or training files (learning and calibrating rules)")
+    pr.add_argument("--out", type=Path, help="JSONL file (default: prompts/stdlib-SPLIT.jsonl)")
+    pr.add_argument("--seed", type=int, default=0, help="which cuts are drawn")
     pr.set_defaults(func=_prompts)
     ev = zsub.add_parser("eval", help="held-out loss, agreement with the target, τ of each drafter")
-    ev.add_argument("--models", type=Path, default=DEFAULT_MODELS)
-    ev.add_argument("--prompts", type=Path, default=Path("prompts/stdlib-heldout.jsonl"))
-    ev.add_argument("--out", type=Path, default=DEFAULT_MODELS / "eval.json")
+    ev.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder holding tiny/, mid/ and target/")
+    ev.add_argument("--prompts", type=Path, default=Path("prompts/stdlib-heldout.jsonl"), help="JSONL prompts for τ")
+    ev.add_argument("--out", type=Path, default=DEFAULT_MODELS / "eval.json", help="where the JSON results go")
     ev.set_defaults(func=_eval)
 
 
@@ -46,8 +48,9 @@ def _train(args) -> int:
 def _prompts(args) -> int:
     from cascade.zoo.prompts import write_prompts
 
-    n = write_prompts(args.out, args.tokenizer, args.n, args.seed)
-    print(f"wrote {n} prompts to {args.out}")
+    out = args.out or Path(f"prompts/stdlib-{args.split}.jsonl")
+    n = write_prompts(out, args.tokenizer, args.n, args.seed, args.split)
+    print(f"wrote {n} prompts to {out}")
     return 0
 
 

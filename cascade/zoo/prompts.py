@@ -1,24 +1,33 @@
-"""Deterministic code-completion prompts from the held-out stdlib files.
+"""Deterministic code-completion prompts from the stdlib files of one split.
 
-A case cuts a held-out file at a line boundary, moved back to the nearest token
-boundary of the whole text (`align_to_tokens`): the prompt is the code before the cut
-(whole lines, at most `max_prompt_tokens`), the reference is what follows (about
-`reference_tokens`). The same Python, seed and tokenizer give the same file.
+A case cuts a file where a statement starts, moved back to the nearest token boundary
+of the whole text (`align_to_tokens`): the prompt is the code before the cut (whole
+lines starting at a statement too, so prompt + reference is Python up to its
+indentation; at most `max_prompt_tokens`), the reference is what follows (about
+`reference_tokens`). The held-out split is the evaluation set; the train split gives
+the prompts that rules are learned and α calibrated on, so nothing is tuned on the
+evaluation prompts. The same Python, seed and tokenizer give the same file.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import random
 from pathlib import Path
 
+from cascade.bench.completion import parses
 from cascade.zoo import data
 
+SPLITS = ("heldout", "train")
+CLAUSES = ("elif", "else", "except", "finally", "case")  # statement lines that cannot open a window
 
-def cases(tokenizer, n: int = 50, seed: int = 0, max_prompt_tokens: int = 320, reference_tokens: int = 128,
-          files: list[data.SourceFile] | None = None) -> list[dict]:
+
+def cases(tokenizer, n: int = 200, seed: int = 0, max_prompt_tokens: int = 320, reference_tokens: int = 128,
+          files: list[data.SourceFile] | None = None, split: str = "heldout") -> list[dict]:
     if files is None:
-        _, files = data.split_files(data.stdlib_files())
+        train, heldout = data.split_files(data.stdlib_files())
+        files = heldout if split == "heldout" else train
     rng = random.Random(seed)
     pool = [f for f in files if f.text.count("\n") >= 40]
     rng.shuffle(pool)
@@ -26,8 +35,11 @@ def cases(tokenizer, n: int = 50, seed: int = 0, max_prompt_tokens: int = 320, r
     per_file = max(1, -(-n // max(len(pool), 1)))  # ceil: spread the cases over the files
     for f in pool:
         lines = f.text.splitlines(keepends=True)
+        starts = statement_starts(f.text, lines)
+        if not starts:
+            continue
         for _ in range(per_file):
-            case = _cut(f, lines, rng, tokenizer, max_prompt_tokens, reference_tokens)
+            case = _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens)
             if case:
                 out.append(case)
         if len(out) >= n:
@@ -35,19 +47,36 @@ def cases(tokenizer, n: int = 50, seed: int = 0, max_prompt_tokens: int = 320, r
     return out[:n]
 
 
-def _cut(f, lines, rng, tokenizer, max_prompt_tokens, reference_tokens) -> dict | None:
+def statement_starts(text: str, lines: list[str]) -> list[int]:
+    """0-based indices of the lines where a statement starts (not an elif/else/except clause), sorted."""
+    try:
+        tree = ast.parse(text)
+    except (SyntaxError, ValueError):
+        return []
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt):
+            i = node.lineno - 1
+            if i < len(lines) and lines[i][: node.col_offset].strip() == "" and \
+                    not lines[i].lstrip().startswith(CLAUSES):
+                found.add(i)
+    return sorted(found)
+
+
+def _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens) -> dict | None:
+    cuts = [i for i in starts if 10 <= i < len(lines) - 5]
     for _ in range(20):
-        cut = rng.randrange(10, len(lines) - 5)
-        if not lines[cut].strip():  # the continuation should start with code
-            continue
-        prompt_lines: list[str] = []
+        if not cuts:
+            return None
+        cut = rng.choice(cuts)  # the reference starts with a statement
         budget = max_prompt_tokens
-        for line in reversed(lines[:cut]):
-            cost = len(tokenizer(line, add_special_tokens=False)["input_ids"])
+        first = cut
+        for i in range(cut - 1, -1, -1):  # grow the window upwards while it fits
+            cost = len(tokenizer(lines[i], add_special_tokens=False)["input_ids"])
             if cost > budget:
                 break
-            prompt_lines.insert(0, line)
             budget -= cost
+            first = i
         ref_lines: list[str] = []
         budget = reference_tokens
         for line in lines[cut:]:
@@ -55,10 +84,13 @@ def _cut(f, lines, rng, tokenizer, max_prompt_tokens, reference_tokens) -> dict 
             if budget < 0:
                 break
             ref_lines.append(line)
-        prompt, reference = align_to_tokens(tokenizer, "".join(prompt_lines), "".join(ref_lines))
-        if len(prompt_lines) >= 5 and reference.strip():
-            return {"prompt": prompt, "reference": reference, "source": f.relpath, "line": cut + 1,
-                    "python_version": data.python_version()}
+        # the window opens at the earliest statement that keeps prompt + reference Python
+        # (not inside a `try:` whose `except` comes later, say)
+        for start in [i for i in starts if first <= i <= cut - 5]:
+            prompt, reference = align_to_tokens(tokenizer, "".join(lines[start:cut]), "".join(ref_lines))
+            if reference.strip() and parses(prompt, reference):
+                return {"prompt": prompt, "reference": reference, "source": f.relpath, "line": cut + 1,
+                        "python_version": data.python_version()}
     return None
 
 
@@ -79,11 +111,11 @@ def align_to_tokens(tokenizer, prompt: str, reference: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def write_prompts(out: Path, tokenizer_dir: Path, n: int = 50, seed: int = 0) -> int:
+def write_prompts(out: Path, tokenizer_dir: Path, n: int = 200, seed: int = 0, split: str = "heldout") -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    rows = cases(tok, n, seed)
+    rows = [dict(r, split=split) for r in cases(tok, n, seed, split=split)]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)
