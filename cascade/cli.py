@@ -1,20 +1,41 @@
 """The `cascade` command line: run, plugins, zoo (and more as the product grows).
 
-User errors (`CascadeError`: a bad policy, prompt, plugin, model path) print one
-clear message on stderr and exit with status 2, never a traceback.
+User errors (`CascadeError`: a bad policy, prompt, plugin, model path, a plugin that raises)
+print one clear `error: ...` line on stderr and exit with status 2, never a traceback
+(`cascade --debug ...` adds it). Output into a closed pipe (`cascade runs show 1 | head`)
+ends quietly with status 141, as SIGPIPE would. Bare `cascade` prints the help.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata as md
 import json
+import os
+import platform
 import sys
+import traceback
 from pathlib import Path
 
 from cascade.errors import CascadeError
-from cascade.prompts import read_prompts
-from cascade.tables import format_table
+from cascade.prompts import check_prompt, read_numbered_prompts
+from cascade.tables import fmt, format_table, nan_to_none
+
+BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a command killed by a closed pipe
+
+
+def _version(dist: str) -> str:
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def version_text() -> str:
+    """`cascade X (torch Y, transformers Z, Python W)`, from installed metadata (nothing is imported)."""
+    return (f"cascade {_version('cascade-llm')} (torch {_version('torch')}, "
+            f"transformers {_version('transformers')}, Python {platform.python_version()})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     from cascade.zoo import cli as zoo_cli
 
     parser = argparse.ArgumentParser(prog="cascade", description="speculative cascades for HF causal LMs")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser.add_argument("--version", action="version", version=version_text(),
+                        help="print cascade's version (and torch's, transformers') and exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the full traceback as well as the one-line message")
+    sub = parser.add_subparsers(dest="cmd", required=False)  # bare `cascade` prints the help (main)
 
     run = sub.add_parser("run", help="decode with a policy")
     run.add_argument("policy", type=Path, help="YAML policy file")
@@ -32,13 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts", type=Path, help="JSONL file, one {\"prompt\": ...} per line")
     run.add_argument("--max-new-tokens", type=int, help="override decoding.max_new_tokens")
     run.add_argument("--seed", type=int, help="override decoding.seed")
-    run.add_argument("--json", action="store_true", help="print JSON (one object per prompt)")
-    run.add_argument("--store", metavar="URL", help="log to this database (default: $CASCADE_STORE, the policy's, ./cascade.db)")
+    run.add_argument("--json", action="store_true",
+                     help="print JSON, one object per prompt (with the store's run_id and URL)")
+    run.add_argument("--store", metavar="URL",
+                     help="log to this database (default: $CASCADE_STORE, the policy's store.url, else "
+                          "cascade.db in $CASCADE_HOME or the user data folder)")
     run.add_argument("--no-store", action="store_true", help="do not log the run")
     run.set_defaults(func=cmd_run)
 
     plugins = sub.add_parser("plugins", help="list installed plugins")
-    plugins.add_argument("--json", action="store_true")
+    plugins.add_argument("--json", action="store_true", help="print JSON: loaded plugins and failed ones")
     plugins.set_defaults(func=cmd_plugins)
 
     bench_cli.add_parser(sub)
@@ -47,49 +75,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def generation_json(gen) -> dict:
-    return {
+def generation_json(gen, run_id: int | None = None, store: str | None = None) -> dict:
+    """One `--json` object: the generation, its metrics (NaN, "does not apply", as null) and where it was
+    logged (`run_id` and the store's URL, password masked; both null with --no-store)."""
+    return nan_to_none({
         "text": gen.text,
         "token_ids": gen.token_ids,
         "finish_reason": gen.finish_reason,
         "metrics": gen.metrics.to_dict(),
-    }
+        "run_id": run_id,
+        "store": store,
+    })
 
 
 def cmd_run(args) -> int:
+    """Decode each prompt; log the run to the store and say where on stderr (`logged run N to URL`)."""
+    # every prompt is checked before anything loads (torch included): a bad one costs no waiting
+    if args.prompt is not None:
+        prompts = [("--prompt", {"prompt": check_prompt(args.prompt)})]
+    else:
+        prompts = read_numbered_prompts(args.prompts)
+
     from cascade.engine import Engine
     from cascade.policy import load_policy
     from cascade.store import Store, engine_info, resolve_url
 
-    prompts = [{"prompt": args.prompt}] if args.prompt is not None else read_prompts(args.prompts)
     policy = load_policy(args.policy)
     url = resolve_url(args.store, no_store=args.no_store, policy=policy)
     store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
-    engine = Engine.from_policy(policy)
     try:
-        # the run ends done, failed or interrupted with the block (RunLogger.__exit__)
-        with store.start_run(policy, engine_info(engine)) if store else contextlib.nullcontext() as run:
-            for row in prompts:
-                seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
-                gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                      on_step=run.step_logger(seq) if run else None, record_decisions=run is not None)
-                if run:
-                    run.end_sequence(seq, gen)
-                print_generation(gen, args.json)
+        engine = Engine.from_policy(policy)
+        for where, row in prompts:  # too long for the target: refused before any decoding, with file:line
+            try:
+                engine.encode(row["prompt"])
+            except CascadeError as exc:
+                raise CascadeError(f"{where}: {exc}") from None
+        run = store.start_run(policy, engine_info(engine)) if store else None
+        try:
+            # the run ends done, failed (with the reason) or interrupted with the block (RunLogger.__exit__),
+            # keeping what was logged before
+            with run if run else contextlib.nullcontext():
+                for _, row in prompts:
+                    seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
+                    gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                          on_step=run.step_logger(seq) if run else None,
+                                          record_decisions=run is not None)
+                    if run:
+                        run.end_sequence(seq, gen)
+                    print_generation(gen, args.json, run.run_id if run else None, store.url if store else None)
+        finally:
+            if run and store:
+                state = "" if run.status == "done" else f" ({run.status})"
+                print(f"logged run {run.run_id}{state} to {store.url}", file=sys.stderr)
     finally:
         if store:
             store.close()
     return 0
 
 
-def print_generation(gen, as_json: bool) -> None:
+def stats_line(m) -> str:
+    """`[N tokens, X tok/s, τ=..., target calls/token=...]`; "-" for a metric that does not apply (τ of target-only)."""
+    return (f"[{m.num_generated_tokens} tokens, {fmt(m.tokens_per_second, '.1f')} tok/s, "
+            f"τ={fmt(m.mean_acceptance_length, '.2f')}, target calls/token={fmt(m.target_calls_per_token, '.2f')}]")
+
+
+def print_generation(gen, as_json: bool, run_id: int | None = None, store: str | None = None) -> None:
     if as_json:
-        print(json.dumps(generation_json(gen)), flush=True)
+        print(json.dumps(generation_json(gen, run_id, store)), flush=True)
         return
-    print(gen.text, flush=True)
-    m = gen.metrics
-    print(f"[{m.num_generated_tokens} tokens, {m.tokens_per_second:.1f} tok/s, τ={m.mean_acceptance_length:.2f}, "
-          f"target calls/token={m.target_calls_per_token:.2f}]", file=sys.stderr)
+    # the completion as it is, then a newline unless it ends with one: the stats line starts a line of its own
+    sys.stdout.write(gen.text if gen.text.endswith("\n") else gen.text + "\n")
+    sys.stdout.flush()
+    print(stats_line(gen.metrics), file=sys.stderr, flush=True)
 
 
 def cmd_plugins(args) -> int:
@@ -110,11 +167,32 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _quiet_stdout() -> None:
+    """Point stdout at devnull after a BrokenPipeError, so the interpreter's last flush cannot raise again
+    (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
     try:
-        return args.func(args) or 0
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (tests): nothing to redirect
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:  # bare `cascade`: the help, not an argparse error
+        parser.print_help()
+        return 0
+    try:
+        status = args.func(args) or 0
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return status
+    except BrokenPipeError:  # `cascade runs show 1 | head`: the reader left; stop quietly like other CLIs
+        _quiet_stdout()
+        return BROKEN_PIPE_STATUS
     except CascadeError as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -74,7 +74,7 @@ class Decoding(_Strict):
 
 
 class StoreSpec(_Strict):
-    url: str | None = None  # SQLAlchemy URL; default sqlite:///cascade.db
+    url: str | None = None  # SQLAlchemy URL; default: cascade.db in the user's folder (cascade.store.urls)
     enabled: bool = True
 
 

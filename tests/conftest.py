@@ -39,6 +39,12 @@ def family(tiny_root, tokenizer_dir):
 
 
 @pytest.fixture(autouse=True)
+def _own_store_home(monkeypatch, tmp_path_factory):
+    """No test writes to the user's default store: the default lives in a temporary folder."""
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path_factory.mktemp("cascade-home")))
+
+
+@pytest.fixture(autouse=True)
 def _no_hub(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")

@@ -1,8 +1,11 @@
-"""`cascade run` end to end: JSON output, many prompts, the store, and bad input without tracebacks."""
+"""`cascade run` end to end: JSON output, many prompts, the store, and bad input without tracebacks;
+the command line's own behaviour: help, --version, --debug, closed pipes."""
 
+import argparse
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 from conftest import policy_dict, write_policy
@@ -13,6 +16,13 @@ from cascade.store import Store, queries
 def cascade(*args, cwd=None, env=None):
     return subprocess.run([sys.executable, "-m", "cascade.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env)
+
+
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path, monkeypatch):
+    """The default store goes to a per-test CASCADE_HOME (inherited by subprocesses), never the user's."""
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CASCADE_STORE", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +39,8 @@ def test_run_json_and_store(policy, tmp_path):
     assert out.returncode == 0, out.stderr
     obj = json.loads(out.stdout)
     assert set(obj) >= {"text", "token_ids", "metrics"} and len(obj["token_ids"]) == 12
+    assert obj["run_id"] == 1 and obj["store"] == f"sqlite:///{db}"
+    assert out.stderr.strip().splitlines()[-1] == f"logged run 1 to sqlite:///{db}"
     for key in ("num_drafts", "num_draft_tokens", "num_accepted_tokens", "accepted_per_position", "num_deferred",
                 "target_calls", "drafter_calls", "num_generated_tokens", "decode_seconds", "tokens_per_second"):
         assert key in obj["metrics"], key
@@ -47,10 +59,26 @@ def test_run_many_prompts_jsonl(policy, tmp_path):
     assert not (tmp_path / "cascade.db").exists()
 
 
-def test_default_store_is_cascade_db_in_cwd(policy, tmp_path):
-    out = cascade("run", policy, "--prompt", "x = 1", cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "cascade.db").exists()
+def test_default_store_is_one_per_user_whatever_the_working_directory(policy, tmp_path):
+    home = tmp_path / "home"  # CASCADE_HOME (_own_home); created on first use
+    for i, cwd in enumerate([tmp_path / "a", tmp_path / "b"], 1):
+        cwd.mkdir()
+        out = cascade("run", policy, "--prompt", "x = 1", cwd=cwd)
+        assert out.returncode == 0, out.stderr
+        assert f"logged run {i} to sqlite:///{home / 'cascade.db'}" in out.stderr
+        assert not (cwd / "cascade.db").exists()
+    listed = cascade("runs", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["id"] for r in json.loads(listed.stdout)] == [2, 1]
+
+
+def test_json_objects_say_where_the_run_was_logged():
+    from cascade.cli import generation_json
+    from cascade.store import synthetic
+
+    obj = generation_json(synthetic.generation(0), 3, "postgresql+psycopg://u:***@h/db")
+    assert obj["run_id"] == 3 and obj["store"].endswith("u:***@h/db")
+    assert generation_json(synthetic.generation(0))["run_id"] is None
 
 
 @pytest.mark.parametrize("args,message", [
@@ -64,6 +92,14 @@ def test_bad_input_is_refused_without_traceback(policy, tmp_path, args, message)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
     assert "secret" not in out.stderr
+
+
+def test_a_one_letter_password_masks_only_the_password(policy, tmp_path):
+    out = cascade("run", policy, "--prompt", "x", "--store", "postgresql+psycopg://u:p@127.0.0.1:1/db", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip()
+    assert line.startswith("error: cannot open store postgresql+psycopg://u:***@127.0.0.1:1/db: "), line
+    assert "***ort" not in line and "port" in line  # the driver's "port 1 failed" is left alone
 
 
 def test_bad_policy_and_bad_model_without_traceback(tmp_path, family):
@@ -84,3 +120,228 @@ def test_vocabulary_mismatch_names_both_sizes(tmp_path, tokenizer_dir, family):
     p = write_policy(tmp_path / "v.yaml", **policy_dict(family("gpt2")["target"], other))
     out = cascade("run", p, "--prompt", "x", "--no-store")
     assert out.returncode == 2 and "200" in out.stderr and "320" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------- a drafter plugin that raises
+
+
+class Flaky:
+    """Drafts the last token again; raises in its third propose() of the second sequence."""
+
+    name, deterministic = "flaky", True
+
+    class Options(__import__("pydantic").BaseModel):
+        pass
+
+    def __init__(self, options, ctx):
+        self.sequences = self.calls = 0
+
+    def reset(self, prompt_ids, params, generator):
+        self.sequences, self.calls = self.sequences + 1, 0
+
+    def propose(self, context, request):
+        from cascade.drafter import Draft
+
+        self.calls += 1
+        if self.sequences == 2 and self.calls == 3:
+            raise ZeroDivisionError("boom")
+        return Draft(tokens=context[-1:].repeat(request.k))
+
+    def observe(self, feedback):
+        pass
+
+
+@pytest.fixture
+def flaky_installed(monkeypatch):
+    """The `flaky` drafter registered by an in-process plugin, in the registry the CLI uses."""
+    from cascade import plugins
+    from cascade.hookspecs import hookimpl
+
+    module = types.ModuleType("flaky-plugin")
+    module.register_drafters = hookimpl(lambda register: register("flaky", Flaky))
+    build = plugins.build_registry
+    monkeypatch.setattr(plugins, "build_registry", lambda extra=None: build(extra=[*(extra or []), ("flaky-plugin", module)]))
+    plugins.reset_registry()
+    yield
+    plugins.reset_registry()
+
+
+def test_a_drafter_that_raises_is_one_error_line_and_a_failed_run(family, flaky_installed, tmp_path, capsys):
+    from cascade.cli import main
+
+    f = family("gpt2")
+    p = write_policy(tmp_path / "flaky.yaml", **policy_dict(f["target"], plugin="flaky", drafter_options={},
+                                                             ignore_eos=True, max_new_tokens=12))
+    prompts = tmp_path / "two.jsonl"
+    prompts.write_text('{"prompt": "def f(x):"}\n{"prompt": "class A:"}\n')
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    message = "drafter 'flaky' raised in propose(): ZeroDivisionError: boom"
+
+    assert main(["run", str(p), "--prompts", str(prompts), "--store", url]) == 2
+    out, err = capsys.readouterr()
+    assert [ln for ln in err.splitlines() if ln.startswith("error:")] == [f"error: {message}"]
+    assert err.splitlines()[-1] == f"error: {message}" and "Traceback" not in err
+    assert f"logged run 1 (failed) to {url}" in err
+    assert out.strip()  # the first prompt's completion was printed before the error
+    with Store.open(url) as store:
+        shown = queries.show_run(store, 1)
+        seqs = queries.list_sequences(store, 1)
+    assert shown["run"]["status"] == "failed" and message in shown["run"]["error"]
+    assert len(seqs) == 2 and seqs[0]["finished_at"] is not None and seqs[1]["finished_at"] is None
+    assert seqs[0]["num_generated_tokens"] == 12
+    assert shown["rows"]["steps"] >= 3 + 2  # the first sequence's steps and the second's two before the error: kept
+
+    assert main(["--debug", "run", str(p), "--prompts", str(prompts), "--no-store"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: boom" in err  # the plugin's own frame is shown
+    assert err.splitlines()[-1] == f"error: {message}"
+
+
+# ---------------------------------------------------------------------- prompts checked before models load
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    from cascade.engine import Engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the prompts were checked")
+
+    monkeypatch.setattr(Engine, "from_policy", refuse)
+
+
+@pytest.mark.parametrize("lines,where,message", [
+    (['{"prompt": "ok"}', "", '{"prompt": ""}'], 3, "empty prompt"),
+    (['{"prompt": "  \\n\\t"}'], 1, "empty prompt (whitespace only)"),
+    (['{"prompt": "ok"}', '{"prompt": 7}'], 2, 'string "prompt" field'),
+])
+def test_bad_prompt_files_are_refused_with_file_and_line_before_any_model(
+        policy, tmp_path, capsys, no_model_loading, lines, where, message):
+    from cascade.cli import main
+
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert main(["run", str(policy), "--prompts", str(path), "--no-store"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}:{where}: ") and message in err
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_an_empty_prompt_flag_is_refused_before_any_model(policy, capsys, no_model_loading, prompt):
+    from cascade.cli import main
+
+    assert main(["run", str(policy), "--prompt", prompt, "--no-store"]) == 2
+    assert capsys.readouterr().err.startswith("error: --prompt: empty prompt")
+
+
+def test_a_prompt_too_long_names_its_line_before_any_decoding(policy, tmp_path, capsys):
+    from cascade.cli import main
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "x = 1"}) + "\n" + json.dumps({"prompt": "x = 1\n" * 400}) + "\n")
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert main(["run", str(policy), "--prompts", str(path), "--store", url]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {path}:2: prompt is ") and "shorten it" in err
+    assert out == ""  # nothing decoded, not even line 1
+    with Store.open(url) as store:
+        assert queries.list_runs(store) == []
+
+
+# ---------------------------------------------------------------------- the command line itself
+
+
+def test_bare_cascade_prints_the_help(capsys):
+    from cascade.cli import main
+
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: cascade") and "run" in out and "--version" in out and "--debug" in out
+
+
+def test_version_names_cascade_torch_and_transformers(capsys):
+    import importlib.metadata as md
+
+    from cascade.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"cascade {md.version('cascade-llm')} (torch {md.version('torch')}, transformers ")
+
+
+# cascade/zoo/cli.py is owned elsewhere (issue 9): these are still to get their help text
+def _options(parser, path=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield " ".join((*path, action.option_strings[0] if action.option_strings else action.dest)), action
+
+
+def test_every_option_of_every_command_has_help_text():
+    from cascade.cli import build_parser
+
+    options = dict(_options(build_parser()))
+    assert {"run --prompt", "run policy", "--debug", "runs show run_id", "db upgrade --store"} <= set(options)
+    missing = {name for name, action in options.items() if not (action.help or "").strip()}
+    assert missing == set(), f"options without help text: {sorted(missing)}"
+
+
+def test_the_stats_line_is_a_line_of_its_own_and_dashes_what_does_not_apply(capsys):
+    from cascade.cli import print_generation
+    from cascade.metrics import Metrics
+
+    target_only = types.SimpleNamespace(text="    return x", metrics=Metrics(target_calls=3, num_generated_tokens=3,
+                                                                            decode_seconds=0.5))
+    print_generation(target_only, as_json=False)
+    out, err = capsys.readouterr()
+    assert out == "    return x\n"  # the completion did not end a line: it is ended before the stats
+    assert err == "[3 tokens, 6.0 tok/s, τ=-, target calls/token=1.00]\n"
+    print_generation(types.SimpleNamespace(text="pass\n", metrics=Metrics()), as_json=False)
+    out, err = capsys.readouterr()
+    assert out == "pass\n" and err == "[0 tokens, - tok/s, τ=-, target calls/token=-]\n"
+    print_generation(types.SimpleNamespace(text="", token_ids=[], finish_reason="eos", metrics=Metrics()), as_json=True)
+    obj = json.loads(capsys.readouterr().out)  # strict JSON: NaN ("does not apply") is null
+    assert obj["metrics"]["mean_acceptance_length"] is None
+
+
+def test_target_only_run_prints_a_dash_for_tau(family, tmp_path):
+    f = family("gpt2")
+    p = write_policy(tmp_path / "t.yaml", **policy_dict(f["target"], mode="target", max_new_tokens=4, ignore_eos=True))
+    out = cascade("run", p, "--prompt", "x = 1", "--no-store")
+    assert out.returncode == 0, out.stderr
+    assert "τ=-" in out.stderr and "nan" not in out.stderr
+
+
+# ---------------------------------------------------------------------- closed pipes
+
+
+@pytest.fixture
+def big_run(tmp_path):
+    """A store with one run whose `runs show` is far bigger than a pipe's buffer (thousands of positions)."""
+    from test_store_support import make_policy
+
+    from cascade.store import synthetic
+
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    with Store.open(url) as store, store.start_run(make_policy(), {"versions": {}, "git_commit": "x"}) as run:
+        run.log_generation("p", synthetic.generation(0, n_steps=4, block_size=4000))
+    return url
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"]])
+def test_output_into_a_closed_pipe_ends_quietly(big_run, extra):
+    """`cascade runs show 1 | head -1`: no BrokenPipeError traceback, the SIGPIPE status (141)."""
+    cmd = [sys.executable, "-m", "cascade.cli", "runs", "show", "1", "--store", big_run, *extra]
+    producer = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.Popen(["head", "-1"], stdin=producer.stdout, stdout=subprocess.PIPE)
+    producer.stdout.close()  # only head reads it now: when head exits, the pipe is closed
+    first, _ = head.communicate(timeout=60)
+    err = producer.stderr.read().decode()
+    producer.stderr.close()
+    assert producer.wait(timeout=60) == 141, err
+    assert err == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
+    assert first.decode().startswith("{" if extra else "run ")

@@ -41,3 +41,28 @@ def test_errors_name_the_file_and_line(tmp_path):
     empty = write(tmp_path / "empty.jsonl", [""])
     with pytest.raises(CascadeError, match="no prompts"):
         read_prompts(empty)
+
+
+def test_empty_and_whitespace_prompts_are_refused_with_file_and_line(tmp_path):
+    from cascade.prompts import check_prompt, read_numbered_prompts
+
+    for i, bad in enumerate(["", " ", "\n\t  "], 1):
+        path = write(tmp_path / f"e{i}.jsonl", [json.dumps({"prompt": "ok"}), "", json.dumps({"prompt": bad})])
+        with pytest.raises(CascadeError, match=rf"e{i}\.jsonl:3: empty prompt"):
+            read_prompts(path)
+        with pytest.raises(CascadeError, match=rf"e{i}\.jsonl:3: empty prompt"):
+            read_prompts(path, limit=1)  # the whole file is checked, not only the rows kept
+    path = write(tmp_path / "ok.jsonl", [json.dumps({"prompt": "a"}), "", json.dumps({"prompt": " b"})])
+    assert read_numbered_prompts(path) == [(f"{path}:1", {"prompt": "a"}), (f"{path}:3", {"prompt": " b"})]
+    assert check_prompt("  x") == "  x"  # leading whitespace is part of a code prompt: kept
+    with pytest.raises(CascadeError, match=r"^--prompt: empty prompt: "):
+        check_prompt("")
+    with pytest.raises(CascadeError, match=r"^--prompt: empty prompt \(whitespace only\)"):
+        check_prompt("  \n")
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_error(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(json.dumps({"prompt": "caf\u00e9"}, ensure_ascii=False).encode("latin-1") + b"\n")
+    with pytest.raises(CascadeError, match=r"latin1\.jsonl: not UTF-8 text"):
+        read_prompts(path)

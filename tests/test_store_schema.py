@@ -190,11 +190,13 @@ def test_synthetic_generation_is_the_engine_generation():
     assert isinstance(synthetic.generation(0), Generation)
 
 
-def test_url_precedence(monkeypatch):
+def test_url_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv("CASCADE_STORE", raising=False)
+    monkeypatch.setenv("CASCADE_HOME", str(tmp_path / "home"))
     off = make_policy().model_copy(update={"store": make_policy().store.model_copy(update={"enabled": False})})
     at = make_policy().model_copy(update={"store": make_policy().store.model_copy(update={"url": "sqlite:///p.db"})})
-    assert resolve_url() == "sqlite:///cascade.db"
+    assert resolve_url() == f"sqlite:///{tmp_path / 'home' / 'cascade.db'}"  # the per-user folder, made on first use
+    assert (tmp_path / "home").is_dir()
     assert resolve_url(policy=at) == "sqlite:///p.db"
     monkeypatch.setenv("CASCADE_STORE", "sqlite:///env.db")
     assert resolve_url(policy=at) == "sqlite:///env.db"

@@ -2,7 +2,7 @@
 
 Wire into the main parser with `add_parser(subparsers)`; each command sets `func(args) -> int`
 and raises CascadeError for what the user can fix. Every command takes `--store URL`
-(default: `CASCADE_STORE`, else sqlite:///cascade.db in the working directory).
+(default: `CASCADE_STORE`, else cascade.db in the per-user folder: `cascade.store.urls`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from cascade.tables import fmt, format_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    store_help = "store URL (default: $CASCADE_STORE, else sqlite:///cascade.db)"
+    store_help = "store URL (default: $CASCADE_STORE, else cascade.db in $CASCADE_HOME or the user data folder)"
 
     dbp = sub.add_parser("db", help="the decision store's schema: upgrade, current, history")
     dsub = dbp.add_subparsers(dest="db_cmd", required=True)
@@ -25,24 +25,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     up.set_defaults(func=cmd_db_upgrade)
     cur = dsub.add_parser("current", help="the store's schema revision")
     cur.add_argument("--store", metavar="URL", help=store_help)
-    cur.add_argument("--json", action="store_true")
+    cur.add_argument("--json", action="store_true", help="print JSON: store, revision, head, up_to_date")
     cur.set_defaults(func=cmd_db_current)
     hist = dsub.add_parser("history", help="the schema revisions this cascade knows, newest first")
-    hist.add_argument("--json", action="store_true")
+    hist.add_argument("--json", action="store_true", help="print JSON: one object per revision")
     hist.set_defaults(func=cmd_db_history)
 
     runs = sub.add_parser("runs", help="logged runs: list, show")
     rsub = runs.add_subparsers(dest="runs_cmd", required=True)
     ls = rsub.add_parser("list", help="the newest runs with their totals")
     ls.add_argument("--store", metavar="URL", help=store_help)
-    ls.add_argument("--limit", type=int, default=20)
-    ls.add_argument("--status", choices=["running", "done", "failed", "interrupted"])
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--limit", type=int, default=20, help="show at most this many runs, newest first (default: 20)")
+    ls.add_argument("--status", choices=["running", "done", "failed", "interrupted"],
+                    help="only runs with this status")
+    ls.add_argument("--json", action="store_true", help="print JSON: one object per run")
     ls.set_defaults(func=cmd_runs_list)
     show = rsub.add_parser("show", help="one run: totals, per-position acceptance, deferral rate")
-    show.add_argument("run_id", type=int, metavar="ID")
+    show.add_argument("run_id", type=int, metavar="ID", help="the run's id (as `cascade runs list` shows it)")
     show.add_argument("--store", metavar="URL", help=store_help)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="print JSON: run, totals, rows, per-position acceptance")
     show.set_defaults(func=cmd_runs_show)
 
 

@@ -33,7 +33,7 @@ def mask_url(url: str | URL) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError, TypeError):
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))  # only the user:PASSWORD@ field
 
 
 def parse_url(url: str | URL) -> URL:
@@ -119,13 +119,30 @@ def check_connection(engine: Engine) -> None:
         raise CascadeError(f"cannot open store {mask_url(engine.url)}: {short_reason(exc, engine.url)}") from None
 
 
+# a URL's password field inside free text: scheme://user:PASSWORD@ (the user part may be empty)
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@]*:)[^\s@]*@")
+# a libpq conninfo password: password=VALUE or password='VALUE'
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'\"]+)", re.IGNORECASE)
+
+
+def mask_passwords(text: str) -> str:
+    """`text` with the password field of every URL (`scheme://user:***@`) and conninfo (`password=***`) masked.
+
+    Only those fields: the rest of the message is never touched (a password `p` leaves `port` alone).
+    """
+    return _CONNINFO_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
 def short_reason(exc: BaseException, url: URL | None = None) -> str:
-    """The driver's message, first line, without SQLAlchemy's background link (and never the password)."""
+    """The driver's message, first line, without SQLAlchemy's background link, with passwords masked.
+
+    `url` is accepted for callers that have one; masking goes by the URL and conninfo fields in
+    the message (`mask_passwords`), never by searching for the password's text.
+    """
     orig = getattr(exc, "orig", None) or exc
     lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
     reason = lines[0] if lines else type(orig).__name__
-    password = url.password if url is not None else None
-    return reason.replace(str(password), "***") if password else reason
+    return mask_passwords(reason)
 
 
 def is_locked(exc: BaseException) -> bool:

@@ -162,7 +162,8 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
             try:
                 _upgrade(conn, revision)
             except CommandError as exc:
-                raise CascadeError(f"cannot upgrade store {db.mask_url(url)} to {revision!r}: {exc}") from None
+                raise CascadeError(f"cannot upgrade store {db.mask_url(url)} to {revision!r}: "
+                                   f"{db.mask_passwords(str(exc))}") from None
             return before, revision_of(conn)
 
         return db.write(engine, go)

@@ -1,17 +1,64 @@
 """Which store a command writes to.
 
 Precedence: `--no-store` (off) > `--store URL` > the policy's `store.enabled: false` (off)
-> `CASCADE_STORE` > the policy's `store.url` > `sqlite:///cascade.db` in the working directory.
+> `CASCADE_STORE` > the policy's `store.url` > `cascade.db` in the per-user data folder
+(`user_dir()`: `$CASCADE_HOME`, else `$XDG_DATA_HOME/cascade` or `~/.local/share/cascade` on
+Linux, `~/Library/Application Support/cascade` on macOS, `%LOCALAPPDATA%\\cascade` on Windows),
+so every run on this machine lands in one database wherever the command runs.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 ENV_VAR = "CASCADE_STORE"
-DEFAULT_URL = "sqlite:///cascade.db"
+HOME_ENV = "CASCADE_HOME"
+APP = "cascade"
+DB_FILE = "cascade.db"
+
+
+def user_dir(env: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
+    """cascade's per-user data folder (absolute; not created here).
+
+    `$CASCADE_HOME` when set, else the platform's user data folder plus `cascade`.
+    """
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    home = env.get(HOME_ENV, "").strip()
+    if home:
+        return Path(home).expanduser().absolute()
+    if platform == "win32":
+        base = env.get("LOCALAPPDATA") or env.get("APPDATA")
+        root = Path(base) if base else Path.home() / "AppData" / "Local"
+    elif platform == "darwin":
+        root = Path.home() / "Library" / "Application Support"
+    else:  # Linux and other Unixes: the XDG base directory spec (a relative XDG_DATA_HOME is ignored)
+        xdg = env.get("XDG_DATA_HOME", "").strip()
+        root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return (root / APP).absolute()
+
+
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file (`sqlite:////abs/path` on POSIX, `sqlite:///C:/...` on Windows)."""
+    return f"sqlite:///{path.as_posix()}"
+
+
+def default_url(env: Mapping[str, str] | None = None, *, create: bool = True) -> str:
+    """`sqlite:///<user_dir()>/cascade.db`; with `create`, the folder is made if missing (as simonw/llm does).
+
+    A folder that cannot be made is left to `Store.open`, which names it in its error.
+    """
+    folder = user_dir(env)
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+    return sqlite_url(folder / DB_FILE)
 
 
 def resolve_url(
@@ -24,6 +71,7 @@ def resolve_url(
     """The store URL to use, or None when logging is off.
 
     `policy` is a `cascade.policy.Policy` (its `store.url` / `store.enabled` are read) or None.
+    The default (`default_url()`) creates the per-user folder when it picks it.
     """
     if no_store:
         return None
@@ -37,4 +85,4 @@ def resolve_url(
         return env_url
     if spec is not None and spec.url:
         return spec.url
-    return DEFAULT_URL
+    return default_url(env)
