@@ -1,4 +1,5 @@
-"""The `cascade` command line: run, plugins, zoo (and more as the product grows).
+"""The `cascade` command line: the host. Its subcommands come through the `register_commands`
+hook (cascade's own from `cascade.commands`, then any plugin's).
 
 User errors (`CascadeError`: a bad policy, prompt, plugin, model path, a plugin that raises)
 print one clear `error: ...` line on stderr and exit with status 2, never a traceback
@@ -9,18 +10,13 @@ ends quietly with status 141, as SIGPIPE would. Bare `cascade` prints the help.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.metadata as md
-import json
 import os
 import platform
 import sys
 import traceback
-from pathlib import Path
 
 from cascade.errors import CascadeError
-from cascade.prompts import check_prompt, read_numbered_prompts
-from cascade.tables import fmt, format_table, nan_to_none
 
 BROKEN_PIPE_STATUS = 141  # 128 + SIGPIPE: what a shell reports for a command killed by a closed pipe
 
@@ -39,9 +35,10 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cascade.bench import cli as bench_cli
-    from cascade.store import cli as store_cli
-    from cascade.zoo import cli as zoo_cli
+    """The top-level parser; every subcommand comes through the `register_commands` hook, cascade's own
+    (`cascade.commands`) first. Plugins that cannot load leave cascade's own commands working."""
+    from cascade import commands
+    from cascade.plugins import add_commands, registry
 
     parser = argparse.ArgumentParser(prog="cascade", description="speculative cascades for HF causal LMs")
     parser.add_argument("--version", action="version", version=version_text(),
@@ -49,122 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="on an error, print the full traceback as well as the one-line message")
     sub = parser.add_subparsers(dest="cmd", required=False)  # bare `cascade` prints the help (main)
-
-    run = sub.add_parser("run", help="decode with a policy")
-    run.add_argument("policy", type=Path, help="YAML policy file")
-    src = run.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text")
-    src.add_argument("--prompts", type=Path, help="JSONL file, one {\"prompt\": ...} per line")
-    run.add_argument("--max-new-tokens", type=int, help="override decoding.max_new_tokens")
-    run.add_argument("--seed", type=int, help="override decoding.seed")
-    run.add_argument("--json", action="store_true",
-                     help="print JSON, one object per prompt (with the store's run_id and URL)")
-    run.add_argument("--store", metavar="URL",
-                     help="log to this database (default: $CASCADE_STORE, the policy's store.url, else "
-                          "cascade.db in $CASCADE_HOME or the user data folder)")
-    run.add_argument("--no-store", action="store_true", help="do not log the run")
-    run.set_defaults(func=cmd_run)
-
-    plugins = sub.add_parser("plugins", help="list installed plugins")
-    plugins.add_argument("--json", action="store_true", help="print JSON: loaded plugins and failed ones")
-    plugins.set_defaults(func=cmd_plugins)
-
-    bench_cli.add_parser(sub)
-    store_cli.add_parser(sub)
-    zoo_cli.add_parser(sub)
-    return parser
-
-
-def generation_json(gen, run_id: int | None = None, store: str | None = None) -> dict:
-    """One `--json` object: the generation, its metrics (NaN, "does not apply", as null) and where it was
-    logged (`run_id` and the store's URL, password masked; both null with --no-store)."""
-    return nan_to_none({
-        "text": gen.text,
-        "token_ids": gen.token_ids,
-        "finish_reason": gen.finish_reason,
-        "metrics": gen.metrics.to_dict(),
-        "run_id": run_id,
-        "store": store,
-    })
-
-
-def cmd_run(args) -> int:
-    """Decode each prompt; log the run to the store and say where on stderr (`logged run N to URL`)."""
-    # every prompt is checked before anything loads (torch included): a bad one costs no waiting
-    if args.prompt is not None:
-        prompts = [("--prompt", {"prompt": check_prompt(args.prompt)})]
-    else:
-        prompts = read_numbered_prompts(args.prompts)
-
-    from cascade.engine import Engine
-    from cascade.policy import load_policy
-    from cascade.store import Store, engine_info, resolve_url
-
-    policy = load_policy(args.policy)
-    url = resolve_url(args.store, no_store=args.no_store, policy=policy)
-    store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
     try:
-        engine = Engine.from_policy(policy)
-        for where, row in prompts:  # too long for the target: refused before any decoding, with file:line
-            try:
-                engine.encode(row["prompt"])
-            except CascadeError as exc:
-                raise CascadeError(f"{where}: {exc}") from None
-        run = store.start_run(policy, engine_info(engine)) if store else None
-        try:
-            # the run ends done, failed (with the reason) or interrupted with the block (RunLogger.__exit__),
-            # keeping what was logged before
-            with run if run else contextlib.nullcontext():
-                for _, row in prompts:
-                    seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
-                    gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                          on_step=run.step_logger(seq) if run else None,
-                                          record_decisions=run is not None)
-                    if run:
-                        run.end_sequence(seq, gen)
-                    print_generation(gen, args.json, run.run_id if run else None, store.url if store else None)
-        finally:
-            if run and store:
-                state = "" if run.status == "done" else f" ({run.status})"
-                print(f"logged run {run.run_id}{state} to {store.url}", file=sys.stderr)
-    finally:
-        if store:
-            store.close()
-    return 0
-
-
-def stats_line(m) -> str:
-    """`[N tokens, X tok/s, τ=..., target calls/token=...]`; "-" for a metric that does not apply (τ of target-only)."""
-    return (f"[{m.num_generated_tokens} tokens, {fmt(m.tokens_per_second, '.1f')} tok/s, "
-            f"τ={fmt(m.mean_acceptance_length, '.2f')}, target calls/token={fmt(m.target_calls_per_token, '.2f')}]")
-
-
-def print_generation(gen, as_json: bool, run_id: int | None = None, store: str | None = None) -> None:
-    if as_json:
-        print(json.dumps(generation_json(gen, run_id, store)), flush=True)
-        return
-    # the completion as it is, then a newline unless it ends with one: the stats line starts a line of its own
-    sys.stdout.write(gen.text if gen.text.endswith("\n") else gen.text + "\n")
-    sys.stdout.flush()
-    print(stats_line(gen.metrics), file=sys.stderr, flush=True)
-
-
-def cmd_plugins(args) -> int:
-    from cascade.plugins import registry
-
-    reg = registry()
-    rows = [
-        {"name": p.name, "version": p.version, "hooks": list(p.hooks), "drafters": list(p.drafters), "rules": list(p.rules)}
-        for p in reg.plugins
-    ]
-    if args.json:
-        print(json.dumps({"plugins": rows, "failed": reg.failed}, indent=2))
-        return 0
-    print(format_table(["name", "version", "hooks", "registers"],
-                       [[r["name"], r["version"], ", ".join(r["hooks"]), ", ".join(r["drafters"] + r["rules"])] for r in rows]))
-    for name, err in reg.failed.items():
-        print(f"failed to load {name}: {err}", file=sys.stderr)
-    return 0
+        reg = registry()
+    except CascadeError as exc:  # a broken plugin: cascade's own commands still work (and say why on use)
+        print(f"warning: plugins not loaded: {exc}", file=sys.stderr)
+        commands.register_commands(subparsers=sub)
+        return parser
+    add_commands(sub, reg, builtin=commands)
+    return parser
 
 
 def _quiet_stdout() -> None:

@@ -183,17 +183,24 @@ def _owner(reg: Registry, kind: str, name: str) -> str:
     return next((p.name for p in reg.plugins if name in (p.drafters if kind == "drafter" else p.rules)), "?")
 
 
-def add_commands(subparsers: argparse._SubParsersAction, registry: Registry | None = None) -> dict[str, str]:
+def add_commands(
+    subparsers: argparse._SubParsersAction, registry: Registry | None = None, builtin: ModuleType | None = None
+) -> dict[str, str]:
     """Let every loaded plugin add its `cascade` subcommands (`register_commands`).
 
     `subparsers` is what `parser.add_subparsers()` returned; commands already in it
-    belong to the command line itself. A name (or alias) added twice is a
-    `PluginError` naming both owners. Returns {command: plugin} for the added ones.
+    belong to the command line itself. `builtin`, the command line's own commands
+    module, is registered as plugin "cascade" and asked first. A name (or alias) added
+    twice is a `PluginError` naming both owners. Returns {command: plugin} for the added ones.
     """
     reg = registry if registry is not None else _shared_registry()
     added: dict[str, str] = {}
     if reg.pm is None:  # a Registry built by hand: no plugins to ask
         return added
+    if builtin is not None:
+        if reg.pm.get_plugin(HOST) is None:
+            reg.pm.register(builtin, name=HOST)
+        _call_commands(reg.pm, HOST, subparsers, added)
     for info in reg.plugins:
         if "register_commands" in info.hooks:
             _call_commands(reg.pm, info.name, subparsers, added)
@@ -209,7 +216,7 @@ def _call_commands(
         names = (name, *kwargs.get("aliases", ()))
         for n in names:
             if n in subparsers.choices:
-                who = f"plugin {added[n]!r}" if n in added else f"{HOST!r} itself"
+                who = f"{HOST!r} itself" if added.get(n, HOST) == HOST else f"plugin {added[n]!r}"
                 raise PluginError(f"command {n!r} is added twice: by {who} and by plugin {plugin!r}")
         parser = original(name, **kwargs)
         added.update(dict.fromkeys(names, plugin))

@@ -73,7 +73,7 @@ def test_default_store_is_one_per_user_whatever_the_working_directory(policy, tm
 
 
 def test_json_objects_say_where_the_run_was_logged():
-    from cascade.cli import generation_json
+    from cascade.commands import generation_json
     from cascade.store import synthetic
 
     obj = generation_json(synthetic.generation(0), 3, "postgresql+psycopg://u:***@h/db")
@@ -291,7 +291,7 @@ def test_every_option_of_every_command_has_help_text():
 
 
 def test_the_stats_line_is_a_line_of_its_own_and_dashes_what_does_not_apply(capsys):
-    from cascade.cli import print_generation
+    from cascade.commands import print_generation
     from cascade.metrics import Metrics
 
     target_only = types.SimpleNamespace(text="    return x", metrics=Metrics(target_calls=3, num_generated_tokens=3,

@@ -371,3 +371,26 @@ def test_cascade_plugins_naming_no_installed_plugin_warns(monkeypatch, caplog):
     assert "ngram" in reg.drafters
     assert any("CASCADE_PLUGINS" in r.message and "'ngarm'" in r.message and "hf-model" in r.message
                for r in caplog.records)
+
+
+def test_builtin_commands_come_through_the_hook_and_a_plugin_cannot_take_one(monkeypatch):
+    import argparse
+    import types
+
+    from cascade import commands
+    from cascade.plugins import add_commands
+
+    module = types.ModuleType("greedy-cmds")
+
+    @hookimpl
+    def register_commands(subparsers):
+        subparsers.add_parser("run", help="a second run")
+
+    module.register_commands = register_commands
+    reg = build_registry(extra=[("greedy-cmds", module)])
+    parser = argparse.ArgumentParser()
+    with pytest.raises(PluginError, match="command 'run' is added twice: by 'cascade' itself and by plugin 'greedy-cmds'"):
+        add_commands(parser.add_subparsers(), reg, builtin=commands)
+    parser = argparse.ArgumentParser()
+    added = add_commands(parser.add_subparsers(), build_registry(), builtin=commands)
+    assert {"run", "plugins", "bench", "sweep", "store-cost", "runs", "db", "zoo"} <= {c for c, p in added.items() if p == "cascade"}
