@@ -1,8 +1,30 @@
-"""SPEC.md's cost model, measured on the models at hand.
+"""SPEC.md's cost model, measured on the models at hand, and the speed-up ceiling it gives a row.
 
-With acceptance a, block γ, drafter step cost c and verification cost v (both relative
-to one target step), tokens per target call are (1 − a^{γ+1}) / (1 − a) and the
-speed-up over target-only is at most that over (γ·c + v).
+Units: one target forward over one token (t1). c = one one-token drafter forward / t1;
+v(n) = one target forward over n tokens / t1 (v(1) = 1); ω = the part of target-only's
+time per token that is not its forward (per-step overhead, its prefill's share) / t1.
+
+The ceiling (`speedup_ceiling`) is an upper bound computed from what a row *did*: per
+emitted token it made T target calls over blocks of n̄ tokens on average and D drafter
+calls. Each target call costs at least the forward of its block plus the per-step
+overhead target-only pays, each drafter call at least one one-token drafter forward, and
+its prefill at least target-only's; so a token costs at least T·(v(n̄) + ω) + D·c target
+steps where target-only pays 1 + ω, and
+
+    speed-up ≤ (1 + ω) / (T·(v(n̄) + ω) + D·c).
+
+In speculative modes T = 1/τ and D = d/τ with d drafter calls per step, i.e.
+τ·(1 + ω) / (v(n̄) + ω + d·c); with ω = 0 that is τ / (d·c + v(n̄)). v(n̄) is the lower
+convex envelope of the measured v(n), a lower bound of the mean cost of blocks that
+average n̄ tokens whatever their spread (Jensen). The worst case for the bound is all of
+target-only's non-forward time being per-step overhead, so ω measured from target-only's
+tokens/s (prefill included) keeps it a bound; ω < 0 (noise) counts as 0.
+
+SPEC.md's prediction (1 − a^{γ+1}) / (1 − a) / (γ·c + v) (`predicted_speedup`) is that
+formula with τ predicted from an i.i.d. per-position acceptance probability a and
+d = γ. It is not a bound on a measured row: the measured acceptance rate (accepted /
+drafted) is not that a (drafts after the first rejection count as rejected, and
+acceptance comes in runs), and a cascade drafts γ + 1 times per step (lookahead).
 """
 
 from __future__ import annotations
@@ -10,14 +32,15 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
 from cascade import models
 
 
-def _median_time(fn: Callable[[], None], device, trials: int) -> float:
+def _median_time(fn: Callable[[], object], undo: Callable[[], object], device, trials: int) -> float:
+    """Median seconds of `fn` over `trials` runs; `undo` (untimed) restores the state after each."""
     times = []
     for _ in range(trials):
         models.sync(device)
@@ -25,16 +48,17 @@ def _median_time(fn: Callable[[], None], device, trials: int) -> float:
         fn()
         models.sync(device)
         times.append(time.perf_counter() - t0)
+        undo()
     return statistics.median(times)
 
 
 @torch.inference_mode()
-def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7) -> dict[str, float]:
-    """SPEC.md's c (one drafter step / one target step) and v (verifying γ+1 tokens / one target step).
+def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7) -> dict:
+    """c, v(n) for n = 1..γ+1 (`verify_costs`, v(1) = 1) and v = v(γ+1), with the seconds they come from.
 
     Measured with the engine's own cached forward (`models.CachedLM`) after a prefill on a real
-    prompt: one-token steps of each model, and one (γ+1)-token step of the target, each rolled
-    back after timing; the median of `trials`. A model-free drafter (n-gram lookup) has c = 0.
+    prompt: one-token steps of each model and n-token steps of the target, each rolled back
+    (untimed) after timing; the median of `trials`. A model-free drafter (n-gram lookup) has c = 0.
     """
     target = models.CachedLM(target_model)
     device = target.device
@@ -43,16 +67,15 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
     target.forward(ids[:-1], last_only=True)
     base = target.length
 
-    def target_step(n: int) -> Callable[[], None]:
-        def go():
-            target.forward(ids[-1:].repeat(n))
-            target.rollback(base)
-        return go
+    def target_time(n: int) -> float:
+        return _median_time(lambda: target.forward(ids[-1:].repeat(n)), lambda: target.rollback(base), device, trials)
 
-    target_step(1)()  # warm
-    t1 = _median_time(target_step(1), device, trials)
-    tv = _median_time(target_step(gamma + 1), device, trials)
-    out = {"target_step_seconds": t1, "verify_seconds": tv, "v": tv / t1, "c": 0.0, "drafter_step_seconds": 0.0}
+    target.forward(ids[-1:].repeat(max(gamma, 0) + 1))  # warm
+    target.rollback(base)
+    seconds = [target_time(n) for n in range(1, max(gamma, 0) + 2)]
+    t1 = seconds[0]
+    out = {"target_step_seconds": t1, "verify_seconds": seconds[-1], "v": seconds[-1] / t1,
+           "verify_costs": [s / t1 for s in seconds], "c": 0.0, "drafter_step_seconds": 0.0}
     if drafter_model is not None:
         drafter = models.CachedLM(drafter_model)
         drafter.reset()
@@ -61,20 +84,55 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
 
         def drafter_step():
             drafter.forward(ids[-1:])
-            drafter.rollback(dbase)
 
         drafter_step()
-        td = _median_time(drafter_step, device, trials)
+        drafter.rollback(dbase)
+        td = _median_time(drafter_step, lambda: drafter.rollback(dbase), device, trials)
         out.update(drafter_step_seconds=td, c=td / t1)
     return out
 
 
-def speedup_ceiling(acceptance: float, gamma: int, c: float, v: float) -> dict[str, float]:
-    """Expected tokens per target call (1 − a^{γ+1}) / (1 − a) and the speed-up it allows, (γ·c + v)."""
+def verify_cost(costs: Sequence[float], tokens: float) -> float:
+    """The lower convex envelope of v(n) = costs[n - 1] at `tokens` (clipped to [1, len(costs)]).
+
+    A lower bound of the mean cost of target calls whose blocks average `tokens` tokens, however
+    the sizes spread: the envelope is convex and below every v(n), so its mean ≥ (Jensen) its value
+    at the mean.
+    """
+    if not costs:
+        return 1.0
+    x = min(max(float(tokens), 1.0), float(len(costs)))
+    best = math.inf
+    for i, vi in enumerate(costs, start=1):
+        for j, vj in enumerate(costs, start=1):
+            if i <= x <= j:
+                best = min(best, vi if i == j else vi + (vj - vi) * (x - i) / (j - i))
+    return best
+
+
+def speedup_ceiling(*, target_calls_per_token: float, drafter_calls_per_token: float, c: float, v: float,
+                    overhead: float = 0.0) -> float:
+    """(1 + ω) / (T·(v + ω) + D·c): the most a row making these calls per token can gain (module docstring).
+
+    v is the cost of one of its target calls (`verify_cost` at its mean block), ω = `overhead`.
+    NaN when a count is missing or the row costs nothing in these units (an n-gram drafter alone).
+    """
+    t, d = target_calls_per_token, drafter_calls_per_token
+    if any(x is None or math.isnan(x) for x in (t, d, c, v)):
+        return math.nan
+    w = max(overhead or 0.0, 0.0)
+    per_token = t * (v + w) + d * c
+    return (1.0 + w) / per_token if per_token > 0 else math.nan
+
+
+def expected_tokens_per_call(acceptance: float, gamma: int) -> float:
+    """SPEC.md: (1 − a^{γ+1}) / (1 − a) tokens per target call with i.i.d. per-position acceptance a."""
     if acceptance is None or math.isnan(acceptance):
-        return {"tokens_per_call": math.nan, "speedup_ceiling": math.nan}
+        return math.nan
     a = min(max(acceptance, 0.0), 1.0)
-    per_call = gamma + 1.0 if a == 1.0 else (1 - a ** (gamma + 1)) / (1 - a)
-    return {"tokens_per_call": per_call, "speedup_ceiling": per_call / (gamma * c + v)}
+    return gamma + 1.0 if a == 1.0 else (1 - a ** (gamma + 1)) / (1 - a)
 
 
+def predicted_speedup(acceptance: float, gamma: int, c: float, v: float) -> float:
+    """SPEC.md's prediction (1 − a^{γ+1}) / (1 − a) / (γ·c + v): a forecast from a, not a bound on a measured row."""
+    return expected_tokens_per_call(acceptance, gamma) / (gamma * c + v)

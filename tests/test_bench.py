@@ -95,6 +95,36 @@ def test_metrics_and_quality_columns(result):
     assert lossless.cost_model["speedup_ceiling"] > 0 and base.cost_model is None
 
 
+def test_ceiling_comes_from_the_rows_own_counters(result):
+    from cascade.costmodel import speedup_ceiling, verify_cost
+
+    res, _ = result
+    base = res.row("target-only")
+    for name in ("lossless", "v3", "ngram"):
+        row = res.row(name)
+        cm = row.cost_model
+        gamma = row.block_size
+        assert len(cm["verify_costs"]) == gamma + 1 and cm["verify_costs"][0] == 1.0
+        # the mean verified block: drafts per step + 1, from τ and the acceptance rate
+        drafted_per_step = (row.mean_acceptance_length - 1) / row.acceptance_rate if row.acceptance_rate else None
+        if drafted_per_step is not None:
+            assert cm["mean_block_tokens"] == pytest.approx(1 + drafted_per_step)
+        assert 1 <= cm["mean_block_tokens"] <= gamma + 1
+        omega = max(1 / base.tokens_per_second / cm["target_step_seconds"] - 1, 0)
+        assert cm["overhead"] == pytest.approx(omega)
+        expected = speedup_ceiling(target_calls_per_token=row.target_calls_per_token,
+                                   drafter_calls_per_token=row.drafter_calls_per_token, c=cm["c"],
+                                   v=verify_cost(cm["verify_costs"], cm["mean_block_tokens"]), overhead=omega)
+        assert cm["speedup_ceiling"] == pytest.approx(expected)
+        # in speculative mode: τ·(1 + ω) / (v(n̄) + ω + d·c), d = drafter calls per step
+        d = row.drafter_calls_per_token * row.mean_acceptance_length
+        assert cm["speedup_ceiling"] == pytest.approx(
+            row.mean_acceptance_length * (1 + omega) / (cm["v_block"] + omega + d * cm["c"]))
+    # the cascade asks the drafter for q_{k+1} too: more drafter calls per step than drafted tokens
+    v3 = res.row("v3")
+    assert v3.drafter_calls_per_token * v3.mean_acceptance_length > v3.cost_model["mean_block_tokens"] - 1
+
+
 def test_target_logprob_is_the_token_weighted_mean_over_prompts(result, policies):
     res, _ = result
     from cascade.bench.run import ModelCache, build_engine

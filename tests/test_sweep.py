@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import re
 
 import pytest
 from conftest import policy_dict, write_policy
@@ -95,7 +96,12 @@ def test_sweep_writes_csv_json_png(v3_policy, tmp_path, capsys):
     rc = cascade_main(["sweep", str(v3_policy), "--alphas", "2", "--prompts", str(prompts), "--no-store",
                        "--no-progress", "--warmup", "0", "--out", str(out)])
     assert rc == 0
-    assert "speed-up @1%" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "speed-up @1%" in printed.out
+    # the plan and an estimate up front (stderr), even without the progress bar
+    eta = re.search(r"sweep: 8 points × \(0 warm-up \+ 1 prompt × \(1 recorded \+ 1 timed\)\) = 16 generations; "
+                    r"about (\d+ s|\d+ min|\d+ h \d+ min) on this machine \(the first took [\d.]+ s", printed.err)
+    assert eta, printed.err
     with (out / "sweep.csv").open() as f:
         rows = list(csv.DictReader(f))
     # target-only, v3 x2, lossless, sequential x2, lossy x2
@@ -115,3 +121,84 @@ def test_sweep_writes_csv_json_png(v3_policy, tmp_path, capsys):
         assert p["pareto_speedup"] == (not dominated)
     png = (out / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def synthetic_sweep(seed: int = 0) -> sweep.SweepResult:
+    """Six curves whose low-α ends pile up near (1.0x, chrF 14.4), as in a real sweep, plus references."""
+    import random
+
+    rng = random.Random(seed)
+    points, curves = [], []
+    specs = [("v3", "rule", "alpha"), ("opt", "rule", "alpha"), ("diff", "rule", "alpha"), ("chow", "rule", "alpha"),
+             ("sequential-chow", "baseline", "alpha"), ("lossy", "baseline", "lenience")]
+    points.append({"curve": "target-only", "role": "reference", "knob": None, "value": None, "mode": "target",
+                   "speedup": 1.0, "chrf": 14.4, "target_calls_per_token": 1.0})
+    curves.append({"curve": "target-only", "role": "reference", "knob": None, "values": [None]})
+    for j, (name, role, knob) in enumerate(specs):
+        values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+        for v in values:
+            cluster = v <= 0.4  # the low-α points of every curve land within a hair of each other
+            speed = 1.0 + 0.01 * rng.random() if cluster else 1.0 + v * (1 + 0.3 * j)
+            chrf = 14.4 + 0.02 * rng.random() if cluster else 14.4 - 3 * (v - 0.4) - 0.2 * j
+            calls = 0.55 + 0.005 * rng.random() if cluster else 0.55 - 0.4 * v + 0.02 * j
+            points.append({"curve": name, "role": role, "knob": knob, "value": v, "mode": "speculative",
+                           "speedup": speed, "chrf": chrf, "target_calls_per_token": calls})
+        curves.append({"curve": name, "role": role, "knob": knob, "values": values})
+    points.append({"curve": "lossless", "role": "reference", "knob": None, "value": None, "mode": "speculative",
+                   "speedup": 1.004, "chrf": 14.41, "target_calls_per_token": 0.552})
+    curves.append({"curve": "lossless", "role": "reference", "knob": None, "values": [None]})
+    threshold = 0.99 * 14.4
+    for front_key, xkey, maximize in (("pareto_speedup", "speedup", True), ("pareto_calls", "target_calls_per_token",
+                                                                              False)):
+        front = set(sweep.pareto_front([p[xkey] for p in points], [p["chrf"] for p in points], maximize, True))
+        for i, p in enumerate(points):
+            p[front_key] = i in front
+    for c in curves:
+        mine = [p for p in points if p["curve"] == c["curve"]]
+        c["speedup_within_1pct"] = sweep.crossing([(p["speedup"], p["chrf"]) for p in mine], threshold)
+        c["target_calls_per_token_within_1pct"] = sweep.crossing(
+            [(p["target_calls_per_token"], p["chrf"]) for p in mine], threshold, maximize=False)
+    summary = {"target_only_chrf": 14.4, "quality_threshold": threshold}
+    return sweep.SweepResult(points, curves, summary, {"n_prompts": 3, "machine": {"torch_threads": 2}})
+
+
+def test_plot_labels_do_not_overlap_and_every_line_is_in_the_legend(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from cascade.bench import sweep_plot
+
+    result = synthetic_sweep()
+    fig = sweep_plot.figure(result)
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legend_labels = {t.get_text() for t in fig.legends[0].get_texts()}
+        for ax in fig.axes:
+            lines = ax.get_lines()
+            assert len(lines) >= len(result.curves) + 2  # curves, frontier, 1% guide (+ crossings)
+            for line in lines:
+                assert not line.get_label().startswith("_"), line
+                assert line.get_label() in legend_labels, line.get_label()
+            # the crossings are marked on the 1% guide and explained in the legend
+            assert any(line.get_label() == sweep_plot.CROSSING_LABEL for line in lines)
+            texts = [t for t in ax.texts if t.get_visible()]
+            assert len(texts) >= 12  # the cluster's labels are not all dropped
+            boxes = [t.get_window_extent(renderer) for t in texts]
+            frame = ax.get_window_extent(renderer)
+            for i, a in enumerate(boxes):
+                assert frame.x0 <= a.x0 and a.x1 <= frame.x1 and frame.y0 <= a.y0 and a.y1 <= frame.y1
+                for j in range(i):
+                    assert not a.overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
+        # every frontier point of a swept curve is labelled in its panel (frontier labels are placed first)
+        for ax, front_key, xkey in zip(fig.axes, ("pareto_speedup", "pareto_calls"), ("speedup", "target_calls_per_token")):
+            labelled = {tuple(t.xy) for t in ax.texts if t.get_visible()}
+            front = [p for p in result.points if p[front_key] and p["knob"]]
+            assert front and all((p[xkey], p["chrf"]) in labelled for p in front)
+        assert {c["curve"] + (f" ({c['knob']} swept)" if c["knob"] else "") for c in result.curves} <= legend_labels
+        assert sweep_plot.FRONTIER_LABEL in legend_labels and sweep_plot.CROSSING_LABEL in legend_labels
+    finally:
+        plt.close(fig)
+    # the PNG written is the same figure
+    out = tmp_path / "s.png"
+    sweep_plot.plot(result, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -42,7 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "sweep", help="trace rules' speed/quality trade-off over α; CSV, JSON and a PNG plot",
         description="Vary α of each policy's rule (lenience for lossy policies), measure chrF against speed-up and "
                     "target calls per token, mark the Pareto frontier; target-only, lossless speculative, the "
-                    "sequential cascade and lossy speculative decoding are added as baselines.")
+                    "sequential cascade and lossy speculative decoding are added as baselines. Every point runs the "
+                    "prompts like a bench row; a line up front gives the number of generations and an estimate of "
+                    "the time (--limit N prompts and --alphas N points per curve make it shorter).")
     sweep.add_argument("policies", nargs="*", type=Path, metavar="POLICY",
                        help="YAML policy files (default: the shipped token_v3, opt and diff cascades)")
     grid = sweep.add_mutually_exclusive_group()
@@ -106,7 +108,7 @@ def cmd_bench(args) -> int:
     try:
         result = run_bench(s.policies, s.prompts, repeats=args.repeats, warmup=args.warmup,
                            max_new_tokens=args.max_new_tokens, peers=args.peers, store=s.store,
-                           progress=not args.no_progress, meta=s.meta)
+                           progress=not args.no_progress, meta=s.meta, eta="bench")
     finally:
         if s.store:
             s.store.close()
@@ -147,7 +149,7 @@ def cmd_sweep(args) -> int:
     try:
         result = sweep.run_sweep(curves, s.prompts, repeats=args.repeats, warmup=args.warmup,
                                  max_new_tokens=args.max_new_tokens, store=s.store, progress=not args.no_progress,
-                                 meta=s.meta)
+                                 meta=s.meta, eta="sweep")
     finally:
         if s.store:
             s.store.close()

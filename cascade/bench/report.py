@@ -52,7 +52,9 @@ def format_result(result: BenchResult) -> str:
             f"warm-up {meta.get('warmup')}; {device}; torch {m.get('torch')}, transformers {m.get('transformers')}")
     notes = ["* added by the bench: target-only on the same target, the reference for speed-up and quality",
              "identical: greedy lossless rows vs target-only and the peers, token for token on every prompt",
-             "ceiling: SPEC.md cost model (1-a^(γ+1))/(1-a)/(γc+v) with c, v measured on this machine"]
+             "ceiling: upper bound on the speed-up from the row's own calls per token and forward costs measured "
+             "here: (1+ω)/(target/tok·(v+ω) + drafter/tok·c), v for its mean block, ω target-only's overhead "
+             "(cascade/costmodel.py)"]
     return "\n".join([head, "", format_table(list(COLUMNS), table_rows(result)), ""] + notes)
 
 

@@ -44,8 +44,12 @@ class PolicyRow:
         self.lossless = is_lossless_greedy(policy)
 
     def cost_key(self) -> tuple:
-        """Rows sharing (target, drafter, γ) share one measurement of the cost model's c and v."""
-        return (id(self.target_model), id(self.drafter_model), self.policy.decoding.block_size)
+        """Rows sharing (target, drafter, γ) share one measurement of the cost model's c and v(1..γ+1).
+
+        γ is 0 for a row that does not verify blocks (sequential, drafter-only): its target calls need v(1) only.
+        """
+        gamma = self.policy.decoding.block_size if self.policy.verifies else 0
+        return (id(self.target_model), id(self.drafter_model), gamma)
 
     def encode(self, prompt: str) -> list[int]:
         return self.engine.encode(prompt).tolist()

@@ -22,9 +22,16 @@ and prompt lookup (`generate(prompt_lookup_num_tokens=...)`) on the same models,
 and block size, greedy. Every greedy lossless row says whether its tokens are identical
 to target-only's and to each peer's.
 
-The cost model of SPEC.md gives each speculative row a ceiling: with acceptance a,
-block γ, drafter step cost c and verification cost v (both relative to one target step,
-measured here on the row's own models), speed-up ≤ (1 − a^{γ+1}) / (1 − a) / (γ·c + v).
+The "ceiling" column is an upper bound on a row's speed-up given what the row did and
+what a forward costs here (`cascade.costmodel`): with its target calls T and drafter
+calls D per emitted token, the mean verified block n̄ (drafts + 1), c and v(n) (one
+drafter step, an n-token target step, relative to a one-token target step, measured
+on the row's own models) and ω (target-only's non-forward time per token, relative),
+speed-up ≤ (1 + ω) / (T·(v(n̄) + ω) + D·c); in speculative modes, with τ = 1/T and d
+drafter calls per step, τ·(1 + ω) / (v(n̄) + ω + d·c). A row near its ceiling loses
+little outside the forward passes; one far below it loses time in the engine. (It used
+to be SPEC.md's forecast from the acceptance rate, which is not a bound: a cascade
+measured 1.04x under a 0.90x "ceiling".)
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,8 +154,14 @@ def run_bench(
     registry=None,
     costs: bool = True,
     meta: dict[str, Any] | None = None,
+    eta: str | None = None,
+    unit: str = "rows",
 ) -> BenchResult:
-    """Run every policy (and peer) on the same prompts; see the module docstring for the phases."""
+    """Run every policy (and peer) on the same prompts; see the module docstring for the phases.
+
+    With `eta` (the command's name), one line on stderr once the first generation is done: how many
+    generations (`unit` × prompts × passes) and about how long they take, from that first one.
+    """
     if repeats < 1:
         raise CascadeError(f"--repeats must be at least 1, got {repeats}")
     if warmup < 0:
@@ -159,7 +173,12 @@ def run_bench(
     measures = {r.name: Measure() for r in rows}
     n = len(prompts)
     total = len(rows) * (warmup + n * (1 + repeats))
-    with _progress(total, progress) as bar:
+    plan = None
+    if eta:
+        budget = f" of up to {max_new_tokens} new tokens" if max_new_tokens else ""
+        plan = (f"{eta}: {len(rows)} {unit} × ({warmup} warm-up + {n} prompt{'s' if n != 1 else ''} × "
+                f"(1 recorded + {repeats} timed)) = {total} generations{budget}")
+    with _progress(total, progress, plan) as bar:
         for r in rows:  # warm-up: caches, allocator, kernels; nothing kept
             bar.set_description(f"warm-up {r.name}")
             for i in range(warmup):
@@ -187,14 +206,43 @@ def run_bench(
 
 
 @contextlib.contextmanager
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, plan: str | None = None):
+    """A tqdm bar over the generations (its remaining time as it goes) and, with `plan`, the estimate up front."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, disable=not enabled, unit="gen", dynamic_ncols=True, leave=False, file=sys.stderr)
     try:
-        yield bar
+        yield _Clock(bar, total, plan)
     finally:
         bar.close()
+
+
+class _Clock:
+    """The bar's `update`/`set_description`; after the first generation, the plan and its estimated duration."""
+
+    def __init__(self, bar, total: int, plan: str | None):
+        self.bar, self.total, self.plan = bar, total, plan
+        self.start = time.perf_counter()
+        self.done = 0
+
+    def set_description(self, text: str) -> None:
+        self.bar.set_description(text)
+
+    def update(self) -> None:
+        self.bar.update()
+        self.done += 1
+        if self.done == 1 and self.plan:
+            first = time.perf_counter() - self.start
+            self.bar.write(f"{self.plan}; about {duration(first * self.total)} on this machine "
+                           f"(the first took {first:.2f} s; rows differ)", file=sys.stderr)
+
+
+def duration(seconds: float) -> str:
+    """'40 s', '7 min', '1 h 05 min'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _record(r, prompts, max_new_tokens, store, m: Measure, bar) -> None:
@@ -233,14 +281,13 @@ def _record(r, prompts, max_new_tokens, store, m: Measure, bar) -> None:
                                   target_logprob=lp, reference=ref)
 
 
-def _costs(rows, prompts) -> dict[tuple, dict[str, float]]:
-    """c and v per (target, drafter, γ) of the verifying rows, on the first prompt."""
-    out: dict[tuple, dict[str, float]] = {}
+def _costs(rows, prompts) -> dict[tuple, dict]:
+    """c and v(1..γ+1) per `PolicyRow.cost_key()` of our rows that use a drafter, on the first prompt."""
+    out: dict[tuple, dict] = {}
     for r in rows:
-        if r.kind != "policy" or not r.policy.verifies:
+        if r.kind != "policy" or r.policy.mode == "target":
             continue
         key = r.cost_key()
         if key not in out:
-            out[key] = step_costs(r.target_model, r.drafter_model, r.encode(prompts[0]["prompt"]),
-                                  r.policy.decoding.block_size)
+            out[key] = step_costs(r.target_model, r.drafter_model, r.encode(prompts[0]["prompt"]), key[2])
     return out

@@ -2,8 +2,9 @@
 
 Per row: tokens/s over the timed passes (median, spread), the speed-up over the
 target-only row on the same target, τ / acceptance / deferral, calls per token, TTFT,
-quality relative to target-only, the cost model's ceiling for verifying rows, and, for
-greedy lossless rows, whether their tokens are identical to target-only's and the peers'.
+quality relative to target-only, the cost model's ceiling for our rows that use a drafter
+(`ceiling`), and, for greedy lossless rows, whether their tokens are identical to
+target-only's and the peers'.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from cascade.bench import quality
 from cascade.bench.results import BenchResult, Row
 from cascade.bench.rows import target_key
-from cascade.costmodel import speedup_ceiling
+from cascade.costmodel import speedup_ceiling, verify_cost
 from cascade.metrics import Metrics
 
 
@@ -75,9 +76,9 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
         ttft = statistics.median(p.ttft_seconds / n_prompts for p in m.passes)
     desc = r.describe()
     cost_model = None
-    if r.kind == "policy" and r.policy.verifies and r.cost_key() in cost:
-        c, gamma = cost[r.cost_key()], r.policy.decoding.block_size
-        cost_model = {**c, "gamma": gamma, "acceptance_rate": acc, **speedup_ceiling(acc, gamma, c["c"], c["v"])}
+    if r.kind == "policy" and r.policy.mode != "target" and r.cost_key() in cost:
+        base_seconds = 1 / statistics.median(base_tps) if base_tps else math.nan
+        cost_model = ceiling(cost[r.cost_key()], timed, tcpt, dcpt, base_seconds, r.policy.verifies)
     return Row(
         name=r.name, kind="peer" if r.kind == "peer" else ("baseline" if r.auto else "policy"),
         mode=desc["mode"], rule=desc["rule"], alpha=desc["alpha"], lenience=desc["lenience"],
@@ -93,6 +94,25 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
         chrf=m.chrf, chrf_rel=math.nan, target_logprob=m.logprob, target_logprob_delta=math.nan,
         lossless_greedy=bool(r.lossless), cost_model=cost_model, run_id=m.run_id,
     )
+
+
+def ceiling(cost: dict, timed: Metrics, tcpt: float, dcpt: float, base_seconds_per_token: float,
+            verifies: bool) -> dict:
+    """The cost model's numbers for one row and its ceiling (`cascade.costmodel`, module docstring there).
+
+    `cost`: `step_costs` for the row's models; `timed`: its counters; tcpt, dcpt: its target and drafter
+    calls per emitted token; `base_seconds_per_token`: target-only's, from its median tokens/s.
+    """
+    block = 1.0  # tokens per target call: a verified block is its drafts + 1; a sequential call at least 1
+    if verifies and timed.num_drafts:
+        block = 1.0 + timed.num_draft_tokens / timed.num_drafts
+    v_block = verify_cost(cost.get("verify_costs") or [1.0, cost["v"]], block)
+    overhead = base_seconds_per_token / cost["target_step_seconds"] - 1.0
+    overhead = 0.0 if math.isnan(overhead) else max(overhead, 0.0)
+    return {**cost, "mean_block_tokens": block, "v_block": v_block, "overhead": overhead,
+            "target_calls_per_token": tcpt, "drafter_calls_per_token": dcpt,
+            "speedup_ceiling": speedup_ceiling(target_calls_per_token=tcpt, drafter_calls_per_token=dcpt,
+                                               c=cost["c"], v=v_block, overhead=overhead)}
 
 
 def _compare(rows, out_rows: list[Row], outputs: dict[str, list[list[int]]]) -> None:

@@ -14,6 +14,10 @@ speculative decoding (lenience swept).
 A `SweepResult` holds the points, the frontiers, where each curve crosses "within 1% of
 target-only chrF" and its speed-up there relative to lossless speculative decoding;
 `sweep_plot.write_outputs` writes it as CSV, JSON and a PNG plot.
+
+The cost is points × (warm-up + prompts × (1 recorded + repeats timed)) generations:
+`cascade sweep` prints that number and an estimate of the time after its first generation
+(`run_bench(eta=...)`), and its progress bar shows the time remaining as it goes.
 """
 
 from __future__ import annotations
@@ -216,10 +220,12 @@ class SweepResult:
 
 def run_sweep(curves: Sequence[Curve], prompts: Sequence[dict], *, repeats: int = 1, warmup: int = 1,
               max_new_tokens: int | None = None, store=None, progress: bool = True, registry=None,
-              meta: dict[str, Any] | None = None) -> SweepResult:
+              meta: dict[str, Any] | None = None, eta: str | None = None) -> SweepResult:
+    """Every point of every curve as one bench run; `eta`: print the plan and an estimate up front (run_bench)."""
     policies = [p for c in curves for p in c.policies]
     bench = run_bench(policies, prompts, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
-                      store=store, progress=progress, registry=registry, costs=False, meta=meta)
+                      store=store, progress=progress, registry=registry, costs=False, meta=meta, eta=eta,
+                      unit="points")
     return summarize(curves, bench)
 
 
