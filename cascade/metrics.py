@@ -138,3 +138,24 @@ class Generation:
     finish_reason: str  # "length" | "eos" | "stop" | "context"
     metrics: Metrics
     steps: list[StepRecord]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Quality of one completion (SPEC.md, "Metrics"): what benchmarks compute and the store keeps per
+    sequence. None = not measured (no reference, or the target's log-prob not computed)."""
+
+    chrf: float | None = None  # chrF against the reference, 0..100
+    target_logprob: float | None = None  # the target's mean log-prob of the emitted tokens (nats)
+    exact_match: float | None = None  # first non-blank line equals the reference's, 0 or 1
+    edit_similarity: float | None = None  # normalised Levenshtein similarity of the first line, 0..100
+    edit_similarity_lines: float | None = None  # the same over the first 3 lines
+    parses: float | None = None  # prompt + completion (complete lines) is Python or only unfinished, 0 or 1
+    distinct_2: float | None = None  # distinct code-token bigrams / bigrams, 0..1
+    repeat_4: float | None = None  # code-token 4-grams repeating an earlier one, 0..1
+
+    def as_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+QUALITY = tuple(f for f in Quality.__dataclass_fields__)

@@ -54,5 +54,8 @@ def test_degeneration_signal():
 
 def test_score_without_reference_keeps_the_reference_free_metrics():
     s = C.score("def f(x):\n", "    return x\n", None)
-    assert math.isnan(s.exact_match) and math.isnan(s.edit_similarity) and s.parses == 1.0
-    assert set(s.as_dict()) == set(C.METRICS)
+    assert s.exact_match is None and s.edit_similarity is None and s.parses == 1.0
+    assert {k for k, v in s.as_dict().items() if v is not None} == {"parses", "distinct_2", "repeat_4"}
+    full = C.score("def f(x):\n", "    return x\n", "    return x\n")
+    assert {k for k, v in full.as_dict().items() if v is not None} == set(C.METRICS)
+    assert full.exact_match == 1.0 and full.edit_similarity == 100.0

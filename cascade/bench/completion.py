@@ -31,35 +31,23 @@ import math
 import re
 import tokenize
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+
+from cascade.metrics import Quality
 
 LINES = 3  # lines compared by edit_similarity_lines
 CODE_TOKEN = re.compile(r"[A-Za-z_]\w*|\d[\w.]*|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'|==|!=|<=|>=|->|\*\*|//|\S")
 
 
-@dataclass(frozen=True)
-class CompletionScores:
-    exact_match: float  # 0 or 1
-    edit_similarity: float  # 0..100, first line
-    edit_similarity_lines: float  # 0..100, first LINES lines
-    parses: float  # 0 or 1
-    distinct_2: float  # 0..1, NaN for fewer than 2 code tokens
-    repeat_4: float  # 0..1, NaN for fewer than 4 code tokens
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+METRICS = ("exact_match", "edit_similarity", "edit_similarity_lines", "parses", "distinct_2", "repeat_4")
 
 
-METRICS = tuple(CompletionScores.__dataclass_fields__)
-
-
-def score(prompt: str, completion: str, reference: str | None) -> CompletionScores:
-    """Every metric of one completion; the reference-based ones are NaN without a reference."""
-    nan = math.nan
-    return CompletionScores(
-        exact_match=nan if reference is None else exact_match(completion, reference),
-        edit_similarity=nan if reference is None else edit_similarity(completion, reference, 1),
-        edit_similarity_lines=nan if reference is None else edit_similarity(completion, reference, LINES),
+def score(prompt: str, completion: str, reference: str | None) -> Quality:
+    """This module's metrics of one completion (chrF and the log-prob are left to the caller); the
+    reference-based ones are None without a reference, the degeneration ones NaN for too short a text."""
+    return Quality(
+        exact_match=None if reference is None else exact_match(completion, reference),
+        edit_similarity=None if reference is None else edit_similarity(completion, reference, 1),
+        edit_similarity_lines=None if reference is None else edit_similarity(completion, reference, LINES),
         parses=float(parses(prompt, completion)),
         distinct_2=distinct_n(completion, 2),
         repeat_4=repeated_ngram_rate(completion, 4),

@@ -1,0 +1,95 @@
+"""Means with confidence intervals for the bench and the sweep.
+
+Per-prompt values are the unit: several seeds of one prompt are averaged first (they
+share the prompt, so they are not independent), then the interval is a percentile
+bootstrap over prompts (`RESAMPLES` resamples with a fixed seed, so a report is
+reproducible). Paired comparisons (a policy against target-only on the same prompts)
+resample the per-prompt differences, which is much tighter than comparing two
+independent intervals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+LEVEL = 0.95
+RESAMPLES = 2000
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    mean: float
+    low: float  # the interval's ends (NaN when fewer than two prompts)
+    high: float
+    n: int  # prompts behind it
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
+
+    def __format__(self, spec: str) -> str:
+        if math.isnan(self.mean):
+            return "-"
+        spec = spec or ".3g"
+        if math.isnan(self.low):
+            return format(self.mean, spec)
+        return f"{self.mean:{spec}} ±{self.half_width:{spec}}"
+
+
+NAN = Estimate(math.nan, math.nan, math.nan, 0)
+
+
+def per_prompt(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """{prompt key: mean over its seeds}, NaN values dropped (a prompt with none is dropped)."""
+    out = {}
+    for key, vals in values.items():
+        kept = [v for v in vals if v is not None and not math.isnan(v)]
+        if kept:
+            out[key] = sum(kept) / len(kept)
+    return out
+
+
+def estimate(values: Sequence[float], level: float = LEVEL) -> Estimate:
+    """Mean and percentile-bootstrap interval of independent values (NaN dropped)."""
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
+    if x.size == 0:
+        return NAN
+    mean = float(x.mean())
+    if x.size < 2:
+        return Estimate(mean, math.nan, math.nan, int(x.size))
+    rng = np.random.default_rng(SEED)
+    means = x[rng.integers(0, x.size, size=(RESAMPLES, x.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return Estimate(mean, float(low), float(high), int(x.size))
+
+
+def paired(values: Mapping[str, float], baseline: Mapping[str, float], level: float = LEVEL) -> Estimate:
+    """values − baseline over the prompts both have: mean difference and its interval."""
+    keys = [k for k in values if k in baseline]
+    return estimate([values[k] - baseline[k] for k in keys], level)
+
+
+def ratio(values: Mapping[str, float], baseline: Mapping[str, float], level: float = LEVEL) -> Estimate:
+    """Σ values / Σ baseline over the shared prompts (a ratio of means), bootstrapped over prompts."""
+    keys = [k for k in values if k in baseline]
+    if not keys:
+        return NAN
+    a = np.asarray([values[k] for k in keys], dtype=float)
+    b = np.asarray([baseline[k] for k in keys], dtype=float)
+    point = float(a.sum() / b.sum()) if b.sum() else math.nan
+    if len(keys) < 2:
+        return Estimate(point, math.nan, math.nan, len(keys))
+    rng = np.random.default_rng(SEED)
+    idx = rng.integers(0, len(keys), size=(RESAMPLES, len(keys)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = a[idx].sum(axis=1) / b[idx].sum(axis=1)
+    low, high = np.nanquantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return Estimate(point, float(low), float(high), len(keys))
