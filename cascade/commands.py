@@ -97,7 +97,8 @@ def cmd_run(args) -> int:
             # keeping what was logged before
             with run if run else contextlib.nullcontext():
                 for _, row in prompts:
-                    seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
+                    seed = args.seed if args.seed is not None else policy.decoding.seed
+                    seq = run.start_sequence(row["prompt"], reference=row.get("reference"), seed=seed) if run else None
                     gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
                                           on_step=run.step_logger(seq) if run else None,
                                           record_decisions=run is not None)

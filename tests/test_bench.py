@@ -226,3 +226,64 @@ def test_store_cost_measures_both_sides(family, tmp_path):
     assert cost.seconds_with > 0 and cost.seconds_without > 0 and cost.tokens_per_pass == 16
     assert len(runs) == 3  # warm-up + 2 logged passes, each a run
     assert "logging cost" in cost.summary()
+
+
+def test_quality_per_prompt_with_intervals_and_paired_differences(result):
+    from cascade.bench import completion
+    from cascade.metrics import QUALITY
+
+    res, _ = result
+    base, lossless, v3 = res.row("target-only"), res.row("lossless"), res.row("v3")
+    for row in (base, lossless, v3):
+        assert set(row.quality) == set(QUALITY) and row.seeds == 1
+        es = row.quality["edit_similarity"]
+        assert es["n"] == len(PROMPTS) and es["low"] <= es["mean"] <= es["high"]
+        # the mean is the mean over prompts of each completion's own score
+        texts = res.outputs[row.name]
+        assert len(texts) == len(PROMPTS)
+    # greedy lossless decoding writes what target-only writes: its paired differences are exactly 0
+    for k in ("edit_similarity", "exact_match", "parses", "repeat_4"):
+        d = lossless.quality_delta[k]
+        assert d["mean"] == pytest.approx(0.0) and d["low"] == pytest.approx(0.0) and d["high"] == pytest.approx(0.0)
+    d = v3.quality_delta["edit_similarity"]
+    assert d["mean"] == pytest.approx(v3.quality["edit_similarity"]["mean"] - base.quality["edit_similarity"]["mean"])
+    assert not base.quality_delta or base.quality_delta["edit_similarity"]["mean"] == pytest.approx(0.0)
+    assert completion.METRICS  # the table shows the completion metrics
+    assert "edit sim" in report.format_result(res)
+
+
+def test_speedup_interval_brackets_the_paired_ratio(result):
+    res, _ = result
+    for r in res.rows:
+        if r.name == "target-only":
+            continue
+        assert r.speedup_low <= r.speedup_high
+        assert 0 < r.speedup_low and r.speedup_high < 100
+
+
+def test_sampling_evaluation_with_seeds(policies, tmp_path):
+    """--temperature 1 --seeds 2: every prompt decoded with seeds 0 and 1, quality averaged per prompt first."""
+    out = tmp_path / "b.json"
+    rc = cascade_main(["bench", *map(str, policies[:2]), "--prompts", str(_prompts_file(tmp_path)), "--no-store",
+                       "--no-progress", "--repeats", "1", "--warmup", "0", "--temperature", "1", "--seeds", "2",
+                       "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["meta"]["seeds"] == 2
+    rows = {r["name"]: r for r in data["rows"]}
+    assert all(r["temperature"] == 1.0 and r["seeds"] == 2 for r in rows.values())
+    assert rows["v3"]["quality"]["edit_similarity"]["n"] == len(PROMPTS)
+    assert rows["v3"]["quality_delta"]["edit_similarity"]["n"] == len(PROMPTS)
+    assert not rows["lossless"]["lossless_greedy"]  # sampled: no token-identity claim
+
+
+def test_peers_refuse_sampling(policies, tmp_path):
+    rc = cascade_main(["bench", str(policies[0]), "--prompts", str(_prompts_file(tmp_path)), "--no-store",
+                       "--temperature", "1", "--peers", "hf"])
+    assert rc == 2
+
+
+def _prompts_file(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    return path

@@ -13,9 +13,9 @@ from sqlalchemy.types import JSON
 from test_store_support import make_policy
 
 from cascade.errors import CascadeError
-from cascade.metrics import COUNTERS
+from cascade.metrics import COUNTERS, QUALITY, Quality
 from cascade.store import Store, db, migrate, queries, resolve_url, synthetic
-from cascade.store.models import METRIC_COLUMNS, Run, Sequence
+from cascade.store.models import METRIC_COLUMNS, QUALITY_COLUMNS, Run, Sequence
 
 pytest_plugins = ["test_store_support"]  # the store_url fixture
 
@@ -124,6 +124,72 @@ def test_upgrade_from_the_first_revision_keeps_every_row(store_url):
         assert sorted(r["policy_name"] for r in queries.list_runs(store)) == ["old-0", "old-1"]
 
 
+def test_upgrade_from_0002_keeps_sequences_and_their_quality_and_downgrades_back(store_url):
+    """A store at 0002 with sequences (quality filled) upgrades to 0003: rows and values kept, the new
+    columns NULL (seed unknown, not measured); 0003 downgrades to 0002 without losing the old columns."""
+    migrate.upgrade(store_url, "0002")
+    engine = db.make_engine(store_url)
+    try:
+        meta = MetaData()
+        with engine.begin() as conn:
+            meta.reflect(conn)
+            runs, seqs, steps, decs = (meta.tables[n] for n in ("runs", "sequences", "steps", "decisions"))
+            assert "seed" not in seqs.c and "exact_match" not in seqs.c and "chrf" in seqs.c
+            run_id = conn.execute(insert(runs).values(**_row(runs, status="done"))).inserted_primary_key[0]
+            seq_ids = [conn.execute(insert(seqs).values(**_row(
+                seqs, run_id=run_id, index=i, prompt_text=f"p{i}", output_text=f"out {i}",
+                finished_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                reference=f"ref {i}" if i else None, chrf=10.0 * i if i else None, target_logprob=-0.5 * i,
+            ))).inserted_primary_key[0] for i in range(3)]
+            conn.execute(insert(steps), [_row(steps, sequence_id=s, index=i) for s in seq_ids for i in range(2)])
+            conn.execute(insert(decs), [_row(decs, sequence_id=s, step=i, position=0, kind="draft")
+                                        for s in seq_ids for i in range(2)])
+        before = _snapshot(engine)
+    finally:
+        engine.dispose()
+
+    with pytest.raises(CascadeError, match="cascade db upgrade"):
+        Store.open(store_url)
+    assert migrate.upgrade(store_url) == ("0002", "0003")
+    engine = db.make_engine(store_url)
+    try:
+        after = _snapshot(engine)
+        with engine.connect() as conn:
+            assert migrate.drift(conn) == []
+    finally:
+        engine.dispose()
+    assert {k: len(v) for k, v in after.items()} == {"runs": 1, "sequences": 3, "steps": 6, "decisions": 6}
+    for table, rows in before.items():
+        assert [{k: r[k] for k in old} for r, old in zip(after[table], rows)] == rows
+    new = set(QUALITY) - {"chrf", "target_logprob"} | {"seed"}
+    assert set(after["sequences"][0]) - set(before["sequences"][0]) == new
+    assert all(r[c] is None for r in after["sequences"] for c in new)
+    with Store.open(store_url) as store:  # usable at head: the old rows read back, quality summed in SQL
+        rows = queries.list_sequences(store, run_id)
+        assert [(r["reference"], r["chrf"], r["seed"], r["exact_match"]) for r in rows] == [
+            (None, None, None, None), ("ref 1", 10.0, None, None), ("ref 2", 20.0, None, None)]
+        (summary,) = queries.quality_summary(store, [run_id])
+        assert (summary["sequences"], summary["with_reference"], summary["chrf"]) == (3, 2, 15.0)
+        with store.start_run(make_policy()) as run:
+            seq = run.start_sequence("new", seed=5)
+        store.set_quality(seq, Quality(exact_match=1.0))
+
+    engine = db.make_engine(store_url)  # and back: 0003's columns dropped, everything else kept
+    try:
+        with engine.begin() as conn:
+            command.downgrade(migrate.config(conn), "0002")
+        with engine.connect() as conn:
+            assert migrate.revision_of(conn) == "0002"
+        downgraded = _snapshot(engine)
+    finally:
+        engine.dispose()
+    assert set(downgraded["sequences"][0]) == set(before["sequences"][0])
+    assert downgraded["sequences"][:3] == before["sequences"]
+    assert {k: downgraded[k] for k in ("steps", "decisions")} == {k: before[k] for k in ("steps", "decisions")}
+    assert downgraded["sequences"][3]["prompt_text"] == "new"
+    assert migrate.upgrade(store_url) == ("0002", "0003")  # and up again
+
+
 def _snapshot(engine) -> dict[str, list[dict]]:
     meta = MetaData()
     with engine.connect() as conn:
@@ -157,17 +223,26 @@ def test_a_foreign_database_is_refused(tmp_path):
         Store.open(url)
 
 
-def test_history_lists_both_revisions_newest_first():
+def test_history_lists_every_revision_newest_first():
     revs = migrate.history()
-    assert [r["revision"] for r in revs] == ["0002", "0001"]
-    assert [r["is_head"] for r in revs] == [True, False]
-    assert revs[0]["down_revision"] == "0001"
+    assert [r["revision"] for r in revs] == ["0003", "0002", "0001"]
+    assert [r["is_head"] for r in revs] == [True, False, False]
+    assert [r["down_revision"] for r in revs] == ["0002", "0001", None]
 
 
 def test_metric_columns_are_the_metrics_counters():
     assert METRIC_COLUMNS == COUNTERS
     for model in (Run, Sequence):
         assert set(METRIC_COLUMNS) | {"accepted_per_position"} <= set(model.__table__.columns.keys())
+
+
+def test_sequence_quality_columns_are_the_quality_fields():
+    """The quality columns of `sequences` are `cascade.metrics.QUALITY`, in that order, all nullable floats."""
+    columns = Sequence.__table__.columns
+    assert QUALITY_COLUMNS == QUALITY == tuple(f.name for f in dataclasses.fields(Quality))
+    assert [c for c in columns.keys() if c in QUALITY] == list(QUALITY)
+    assert all(isinstance(columns[name].type, Float) and columns[name].nullable for name in QUALITY)
+    assert isinstance(columns["seed"].type, Integer) and columns["seed"].nullable
 
 
 def test_decision_features_are_one_vocabulary():

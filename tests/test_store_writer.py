@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import time
 
@@ -12,9 +13,9 @@ from sqlalchemy import event, text, update
 from test_store_support import count_rows, make_policy
 
 from cascade.errors import CascadeError
-from cascade.metrics import Metrics
+from cascade.metrics import QUALITY, Metrics, Quality
 from cascade.store import Store, cli, queries, synthetic
-from cascade.store.models import Run
+from cascade.store.models import Run, Sequence
 
 pytest_plugins = ["test_store_support"]  # the store_url fixture
 
@@ -145,10 +146,74 @@ def test_quality_fields_are_filled_later(store_url):
     with Store.open(store_url) as store:
         with store.start_run(make_policy()) as run:
             seq = run.log_generation("p", synthetic.generation(4), reference="expected")
-        store.set_quality(seq, chrf=51.5, target_logprob=-1.25)
+        store.set_quality(seq, Quality(chrf=51.5, target_logprob=-1.25))
         (row,) = queries.list_sequences(store, run.run_id)
-    assert (row["reference"], row["chrf"], row["target_logprob"]) == ("expected", 51.5, -1.25)
-    assert row["output_text"] == synthetic.generation(4).text
+        assert (row["reference"], row["chrf"], row["target_logprob"]) == ("expected", 51.5, -1.25)
+        assert row["output_text"] == synthetic.generation(4).text
+        assert all(row[name] is None for name in QUALITY[2:]) and row["seed"] is None
+
+        # every field by its QUALITY name; None leaves a column as it is, NaN is stored as NULL
+        store.set_quality(seq, Quality(exact_match=1.0, edit_similarity=87.5, edit_similarity_lines=60.0,
+                                       parses=True, distinct_2=0.75, repeat_4=math.nan), reference="new ref")
+        (row,) = queries.list_sequences(store, run.run_id)
+    assert {name: row[name] for name in QUALITY} == {
+        "chrf": 51.5, "target_logprob": -1.25, "exact_match": 1.0, "edit_similarity": 87.5,
+        "edit_similarity_lines": 60.0, "parses": 1.0, "distinct_2": 0.75, "repeat_4": None}
+    assert row["reference"] == "new ref"
+
+
+def test_sequences_keep_the_seed_they_were_decoded_with(store_url):
+    with Store.open(store_url) as store:
+        with store.start_run(make_policy()) as run:
+            for seed in (0, 1, 2**31 - 1):
+                seq = run.start_sequence("same prompt", 5, reference="r", seed=seed)
+                run.end_sequence(seq, synthetic.generation(seed % 7))
+            run.start_sequence("no seed", 5)  # backward compatible: positional prompt tokens, no seed
+            run.log_generation("logged", synthetic.generation(1))
+            with pytest.raises(ValueError, match="32-bit"):
+                run.start_sequence("too big", seed=2**32)
+        rows = queries.list_sequences(store, run.run_id)
+    assert [(r["prompt_text"], r["seed"]) for r in rows] == [
+        ("same prompt", 0), ("same prompt", 1), ("same prompt", 2**31 - 1), ("no seed", None), ("logged", None)]
+    assert rows[0]["reference"] == "r" and rows[3]["num_prompt_tokens"] == 5
+
+
+def test_quality_summary_averages_finished_sequences_per_run(store_url):
+    with Store.open(store_url) as store:
+        with store.start_run(make_policy("a")) as a:
+            seqs = [a.log_generation(f"p{i}", synthetic.generation(i), reference=f"r{i}" if i < 3 else None)
+                    for i in range(4)]
+            a.start_sequence("unfinished", seed=9)  # not finished: left out
+        for i, (seq, chrf, em, rep) in enumerate(zip(seqs, (40.0, 50.0, 90.0, None), (1.0, 0.0, 1.0, None),
+                                                     (0.1, math.nan, 0.3, 0.5))):
+            store.set_quality(seq, Quality(chrf=chrf, exact_match=em, repeat_4=rep, target_logprob=-1.0 - i))
+        with store.engine.begin() as conn:  # two seeds among a's finished sequences
+            conn.execute(update(Sequence).where(Sequence.id.in_(seqs[:2])).values(seed=3))
+            conn.execute(update(Sequence).where(Sequence.id == seqs[2]).values(seed=4))
+        with store.start_run(make_policy("b")) as b:  # a run with no finished sequence
+            b.start_sequence("p", seed=1)
+        with store.start_run(make_policy("c")) as c:
+            c.log_generation("p", synthetic.generation(5), reference="r")
+
+        summary = queries.quality_summary(store, [b.run_id, a.run_id, c.run_id])
+        assert [s["run_id"] for s in summary] == [b.run_id, a.run_id, c.run_id]  # the order asked for
+        sb, sa, sc = summary
+        assert list(sa) == ["run_id", "sequences", "with_reference", "seeds", *QUALITY]
+        assert (sa["sequences"], sa["with_reference"], sa["seeds"]) == (4, 3, 2)
+        assert sa["chrf"] == pytest.approx(60.0)  # NULL ignored
+        assert sa["exact_match"] == pytest.approx(2 / 3)
+        assert sa["repeat_4"] == pytest.approx(0.3)  # NaN stored as NULL: (0.1 + 0.3 + 0.5) / 3
+        assert sa["target_logprob"] == pytest.approx(-2.5)
+        assert all(sa[name] is None for name in ("edit_similarity", "edit_similarity_lines", "parses", "distinct_2"))
+        assert (sb["sequences"], sb["with_reference"], sb["seeds"]) == (0, 0, 0)
+        assert all(sb[name] is None for name in QUALITY)
+        assert (sc["sequences"], sc["with_reference"]) == (1, 1) and all(sc[name] is None for name in QUALITY)
+        assert json.loads(json.dumps(summary)) == summary  # plain values
+        assert queries.quality_summary(store, []) == []
+        with pytest.raises(CascadeError, match="no run 12345"):
+            queries.quality_summary(store, [a.run_id, 12345])
+        shown = queries.show_run(store, a.run_id)["quality"]  # `cascade runs show` carries the same numbers
+        assert shown == {k: v for k, v in sa.items() if k != "run_id"}
 
 
 def test_showing_an_unknown_run_says_how_to_find_one(store_url):
@@ -165,7 +230,7 @@ def _cli(*argv: str) -> int:
 
 def test_db_and_runs_commands(store_url, capsys):
     assert _cli("db", "upgrade", "--store", store_url) == 0
-    assert "upgraded (empty) -> 0002" in capsys.readouterr().out
+    assert "upgraded (empty) -> 0003" in capsys.readouterr().out
     assert _cli("db", "current", "--store", store_url, "--json") == 0
     assert json.loads(capsys.readouterr().out)["up_to_date"] is True
     assert _cli("db", "history") == 0

@@ -112,12 +112,12 @@ def test_sweep_writes_csv_json_png(v3_policy, tmp_path, capsys):
     assert float(target["speedup"]) == pytest.approx(1.0) and float(target["chrf_rel"]) == pytest.approx(1.0)
     data = json.loads((out / "sweep.json").read_text())
     assert set(data) == {"meta", "summary", "curves", "points"} and len(data["points"]) == 8
-    assert data["summary"]["quality_threshold"] == pytest.approx(0.99 * data["summary"]["target_only_chrf"])
+    assert data["summary"]["quality_threshold"] == pytest.approx(0.99 * data["summary"]["target_only_quality"])
     # the flagged frontier is exactly the non-dominated set
     pts = data["points"]
     for p in pts:
-        dominated = any(q["speedup"] >= p["speedup"] and q["chrf"] >= p["chrf"]
-                        and (q["speedup"] > p["speedup"] or q["chrf"] > p["chrf"]) for q in pts)
+        dominated = any(q["speedup"] >= p["speedup"] and q["quality"] >= p["quality"]
+                        and (q["speedup"] > p["speedup"] or q["quality"] > p["quality"]) for q in pts)
         assert p["pareto_speedup"] == (not dominated)
     png = (out / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -132,33 +132,33 @@ def synthetic_sweep(seed: int = 0) -> sweep.SweepResult:
     specs = [("v3", "rule", "alpha"), ("opt", "rule", "alpha"), ("diff", "rule", "alpha"), ("chow", "rule", "alpha"),
              ("sequential-chow", "baseline", "alpha"), ("lossy", "baseline", "lenience")]
     points.append({"curve": "target-only", "role": "reference", "knob": None, "value": None, "mode": "target",
-                   "speedup": 1.0, "chrf": 14.4, "target_calls_per_token": 1.0})
+                   "speedup": 1.0, "quality": 14.4, "target_calls_per_token": 1.0})
     curves.append({"curve": "target-only", "role": "reference", "knob": None, "values": [None]})
     for j, (name, role, knob) in enumerate(specs):
         values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
         for v in values:
             cluster = v <= 0.4  # the low-α points of every curve land within a hair of each other
             speed = 1.0 + 0.01 * rng.random() if cluster else 1.0 + v * (1 + 0.3 * j)
-            chrf = 14.4 + 0.02 * rng.random() if cluster else 14.4 - 3 * (v - 0.4) - 0.2 * j
+            quality = 14.4 + 0.02 * rng.random() if cluster else 14.4 - 3 * (v - 0.4) - 0.2 * j
             calls = 0.55 + 0.005 * rng.random() if cluster else 0.55 - 0.4 * v + 0.02 * j
             points.append({"curve": name, "role": role, "knob": knob, "value": v, "mode": "speculative",
-                           "speedup": speed, "chrf": chrf, "target_calls_per_token": calls})
+                           "speedup": speed, "quality": quality, "target_calls_per_token": calls})
         curves.append({"curve": name, "role": role, "knob": knob, "values": values})
     points.append({"curve": "lossless", "role": "reference", "knob": None, "value": None, "mode": "speculative",
-                   "speedup": 1.004, "chrf": 14.41, "target_calls_per_token": 0.552})
+                   "speedup": 1.004, "quality": 14.41, "target_calls_per_token": 0.552})
     curves.append({"curve": "lossless", "role": "reference", "knob": None, "values": [None]})
     threshold = 0.99 * 14.4
     for front_key, xkey, maximize in (("pareto_speedup", "speedup", True), ("pareto_calls", "target_calls_per_token",
                                                                               False)):
-        front = set(sweep.pareto_front([p[xkey] for p in points], [p["chrf"] for p in points], maximize, True))
+        front = set(sweep.pareto_front([p[xkey] for p in points], [p["quality"] for p in points], maximize, True))
         for i, p in enumerate(points):
             p[front_key] = i in front
     for c in curves:
         mine = [p for p in points if p["curve"] == c["curve"]]
-        c["speedup_within_1pct"] = sweep.crossing([(p["speedup"], p["chrf"]) for p in mine], threshold)
+        c["speedup_within_1pct"] = sweep.crossing([(p["speedup"], p["quality"]) for p in mine], threshold)
         c["target_calls_per_token_within_1pct"] = sweep.crossing(
-            [(p["target_calls_per_token"], p["chrf"]) for p in mine], threshold, maximize=False)
-    summary = {"target_only_chrf": 14.4, "quality_threshold": threshold}
+            [(p["target_calls_per_token"], p["quality"]) for p in mine], threshold, maximize=False)
+    summary = {"target_only_quality": 14.4, "quality_threshold": threshold}
     return sweep.SweepResult(points, curves, summary, {"n_prompts": 3, "machine": {"torch_threads": 2}})
 
 
@@ -193,7 +193,7 @@ def test_plot_labels_do_not_overlap_and_every_line_is_in_the_legend(tmp_path):
         for ax, front_key, xkey in zip(fig.axes, ("pareto_speedup", "pareto_calls"), ("speedup", "target_calls_per_token")):
             labelled = {tuple(t.xy) for t in ax.texts if t.get_visible()}
             front = [p for p in result.points if p[front_key] and p["knob"]]
-            assert front and all((p[xkey], p["chrf"]) in labelled for p in front)
+            assert front and all((p[xkey], p["quality"]) in labelled for p in front)
         assert {c["curve"] + (f" ({c['knob']} swept)" if c["knob"] else "") for c in result.curves} <= legend_labels
         assert sweep_plot.FRONTIER_LABEL in legend_labels and sweep_plot.CROSSING_LABEL in legend_labels
     finally:

@@ -24,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "round-robin. With no POLICY: the shipped set (" + ", ".join(DEFAULT_POLICIES) + ").")
     bench.add_argument("policies", nargs="*", type=Path, metavar="POLICY", help="YAML policy files")
     _common(bench, repeats=3)
+    _seeds(bench)
     bench.add_argument("--peers", choices=PEERS, action="append", default=[],
                        help="also run transformers' assisted generation and prompt lookup on the same models")
     bench.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results to this JSON file")
@@ -56,7 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--out", type=Path, default=Path("sweep"), metavar="DIR",
                        help="where sweep.csv, sweep.json and sweep.png go (default ./sweep)")
     _common(sweep, repeats=1)
+    _seeds(sweep)
     sweep.set_defaults(func=cmd_sweep)
+
+
+def _seeds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="recorded generations per prompt, seeds 0..N-1 (default 1; use several with --temperature > 0)")
 
 
 def _common(p: argparse.ArgumentParser, repeats: int) -> None:
@@ -65,8 +72,11 @@ def _common(p: argparse.ArgumentParser, repeats: int) -> None:
     p.add_argument("--repeats", type=int, default=repeats, metavar="N", help=f"timed passes (default {repeats})")
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed warm-up generations per row (default 1)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="override decoding.max_new_tokens for every row")
+    p.add_argument("--temperature", type=float, metavar="T",
+                   help="override decoding.temperature for every row (e.g. 1 to evaluate sampling; 0 = greedy)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--store", metavar="URL", help="log runs to this database (default: $CASCADE_STORE, ./cascade.db)")
+    p.add_argument("--store", metavar="URL",
+                   help="log runs to this database (default: $CASCADE_STORE, else cascade.db in the user's folder)")
     p.add_argument("--no-store", action="store_true", help="do not log the runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -91,6 +101,13 @@ def _setup(args, paths: list[Path]) -> _Setup:
     if args.threads:
         torch.set_num_threads(args.threads)
     policies = [load_policy(p) for p in paths]
+    temperature = getattr(args, "temperature", None)
+    if temperature is not None:
+        if temperature < 0:
+            raise CascadeError(f"--temperature must be >= 0, got {temperature}")
+        if temperature > 0 and getattr(args, "peers", None):
+            raise CascadeError("--peers decode greedily: drop --peers, or use --temperature 0")
+        policies = [p.derive(p.name, {"decoding": {"temperature": temperature}}, drop=()) for p in policies]
     prompts_path = args.prompts or shipped(DEFAULT_PROMPTS)
     prompts = read_prompts(prompts_path, args.limit)
     url = resolve_url(args.store, no_store=args.no_store, policy=policies[0])
@@ -106,7 +123,7 @@ def cmd_bench(args) -> int:
 
     s = _setup(args, list(args.policies) or default_policies())
     try:
-        result = run_bench(s.policies, s.prompts, repeats=args.repeats, warmup=args.warmup,
+        result = run_bench(s.policies, s.prompts, repeats=args.repeats, warmup=args.warmup, seeds=args.seeds,
                            max_new_tokens=args.max_new_tokens, peers=args.peers, store=s.store,
                            progress=not args.no_progress, meta=s.meta, eta="bench")
     finally:
@@ -147,7 +164,7 @@ def cmd_sweep(args) -> int:
     curves = sweep.plan_curves(s.policies, alphas=alphas, n=args.alphas, lenience=lenience,
                                baselines=not args.no_baselines)
     try:
-        result = sweep.run_sweep(curves, s.prompts, repeats=args.repeats, warmup=args.warmup,
+        result = sweep.run_sweep(curves, s.prompts, repeats=args.repeats, warmup=args.warmup, seeds=args.seeds,
                                  max_new_tokens=args.max_new_tokens, store=s.store, progress=not args.no_progress,
                                  meta=s.meta, eta="sweep")
     finally:

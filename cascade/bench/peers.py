@@ -122,8 +122,9 @@ class HFPeerRow:
         finally:
             self.assistant.generation_config = saved
 
-    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False):
-        ids = self.encode(prompt)
+    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False,
+                 seed: int | None = None):
+        ids = self.encode(prompt)  # greedy: `seed` changes nothing
         budget = max_new_tokens or self.like.policy.decoding.max_new_tokens
         if self.max_positions is not None:
             budget = min(budget, self.max_positions - len(ids))

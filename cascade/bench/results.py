@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,13 @@ class Row:
     differing_prompts: dict[str, int] = field(default_factory=dict)
     cost_model: dict[str, float] | None = None
     run_id: int | None = None  # the store's run of the recorded pass
+    # the speed-up's 95% interval: ratio of tokens/s summed over the timed passes, bootstrapped over prompts
+    speedup_low: float = math.nan
+    speedup_high: float = math.nan
+    seeds: int = 1  # recorded generations per prompt
+    # per QUALITY metric: {"mean", "low", "high", "n"} over prompts (seeds averaged first; cascade.bench.stats)
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)
+    quality_delta: dict[str, dict[str, float]] = field(default_factory=dict)  # paired: row − target-only
 
 
 @dataclass

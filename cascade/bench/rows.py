@@ -54,8 +54,10 @@ class PolicyRow:
     def encode(self, prompt: str) -> list[int]:
         return self.engine.encode(prompt).tolist()
 
-    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False):
-        gen = self.engine.generate(prompt, max_new_tokens=max_new_tokens, on_step=on_step, record_decisions=record)
+    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False,
+                 seed: int | None = None):
+        gen = self.engine.generate(prompt, max_new_tokens=max_new_tokens, seed=seed, on_step=on_step,
+                                   record_decisions=record)
         models.sync(self.device)
         return gen
 

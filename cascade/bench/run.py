@@ -2,10 +2,13 @@
 
     rows = [target-only (added when missing), policy_1 .. policy_n, peers (transformers)]
     warm-up  -> every row: `warmup` untimed generations
-    record   -> every row: one untimed pass over the prompts; decisions logged to the store,
-                quality (chrF, target log-prob) computed and written with `set_quality`
+    record   -> every row: one untimed pass over the prompts, each with `seeds` seeds (0..seeds-1);
+                decisions logged to the store, quality computed per generation (`quality_of`:
+                the completion metrics of `completion.py`, chrF, the target's log-prob) and
+                written with `set_quality`
     timed    -> `repeats` passes, round-robin over the rows (so drift hits every row alike),
-                nothing recorded: decode tokens/s of a pass = its tokens / its decode seconds
+                nothing recorded; pass p decodes with seed p mod `seeds`: decode tokens/s of a
+                pass = its tokens / its decode seconds, and per prompt its tokens and seconds
 
 A row reports the median tokens/s over the timed passes with its spread (min, max,
 quartiles), the speed-up over target-only on the same target measured in this same
@@ -41,12 +44,13 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from cascade import models
-from cascade.bench import quality
+from cascade.bench import completion, quality
 from cascade.bench.defaults import PEERS
 from cascade.bench.peers import hf_peers
 from cascade.bench.results import BenchResult, machine_info
@@ -54,7 +58,7 @@ from cascade.bench.rows import PolicyRow, target_key
 from cascade.bench.summary import Measure, summarize
 from cascade.costmodel import step_costs
 from cascade.errors import CascadeError
-from cascade.metrics import Metrics
+from cascade.metrics import Generation, Metrics, Quality
 from cascade.policy import Policy
 
 # ---------------------------------------------------------------------- shared models
@@ -146,6 +150,7 @@ def run_bench(
     *,
     repeats: int = 3,
     warmup: int = 1,
+    seeds: int = 1,
     max_new_tokens: int | None = None,
     peers: Sequence[str] = (),
     store=None,
@@ -166,18 +171,21 @@ def run_bench(
         raise CascadeError(f"--repeats must be at least 1, got {repeats}")
     if warmup < 0:
         raise CascadeError(f"--warmup must be >= 0, got {warmup}")
+    if seeds < 1:
+        raise CascadeError(f"--seeds must be at least 1, got {seeds}")
     if not prompts:
         raise CascadeError("no prompts to benchmark")
     cache = cache or ModelCache()
     rows = plan_rows(policies, cache, registry, peers)
     measures = {r.name: Measure() for r in rows}
     n = len(prompts)
-    total = len(rows) * (warmup + n * (1 + repeats))
+    total = len(rows) * (warmup + n * (seeds + repeats))
     plan = None
     if eta:
         budget = f" of up to {max_new_tokens} new tokens" if max_new_tokens else ""
+        recorded = f"{seeds} recorded seeds" if seeds > 1 else "1 recorded"
         plan = (f"{eta}: {len(rows)} {unit} × ({warmup} warm-up + {n} prompt{'s' if n != 1 else ''} × "
-                f"(1 recorded + {repeats} timed)) = {total} generations{budget}")
+                f"({recorded} + {repeats} timed)) = {total} generations{budget}")
     with _progress(total, progress, plan) as bar:
         for r in rows:  # warm-up: caches, allocator, kernels; nothing kept
             bar.set_description(f"warm-up {r.name}")
@@ -186,19 +194,22 @@ def run_bench(
                 bar.update()
         for r in rows:  # the recorded pass: store, outputs, quality
             bar.set_description(f"record {r.name}")
-            _record(r, prompts, max_new_tokens, store, measures[r.name], bar)
+            _record(r, prompts, max_new_tokens, store, measures[r.name], bar, seeds)
         for rep in range(repeats):  # timed passes, round-robin
             for r in rows:
                 bar.set_description(f"pass {rep + 1}/{repeats} {r.name}")
-                parts = []
-                for row in prompts:
-                    parts.append(r.generate(row["prompt"], max_new_tokens).metrics)
+                m, parts = measures[r.name], []
+                for i, row in enumerate(prompts):
+                    g = r.generate(row["prompt"], max_new_tokens, seed=rep % seeds).metrics
+                    parts.append(g)
+                    m.prompt_tokens[i] += g.num_generated_tokens
+                    m.prompt_seconds[i] += g.decode_seconds
                     bar.update()
-                measures[r.name].passes.append(Metrics.total(parts))
+                m.passes.append(Metrics.total(parts))
     cost = _costs(rows, prompts) if costs else {}
     result = summarize(rows, measures, cost, n)
     result.meta = {
-        "machine": machine_info(), "n_prompts": n, "repeats": repeats, "warmup": warmup,
+        "machine": machine_info(), "n_prompts": n, "repeats": repeats, "warmup": warmup, "seeds": seeds,
         "max_new_tokens": max_new_tokens, "peers": list(peers), "model_loads": cache.loads,
         "store": getattr(store, "url", None), **(meta or {}),
     }
@@ -245,8 +256,9 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def _record(r, prompts, max_new_tokens, store, m: Measure, bar) -> None:
-    """One untimed pass: outputs for quality and token identity; our rows go to the store (one run each)."""
+def _record(r, prompts, max_new_tokens, store, m: Measure, bar, seeds: int = 1) -> None:
+    """One untimed pass, `seeds` seeds per prompt: outputs for quality and token identity; our rows go to the
+    store (one run each, one sequence per prompt and seed, with its quality)."""
     if store is not None and r.kind == "policy":
         from cascade.store import engine_info
 
@@ -256,29 +268,34 @@ def _record(r, prompts, max_new_tokens, store, m: Measure, bar) -> None:
     with logging as run:  # the run ends done, failed or interrupted with the block
         if run:
             m.run_id = run.run_id
-        seq_ids = []
-        for row in prompts:
-            seq = run.start_sequence(row["prompt"], reference=row.get("reference")) if run else None
-            gen = r.generate(row["prompt"], max_new_tokens, on_step=run.step_logger(seq) if run else None,
-                             record=run is not None or r.kind == "peer")
-            if run:
-                run.end_sequence(seq, gen)
-            seq_ids.append(seq)
-            m.outputs.append(gen)
-            bar.update()
-        m.chrf = quality.corpus_chrf([g.text for g in m.outputs], [row.get("reference") for row in prompts])
-        lps, total_lp, total_n = [], 0.0, 0
-        for row, gen in zip(prompts, m.outputs):
-            lp = quality.token_logprobs(r.target_model, r.encode(row["prompt"]), gen.token_ids)
-            lps.append(float(lp.mean()) if lp.numel() else None)
-            total_lp += float(lp.sum())
-            total_n += lp.numel()
+        for i, row in enumerate(prompts):
+            for seed in range(seeds):
+                seq = run.start_sequence(row["prompt"], reference=row.get("reference"), seed=seed) if run else None
+                gen = r.generate(row["prompt"], max_new_tokens, on_step=run.step_logger(seq) if run else None,
+                                 record=run is not None or r.kind == "peer", seed=seed)
+                if run:
+                    run.end_sequence(seq, gen)
+                q = quality_of(r, row, gen)
+                m.outputs.append(gen)
+                m.prompt_index.append(i)
+                m.quality.append(q)
+                if run:
+                    store.set_quality(seq, q, reference=row.get("reference"))
+                bar.update()
+        m.chrf = quality.corpus_chrf([g.text for g in m.outputs], [prompts[i].get("reference") for i in m.prompt_index])
+        total_lp = sum(q.target_logprob * len(g.token_ids) for q, g in zip(m.quality, m.outputs)
+                       if q.target_logprob is not None)
+        total_n = sum(len(g.token_ids) for q, g in zip(m.quality, m.outputs) if q.target_logprob is not None)
         m.logprob = total_lp / total_n if total_n else math.nan
-        if run:
-            for seq, row, gen, lp in zip(seq_ids, prompts, m.outputs, lps):
-                ref = row.get("reference")
-                store.set_quality(seq, chrf=quality.chrf(gen.text, ref) if ref is not None else None,
-                                  target_logprob=lp, reference=ref)
+
+
+def quality_of(r, row: dict, gen: Generation) -> Quality:
+    """Every quality metric of one generation: the completion metrics, sentence chrF, the target's log-prob."""
+    ref = row.get("reference")
+    lp = quality.token_logprobs(r.target_model, r.encode(row["prompt"]), gen.token_ids)
+    scores = completion.score(row["prompt"], gen.text, ref)
+    return replace(scores, chrf=quality.chrf(gen.text, ref) if ref is not None else None,
+                   target_logprob=float(lp.mean()) if lp.numel() else None)
 
 
 def _costs(rows, prompts) -> dict[tuple, dict]:

@@ -47,7 +47,7 @@ class Estimate:
 NAN = Estimate(math.nan, math.nan, math.nan, 0)
 
 
-def per_prompt(values: Mapping[str, Sequence[float]]) -> dict[str, float]:
+def per_prompt(values: Mapping[str, Sequence[float | None]]) -> dict[str, float]:
     """{prompt key: mean over its seeds}, NaN values dropped (a prompt with none is dropped)."""
     out = {}
     for key, vals in values.items():
@@ -92,4 +92,24 @@ def ratio(values: Mapping[str, float], baseline: Mapping[str, float], level: flo
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = a[idx].sum(axis=1) / b[idx].sum(axis=1)
     low, high = np.nanquantile(ratios, [(1 - level) / 2, (1 + level) / 2])
+    return Estimate(point, float(low), float(high), len(keys))
+
+
+def speedup(tokens: Mapping[int, float], seconds: Mapping[int, float], base_tokens: Mapping[int, float],
+            base_seconds: Mapping[int, float], level: float = LEVEL) -> Estimate:
+    """(Σ tokens / Σ seconds) / (Σ base tokens / Σ base seconds) over the shared prompts, bootstrapped over prompts."""
+    keys = [k for k in tokens if k in base_tokens and seconds.get(k) and base_seconds.get(k)]
+    if not keys:
+        return NAN
+    a, b, c, d = (np.asarray([m[k] for k in keys], dtype=float) for m in (tokens, seconds, base_tokens, base_seconds))
+
+    def ratio_of(idx: np.ndarray) -> np.ndarray:
+        return (a[idx].sum(-1) / b[idx].sum(-1)) / (c[idx].sum(-1) / d[idx].sum(-1))
+
+    point = float(ratio_of(np.arange(len(keys))))
+    if len(keys) < 2:
+        return Estimate(point, math.nan, math.nan, len(keys))
+    rng = np.random.default_rng(SEED)
+    boots = ratio_of(rng.integers(0, len(keys), size=(RESAMPLES, len(keys))))
+    low, high = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     return Estimate(point, float(low), float(high), len(keys))

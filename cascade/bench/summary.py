@@ -11,24 +11,38 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
 
-from cascade.bench import quality
+from cascade.bench import quality, stats
 from cascade.bench.results import BenchResult, Row
 from cascade.bench.rows import target_key
 from cascade.costmodel import speedup_ceiling, verify_cost
-from cascade.metrics import Metrics
+from cascade.metrics import QUALITY, Metrics, Quality
 
 
 @dataclass
 class Measure:
     """What the run collected for one row."""
 
-    outputs: list = field(default_factory=list)  # Generation per prompt, the recorded pass
-    chrf: float = math.nan
-    logprob: float = math.nan
+    outputs: list = field(default_factory=list)  # Generation per prompt and seed, the recorded pass
+    prompt_index: list[int] = field(default_factory=list)  # the prompt of each output
+    quality: list[Quality] = field(default_factory=list)  # the quality of each output
+    chrf: float = math.nan  # corpus chrF over the outputs
+    logprob: float = math.nan  # token-weighted mean over the outputs
     passes: list[Metrics] = field(default_factory=list)  # one total per timed pass
+    prompt_tokens: dict[int, float] = field(default_factory=lambda: defaultdict(float))  # over the timed passes
+    prompt_seconds: dict[int, float] = field(default_factory=lambda: defaultdict(float))
     run_id: int | None = None
+
+    def per_prompt(self, metric: str) -> dict[str, float]:
+        """{prompt index: mean of `metric` over its seeds} (a prompt with no value left out)."""
+        values: dict[str, list[float]] = defaultdict(list)
+        for i, q in zip(self.prompt_index, self.quality):
+            v = getattr(q, metric)
+            if v is not None:
+                values[str(i)].append(v)
+        return stats.per_prompt(values)
 
 
 def _quartiles(xs: list[float]) -> tuple[float, float]:
@@ -46,7 +60,7 @@ def summarize(rows, measures: dict[str, Measure], cost: dict[tuple, dict[str, fl
             baselines.setdefault(target_key(r.target_model), r.name)
     out_rows = [_row(r, measures, baselines.get(target_key(r.target_model)), cost, n_prompts) for r in rows]
     outputs = {r.name: [g.token_ids for g in measures[r.name].outputs] for r in rows}
-    _compare(rows, out_rows, outputs)
+    _compare(rows, out_rows, outputs, [measures[r.name] for r in rows])
     return BenchResult(out_rows, {}, outputs)
 
 
@@ -74,6 +88,9 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
     else:
         tau, acc, defer = timed.mean_acceptance_length, timed.acceptance_rate, timed.deferral_rate
         ttft = statistics.median(p.ttft_seconds / n_prompts for p in m.passes)
+    speed_ci = stats.NAN
+    if base is not None and r.name != base_name:
+        speed_ci = stats.speedup(m.prompt_tokens, m.prompt_seconds, base.prompt_tokens, base.prompt_seconds)
     desc = r.describe()
     cost_model = None
     if r.kind == "policy" and r.policy.mode != "target" and r.cost_key() in cost:
@@ -93,6 +110,9 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
         decode_seconds=statistics.median(p.decode_seconds for p in m.passes),
         chrf=m.chrf, chrf_rel=math.nan, target_logprob=m.logprob, target_logprob_delta=math.nan,
         lossless_greedy=bool(r.lossless), cost_model=cost_model, run_id=m.run_id,
+        speedup_low=speed_ci.low, speedup_high=speed_ci.high,
+        seeds=len(m.outputs) // max(len(set(m.prompt_index)), 1),
+        quality={k: stats.estimate(list(m.per_prompt(k).values())).as_dict() for k in QUALITY},
     )
 
 
@@ -115,14 +135,19 @@ def ceiling(cost: dict, timed: Metrics, tcpt: float, dcpt: float, base_seconds_p
                                                c=cost["c"], v=v_block, overhead=overhead)}
 
 
-def _compare(rows, out_rows: list[Row], outputs: dict[str, list[list[int]]]) -> None:
+def _compare(rows, out_rows: list[Row], outputs: dict[str, list[list[int]]], measures: list[Measure]) -> None:
     """Quality relative to the baseline; identical tokens between greedy lossless rows on one target."""
     by_name = {row.name: row for row in out_rows}
+    measure_of = {r.name: m for r, m in zip(rows, measures)}
     for r, row in zip(rows, out_rows):
         if row.baseline:
             base = by_name[row.baseline]
             row.chrf_rel = quality.relative(row.chrf, base.chrf)
             row.target_logprob_delta = quality.delta(row.target_logprob, base.target_logprob)
+            mine, theirs = measure_of[r.name], measure_of[row.baseline]
+            # paired over the prompts both decoded: row − target-only, with its interval
+            row.quality_delta = {k: stats.paired(mine.per_prompt(k), theirs.per_prompt(k)).as_dict()
+                                 for k in QUALITY}
         if not r.lossless:
             continue
         # greedy lossless rows on one target must agree token for token: say so for every pair

@@ -11,9 +11,15 @@ model drafter): target-only (the reference for speed-up and quality), lossless
 speculative decoding, the sequential token cascade (chow, α swept) and lossy
 speculative decoding (lenience swept).
 
-A `SweepResult` holds the points, the frontiers, where each curve crosses "within 1% of
-target-only chrF" and its speed-up there relative to lossless speculative decoding;
-`sweep_plot.write_outputs` writes it as CSV, JSON and a PNG plot.
+The quality axis is `QUALITY_METRIC`: the first generated line's edit similarity to the
+reference (CodeXGLUE's line-level metric), the mean over prompts with its 95% interval.
+It is graded (unlike exact match), read against the held-out code (unlike the target's
+log-prob, which rewards whatever the target itself would write), and it reads the first
+line only, so breaking a loop later in a continuation earns nothing (unlike chrF of the
+whole continuation). A `SweepResult` holds the points, the frontiers, where each curve
+crosses "within 1% of target-only" on that metric, the knob value there, and its speed-up
+relative to lossless speculative decoding; `sweep_plot.write_outputs` writes it as CSV,
+JSON and a PNG plot.
 
 The cost is points × (warm-up + prompts × (1 recorded + repeats timed)) generations:
 `cascade sweep` prints that number and an estimate of the time after its first generation
@@ -36,7 +42,9 @@ from cascade.policy import Policy
 from cascade.tables import fmt, format_table, nan_to_none
 
 DEFAULT_INF_CLIP = (-2.0, 5.0)  # (lower, upper): the finite stand-ins for an infinite end of a rule's α range
-QUALITY_TOLERANCE = 0.01  # "within 1% of target-only chrF"
+QUALITY_TOLERANCE = 0.01  # "within 1% of target-only" on QUALITY_METRIC
+QUALITY_METRIC = "edit_similarity"  # the quality axis (cascade.metrics.Quality field; see the module docstring)
+QUALITY_LABEL = "first-line edit similarity to the reference (0-100)"
 REPLACE_RULE = ("description", "rule")  # `Policy.derive(drop=...)`: a baseline's rule replaces the policy's whole
 
 
@@ -218,12 +226,12 @@ class SweepResult:
         return nan_to_none({"meta": self.meta, "summary": self.summary, "curves": self.curves, "points": self.points})
 
 
-def run_sweep(curves: Sequence[Curve], prompts: Sequence[dict], *, repeats: int = 1, warmup: int = 1,
+def run_sweep(curves: Sequence[Curve], prompts: Sequence[dict], *, repeats: int = 1, warmup: int = 1, seeds: int = 1,
               max_new_tokens: int | None = None, store=None, progress: bool = True, registry=None,
               meta: dict[str, Any] | None = None, eta: str | None = None) -> SweepResult:
     """Every point of every curve as one bench run; `eta`: print the plan and an estimate up front (run_bench)."""
     policies = [p for c in curves for p in c.policies]
-    bench = run_bench(policies, prompts, repeats=repeats, warmup=warmup, max_new_tokens=max_new_tokens,
+    bench = run_bench(policies, prompts, repeats=repeats, warmup=warmup, seeds=seeds, max_new_tokens=max_new_tokens,
                       store=store, progress=progress, registry=registry, costs=False, meta=meta, eta=eta,
                       unit="points")
     return summarize(curves, bench)
@@ -242,15 +250,15 @@ def summarize(curves: Sequence[Curve], bench: BenchResult) -> SweepResult:
         points.append(_point(row, label, role, c.knob if c else None, v))
     speed = [p["speedup"] for p in points]
     calls = [p["target_calls_per_token"] for p in points]
-    qual = [p["chrf"] for p in points]
+    qual = [p["quality"] for p in points]
     front_speed = set(pareto_front(speed, qual, True, True))
     front_calls = set(pareto_front(calls, qual, False, True))
     for i, p in enumerate(points):
         p["pareto_speedup"] = i in front_speed
         p["pareto_calls"] = i in front_calls
     target = next((p for p in points if p["mode"] == "target"), None)
-    target_chrf = target["chrf"] if target else math.nan
-    threshold = (1 - QUALITY_TOLERANCE) * target_chrf
+    target_quality = target["quality"] if target else math.nan
+    threshold = (1 - QUALITY_TOLERANCE) * target_quality
     lossless = next((p for p in points if p["mode"] == "speculative" and p["rule"] == "none"
                      and p["temperature"] == 0.0), None)
     lossless_speed = lossless["speedup"] if lossless else math.nan
@@ -260,15 +268,22 @@ def summarize(curves: Sequence[Curve], bench: BenchResult) -> SweepResult:
         mine.sort(key=lambda p: (p["value"] is None, p["value"] if p["value"] is not None else 0))
         if mine and mine[0]["knob"] == "lenience":
             mine.sort(key=lambda p: -p["value"])  # lossless end first, like α
-        s = crossing([(p["speedup"], p["chrf"]) for p in mine], threshold, maximize=True)
-        k = crossing([(p["target_calls_per_token"], p["chrf"]) for p in mine], threshold, maximize=False)
+        s = crossing([(p["speedup"], p["quality"]) for p in mine], threshold, maximize=True)
+        k = crossing([(p["target_calls_per_token"], p["quality"]) for p in mine], threshold, maximize=False)
+        # the knob value to ship: the measured point within 1% with the fewest target calls per token
+        # (calls are counted, not timed: the choice does not move with the machine's noise)
+        ok = [p for p in mine if not _missing(p["quality"]) and p["quality"] >= threshold
+              and not _missing(p["target_calls_per_token"])]
+        best = min(ok, key=lambda p: p["target_calls_per_token"]) if ok else None
         curve_rows.append({
             "curve": label, "role": mine[0]["role"], "knob": mine[0]["knob"], "values": [p["value"] for p in mine],
             "speedup_within_1pct": s, "target_calls_per_token_within_1pct": k,
+            "value_within_1pct": best["value"] if best else math.nan,
+            "policy_within_1pct": best["policy"] if best else None,
             "vs_lossless_speculative": (s / lossless_speed if mine[0]["role"] != "reference" and lossless_speed
                                         and not math.isnan(lossless_speed) else math.nan),
         })
-    summary = {"target_only_chrf": target_chrf, "quality_threshold": threshold,
+    summary = {"quality_metric": QUALITY_METRIC, "target_only_quality": target_quality, "quality_threshold": threshold,
                "lossless_speculative_speedup": lossless_speed, "quality_tolerance": QUALITY_TOLERANCE}
     return SweepResult(points, curve_rows, summary, bench.meta, bench)
 
@@ -281,9 +296,27 @@ def _point(row: Row, label: str, role: str, knob: str | None, value: float | Non
         "tokens_per_second_max": row.tokens_per_second_max, "speedup": row.speedup, "chrf": row.chrf,
         "chrf_rel": row.chrf_rel, "target_logprob": row.target_logprob,
         "target_logprob_delta": row.target_logprob_delta, "target_calls_per_token": row.target_calls_per_token,
+        **_quality_fields(row),
         "drafter_calls_per_token": row.drafter_calls_per_token, "tau": row.mean_acceptance_length,
         "acceptance_rate": row.acceptance_rate, "deferral_rate": row.deferral_rate, "run_id": row.run_id,
     }
+
+
+def _missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def _quality_fields(row: Row) -> dict[str, Any]:
+    """The quality axis (mean, 95% interval, paired difference to target-only) and the other completion metrics."""
+    own = row.quality.get(QUALITY_METRIC, {})
+    delta = row.quality_delta.get(QUALITY_METRIC, {})
+    out = {"quality": own.get("mean", math.nan), "quality_low": own.get("low", math.nan),
+           "quality_high": own.get("high", math.nan), "quality_delta": delta.get("mean", math.nan),
+           "quality_delta_low": delta.get("low", math.nan), "quality_delta_high": delta.get("high", math.nan)}
+    for k in ("exact_match", "edit_similarity_lines", "parses", "distinct_2", "repeat_4"):
+        out[k] = row.quality.get(k, {}).get("mean", math.nan)
+    out["seeds"] = row.seeds
+    return out
 
 
 def format_summary(result: SweepResult) -> str:
@@ -293,8 +326,10 @@ def format_summary(result: SweepResult) -> str:
     for c in result.curves:
         rows.append([c["curve"], c["role"], c["knob"] or "-", ",".join(f"{v:g}" for v in c["values"] if v is not None),
                      fmt(c["speedup_within_1pct"], ".2f", "x"), fmt(c["target_calls_per_token_within_1pct"], ".2f"),
-                     fmt(c["vs_lossless_speculative"], ".2f", "x")])
-    head = (f"target-only chrF {fmt(s['target_only_chrf'], '.2f')}; within 1%: chrF >= {fmt(s['quality_threshold'], '.2f')}; "
-            f"lossless speculative speed-up {fmt(s['lossless_speculative_speedup'], '.2f', 'x')}")
-    table = format_table(["curve", "role", "knob", "values", "speed-up @1%", "target/tok @1%", "vs lossless"], rows)
+                     fmt(c.get("value_within_1pct"), ".3g"), fmt(c["vs_lossless_speculative"], ".2f", "x")])
+    head = (f"quality: {QUALITY_LABEL}; target-only {fmt(s['target_only_quality'], '.2f')}; within 1%: "
+            f">= {fmt(s['quality_threshold'], '.2f')}; lossless speculative speed-up "
+            f"{fmt(s['lossless_speculative_speedup'], '.2f', 'x')}")
+    table = format_table(["curve", "role", "knob", "values", "speed-up @1%", "target/tok @1%", "knob @1% (fewest calls)",
+                          "vs lossless"], rows)
     return head + "\n\n" + table

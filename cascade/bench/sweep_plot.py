@@ -1,9 +1,10 @@
 """A sweep's outputs: `sweep.csv` (one row per point), `sweep.json` (`SweepResult.to_dict`) and
-`sweep.png`: chrF against speed-up and against target calls per token.
+`sweep.png`: the quality axis (`sweep.QUALITY_METRIC`, mean over prompts with a vertical bar
+for its 95% interval) against speed-up and against target calls per token.
 
 Every line in the plot has an entry in the legend below it: one per curve (its knob
 named), the Pareto frontier (a step line through the circled points), the guide at 99%
-of target-only's chrF, and a diamond on that guide where each swept curve crosses it
+of target-only's quality, and a diamond on that guide where each swept curve crosses it
 (the best x of that curve within 1%; the number beside it is that x, as in the
 summary table). Points carry their knob value ("α=0.4"); labels are placed greedily in
 display coordinates (frontier points first, then the crossings, then the rest), each at
@@ -18,12 +19,14 @@ import csv
 import json
 from pathlib import Path
 
-from cascade.bench.sweep import QUALITY_TOLERANCE, SweepResult
+from cascade.bench.sweep import QUALITY_LABEL, QUALITY_TOLERANCE, SweepResult
 from cascade.tables import is_missing
 
 CSV_FIELDS = (
     "curve", "role", "policy", "mode", "rule", "knob", "value", "tokens_per_second", "tokens_per_second_min",
-    "tokens_per_second_max", "speedup", "chrf", "chrf_rel", "target_logprob", "target_logprob_delta",
+    "tokens_per_second_max", "speedup", "quality", "quality_low", "quality_high", "quality_delta", "quality_delta_low",
+    "quality_delta_high", "exact_match", "edit_similarity_lines", "parses", "distinct_2", "repeat_4", "seeds",
+    "chrf", "chrf_rel", "target_logprob", "target_logprob_delta",
     "target_calls_per_token", "drafter_calls_per_token", "tau", "acceptance_rate", "deferral_rate",
     "pareto_speedup", "pareto_calls", "run_id",
 )
@@ -47,6 +50,7 @@ ROLE_STYLE = {"rule": dict(marker="o", linestyle="-"), "baseline": dict(marker="
               "reference": dict(marker="*", linestyle="none", markersize=14)}
 CROSSING_LABEL = "where a swept curve crosses the 1% line (its best x within 1%)"
 FRONTIER_LABEL = "Pareto frontier (circled points)"
+INTERVAL_LABEL = "95% interval of a point's mean quality (bootstrap over prompts)"
 DPI = 120
 
 
@@ -83,15 +87,20 @@ def figure(result: SweepResult, title: str | None = None):
             pts.sort(key=lambda p: order.get(p["value"], 0))
             color = curve_color[c["curve"]]
             label = c["curve"] + (f" ({c['knob']} swept)" if c["knob"] else "")
-            (line,) = ax.plot([_num(p[xkey]) for p in pts], [_num(p["chrf"]) for p in pts], color=color, label=label,
-                              **ROLE_STYLE[c["role"]])
+            (line,) = ax.plot([_num(p[xkey]) for p in pts], [_num(p["quality"]) for p in pts], color=color,
+                              label=label, **ROLE_STYLE[c["role"]])
             legend.setdefault(label, line)
+            bars = [p for p in pts if not any(is_missing(p.get(k)) for k in (xkey, "quality_low", "quality_high"))]
+            if bars:  # the 95% interval of each point's mean quality
+                ax.vlines([p[xkey] for p in bars], [p["quality_low"] for p in bars], [p["quality_high"] for p in bars],
+                          color=color, alpha=0.35, linewidth=2)
+                legend.setdefault(INTERVAL_LABEL, Line2D([], [], color="gray", alpha=0.5, linewidth=2))
             if c["knob"]:
                 sym = "α" if c["knob"] == "alpha" else "l"
                 for i, p in enumerate(pts):
-                    if not (is_missing(p[xkey]) or is_missing(p["chrf"])):
+                    if not (is_missing(p[xkey]) or is_missing(p["quality"])):
                         prio = 0 if p[front_key] else (2 if i in (0, len(pts) - 1) else 3)
-                        panel_labels.append((prio, p[xkey], p["chrf"], f"{sym}={p['value']:.3g}", color))
+                        panel_labels.append((prio, p[xkey], p["quality"], f"{sym}={p['value']:.3g}", color))
             x_cross = c[cross_key]
             if c["knob"] and not is_missing(x_cross) and not is_missing(threshold):
                 ax.plot([x_cross], [threshold], marker="D", markersize=7, color=color, markeredgecolor="black",
@@ -99,17 +108,17 @@ def figure(result: SweepResult, title: str | None = None):
                 panel_labels.append((1, x_cross, threshold, xfmt.format(x_cross), color))
         front = sorted((p for p in result.points if p[front_key]), key=lambda p: p[xkey])
         if front:
-            (line,) = ax.plot([p[xkey] for p in front], [p["chrf"] for p in front],
+            (line,) = ax.plot([p[xkey] for p in front], [p["quality"] for p in front],
                               drawstyle="steps-pre" if maximize else "steps-post", color="black", linewidth=1,
                               alpha=0.6, marker="o", markersize=13, markerfacecolor="none", markeredgewidth=1.2,
                               label=FRONTIER_LABEL, zorder=5)
             legend.setdefault(FRONTIER_LABEL, line)
         if not is_missing(threshold):
             line = ax.axhline(threshold, color="gray", linestyle="--", linewidth=1,
-                              label=f"chrF within {QUALITY_TOLERANCE:.0%} of target-only ({threshold:.1f})")
+                              label=f"within {QUALITY_TOLERANCE:.0%} of target-only ({threshold:.1f})")
             legend.setdefault(line.get_label(), line)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("chrF vs reference")
+        ax.set_ylabel(QUALITY_LABEL)
         ax.grid(True, alpha=0.3)
         ax.margins(0.08)
         if not maximize:
@@ -119,7 +128,11 @@ def figure(result: SweepResult, title: str | None = None):
     fig.legend(list(legend.values()), list(legend.keys()), loc="outside lower center", ncols=3, fontsize=8)
     m = result.meta.get("machine", {})
     device = m.get("cuda") or f"CPU ({m.get('torch_threads')} threads)"
-    fig.suptitle(title or f"speed/quality trade-off: {result.meta.get('n_prompts')} prompts, {device}", fontsize=11)
+    seeds = result.meta.get("seeds") or 1
+    temps = sorted({p["temperature"] for p in result.points if p.get("temperature") is not None})
+    at = f", T = {'/'.join(f'{t:g}' for t in temps)}" if temps else ""
+    fig.suptitle(title or f"speed/quality trade-off: {result.meta.get('n_prompts')} prompts"
+                 + (f" × {seeds} seeds" if seeds > 1 else "") + f"{at}, {device}", fontsize=11)
     fig.canvas.draw()  # lay out once (legend, titles), then freeze it so the labels placed below stay put
     fig.set_layout_engine("none")
     for ax in axes:

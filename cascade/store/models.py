@@ -4,8 +4,8 @@
 
 - `runs`: one `cascade run` / benchmark arm: the policy (YAML text and hash), target and
   drafter, device, dtype, package versions, git commit, owner process, status, totals.
-- `sequences`: one prompt of a run: prompt, output, per-sequence metrics (SPEC.md names)
-  and quality fields benchmarks fill later (chrF, target log-prob, reference).
+- `sequences`: one prompt (and seed) of a run: prompt, output, per-sequence metrics (SPEC.md names)
+  and quality fields benchmarks fill later (reference and `cascade.metrics.QUALITY`).
 - `steps`: one verification step (or one drafter step in `sequential`/`drafter` mode),
   keyed by (sequence, step index).
 - `decisions`: one row per drafted position and per token the target emitted itself
@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from cascade.metrics import COUNTERS
+from cascade.metrics import COUNTERS, QUALITY
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -123,10 +123,18 @@ class Sequence(MetricColumns, Base):
     finish_reason: Mapped[str | None] = mapped_column(String(16))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # quality, filled later by benchmarks (added in revision 0002)
+    seed: Mapped[int | None] = mapped_column(Integer)  # the seed it was decoded with; NULL: not recorded (before 0003)
+    # quality (`cascade.metrics.Quality`, columns named and ordered as QUALITY), filled later by benchmarks;
+    # NULL = not measured. reference, chrf, target_logprob: revision 0002; the rest: 0003
     reference: Mapped[str | None] = mapped_column(Text)
-    chrf: Mapped[float | None] = mapped_column(Float)
+    chrf: Mapped[float | None] = mapped_column(Float)  # chrF against the reference, 0..100
     target_logprob: Mapped[float | None] = mapped_column(Float)  # target's mean log-prob of the emitted tokens
+    exact_match: Mapped[float | None] = mapped_column(Float)  # first non-blank line equals the reference's, 0 or 1
+    edit_similarity: Mapped[float | None] = mapped_column(Float)  # Levenshtein similarity of the first line, 0..100
+    edit_similarity_lines: Mapped[float | None] = mapped_column(Float)  # the same over the first 3 lines
+    parses: Mapped[float | None] = mapped_column(Float)  # prompt + completion lines parse as Python, 0 or 1
+    distinct_2: Mapped[float | None] = mapped_column(Float)  # distinct code-token bigrams / bigrams, 0..1
+    repeat_4: Mapped[float | None] = mapped_column(Float)  # code-token 4-grams repeating an earlier one, 0..1
 
 
 class Step(Base):
@@ -175,3 +183,6 @@ class Decision(Base):
 
 METRIC_COLUMNS = COUNTERS
 """Summable counters shared by `runs` and `sequences` (equal to `cascade.metrics.COUNTERS`)."""
+
+QUALITY_COLUMNS = QUALITY
+"""Quality columns of `sequences`, in table order (equal to `cascade.metrics.QUALITY`)."""

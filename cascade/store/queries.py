@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -18,7 +19,7 @@ from cascade.errors import CascadeError
 from cascade.metrics import DERIVED, Metrics, add_counts
 from cascade.policy import VERIFYING_MODES
 from cascade.store.db import mask_url
-from cascade.store.models import METRIC_COLUMNS, Decision, Run, Sequence, Step
+from cascade.store.models import METRIC_COLUMNS, QUALITY_COLUMNS, Decision, Run, Sequence, Step
 from cascade.store.writer import Store
 from cascade.tables import nan_to_none
 
@@ -84,7 +85,8 @@ def per_position(conn, run_id: int) -> list[dict[str, Any]]:
 
 
 def show_run(store: Store, run_id: int) -> dict[str, Any]:
-    """One run: its row, totals with derived rates, per-position acceptance, deferral rate, row counts."""
+    """One run: its row, totals with derived rates, per-position acceptance, deferral rate, row counts,
+    and `quality` (its `quality_summary` entry without the run id)."""
     with store.reader.connect() as conn:
         run = _get_run(conn, run_id)
         positions = per_position(conn, run_id)
@@ -93,6 +95,7 @@ def show_run(store: Store, run_id: int) -> dict[str, Any]:
         step_count = conn.execute(
             select(func.count()).select_from(Step).join(Sequence, Sequence.id == Step.sequence_id)
             .where(Sequence.run_id == run_id)).scalar_one()
+        (quality,) = _quality_rows(conn, [run_id])
     totals = {c: run.pop(c) for c in (*METRIC_COLUMNS, "accepted_per_position")}
     rates = derived(totals)
     return {
@@ -101,11 +104,55 @@ def show_run(store: Store, run_id: int) -> dict[str, Any]:
         "deferral_rate": rates["deferral_rate"],
         "per_position": positions,
         "rows": {"sequences": seq_count[0], "finished_sequences": seq_count[1], "steps": step_count},
+        "quality": {k: v for k, v in quality.items() if k != "run_id"},
     }
 
 
+def quality_summary(store: Store, run_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """Per run, in the order of `run_ids`: the mean of each `QUALITY` field over its finished sequences
+    (NULLs, i.e. not measured, ignored; None when no sequence has the field), and counts.
+
+    One dict per run: `run_id`, `sequences` (finished ones), `with_reference` (finished ones with a
+    reference), `seeds` (distinct seeds recorded), then the `QUALITY` means. Averaged in SQL. A run id
+    the store does not have raises CascadeError.
+    """
+    ids = list(dict.fromkeys(int(i) for i in run_ids))
+    if not ids:
+        return []
+    with store.reader.connect() as conn:
+        by_run = {r["run_id"]: r for r in _quality_rows(conn, ids)}
+    missing = [i for i in ids if i not in by_run]
+    if missing:
+        raise CascadeError(f"no run {', '.join(map(str, missing))} in store {store.url}; "
+                           "`cascade runs list` shows the ids")
+    return [by_run[i] for i in ids]
+
+
+def _quality_rows(conn, run_ids: list[int]) -> list[dict[str, Any]]:
+    finished = (Sequence.run_id == Run.id) & Sequence.finished_at.is_not(None)
+    q = (
+        select(
+            Run.id.label("run_id"),
+            func.count(Sequence.id).label("sequences"),
+            func.count(Sequence.reference).label("with_reference"),
+            func.count(func.distinct(Sequence.seed)).label("seeds"),
+            *(func.avg(getattr(Sequence, name)).label(name) for name in QUALITY_COLUMNS),
+        )
+        .select_from(Run)
+        .outerjoin(Sequence, finished)
+        .where(Run.id.in_(run_ids))
+        .group_by(Run.id)
+    )
+    return [{**_row(r), **{name: _mean(r[name]) for name in QUALITY_COLUMNS}} for r in conn.execute(q).mappings()]
+
+
+def _mean(value: Any) -> float | None:
+    """avg() comes back as a float, or a Decimal from some drivers/backends: a plain float (None stays)."""
+    return None if value is None else _json(float(value))
+
+
 def list_sequences(store: Store, run_id: int) -> list[dict[str, Any]]:
-    """A run's sequences in order, with their metrics and quality fields (no token ids)."""
+    """A run's sequences in order, with their seed, metrics and quality fields (no token ids)."""
     cols = [c for c in Sequence.__table__.columns if c.name != "output_token_ids"]
     with store.reader.connect() as conn:
         _get_run(conn, run_id)

@@ -30,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cascade.errors import CascadeError
 from cascade.features import FEATURES
-from cascade.metrics import add_counts
+from cascade.metrics import QUALITY, add_counts
 from cascade.policy import VERIFYING_MODES
 from cascade.store import db, migrate, runinfo
 from cascade.store.models import METRIC_COLUMNS, RUN_STATUSES, Decision, Run, Sequence, Step
@@ -38,11 +38,12 @@ from cascade.store.models import METRIC_COLUMNS, RUN_STATUSES, Decision, Run, Se
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from cascade.metrics import Generation, StepRecord
+    from cascade.metrics import Generation, Quality, StepRecord
     from cascade.policy import Policy
 
 FLUSH_ROWS = 2000  # buffered step + decision rows that trigger a write
 FLUSH_SECONDS = 1.0  # ... or the age of the oldest unwritten row
+SEED_MIN, SEED_MAX = -(2**31), 2**31 - 1  # what `sequences.seed` (INTEGER) holds on PostgreSQL too
 
 
 def _now() -> datetime:
@@ -178,13 +179,13 @@ class Store:
                 return []
         return self.write(go)
 
-    def set_quality(
-        self, sequence_id: int, *, chrf: float | None = None, target_logprob: float | None = None,
-        reference: str | None = None,
-    ) -> None:
-        """Fill a sequence's quality fields (benchmarks); None leaves a field as it is."""
-        values = {k: v for k, v in (("chrf", chrf), ("target_logprob", target_logprob), ("reference", reference))
-                  if v is not None}
+    def set_quality(self, sequence_id: int, quality: Quality, *, reference: str | None = None) -> None:
+        """Fill a sequence's quality fields (benchmarks): every field of `quality` (`QUALITY` names) and
+        `reference`; None leaves a column as it is, NaN is stored as NULL."""
+        values: dict[str, Any] = {name: _f(float(value)) for name in QUALITY
+                                  if (value := getattr(quality, name)) is not None}
+        if reference is not None:
+            values["reference"] = reference
         if values:
             self.write(lambda conn: conn.execute(update(Sequence).where(Sequence.id == sequence_id).values(**values)))
 
@@ -221,10 +222,16 @@ class RunLogger:
     # ------------------------------------------------------------------ sequences
 
     def start_sequence(self, prompt_text: str, prompt_tokens: int | None = None, *,
-                       reference: str | None = None) -> int:
-        """Insert a sequence row (its steps follow) and return its id."""
+                       reference: str | None = None, seed: int | None = None) -> int:
+        """Insert a sequence row (its steps follow) and return its id.
+
+        `seed`: the seed the sequence is decoded with (a 32-bit signed integer: the column is INTEGER on
+        every backend), None when not known."""
+        if seed is not None and not SEED_MIN <= int(seed) <= SEED_MAX:
+            raise ValueError(f"seed must be a 32-bit signed integer ({SEED_MIN}..{SEED_MAX}) to be stored, got {seed}")
         row = {"run_id": self.run_id, "index": self._next_index, "prompt_text": prompt_text,
-               "num_prompt_tokens": prompt_tokens or 0, "reference": reference, "started_at": _now()}
+               "num_prompt_tokens": prompt_tokens or 0, "reference": reference,
+               "seed": None if seed is None else int(seed), "started_at": _now()}
 
         def go(conn: Connection) -> int:
             self._write_buffers(conn)
