@@ -67,3 +67,12 @@ def test_example_plugin_installs_as_a_third_party(family, tmp_path):
                                              max_new_tokens=8)))
     out = json.loads(cascade("run", str(policy), "--prompt", "def f(x):\n", "--json", "--no-store"))
     assert len(out["token_ids"]) == 8 and out["metrics"]["num_draft_tokens"] > 0
+
+
+def test_ci_runs_readmes_test_command():
+    readme = README.read_text(encoding="utf-8")
+    block = re.search(r"Set up and pass the tests.*?```sh\n(.*?)```", readme, re.S)
+    assert block, "README names its test command in a ```sh block after 'Set up and pass the tests'"
+    command = block.group(1).strip()
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if not line.startswith("#")]
+    assert command in ci

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cascade.bench.defaults import DEFAULT_POLICIES, DEFAULT_PROMPTS, DEFAULT_SWEEP, PEERS, default_policies, shipped
+from cascade.bench.defaults import (
+    DEFAULT_LIMIT,
+    DEFAULT_POLICIES,
+    DEFAULT_PROMPTS,
+    DEFAULT_SWEEP,
+    PEERS,
+    default_policies,
+    shipped,
+)
 from cascade.errors import CascadeError
 
 
@@ -47,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "prompts like a bench row; a line up front gives the number of generations and an estimate of "
                     "the time (--limit N prompts and --alphas N points per curve make it shorter).")
     sweep.add_argument("policies", nargs="*", type=Path, metavar="POLICY",
-                       help="YAML policy files (default: the shipped token_v3, opt and diff cascades)")
+                       help="YAML policy files (default: the shipped token_v3 and chow cascades, the n-gram cascade "
+                            "and lossless n-gram lookup)")
     grid = sweep.add_mutually_exclusive_group()
     grid.add_argument("--alpha", metavar="A,B,C", help="these α values (each rule keeps those in its range)")
     grid.add_argument("--alphas", type=int, default=5, metavar="N",
@@ -68,7 +77,8 @@ def _seeds(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser, repeats: int) -> None:
     p.add_argument("--prompts", type=Path, help=f"JSONL prompts with references (default: {DEFAULT_PROMPTS})")
-    p.add_argument("--limit", type=int, metavar="N", help="the first N prompts only")
+    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
+                   help=f"the first N prompts only (default {DEFAULT_LIMIT}; 0 = all of them)")
     p.add_argument("--repeats", type=int, default=repeats, metavar="N", help=f"timed passes (default {repeats})")
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed warm-up generations per row (default 1)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="override decoding.max_new_tokens for every row")
@@ -109,7 +119,7 @@ def _setup(args, paths: list[Path]) -> _Setup:
             raise CascadeError("--peers decode greedily: drop --peers, or use --temperature 0")
         policies = [p.derive(p.name, {"decoding": {"temperature": temperature}}, drop=()) for p in policies]
     prompts_path = args.prompts or shipped(DEFAULT_PROMPTS)
-    prompts = read_prompts(prompts_path, args.limit)
+    prompts = read_prompts(prompts_path, args.limit or None)
     url = resolve_url(args.store, no_store=args.no_store, policy=policies[0])
     store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
     meta = {"prompts": str(prompts_path), "policies": [str(p) for p in paths],

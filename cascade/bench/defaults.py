@@ -12,8 +12,9 @@ DEFAULT_POLICIES = (
     "lossy-speculative",
 )
 # `cascade sweep` with no POLICY
-DEFAULT_SWEEP = ("cascade-token-v3", "cascade-opt", "cascade-diff")
+DEFAULT_SWEEP = ("cascade-token-v3", "cascade-chow", "cascade-ngram-token-v3", "speculative-ngram")
 DEFAULT_PROMPTS = "prompts/stdlib-heldout.jsonl"
+DEFAULT_LIMIT = 30  # prompts a bench or sweep reads unless told (`--limit 0`: every one of the 200)
 PEERS = ("hf",)  # `--peers`: transformers' assisted generation and prompt lookup
 
 
