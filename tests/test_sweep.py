@@ -202,3 +202,43 @@ def test_plot_labels_do_not_overlap_and_every_line_is_in_the_legend(tmp_path):
     out = tmp_path / "s.png"
     sweep_plot.plot(result, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _pt(curve, value, quality, parses, calls, speed, mode="speculative", role="rule", knob="alpha"):
+    return {"curve": curve, "role": role, "knob": knob, "value": value, "mode": mode, "rule": "token_v3",
+            "policy": f"{curve}@{value}", "temperature": 0.0, "quality": quality, "parses": parses,
+            "target_calls_per_token": calls, "speedup": speed}
+
+
+def test_within_1pct_needs_the_quality_and_the_parse_rate_and_ships_the_fewest_calls():
+    points = [
+        _pt("target-only", None, 20.0, 0.80, 1.0, 1.0, mode="target", role="reference", knob=None),
+        _pt("c", 0.0, 20.0, 0.80, 0.50, 0.9),
+        _pt("c", 0.5, 19.9, 0.80, 0.40, 1.1),   # within 1% on both: qualifies
+        _pt("c", 1.0, 30.0, 0.40, 0.20, 1.6),   # a closer first line, but half the code breaks: does not
+    ]
+    result = sweep.analyze(points, {})
+    c = next(r for r in result.curves if r["curve"] == "c")
+    assert [p["within_1pct"] for p in result.points] == [True, True, True, False]
+    assert c["value_within_1pct"] == 0.5 and c["policy_within_1pct"] == "c@0.5"
+    assert c["target_calls_per_token_within_1pct"] == pytest.approx(0.40, abs=0.01)
+    assert result.summary["guard"] == "parses" and result.summary["guard_floor"] == pytest.approx(0.792)
+
+
+def test_sweep_from_json_reanalyses_and_replots(tmp_path, capsys):
+    points = [
+        _pt("target-only", None, 20.0, 0.80, 1.0, 1.0, mode="target", role="reference", knob=None),
+        _pt("c", 0.0, 20.0, 0.80, 0.50, 0.9), _pt("c", 0.5, 19.9, 0.80, 0.40, 1.1), _pt("c", 1.0, 30.0, 0.4, 0.2, 1.6),
+    ]
+    for p in points:
+        p.update(quality_low=p["quality"] - 1, quality_high=p["quality"] + 1)
+    src = tmp_path / "old" / "sweep.json"
+    src.parent.mkdir()
+    src.write_text(json.dumps(sweep.analyze(points, {"n_prompts": 4}).to_dict()))
+    out = tmp_path / "new"
+    assert cascade_main(["sweep", "--from", str(src), "--out", str(out)]) == 0
+    data = json.loads((out / "sweep.json").read_text())
+    assert [c["value_within_1pct"] for c in data["curves"] if c["curve"] == "c"] == [0.5]
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "knob @1%" in capsys.readouterr().out
+    assert cascade_main(["sweep", "--from", str(tmp_path / "nothing.json"), "--out", str(out)]) == 2

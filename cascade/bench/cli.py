@@ -63,6 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="N evenly spaced α over each rule's range (default 5)")
     sweep.add_argument("--lenience", metavar="A,B,C", help="lenience values for lossy policies (default: like --alphas)")
     sweep.add_argument("--no-baselines", action="store_true", help="do not add the baseline curves")
+    sweep.add_argument("--from", dest="from_json", type=Path, metavar="SWEEP_JSON",
+                       help="measure nothing: re-analyse and re-plot a sweep.json written earlier (into --out)")
     sweep.add_argument("--out", type=Path, default=Path("sweep"), metavar="DIR",
                        help="where sweep.csv, sweep.json and sweep.png go (default ./sweep)")
     _common(sweep, repeats=1)
@@ -168,6 +170,12 @@ def cmd_sweep(args) -> int:
     from cascade.bench import sweep
     from cascade.bench.sweep_plot import write_outputs
 
+    if args.from_json:
+        result = sweep.load(args.from_json)
+        paths = write_outputs(result, args.out)
+        print(sweep.format_summary(result))
+        print("\nwrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
+        return 0
     s = _setup(args, list(args.policies) or default_policies(DEFAULT_SWEEP))
     alphas = sweep.parse_values(args.alpha, "--alpha") if args.alpha else None
     lenience = sweep.parse_values(args.lenience, "--lenience") if args.lenience else None

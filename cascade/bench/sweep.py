@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ DEFAULT_INF_CLIP = (-2.0, 5.0)  # (lower, upper): the finite stand-ins for an in
 QUALITY_TOLERANCE = 0.01  # "within 1% of target-only" on QUALITY_METRIC
 QUALITY_METRIC = "edit_similarity"  # the quality axis (cascade.metrics.Quality field; see the module docstring)
 QUALITY_LABEL = "first-line edit similarity to the reference (0-100)"
+GUARD = "parses"  # a point within 1% must also keep this share of target-only's (see `analyze`)
 REPLACE_RULE = ("description", "rule")  # `Policy.derive(drop=...)`: a baseline's rule replaces the policy's whole
 
 
@@ -248,6 +250,30 @@ def summarize(curves: Sequence[Curve], bench: BenchResult) -> SweepResult:
         label = c.label if c else row.name  # a row the bench added (target-only)
         role = c.role if c else "reference"
         points.append(_point(row, label, role, c.knob if c else None, v))
+    result = analyze(points, bench.meta)
+    result.bench = bench
+    return result
+
+
+def analyze(points: list[dict[str, Any]], meta: dict[str, Any]) -> SweepResult:
+    """Frontiers, the 1% guide and each curve's crossing and shipping value, from measured points
+    (what `cascade sweep --from sweep.json` recomputes without measuring again).
+
+    A point counts as "within 1%" when its mean quality is at least 99% of target-only's and
+    the share of its completions that parse is at least 99% of target-only's (`GUARD`): a policy
+    that copies its way to a closer first line but breaks the code does not qualify.
+    """
+    target = next((p for p in points if p["mode"] == "target"), None)
+    target_quality = target["quality"] if target else math.nan
+    threshold = (1 - QUALITY_TOLERANCE) * target_quality
+    guard_floor = (1 - QUALITY_TOLERANCE) * target[GUARD] if target and not _missing(target.get(GUARD)) else -math.inf
+
+    def qualifying(p: dict[str, Any]) -> float:
+        """The point's quality, or −inf when it fails the guard (so it counts as below the guide)."""
+        if not _missing(p.get(GUARD)) and p[GUARD] < guard_floor:
+            return -math.inf
+        return p["quality"]
+
     speed = [p["speedup"] for p in points]
     calls = [p["target_calls_per_token"] for p in points]
     qual = [p["quality"] for p in points]
@@ -256,9 +282,7 @@ def summarize(curves: Sequence[Curve], bench: BenchResult) -> SweepResult:
     for i, p in enumerate(points):
         p["pareto_speedup"] = i in front_speed
         p["pareto_calls"] = i in front_calls
-    target = next((p for p in points if p["mode"] == "target"), None)
-    target_quality = target["quality"] if target else math.nan
-    threshold = (1 - QUALITY_TOLERANCE) * target_quality
+        p["within_1pct"] = not _missing(p["quality"]) and qualifying(p) >= threshold
     lossless = next((p for p in points if p["mode"] == "speculative" and p["rule"] == "none"
                      and p["temperature"] == 0.0), None)
     lossless_speed = lossless["speedup"] if lossless else math.nan
@@ -268,12 +292,11 @@ def summarize(curves: Sequence[Curve], bench: BenchResult) -> SweepResult:
         mine.sort(key=lambda p: (p["value"] is None, p["value"] if p["value"] is not None else 0))
         if mine and mine[0]["knob"] == "lenience":
             mine.sort(key=lambda p: -p["value"])  # lossless end first, like α
-        s = crossing([(p["speedup"], p["quality"]) for p in mine], threshold, maximize=True)
-        k = crossing([(p["target_calls_per_token"], p["quality"]) for p in mine], threshold, maximize=False)
+        s = crossing([(p["speedup"], qualifying(p)) for p in mine], threshold, maximize=True)
+        k = crossing([(p["target_calls_per_token"], qualifying(p)) for p in mine], threshold, maximize=False)
         # the knob value to ship: the measured point within 1% with the fewest target calls per token
         # (calls are counted, not timed: the choice does not move with the machine's noise)
-        ok = [p for p in mine if not _missing(p["quality"]) and p["quality"] >= threshold
-              and not _missing(p["target_calls_per_token"])]
+        ok = [p for p in mine if p["within_1pct"] and not _missing(p["target_calls_per_token"])]
         best = min(ok, key=lambda p: p["target_calls_per_token"]) if ok else None
         curve_rows.append({
             "curve": label, "role": mine[0]["role"], "knob": mine[0]["knob"], "values": [p["value"] for p in mine],
@@ -284,8 +307,9 @@ def summarize(curves: Sequence[Curve], bench: BenchResult) -> SweepResult:
                                         and not math.isnan(lossless_speed) else math.nan),
         })
     summary = {"quality_metric": QUALITY_METRIC, "target_only_quality": target_quality, "quality_threshold": threshold,
+               "guard": GUARD, "guard_floor": guard_floor,
                "lossless_speculative_speedup": lossless_speed, "quality_tolerance": QUALITY_TOLERANCE}
-    return SweepResult(points, curve_rows, summary, bench.meta, bench)
+    return SweepResult(points, curve_rows, summary, meta)
 
 
 def _point(row: Row, label: str, role: str, knob: str | None, value: float | None) -> dict[str, Any]:
@@ -300,6 +324,22 @@ def _point(row: Row, label: str, role: str, knob: str | None, value: float | Non
         "drafter_calls_per_token": row.drafter_calls_per_token, "tau": row.mean_acceptance_length,
         "acceptance_rate": row.acceptance_rate, "deferral_rate": row.deferral_rate, "run_id": row.run_id,
     }
+
+
+KEEP_NONE = ("value", "knob", "rule", "run_id", "curve", "role", "policy", "mode", "temperature", "block_size")
+
+
+def load(path: Path | str) -> SweepResult:
+    """A sweep.json written earlier, re-analysed (`analyze`) as the current code would."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        points = [{k: (math.nan if v is None and k not in KEEP_NONE else v) for k, v in p.items()}
+                  for p in data["points"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CascadeError(f"{path}: not a sweep.json written by `cascade sweep` ({type(exc).__name__}: {exc})") from None
+    return analyze(points, data.get("meta", {}))
 
 
 def _missing(x: Any) -> bool:
