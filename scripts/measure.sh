@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Re-measure every figure README.md quotes, on this machine, with the shipped models and prompts.
 # Writes docs/results/: zoo.json (family); calibration/ (the α sweep on the train-side prompts the
-# shipped α come from); sweep/ and sweep-t1.* (held-out trade-off curves, T = 0 and T = 1);
+# shipped α come from); sweep/ and sweep-t1/ (held-out trade-off curves, T = 0 and T = 1);
 # bench.json + bench.txt (policies and peers, greedy), bench-t1.* (T = 1, three seeds per prompt);
 # store-cost.txt (logging overhead). About 75 minutes on 2 CPU cores (each command prints its own
 # estimate up front).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=docs/results
-mkdir -p "$R/calibration" "$R/sweep"
+mkdir -p "$R/calibration" "$R/sweep" "$R/sweep-t1"
 C=.venv/bin/cascade
 TOKENS=${TOKENS:-48}        # new tokens per prompt
 export HF_HUB_OFFLINE=1
@@ -22,7 +22,7 @@ $C sweep $SWEPT --alphas 5 --limit 30 --max-new-tokens "$TOKENS" --threads 2 --n
    --out "$R/sweep" | tee "$R/sweep/sweep.txt"
 $C sweep policies/target-only.yaml policies/speculative-lossless.yaml $SWEPT --alphas 4 --limit 20 \
    --max-new-tokens "$TOKENS" --temperature 1 --seeds 2 --threads 2 --no-baselines --no-progress --no-store \
-   --out "$R/sweep-t1" | tee "$R/sweep-t1.txt"
+   --out "$R/sweep-t1" | tee "$R/sweep-t1/sweep.txt"
 $C bench $BENCH --peers hf --limit 30 --max-new-tokens "$TOKENS" --repeats 2 --threads 2 --no-progress \
    --store "sqlite:///$R/bench.db" --json "$R/bench.json" | tee "$R/bench.txt"
 $C bench $BENCH --limit 20 --max-new-tokens "$TOKENS" --temperature 1 --seeds 3 --repeats 1 --threads 2 \
