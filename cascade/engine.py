@@ -102,6 +102,7 @@ class Engine:
         self.lenience = d.lenience if self.mode == "lossy" else None
         # a cascade draws the bonus token from π_{k+1}, which needs the drafter's q there
         self.lookahead = self.mode == "speculative" and rule.name != "none"
+        self.reads_features = bool(getattr(rule, "reads_features", False))  # only then is a BlockContext built
         self.eos_id = None if d.ignore_eos else tokenizer.eos_token_id
         self.step_fn: Callable[[_Sequence, int, int], tuple[list[int], StepRecord]] = {
             "target": self._target_step,
@@ -295,7 +296,7 @@ class Engine:
         t0 = time.perf_counter()
         draft = self._propose(seq, DraftRequest(k=1))  # x: (1,), q: (1, V)
         q_raw = q_unscaled(draft.tokens, draft.probs, self.target.vocab_size)  # (1, V)
-        _, r_x = deferral(self.rule, draft.tokens, q_raw, None, seq.block)  # q-only rule: r(x) (1,)
+        _, r_x = deferral(self.rule, draft.tokens, q_raw, None, self._block(seq))  # q-only rule: r(x) (1,)
         x, deferred = torch.stack([draft.tokens[0].float(), r_x[0]]).tolist()  # one readback (ids < 2^24)
         x, deferred = int(x), bool(deferred)
         t1 = time.perf_counter()
@@ -338,7 +339,7 @@ class Engine:
         p_logits = self.target.forward(torch.cat([seq.buf[seq.n - 1 : seq.n], x]))  # (k + 1, V)
         # defer + accept: π = q(1 − r) + η p, keep x_i with prob min(1, π(x_i)/q(x_i)), then a residual or bonus
         verdict = verify_block(x, q, p_logits, self.rule, self.params, seq.generator, self.lenience, q_next,
-                               block=seq.block)
+                               block=self._block(seq))
         n, nxt, *xs = torch.cat([verdict.n_accepted.view(1), verdict.next_token.view(1), x]).tolist()  # one readback
         # roll back: keep the context, the last token and the n accepted drafts
         self.target.rollback(seq.n + n)
@@ -355,6 +356,9 @@ class Engine:
         return emitted, StepRecord(index=index, block_size=asked, drafted=k, accepted=n, emitted=tuple(emitted),
                                    deferred=deferred, target_calls=1, drafter_calls=draft.calls,
                                    draft_seconds=t1 - t0, verify_seconds=t2 - t1, decisions=decisions)
+
+    def _block(self, seq: _Sequence) -> BlockContext | None:
+        return seq.block if self.reads_features else None
 
     def _propose(self, seq: _Sequence, request: DraftRequest) -> Draft:
         assert self.drafter is not None

@@ -77,24 +77,6 @@ def paired(values: Mapping[str, float], baseline: Mapping[str, float], level: fl
     return estimate([values[k] - baseline[k] for k in keys], level)
 
 
-def ratio(values: Mapping[str, float], baseline: Mapping[str, float], level: float = LEVEL) -> Estimate:
-    """Σ values / Σ baseline over the shared prompts (a ratio of means), bootstrapped over prompts."""
-    keys = [k for k in values if k in baseline]
-    if not keys:
-        return NAN
-    a = np.asarray([values[k] for k in keys], dtype=float)
-    b = np.asarray([baseline[k] for k in keys], dtype=float)
-    point = float(a.sum() / b.sum()) if b.sum() else math.nan
-    if len(keys) < 2:
-        return Estimate(point, math.nan, math.nan, len(keys))
-    rng = np.random.default_rng(SEED)
-    idx = rng.integers(0, len(keys), size=(RESAMPLES, len(keys)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = a[idx].sum(axis=1) / b[idx].sum(axis=1)
-    low, high = np.nanquantile(ratios, [(1 - level) / 2, (1 + level) / 2])
-    return Estimate(point, float(low), float(high), len(keys))
-
-
 def speedup(tokens: Mapping[int, float], seconds: Mapping[int, float], base_tokens: Mapping[int, float],
             base_seconds: Mapping[int, float], level: float = LEVEL) -> Estimate:
     """(Σ tokens / Σ seconds) / (Σ base tokens / Σ base seconds) over the shared prompts, bootstrapped over prompts."""
