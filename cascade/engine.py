@@ -42,16 +42,23 @@ import torch
 from cascade import models, sampling
 from cascade.drafter import Draft, Drafter, DrafterContext, DraftRequest, Feedback
 from cascade.errors import CascadeError, PluginError, plugin_errors
-from cascade.features import decision_features, named
+from cascade.features import (
+    LOGQ_QUANTILES,
+    LOGQ_WINDOW,
+    RECENT_STEPS,
+    BlockContext,
+    decision_features,
+    named,
+    quantile,
+)
 from cascade.metrics import Decision, Generation, Metrics, StepRecord
 from cascade.policy import VERIFYING_MODES, Policy, check_policy, drafter_options, load_policy, rule_options
-from cascade.rules import BlockContext, Rule
+from cascade.rules import Rule
 from cascade.schedule import BlockSchedule
 from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
 EMPTY_DRAFT = Draft(torch.empty(0, dtype=torch.long), calls=0)
 STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
-RECENT_STEPS = 8  # verification steps in a sequence's recent acceptance (rules that read features)
 
 
 class _Sequence:
@@ -67,13 +74,21 @@ class _Sequence:
         self.schedule = schedule  # this generation's block sizes
         self.record = record  # build per-position Decision rows
         self.recent: deque[tuple[int, int]] = deque(maxlen=RECENT_STEPS)  # (drafted, accepted) per step
+        self.logq: deque[float] = deque(maxlen=LOGQ_WINDOW)  # log q(x) of the latest drafted positions
 
     @property
     def block(self) -> BlockContext:
-        """Where the next block starts, for rules that read features."""
+        """Where the next block starts: for rules that read features, and for the log."""
         drafted = sum(d for d, _ in self.recent)
         rate = sum(a for _, a in self.recent) / drafted if drafted else math.nan
-        return BlockContext(sequence_position=self.n, recent_acceptance=rate)
+        q10, q50 = (quantile(list(self.logq), q) for q in LOGQ_QUANTILES)
+        return BlockContext(sequence_position=self.n, recent_acceptance=rate, logq_q10=q10, logq_q50=q50)
+
+    def track(self, drafted: int, accepted: int, tokens: torch.Tensor, q: torch.Tensor | None) -> None:
+        """After a block: its acceptance and its drafts' log q(x) (tokens (k,), q (k, V) or None)."""
+        self.recent.append((drafted, accepted))
+        if q is not None and drafted:
+            self.logq.extend(q.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).clamp_min(1e-30).log().tolist())
 
     @property
     def context(self) -> torch.Tensor:
@@ -102,7 +117,7 @@ class Engine:
         self.lenience = d.lenience if self.mode == "lossy" else None
         # a cascade draws the bonus token from π_{k+1}, which needs the drafter's q there
         self.lookahead = self.mode == "speculative" and rule.name != "none"
-        self.reads_features = bool(getattr(rule, "reads_features", False))  # only then is a BlockContext built
+        self.reads_features = bool(getattr(rule, "reads_features", False))  # a BlockContext per block
         self.eos_id = None if d.ignore_eos else tokenizer.eos_token_id
         self.step_fn: Callable[[_Sequence, int, int], tuple[list[int], StepRecord]] = {
             "target": self._target_step,
@@ -276,6 +291,7 @@ class Engine:
 
     def _drafter_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         k = min(seq.schedule.next(), remaining)
+        ctx = self._block(seq)
         t0 = time.perf_counter()
         draft = self._propose(seq, DraftRequest(k=k))
         tokens = draft.tokens.tolist()
@@ -283,20 +299,23 @@ class Engine:
             raise PluginError(f"drafter {self.drafter_name!r} proposed no token in drafter-only mode")
         self._observe(Feedback(n_accepted=len(tokens)))
         dt = time.perf_counter() - t0
+        if ctx is not None:
+            seq.track(len(tokens), len(tokens), draft.tokens, draft.probs)
         decisions: tuple[Decision, ...] = ()
         if seq.record:  # nothing verifies: the target-side features stay absent
             feats = decision_features(draft.tokens, draft.probs, None).tolist()  # (k, F)
             decisions = tuple(_draft_row(i, t, t, deferred=False, features=f) for i, (t, f) in enumerate(zip(tokens, feats)))
         return tokens, StepRecord(index=index, block_size=k, drafted=len(tokens), accepted=len(tokens),
                                   emitted=tuple(tokens), deferred=0, target_calls=0, drafter_calls=draft.calls,
-                                  draft_seconds=dt, verify_seconds=0.0, decisions=decisions)
+                                  draft_seconds=dt, verify_seconds=0.0, decisions=decisions, context=ctx)
 
     def _sequential_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         """Token-level cascade: the drafter decodes; deferred positions go to the target."""
+        ctx = self._block(seq)
         t0 = time.perf_counter()
         draft = self._propose(seq, DraftRequest(k=1))  # x: (1,), q: (1, V)
         q_raw = q_unscaled(draft.tokens, draft.probs, self.target.vocab_size)  # (1, V)
-        _, r_x = deferral(self.rule, draft.tokens, q_raw, None, self._block(seq))  # q-only rule: r(x) (1,)
+        _, r_x = deferral(self.rule, draft.tokens, q_raw, None, ctx, real_q=draft.probs is not None)  # r(x) (1,)
         x, deferred = torch.stack([draft.tokens[0].float(), r_x[0]]).tolist()  # one readback (ids < 2^24)
         x, deferred = int(x), bool(deferred)
         t1 = time.perf_counter()
@@ -310,22 +329,25 @@ class Engine:
         else:
             token = x
         self._observe(Feedback(n_accepted=0 if deferred else 1, next_token=token if deferred else None))
+        if ctx is not None:
+            seq.track(1, 0 if deferred else 1, draft.tokens, draft.probs)
         t2 = time.perf_counter()
         decisions: tuple[Decision, ...] = ()
         if seq.record:
-            f = decision_features(draft.tokens, q_raw, p_raw)[0].tolist()  # (F,)
+            f = decision_features(draft.tokens, draft.probs, p_raw)[0].tolist()  # (F,) no q: absent
             decisions = (_draft_row(0, x, None if deferred else token, deferred=deferred, features=f),)
             if deferred:
                 decisions += (_emitted_by_target(0, "target", token),)
         return [token], StepRecord(index=index, block_size=1, drafted=1, accepted=0 if deferred else 1,
                                    emitted=(token,), deferred=int(deferred), target_calls=target_calls,
                                    drafter_calls=draft.calls, draft_seconds=t1 - t0, verify_seconds=t2 - t1,
-                                   decisions=decisions)
+                                   decisions=decisions, context=ctx)
 
     def _speculative_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         """Draft k, verify k + 1 positions in one target call, accept, roll back."""
         asked = min(seq.schedule.next(), remaining - 1)  # k accepted + 1 bonus fit the budget
         proposed = asked > 0 or self.lookahead  # a cascade needs q_{k+1} even when k = 0
+        ctx = self._block(seq)  # where the block sits (rules that read features, the log)
         t0 = time.perf_counter()
         # draft: up to `asked` tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus)
         request = DraftRequest(k=asked, min_confidence=seq.schedule.min_confidence, lookahead=self.lookahead)
@@ -339,7 +361,7 @@ class Engine:
         p_logits = self.target.forward(torch.cat([seq.buf[seq.n - 1 : seq.n], x]))  # (k + 1, V)
         # defer + accept: π = q(1 − r) + η p, keep x_i with prob min(1, π(x_i)/q(x_i)), then a residual or bonus
         verdict = verify_block(x, q, p_logits, self.rule, self.params, seq.generator, self.lenience, q_next,
-                               block=self._block(seq))
+                               block=ctx)
         n, nxt, *xs = torch.cat([verdict.n_accepted.view(1), verdict.next_token.view(1), x]).tolist()  # one readback
         # roll back: keep the context, the last token and the n accepted drafts
         self.target.rollback(seq.n + n)
@@ -347,7 +369,8 @@ class Engine:
             self._observe(Feedback(n_accepted=n, next_token=nxt))
         if k > 0:  # nothing drafted (no n-gram match) says nothing about the block size
             seq.schedule.update(k, n)
-            seq.recent.append((k, n))
+            if ctx is not None:
+                seq.track(k, n, x, q)
         t2 = time.perf_counter()
         # log: emitted = x_1..x_n + the correction or bonus token
         emitted = xs[:n] + [nxt]
@@ -355,10 +378,12 @@ class Engine:
         decisions = self._block_decisions(x, xs, draft, p_logits, verdict, n, nxt) if seq.record else ()
         return emitted, StepRecord(index=index, block_size=asked, drafted=k, accepted=n, emitted=tuple(emitted),
                                    deferred=deferred, target_calls=1, drafter_calls=draft.calls,
-                                   draft_seconds=t1 - t0, verify_seconds=t2 - t1, decisions=decisions)
+                                   draft_seconds=t1 - t0, verify_seconds=t2 - t1, decisions=decisions,
+                                   context=ctx)
 
     def _block(self, seq: _Sequence) -> BlockContext | None:
-        return seq.block if self.reads_features else None
+        """Where the next block sits, when a rule reads it or the decisions are logged (else None: no cost)."""
+        return seq.block if (self.reads_features or seq.record) else None
 
     def _propose(self, seq: _Sequence, request: DraftRequest) -> Draft:
         assert self.drafter is not None

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from cascade.features import BlockContext
+
 
 @dataclass(frozen=True)
 class Decision:
     """One drafted position, or one token the target emitted itself (correction, bonus, deferred).
 
-    The feature fields (q_x .. d_tv) are `cascade.features.FEATURES`, in that order (a test checks).
+    The feature fields (q_x .. agree) are `cascade.features.FEATURES`, in that order (a test checks).
     """
 
     position: int  # index in the block (0-based); the correction/bonus row has position = accepted count
@@ -22,10 +24,13 @@ class Decision:
     q_x: float | None = None  # q(drafted) at T = 1
     q_max: float | None = None
     q_entropy: float | None = None
+    q_margin: float | None = None  # top-1 − top-2 of q
+    q_rank: float | None = None  # tokens q ranks above x
     p_x: float | None = None
     p_max: float | None = None
     p_entropy: float | None = None
     d_tv: float | None = None
+    agree: float | None = None  # argmax p = argmax q: 1, else 0
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class StepRecord:
     draft_seconds: float
     verify_seconds: float
     decisions: tuple[Decision, ...] = ()
+    context: BlockContext | None = None  # where the block sat (CONTEXT); set when decisions are recorded
 
 
 @dataclass

@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from cascade.errors import PluginError
-from cascade.features import FEATURES
+from cascade.features import FEATURES, BlockContext, model_features
 
 
 class NoOptions(BaseModel):
@@ -49,14 +49,16 @@ class DeferralInputs:
     sequence_position: int  # tokens in the sequence (prompt + emitted) before the block
     recent_acceptance: float  # accepted / drafted over the last few verification steps; NaN before any
     names: tuple[str, ...] = FEATURES  # column names of `features`, in order
+    logq_q10: float = math.nan  # running quantiles of the drafter's log q(x) in this sequence (BlockContext)
+    logq_q50: float = math.nan
 
+    @property
+    def context(self) -> BlockContext:
+        return BlockContext(self.sequence_position, self.recent_acceptance, self.logq_q10, self.logq_q50)
 
-@dataclass(frozen=True)
-class BlockContext:
-    """Where a block sits in its sequence: what the engine knows beyond the block's q and p."""
-
-    sequence_position: int  # tokens in the sequence (prompt + emitted) before the block
-    recent_acceptance: float = math.nan  # accepted / drafted over the last few verification steps
+    def model_features(self) -> torch.Tensor:
+        """`cascade.features.MODEL_FEATURES` for the block, on the features' device. (k, M)"""
+        return model_features(self.features, self.positions, self.context)
 
 
 @runtime_checkable

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from cascade import sampling as S
-from cascade.features import decision_features
-from cascade.rules import BlockContext, DeferralInputs, Rule
+from cascade.features import BlockContext, decision_features
+from cascade.rules import DeferralInputs, Rule
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ def deferral(
             positions=torch.arange(first, first + k, device=tokens.device),  # (k,)
             sequence_position=block.sequence_position,
             recent_acceptance=block.recent_acceptance,
+            logq_q10=block.logq_q10,
+            logq_q50=block.logq_q50,
         )
     r = rule.defer(q_raw, p_raw if rule.reads_p else None, inputs)
     r_x = r.expand(tokens.shape[0], -1).gather(-1, tokens.unsqueeze(-1)) if r.shape[-1] > 1 else r

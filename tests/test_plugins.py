@@ -91,8 +91,8 @@ def test_builtin_rules_and_installed_drafters_go_through_the_hooks():
 
 
 def test_in_process_plugin_registers_and_is_listed():
-    reg = build_registry(extra=[("mine", make_plugin("mine", drafters=["eagle"], rules=["learned"]))])
-    assert "eagle" in reg.drafters and "learned" in reg.rules
+    reg = build_registry(extra=[("mine", make_plugin("mine", drafters=["mine_drafter"], rules=["mine_rule"]))])
+    assert "mine_drafter" in reg.drafters and "mine_rule" in reg.rules
     assert [p for p in reg.plugins if p.name == "mine"][0].hooks == ("register_drafters", "register_rules")
 
 

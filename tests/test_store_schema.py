@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import datetime, timezone
 
@@ -15,7 +16,7 @@ from test_store_support import make_policy
 from cascade.errors import CascadeError
 from cascade.metrics import COUNTERS, QUALITY, Quality
 from cascade.store import Store, db, migrate, queries, resolve_url, synthetic
-from cascade.store.models import METRIC_COLUMNS, QUALITY_COLUMNS, Run, Sequence
+from cascade.store.models import METRIC_COLUMNS, QUALITY_COLUMNS, Run, Sequence, Step
 
 pytest_plugins = ["test_store_support"]  # the store_url fixture
 
@@ -126,7 +127,8 @@ def test_upgrade_from_the_first_revision_keeps_every_row(store_url):
 
 def test_upgrade_from_0002_keeps_sequences_and_their_quality_and_downgrades_back(store_url):
     """A store at 0002 with sequences (quality filled) upgrades to 0003: rows and values kept, the new
-    columns NULL (seed unknown, not measured); 0003 downgrades to 0002 without losing the old columns."""
+    columns NULL (seed unknown, not measured); 0003 downgrades to 0002 without losing the old columns.
+    (It upgrades to head: 0004's columns are checked in the next test.)"""
     migrate.upgrade(store_url, "0002")
     engine = db.make_engine(store_url)
     try:
@@ -150,7 +152,7 @@ def test_upgrade_from_0002_keeps_sequences_and_their_quality_and_downgrades_back
 
     with pytest.raises(CascadeError, match="cascade db upgrade"):
         Store.open(store_url)
-    assert migrate.upgrade(store_url) == ("0002", "0003")
+    assert migrate.upgrade(store_url) == ("0002", migrate.head())
     engine = db.make_engine(store_url)
     try:
         after = _snapshot(engine)
@@ -187,7 +189,66 @@ def test_upgrade_from_0002_keeps_sequences_and_their_quality_and_downgrades_back
     assert downgraded["sequences"][:3] == before["sequences"]
     assert {k: downgraded[k] for k in ("steps", "decisions")} == {k: before[k] for k in ("steps", "decisions")}
     assert downgraded["sequences"][3]["prompt_text"] == "new"
-    assert migrate.upgrade(store_url) == ("0002", "0003")  # and up again
+    assert migrate.upgrade(store_url) == ("0002", migrate.head())  # and up again
+
+
+def test_upgrade_from_0003_adds_feature_and_context_columns_and_calibrations(store_url):
+    """0003 -> 0004: old steps and decisions keep their values, the new columns are NULL (not logged),
+    the calibrations table exists and takes a record; 0004 downgrades to 0003 without losing rows."""
+    from cascade.features import CONTEXT
+    from cascade.store.writer import CalibrationRecord
+
+    migrate.upgrade(store_url, "0003")
+    with _at_revision(store_url) as engine:
+        with engine.begin() as conn:
+            meta = MetaData()
+            meta.reflect(conn)
+            assert "calibrations" not in meta.tables and "agree" not in meta.tables["decisions"].c
+            runs, seqs, steps, decs = (meta.tables[n] for n in ("runs", "sequences", "steps", "decisions"))
+            run_id = conn.execute(insert(runs).values(**_row(runs, status="done"))).inserted_primary_key[0]
+            seq_id = conn.execute(insert(seqs).values(**_row(seqs, run_id=run_id, index=0, prompt_text="p"))
+                                  ).inserted_primary_key[0]
+            conn.execute(insert(steps), [_row(steps, sequence_id=seq_id, index=i) for i in range(2)])
+            conn.execute(insert(decs), [_row(decs, sequence_id=seq_id, step=i, position=0, kind="draft", q_x=0.5)
+                                        for i in range(2)])
+        before = _snapshot(engine)
+    assert migrate.upgrade(store_url) == ("0003", "0004")
+    with _at_revision(store_url) as engine:
+        after = _snapshot(engine)
+        with engine.connect() as conn:
+            assert migrate.drift(conn) == []
+    for table, rows in before.items():
+        assert [{k: r[k] for k in old} for r, old in zip(after[table], rows)] == rows
+    assert set(after["steps"][0]) - set(before["steps"][0]) == set(CONTEXT)
+    assert set(after["decisions"][0]) - set(before["decisions"][0]) == {"q_margin", "q_rank", "agree"}
+    assert all(r[c] is None for r in after["steps"] for c in CONTEXT)
+    with Store.open(store_url) as store:
+        cal = store.add_calibration(CalibrationRecord(
+            policy_name="p-cal", policy_yaml="name: p-cal\n", rule="chow", target="t", objective="target_share",
+            goal=0.5, tolerance=0.05, alpha=0.3, measured=0.52, converged=True, replays=3, prompts_sha256="0" * 64,
+            num_prompts=4, run_ids=(run_id,)))
+        (row,) = queries.list_calibrations(store)
+        assert (row["id"], row["rule"], row["alpha"], row["run_ids"], row["converged"]) == (cal, "chow", 0.3,
+                                                                                             [run_id], True)
+        assert queries.list_calibrations(store, rule="diff") == []
+        with pytest.raises(CascadeError, match="objective"):
+            store.add_calibration(CalibrationRecord(
+                policy_name="x", policy_yaml="", rule="chow", target="t", objective="speed", goal=1, tolerance=0,
+                alpha=0, measured=None, converged=False, replays=0, prompts_sha256="", num_prompts=0))
+    with _at_revision(store_url) as engine:
+        with engine.begin() as conn:
+            command.downgrade(migrate.config(conn), "0003")
+        downgraded = _snapshot(engine)
+    assert downgraded == before
+
+
+@contextlib.contextmanager
+def _at_revision(store_url):
+    engine = db.make_engine(store_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _snapshot(engine) -> dict[str, list[dict]]:
@@ -225,9 +286,9 @@ def test_a_foreign_database_is_refused(tmp_path):
 
 def test_history_lists_every_revision_newest_first():
     revs = migrate.history()
-    assert [r["revision"] for r in revs] == ["0003", "0002", "0001"]
-    assert [r["is_head"] for r in revs] == [True, False, False]
-    assert [r["down_revision"] for r in revs] == ["0002", "0001", None]
+    assert [r["revision"] for r in revs] == ["0004", "0003", "0002", "0001"]
+    assert [r["is_head"] for r in revs] == [True, False, False, False]
+    assert [r["down_revision"] for r in revs] == ["0003", "0002", "0001", None]
 
 
 def test_metric_columns_are_the_metrics_counters():
@@ -257,6 +318,15 @@ def test_decision_features_are_one_vocabulary():
     assert [f for f in fields if f in FEATURES] == list(FEATURES)
     known = {"position", "kind", "drafted_token", "emitted_token", "accepted", "deferred"}
     assert set(fields) - known == set(FEATURES)
+
+
+def test_block_context_is_one_vocabulary():
+    """The steps' context columns, BlockContext's fields and CONTEXT are the same names in the same order."""
+    from cascade.features import CONTEXT, BlockContext
+
+    assert tuple(f.name for f in dataclasses.fields(BlockContext)) == CONTEXT
+    assert [c for c in Step.__table__.columns.keys() if c in CONTEXT] == list(CONTEXT)
+    assert all(Step.__table__.columns[c].nullable for c in CONTEXT)
 
 
 def test_synthetic_generation_is_the_engine_generation():

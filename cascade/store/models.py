@@ -9,7 +9,9 @@
 - `steps`: one verification step (or one drafter step in `sequential`/`drafter` mode),
   keyed by (sequence, step index).
 - `decisions`: one row per drafted position and per token the target emitted itself
-  (correction, bonus, target), with the quantities the rules read.
+  (correction, bonus, target), with the quantities the rules read (`cascade.features.FEATURES`).
+
+    calibrations: one `cascade calibrate` result each (rule, objective, α found, replays)
 
 The metric columns of `runs` and `sequences` carry the names of `cascade.metrics.Metrics`'
 counters, so totals are `Metrics` fields one to one (a test checks the two lists agree).
@@ -51,6 +53,7 @@ NAMING_CONVENTION = {
 
 RUN_STATUSES = ("running", "done", "failed", "interrupted")
 DECISION_KINDS = ("draft", "correction", "bonus", "target")
+CALIBRATION_OBJECTIVES = ("target_share", "quality_floor")
 
 # 64-bit ids on servers; SQLite needs INTEGER for an auto-incrementing rowid alias
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -151,6 +154,11 @@ class Step(Base):
     drafter_calls: Mapped[int] = mapped_column(Integer)
     draft_seconds: Mapped[float] = mapped_column(Float)
     verify_seconds: Mapped[float] = mapped_column(Float)
+    # where the block sat (`cascade.features.CONTEXT`), logged with the decisions; revision 0004
+    sequence_position: Mapped[int | None] = mapped_column(Integer)
+    recent_acceptance: Mapped[float | None] = mapped_column(Float)
+    logq_q10: Mapped[float | None] = mapped_column(Float)
+    logq_q50: Mapped[float | None] = mapped_column(Float)
 
 
 class Decision(Base):
@@ -171,14 +179,45 @@ class Decision(Base):
     q_x: Mapped[float | None] = mapped_column(Float)  # q(drafted) at T = 1; NULL = absent (no q)
     q_max: Mapped[float | None] = mapped_column(Float)
     q_entropy: Mapped[float | None] = mapped_column(Float)
+    q_margin: Mapped[float | None] = mapped_column(Float)  # revision 0004 (NULL in older rows)
+    q_rank: Mapped[float | None] = mapped_column(Float)  # revision 0004
     p_x: Mapped[float | None] = mapped_column(Float)
     p_max: Mapped[float | None] = mapped_column(Float)
     p_entropy: Mapped[float | None] = mapped_column(Float)
     d_tv: Mapped[float | None] = mapped_column(Float)
+    agree: Mapped[float | None] = mapped_column(Float)  # revision 0004
     rule: Mapped[str] = mapped_column(String(64))
     alpha: Mapped[float] = mapped_column(Float)
     deferred: Mapped[bool | None] = mapped_column(Boolean)  # r(x); drafts only
     accepted: Mapped[bool | None] = mapped_column(Boolean)  # drafts only
+
+
+class Calibration(Base):
+    """One α calibration (`cascade calibrate`): the α found for a rule and an objective, and how."""
+
+    __tablename__ = "calibrations"
+    __table_args__ = (CheckConstraint(_in("objective", CALIBRATION_OBJECTIVES), name="objective"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    policy_name: Mapped[str] = mapped_column(String(200))  # the calibrated (derived) policy
+    policy_yaml: Mapped[str] = mapped_column(Text)
+    rule: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str | None] = mapped_column(String(500))  # a learned rule's artefact (path), else NULL
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(500))
+    drafter: Mapped[str | None] = mapped_column(String(500))
+    objective: Mapped[str] = mapped_column(String(16))  # target_share | quality_floor
+    goal: Mapped[float] = mapped_column(Float)  # the share (or quality floor) asked for
+    tolerance: Mapped[float] = mapped_column(Float)
+    alpha: Mapped[float] = mapped_column(Float)  # the α chosen
+    measured: Mapped[float | None] = mapped_column(Float)  # the share (or quality) measured at that α
+    converged: Mapped[bool] = mapped_column(Boolean)  # measured within tolerance of goal
+    replays: Mapped[int] = mapped_column(Integer)  # real decoding runs it took
+    prompts_sha256: Mapped[str] = mapped_column(String(64))
+    num_prompts: Mapped[int] = mapped_column(Integer)
+    run_ids: Mapped[list[int]] = mapped_column(JSON, default=list)  # the replays' runs
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 METRIC_COLUMNS = COUNTERS

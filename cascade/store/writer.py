@@ -21,6 +21,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -29,11 +30,20 @@ from sqlalchemy import Connection, CursorResult, Engine, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from cascade.errors import CascadeError
-from cascade.features import FEATURES
+from cascade.features import CONTEXT, FEATURES
 from cascade.metrics import QUALITY, add_counts
 from cascade.policy import VERIFYING_MODES
 from cascade.store import db, migrate, runinfo
-from cascade.store.models import METRIC_COLUMNS, RUN_STATUSES, Decision, Run, Sequence, Step
+from cascade.store.models import (
+    CALIBRATION_OBJECTIVES,
+    METRIC_COLUMNS,
+    RUN_STATUSES,
+    Calibration,
+    Decision,
+    Run,
+    Sequence,
+    Step,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -44,6 +54,30 @@ if TYPE_CHECKING:
 FLUSH_ROWS = 2000  # buffered step + decision rows that trigger a write
 FLUSH_SECONDS = 1.0  # ... or the age of the oldest unwritten row
 SEED_MIN, SEED_MAX = -(2**31), 2**31 - 1  # what `sequences.seed` (INTEGER) holds on PostgreSQL too
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """One α calibration, as `cascade calibrate` found it (the `calibrations` table's columns)."""
+
+    policy_name: str  # the derived policy, calibrated
+    policy_yaml: str
+    rule: str
+    target: str
+    objective: str  # "target_share" | "quality_floor"
+    goal: float  # the share (or quality floor) asked for
+    tolerance: float
+    alpha: float  # the α chosen
+    measured: float | None  # what was measured at that α
+    converged: bool  # measured within tolerance of goal
+    replays: int  # real decoding runs it took
+    prompts_sha256: str
+    num_prompts: int
+    drafter: str | None = None
+    model: str | None = None  # a learned rule's artefact
+    model_sha256: str | None = None
+    run_ids: tuple[int, ...] = ()
+    info: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _now() -> datetime:
@@ -179,6 +213,15 @@ class Store:
                 return []
         return self.write(go)
 
+    def add_calibration(self, record: CalibrationRecord) -> int:
+        """Store one calibration result; its id."""
+        if record.objective not in CALIBRATION_OBJECTIVES:
+            raise CascadeError(f"calibration objective {record.objective!r}: expected one of "
+                               f"{', '.join(CALIBRATION_OBJECTIVES)}")
+        row = {**asdict(record), "measured": None if record.measured is None else _f(float(record.measured)),
+               "run_ids": list(record.run_ids), "info": dict(record.info), "created_at": _now()}
+        return self.write(lambda conn: _new_id(conn.execute(insert(Calibration).values(**row))))
+
     def set_quality(self, sequence_id: int, quality: Quality, *, reference: str | None = None) -> None:
         """Fill a sequence's quality fields (benchmarks): every field of `quality` (`QUALITY` names) and
         `reference`; None leaves a column as it is, NaN is stored as NULL."""
@@ -188,6 +231,15 @@ class Store:
             values["reference"] = reference
         if values:
             self.write(lambda conn: conn.execute(update(Sequence).where(Sequence.id == sequence_id).values(**values)))
+
+
+def _context(step: StepRecord) -> dict[str, Any]:
+    """The step's CONTEXT columns (NULL when the engine did not record where the block sat)."""
+    c = step.context
+    if c is None:
+        return dict.fromkeys(CONTEXT)
+    return {"sequence_position": c.sequence_position,
+            **{name: _f(getattr(c, name)) for name in CONTEXT if name != "sequence_position"}}
 
 
 def _new_id(result: CursorResult[Any]) -> int:
@@ -250,6 +302,7 @@ class RunLogger:
             "drafted": step.drafted, "accepted": step.accepted, "emitted": len(step.emitted),
             "deferred": step.deferred, "target_calls": step.target_calls, "drafter_calls": step.drafter_calls,
             "draft_seconds": step.draft_seconds, "verify_seconds": step.verify_seconds,
+            **_context(step),
         })
         rule, alpha = self.rule, self.alpha
         self._decisions.extend({

@@ -19,7 +19,7 @@ from cascade.errors import CascadeError
 from cascade.metrics import DERIVED, Metrics, add_counts
 from cascade.policy import VERIFYING_MODES
 from cascade.store.db import mask_url
-from cascade.store.models import METRIC_COLUMNS, QUALITY_COLUMNS, Decision, Run, Sequence, Step
+from cascade.store.models import METRIC_COLUMNS, QUALITY_COLUMNS, Calibration, Decision, Run, Sequence, Step
 from cascade.store.writer import Store
 from cascade.tables import nan_to_none
 
@@ -238,3 +238,12 @@ def _trim(counts: list[int] | None) -> list[int]:
     while out and out[-1] == 0:
         out.pop()
     return out
+
+
+def list_calibrations(store: Store, *, rule: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """Stored calibrations (`cascade calibrate`), newest first, optionally of one rule; plain dicts."""
+    q = select(Calibration.__table__).order_by(Calibration.id.desc()).limit(limit)
+    if rule is not None:
+        q = q.where(Calibration.rule == rule)
+    with store.reader.connect() as conn:
+        return [_row(r) for r in conn.execute(q).mappings()]
