@@ -1,4 +1,5 @@
-"""cascade's own plugin ("cascade-builtin"): registers the SPEC.md deferral rules through the public hook."""
+"""cascade's own plugin ("cascade-builtin"): registers the SPEC.md deferral rules and the block schedules
+through the public hooks, as a third party's plugin would."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from collections.abc import Callable
 
 from cascade.hookspecs import hookimpl
 from cascade.rules import BUILTIN_RULES, Rule
+from cascade.schedule import BUILTIN_SCHEDULES, Schedule
 
 
 @hookimpl
 def register_rules(register: Callable[[str, type[Rule]], None]) -> None:
     for name, cls in BUILTIN_RULES.items():
+        register(name, cls)
+
+
+@hookimpl
+def register_schedules(register: Callable[[str, type[Schedule]], None]) -> None:
+    for name, cls in BUILTIN_SCHEDULES.items():
         register(name, cls)

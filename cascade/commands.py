@@ -22,6 +22,7 @@ from cascade.tables import fmt, format_table, nan_to_none
 
 @hookimpl
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
+    from cascade import profile_cli
     from cascade.bench import cli as bench_cli
     from cascade.store import cli as store_cli
     from cascade.zoo import cli as zoo_cli
@@ -31,6 +32,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     bench_cli.add_parser(subparsers)
     store_cli.add_parser(subparsers)
     zoo_cli.add_parser(subparsers)
+    profile_cli.add_parser(subparsers)
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
@@ -136,14 +138,16 @@ def cmd_plugins(args) -> int:
 
     reg = registry()
     rows = [
-        {"name": p.name, "version": p.version, "hooks": list(p.hooks), "drafters": list(p.drafters), "rules": list(p.rules)}
+        {"name": p.name, "version": p.version, "hooks": list(p.hooks), "drafters": list(p.drafters),
+         "rules": list(p.rules), "schedules": list(p.schedules)}
         for p in reg.plugins
     ]
     if args.json:
         print(json.dumps({"plugins": rows, "failed": reg.failed}, indent=2))
         return 0
     print(format_table(["name", "version", "hooks", "registers"],
-                       [[r["name"], r["version"], ", ".join(r["hooks"]), ", ".join(r["drafters"] + r["rules"])] for r in rows]))
+                       [[r["name"], r["version"], ", ".join(r["hooks"]), ", ".join(r["drafters"] + r["rules"] + r["schedules"])]
+                        for r in rows]))
     for name, err in reg.failed.items():
         print(f"failed to load {name}: {err}", file=sys.stderr)
     return 0

@@ -21,7 +21,7 @@ today keeps working when later engines ask or tell more.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -41,6 +41,10 @@ class DraftRequest:
     min_confidence: float = 0.0  # stop drafting when the top probability of q falls below this
     lookahead: bool = False  # also return Draft.next_probs: q at T = 1 after the last drafted token
     confidence: bool = False  # also return Draft.confidence: per-token predicted acceptance
+    # the schedule's stopping rule (cascade.schedule.StopRule): before drawing token j, a drafter may
+    # call stop([c_1, .., c_j]) with the confidences so far and stop when it returns True. Optional:
+    # the engine cuts the draft where the rule says anyway; honouring it only saves drafting work
+    stop: Callable[[Sequence[float]], bool] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,12 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cascade import models, sampling
+from cascade import models, profile, sampling
 from cascade.drafter import Draft, Drafter, DrafterContext, DraftRequest, Feedback
 from cascade.errors import CascadeError, PluginError, plugin_errors
 from cascade.features import (
@@ -48,13 +47,20 @@ from cascade.features import (
     RECENT_STEPS,
     BlockContext,
     decision_features,
-    named,
     quantile,
 )
-from cascade.metrics import Decision, Generation, Metrics, StepRecord
-from cascade.policy import VERIFYING_MODES, Policy, check_policy, drafter_options, load_policy, rule_options
+from cascade.metrics import Decision, Generation, Metrics, StepRecord, draft_row, emitted_by_target, truncate_step
+from cascade.policy import (
+    VERIFYING_MODES,
+    Policy,
+    check_policy,
+    drafter_options,
+    load_policy,
+    rule_options,
+    schedule_options,
+)
 from cascade.rules import Rule
-from cascade.schedule import BlockSchedule
+from cascade.schedule import BUILTIN_SCHEDULES, Schedule, ScheduleSettings, cut_draft
 from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
 EMPTY_DRAFT = Draft(torch.empty(0, dtype=torch.long), calls=0)
@@ -65,7 +71,7 @@ class _Sequence:
     """Mutable state of one generation: the token buffer, its random stream and what was emitted."""
 
     def __init__(self, prompt: torch.Tensor, capacity: int, generator: torch.Generator,
-                 schedule: BlockSchedule, record: bool):
+                 schedule: Schedule, record: bool):
         self.buf = torch.empty(capacity, dtype=torch.long, device=prompt.device)  # (capacity,)
         self.buf[: prompt.shape[0]] = prompt
         self.n = prompt.shape[0]  # tokens in the sequence (prompt + emitted)
@@ -102,7 +108,8 @@ class _Sequence:
 
 
 class Engine:
-    def __init__(self, policy: Policy, target: Any, tokenizer: Any, drafter: Drafter | None, rule: Rule):
+    def __init__(self, policy: Policy, target: Any, tokenizer: Any, drafter: Drafter | None, rule: Rule, *,
+                 schedule: type[Schedule] | None = None):
         self.policy = policy
         self.mode = policy.mode
         self.target_model = target  # the HF model
@@ -126,6 +133,22 @@ class Engine:
             "speculative": self._speculative_step,
             "lossy": self._speculative_step,
         }[self.mode]
+        self.schedule_cls, self.schedule_settings = self._schedule(schedule)
+
+    def _schedule(self, cls: type[Schedule] | None) -> tuple[type[Schedule], ScheduleSettings]:
+        """The block schedule's class and what each generation's instance is built from (costs measured
+        or read from the profile cache when it asks for them)."""
+        d = self.policy.decoding
+        if cls is None:
+            if d.block_schedule not in BUILTIN_SCHEDULES:
+                raise CascadeError(f"unknown schedule {d.block_schedule!r}: build the engine with Engine.from_policy")
+            cls = BUILTIN_SCHEDULES[d.block_schedule]
+        costs = None
+        if cls.needs_costs:
+            costs, _, _ = profile.cost_table(self, d.max_block_size)
+        settings = ScheduleSettings(d.block_size, d.min_block_size, d.max_block_size, d.confidence, self.lookahead,
+                                    schedule_options(self.policy, cls), costs)
+        return cls, settings
 
     # ------------------------------------------------------------------ building
 
@@ -168,11 +191,11 @@ class Engine:
             )
             with plugin_errors(f"drafter {policy.drafter.plugin!r} failed to build"):
                 drafter = drafter_cls(drafter_options(policy, drafter_cls), ctx)
-        return cls(policy, target, tokenizer, drafter, rule)
+        return cls(policy, target, tokenizer, drafter, rule, schedule=registry.schedule(policy.decoding.block_schedule))
 
-    def new_schedule(self) -> BlockSchedule:
-        d = self.policy.decoding
-        return BlockSchedule(d.block_schedule, d.block_size, d.min_block_size, d.max_block_size, d.confidence)
+    def new_schedule(self) -> Schedule:
+        """A fresh schedule for one generation."""
+        return self.schedule_cls(self.schedule_settings)
 
     # ------------------------------------------------------------------ the loop
 
@@ -210,8 +233,9 @@ class Engine:
             budget = min(budget, self.target.max_positions - prompt_ids.shape[0])
         generator = self._generator(self.policy.decoding.seed if seed is None else seed)
         schedule = self.new_schedule()
-        seq = _Sequence(prompt_ids, prompt_ids.shape[0] + budget + schedule.max_size + 2, generator, schedule,
-                        record_decisions)
+        d = self.policy.decoding
+        capacity = prompt_ids.shape[0] + budget + max(d.block_size, d.max_block_size) + 2
+        seq = _Sequence(prompt_ids, capacity, generator, schedule, record_decisions)
         metrics = Metrics(num_prompt_tokens=prompt_ids.shape[0])
         steps: list[StepRecord] = []
         t0 = time.perf_counter()
@@ -284,13 +308,13 @@ class Engine:
         p_logits = self.target.forward(seq.buf[seq.n - 1 : seq.n])  # (1, V)
         token = int(sampling.pick(p_logits, self.params, seq.generator).item())
         dt = time.perf_counter() - t0
-        decisions = (_emitted_by_target(0, "target", token),) if seq.record else ()
+        decisions = (emitted_by_target(0, "target", token),) if seq.record else ()
         return [token], StepRecord(index=index, block_size=0, drafted=0, accepted=0, emitted=(token,), deferred=0,
                                    target_calls=1, drafter_calls=0, draft_seconds=0.0, verify_seconds=dt,
                                    decisions=decisions)
 
     def _drafter_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
-        k = min(seq.schedule.next(), remaining)
+        k = max(1, min(seq.schedule.plan(remaining).k, remaining))
         ctx = self._block(seq)
         t0 = time.perf_counter()
         draft = self._propose(seq, DraftRequest(k=k))
@@ -304,7 +328,7 @@ class Engine:
         decisions: tuple[Decision, ...] = ()
         if seq.record:  # nothing verifies: the target-side features stay absent
             feats = decision_features(draft.tokens, draft.probs, None).tolist()  # (k, F)
-            decisions = tuple(_draft_row(i, t, t, deferred=False, features=f) for i, (t, f) in enumerate(zip(tokens, feats)))
+            decisions = tuple(draft_row(i, t, t, deferred=False, features=f) for i, (t, f) in enumerate(zip(tokens, feats)))
         return tokens, StepRecord(index=index, block_size=k, drafted=len(tokens), accepted=len(tokens),
                                   emitted=tuple(tokens), deferred=0, target_calls=0, drafter_calls=draft.calls,
                                   draft_seconds=dt, verify_seconds=0.0, decisions=decisions, context=ctx)
@@ -335,9 +359,9 @@ class Engine:
         decisions: tuple[Decision, ...] = ()
         if seq.record:
             f = decision_features(draft.tokens, draft.probs, p_raw)[0].tolist()  # (F,) no q: absent
-            decisions = (_draft_row(0, x, None if deferred else token, deferred=deferred, features=f),)
+            decisions = (draft_row(0, x, None if deferred else token, deferred=deferred, features=f),)
             if deferred:
-                decisions += (_emitted_by_target(0, "target", token),)
+                decisions += (emitted_by_target(0, "target", token),)
         return [token], StepRecord(index=index, block_size=1, drafted=1, accepted=0 if deferred else 1,
                                    emitted=(token,), deferred=int(deferred), target_calls=target_calls,
                                    drafter_calls=draft.calls, draft_seconds=t1 - t0, verify_seconds=t2 - t1,
@@ -345,13 +369,17 @@ class Engine:
 
     def _speculative_step(self, seq: _Sequence, remaining: int, index: int) -> tuple[list[int], StepRecord]:
         """Draft k, verify k + 1 positions in one target call, accept, roll back."""
-        asked = min(seq.schedule.next(), remaining - 1)  # k accepted + 1 bonus fit the budget
+        plan = seq.schedule.plan(remaining - 1)  # k accepted + 1 bonus fit the budget
+        asked = min(plan.k, remaining - 1)
         proposed = asked > 0 or self.lookahead  # a cascade needs q_{k+1} even when k = 0
         ctx = self._block(seq)  # where the block sits (rules that read features, the log)
         t0 = time.perf_counter()
         # draft: up to `asked` tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus)
-        request = DraftRequest(k=asked, min_confidence=seq.schedule.min_confidence, lookahead=self.lookahead)
+        request = DraftRequest(k=asked, min_confidence=plan.min_confidence, lookahead=self.lookahead,
+                               confidence=self.schedule_cls.needs_confidence, stop=plan.stop)
         draft = self._propose(seq, request) if proposed else EMPTY_DRAFT
+        if plan.stop is not None and proposed:  # where the schedule's stopping rule says, from confidences only
+            draft = cut_draft(draft, plan.stop, self.policy.decoding.block_schedule, self.drafter_name)
         x = draft.tokens.to(self.device)  # (k,) k <= asked (a drafter may stop early or find nothing)
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
         q_next = None if (draft.next_probs is None or not self.lookahead) else draft.next_probs.to(self.device)  # (V,)
@@ -401,37 +429,7 @@ class Engine:
         p_raw = sampling.softmax(p_logits[:k])  # (k, V)
         feats = decision_features(x, draft.probs, p_raw).tolist() if k else []  # (k, F)
         r_x = verdict.deferred.tolist() if k else []  # (k,)
-        rows = [_draft_row(i, xs[i], xs[i] if i < n else None, deferred=bool(r_x[i]), features=feats[i])
+        rows = [draft_row(i, xs[i], xs[i] if i < n else None, deferred=bool(r_x[i]), features=feats[i])
                 for i in range(k)]
-        rows.append(_emitted_by_target(n, "correction" if n < k else "bonus", nxt))
+        rows.append(emitted_by_target(n, "correction" if n < k else "bonus", nxt))
         return tuple(rows)
-
-
-def _draft_row(position: int, drafted: int, emitted: int | None, *, deferred: bool, features: list[float]) -> Decision:
-    """A drafted position: accepted when it was emitted; `features` in FEATURES order."""
-    return Decision(position=position, kind="draft", drafted_token=drafted, emitted_token=emitted,
-                    accepted=emitted is not None, deferred=deferred, **named(features))
-
-
-def _emitted_by_target(position: int, kind: str, token: int) -> Decision:
-    """A token the target emitted itself: a correction, a bonus, or a target step / deferred position."""
-    return Decision(position=position, kind=kind, drafted_token=None, emitted_token=token, accepted=None,
-                    deferred=None)
-
-
-def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
-    """The step as the output saw it when EOS or a stop string cut it after n_emitted tokens.
-
-    Accepted drafts past the cut count as not accepted (they were never emitted), so the
-    step's rows still add up; such a final step emits `accepted` tokens for one target call.
-    """
-    rows, left = [], n_emitted
-    for d in step.decisions:
-        if d.emitted_token is not None:
-            if left == 0:
-                d = replace(d, emitted_token=None, accepted=False if d.kind == "draft" else d.accepted)
-            else:
-                left -= 1
-        rows.append(d)
-    return replace(step, emitted=step.emitted[:n_emitted], accepted=min(step.accepted, n_emitted),
-                   decisions=tuple(rows))

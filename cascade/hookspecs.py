@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from cascade.drafter import Drafter
     from cascade.rules import Rule
+    from cascade.schedule import Schedule
 
 hookspec = pluggy.HookspecMarker("cascade")
 hookimpl = pluggy.HookimplMarker("cascade")
@@ -59,6 +60,20 @@ def register_rules(register: Callable[[str, type[Rule]], None]) -> None:
     policy writes under ``rule.name``. The class is checked at registration (a rule
     built as ``cls(alpha, **options)`` is refused, naming the plugin); duplicates are
     a ``PluginError`` naming both plugins.
+    """
+
+
+@hookspec
+def register_schedules(register: Callable[[str, type[Schedule]], None]) -> None:
+    """Register block schedules: call ``register(name, cls)`` once per schedule.
+
+    ``cls`` follows ``cascade.schedule.Schedule``: class attributes ``name``,
+    ``needs_costs`` (gets the measured cost table), ``needs_confidence`` (asks the
+    drafter for ``Draft.confidence``) and ``Options`` (a pydantic model, validated from
+    ``decoding.schedule_options``), a constructor ``cls(settings: ScheduleSettings)``
+    (one instance per generation) and the methods ``plan(limit) -> DraftPlan`` and
+    ``update(drafted, accepted)``. The name is what a policy writes under
+    ``decoding.block_schedule``; duplicates are a ``PluginError`` naming both plugins.
     """
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from cascade.features import BlockContext
+from cascade.features import BlockContext, named
 
 
 @dataclass(frozen=True)
@@ -165,3 +165,33 @@ class Quality:
 
 
 QUALITY = tuple(f for f in Quality.__dataclass_fields__)
+
+
+def draft_row(position: int, drafted: int, emitted: int | None, *, deferred: bool, features: list[float]) -> Decision:
+    """A drafted position: accepted when it was emitted; `features` in FEATURES order."""
+    return Decision(position=position, kind="draft", drafted_token=drafted, emitted_token=emitted,
+                    accepted=emitted is not None, deferred=deferred, **named(features))
+
+
+def emitted_by_target(position: int, kind: str, token: int) -> Decision:
+    """A token the target emitted itself: a correction, a bonus, or a target step / deferred position."""
+    return Decision(position=position, kind=kind, drafted_token=None, emitted_token=token, accepted=None,
+                    deferred=None)
+
+
+def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
+    """The step as the output saw it when EOS or a stop string cut it after n_emitted tokens.
+
+    Accepted drafts past the cut count as not accepted (they were never emitted), so the
+    step's rows still add up; such a final step emits `accepted` tokens for one target call.
+    """
+    rows, left = [], n_emitted
+    for d in step.decisions:
+        if d.emitted_token is not None:
+            if left == 0:
+                d = replace(d, emitted_token=None, accepted=False if d.kind == "draft" else d.accepted)
+            else:
+                left -= 1
+        rows.append(d)
+    return replace(step, emitted=step.emitted[:n_emitted], accepted=min(step.accepted, n_emitted),
+                   decisions=tuple(rows))

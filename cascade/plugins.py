@@ -1,8 +1,8 @@
 """The plugin manager: entry-point loading, the name registry, commands, listing.
 
 Plugins come from the `cascade` entry-point group (one distribution per plugin,
-as a third party ships them) plus cascade's own built-in rules module, which goes
-through the same hooks. Set `CASCADE_PLUGINS=name1,name2` to load only those
+as a third party ships them) plus cascade's own built-in plugin (its rules and block
+schedules), which goes through the same hooks. Set `CASCADE_PLUGINS=name1,name2` to load only those
 entry points (tests use it); `CASCADE_PLUGINS=` (empty) loads none. Set
 `CASCADE_TRACE_PLUGINS=1` to log every hook call on the `cascade.plugins` logger.
 
@@ -30,6 +30,7 @@ from cascade import builtin_rules, hookspecs
 from cascade.drafter import Drafter, check_drafter_class
 from cascade.errors import PluginError
 from cascade.rules import Rule, check_rule_class
+from cascade.schedule import Schedule, check_schedule_class
 
 GROUP = "cascade"
 ENV_ONLY = "CASCADE_PLUGINS"
@@ -46,12 +47,14 @@ class PluginInfo:
     hooks: tuple[str, ...]
     drafters: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
+    schedules: tuple[str, ...] = ()
 
 
 @dataclass
 class Registry:
     drafters: dict[str, type[Drafter]] = field(default_factory=dict)
     rules: dict[str, type[Rule]] = field(default_factory=dict)
+    schedules: dict[str, type[Schedule]] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # plugin -> error, for listing and messages
     pm: pluggy.PluginManager | None = field(default=None, repr=False)  # for hooks called after loading
@@ -65,6 +68,11 @@ class Registry:
         if name not in self.rules:
             raise PluginError(f"unknown rule {name!r}; installed: {_names(self.rules)}{self._failed_note()}")
         return self.rules[name]
+
+    def schedule(self, name: str) -> type[Schedule]:
+        if name not in self.schedules:
+            raise PluginError(f"unknown schedule {name!r}; installed: {_names(self.schedules)}{self._failed_note()}")
+        return self.schedules[name]
 
     def _failed_note(self) -> str:
         if not self.failed:
@@ -117,7 +125,8 @@ def build_registry(extra: list[tuple[str, ModuleType]] | None = None) -> Registr
         _refuse_unknown_hooks(pm, name, module)
         drafters = _collect(pm, reg, name, "register_drafters", "drafter", reg.drafters, check_drafter_class)
         rules = _collect(pm, reg, name, "register_rules", "rule", reg.rules, check_rule_class)
-        reg.plugins.append(PluginInfo(name, version, hooks, drafters, rules))
+        schedules = _collect(pm, reg, name, "register_schedules", "schedule", reg.schedules, check_schedule_class)
+        reg.plugins.append(PluginInfo(name, version, hooks, drafters, rules, schedules))
     return reg
 
 
@@ -180,7 +189,7 @@ def _collect(
 
 
 def _owner(reg: Registry, kind: str, name: str) -> str:
-    return next((p.name for p in reg.plugins if name in (p.drafters if kind == "drafter" else p.rules)), "?")
+    return next((p.name for p in reg.plugins if name in getattr(p, kind + "s")), "?")
 
 
 def add_commands(

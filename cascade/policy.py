@@ -56,7 +56,8 @@ class Decoding(_Strict):
     top_k: int = Field(0, ge=0)  # 0 = off
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     block_size: int = Field(4, ge=1, le=64)
-    block_schedule: Literal["constant", "heuristic", "confidence"] = "constant"
+    block_schedule: str = "constant"  # a registered schedule: constant, heuristic, confidence, adaptive, ...
+    schedule_options: dict[str, Any] = Field(default_factory=dict)  # validated against the schedule's `Options`
     min_block_size: int = Field(1, ge=1)
     max_block_size: int = Field(16, ge=1, le=64)
     confidence: float = Field(0.4, ge=0.0, le=1.0)  # `confidence` schedule: stop drafting below this top prob
@@ -215,8 +216,31 @@ def check_policy(policy: Policy, registry: Any) -> None:
             f"{src}: field `rule.name`: the sequential cascade decides before calling the target, so its rule "
             f"must read q only; {policy.rule.name!r} reads p (use chow)"
         )
+    schedule_options(policy, _schedule_class(policy, registry))
     if policy.mode == "lossy" and policy.rule.name != "none":
         raise PolicyError(f"{src}: field `rule.name`: lossy mode uses `decoding.lenience`, set rule.name to none")
+
+
+def _schedule_class(policy: Policy, registry: Any) -> type:
+    from cascade.schedule import BUILTIN_SCHEDULES
+
+    src, name = policy.name, policy.decoding.block_schedule
+    schedules = getattr(registry, "schedules", BUILTIN_SCHEDULES)
+    cls = schedules.get(name)
+    if cls is None:
+        raise PolicyError(f"{src}: field `decoding.block_schedule`: unknown schedule {name!r}; installed schedules: "
+                          f"{', '.join(sorted(schedules))}")
+    if (cls.needs_costs or cls.needs_confidence) and policy.mode not in ("speculative", "lossy"):
+        raise PolicyError(f"{src}: field `decoding.block_schedule`: schedule {name!r} chooses how many drafts to "
+                          f"verify, which needs mode speculative or lossy (this policy's mode is {policy.mode!r})")
+    return cls
+
+
+def schedule_options(policy: Policy, schedule_cls: type) -> Any:
+    """The schedule's typed options, validated from `decoding.schedule_options`."""
+    return _options(getattr(schedule_cls, "Options", None), policy.decoding.schedule_options,
+                    f"{policy.name}: invalid options for schedule {policy.decoding.block_schedule!r}",
+                    "decoding.schedule_options")
 
 
 def drafter_options(policy: Policy, drafter_cls: type) -> Any:

@@ -1,39 +1,230 @@
-"""Block-size schedules: how many tokens to draft before the next verification."""
+"""Block schedules: how many tokens to draft (and verify) at each step, behind one protocol.
+
+A schedule is a small class registered by name through the plugin hook `register_schedules`
+(cascade's own are registered by its built-in plugin, exactly as a third party's would be);
+a policy picks one with `decoding.block_schedule` and configures it with the decoding
+fields (`block_size`, `min_block_size`, `max_block_size`, `confidence`) and, for a
+third party's, `decoding.schedule_options` (validated against its `Options`).
+
+Each generation gets its own instance. Per step the engine asks `plan(limit)` for a
+`DraftPlan`: how many tokens to ask for at most, and optionally a confidence floor or a
+`StopRule`. A stop rule is called with the confidences c_1..c_j of the drafts so far,
+each computed *before* its token was drawn, and says whether to stop before drawing x_j;
+the engine applies it to the returned draft too (so a drafter that ignores it is cut to
+the same length). Deciding to draft x_j from c_1..c_j alone is a stopping time of the
+draft: the verification stays exactly lossless (or exactly π) as with a constant block.
+
+    constant    always `block_size`
+    heuristic   +2 after a fully accepted block, −1 otherwise, within [min, max] (transformers')
+    confidence  up to `block_size`; stop when the drafter's top probability < `confidence`
+    adaptive    SPEC.md "Adaptive verification length": up to `max_block_size`, stop where
+                one more draft lowers E(k) / C(k) (expected tokens per second) computed from
+                the drafter's calibrated confidences and the measured cost table
+                (`cascade.profile`)
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from cascade.drafter import Draft
+from cascade.errors import PluginError
+from cascade.profile import CostTable, calibrate
 
 
-@dataclass
-class BlockSchedule:
-    """`constant`: always `size`. `heuristic`: +2 after a fully accepted block, −1 otherwise,
-    within [min_size, max_size]. `confidence`: ask for up to `size`; the drafter stops early
-    when its top probability falls below `threshold`."""
+class NoOptions(BaseModel):
+    """A schedule with no options of its own: `decoding.schedule_options` must be empty."""
 
-    kind: str = "constant"
-    size: int = 4
-    min_size: int = 1
-    max_size: int = 16
-    threshold: float = 0.0
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self):
-        self.current = self.size
 
-    def reset(self) -> None:
-        self.current = self.size
+class StopRule(Protocol):
+    def __call__(self, confidences: Sequence[float]) -> bool:
+        """True: stop before drawing token j = len(confidences), whose confidence is the last one."""
+        ...
 
-    @property
-    def min_confidence(self) -> float:
-        return self.threshold if self.kind == "confidence" else 0.0
 
-    def next(self) -> int:
-        return self.current
+@dataclass(frozen=True)
+class DraftPlan:
+    """What a schedule asks of the next draft."""
 
-    def update(self, asked: int, accepted: int) -> None:
-        if self.kind != "heuristic":
-            return
-        if asked > 0 and accepted == asked:
-            self.current = min(self.max_size, self.current + 2)
+    k: int  # draft at most k tokens
+    min_confidence: float = 0.0  # stop when the drafter's top probability falls below this
+    stop: StopRule | None = None  # stop where this says (needs the drafter's Draft.confidence)
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """What a schedule is built from: the policy's decoding fields and, when it asks, the costs."""
+
+    block_size: int = 4
+    min_block_size: int = 1
+    max_block_size: int = 16
+    confidence: float = 0.4
+    lookahead: bool = False  # the engine also drafts q_{k+1} (a cascade's bonus): one more drafter step
+    options: BaseModel = field(default_factory=NoOptions)  # the schedule's validated Options
+    costs: CostTable | None = None  # measured at engine start for schedules with needs_costs
+
+
+@runtime_checkable
+class Schedule(Protocol):
+    name: ClassVar[str]
+    needs_costs: ClassVar[bool]  # gets `settings.costs` (measured or read from the profile cache)
+    needs_confidence: ClassVar[bool]  # asks the drafter for Draft.confidence
+    Options: ClassVar[type[BaseModel]]
+
+    def __init__(self, settings: ScheduleSettings) -> None: ...
+
+    def plan(self, limit: int) -> DraftPlan:
+        """The next draft: at most `limit` tokens (what the token budget leaves)."""
+        ...
+
+    def update(self, drafted: int, accepted: int) -> None:
+        """After a verification step that drafted `drafted` tokens and kept `accepted`."""
+        ...
+
+
+class _Base:
+    name: ClassVar[str] = ""
+    needs_costs: ClassVar[bool] = False
+    needs_confidence: ClassVar[bool] = False
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, settings: ScheduleSettings):
+        self.settings = settings
+
+    def update(self, drafted: int, accepted: int) -> None:
+        pass
+
+
+class Constant(_Base):
+    name = "constant"
+
+    def plan(self, limit: int) -> DraftPlan:
+        return DraftPlan(min(self.settings.block_size, limit))
+
+
+class Heuristic(_Base):
+    """transformers' `heuristic`: +2 after a fully accepted block, −1 otherwise."""
+
+    name = "heuristic"
+
+    def __init__(self, settings: ScheduleSettings):
+        super().__init__(settings)
+        self.current = settings.block_size
+
+    def plan(self, limit: int) -> DraftPlan:
+        return DraftPlan(min(self.current, limit))
+
+    def update(self, drafted: int, accepted: int) -> None:
+        s = self.settings
+        if drafted > 0 and accepted == drafted:
+            self.current = min(s.max_block_size, self.current + 2)
         else:
-            self.current = max(self.min_size, self.current - 1)
+            self.current = max(s.min_block_size, self.current - 1)
+
+
+class Confidence(_Base):
+    """Up to `block_size`; the drafter stops when its top probability falls below `confidence`."""
+
+    name = "confidence"
+
+    def plan(self, limit: int) -> DraftPlan:
+        return DraftPlan(min(self.settings.block_size, limit), min_confidence=self.settings.confidence)
+
+
+@dataclass(frozen=True)
+class SurvivalStop:
+    """SPEC.md's adaptive rule as a stopping time: stop before x_j when E(j)/C(j) < E(j−1)/C(j−1).
+
+    a_i = the calibrated confidence of draft i, S_j = Π_{i≤j} a_i its survival, E(j) = 1 + Σ_{i≤j} S_i
+    the expected emitted tokens of a block of j drafts, C(j) = draft_seconds·(j + lookahead) +
+    verify_seconds[j] (one target call over j + 1 tokens). With E/C unimodal in j (survival falls,
+    costs rise) this stops at SPEC's k* = argmax_k E(k)/C(k) without looking at later drafts.
+    """
+
+    draft_seconds: float
+    verify_seconds: tuple[float, ...]  # [n - 1]: a target call over n tokens, n = 1..K + 1
+    temperatures: tuple[float, ...] = ()  # per-position calibration (1 = as reported)
+    lookahead: bool = False
+
+    def cost(self, j: int) -> float:
+        v = self.verify_seconds[min(j, len(self.verify_seconds) - 1)]
+        return self.draft_seconds * (j + int(self.lookahead)) + v
+
+    def calibrated(self, j: int, c: float) -> float:
+        """a_j: the confidence of draft j (1-based) through its position's temperature."""
+        t = self.temperatures[j - 1] if j - 1 < len(self.temperatures) else 1.0
+        return calibrate(c, t)
+
+    def __call__(self, confidences: Sequence[float]) -> bool:
+        survival, expected = 1.0, 1.0
+        ratio = expected / self.cost(0)
+        for j, c in enumerate(confidences, start=1):
+            survival *= self.calibrated(j, c)
+            expected += survival
+            new = expected / self.cost(j)
+            if new < ratio:
+                return True  # one more draft would lower the expected tokens per second
+            ratio = new
+        return False
+
+
+class Adaptive(_Base):
+    """DSpark-style: draft while one more token raises the expected tokens per second (SurvivalStop)."""
+
+    name = "adaptive"
+    needs_costs = True
+    needs_confidence = True
+
+    def __init__(self, settings: ScheduleSettings):
+        super().__init__(settings)
+        costs = settings.costs
+        if costs is None:
+            raise PluginError("the adaptive schedule needs a cost table (cascade.profile); none was measured")
+        self.stop = SurvivalStop(costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead)
+
+    def plan(self, limit: int) -> DraftPlan:
+        k = min(self.settings.max_block_size, len(self.stop.verify_seconds) - 1, limit)
+        return DraftPlan(k, stop=self.stop)
+
+
+def cut_draft(draft: Draft, stop: StopRule, schedule: str, drafter: str | None) -> Draft:
+    """The draft up to where `stop` stops on its confidences (each known before its token was drawn)."""
+    if draft.tokens.shape[0] == 0:
+        return draft
+    if draft.confidence is None:
+        raise PluginError(f"schedule {schedule!r} needs the drafter's per-token confidence (Draft.confidence), "
+                          f"and drafter {drafter!r} reports none; use another schedule or a drafter that reports it")
+    k = cut(draft.confidence.tolist(), stop)
+    if k == draft.tokens.shape[0]:
+        return draft
+    # q_{k+1} (a cascade's bonus) is the q the drafter computed before drawing the first cut token
+    return replace(draft, tokens=draft.tokens[:k], confidence=draft.confidence[:k],
+                   probs=None if draft.probs is None else draft.probs[:k],  # (k, V)
+                   next_probs=None if draft.probs is None else draft.probs[k])  # (V,)
+
+
+def cut(confidences: Sequence[float], stop: StopRule) -> int:
+    """How many of the drafts a stop rule keeps: the first j where it stops, minus one (else all)."""
+    for j in range(1, len(confidences) + 1):
+        if stop(confidences[:j]):
+            return j - 1
+    return len(confidences)
+
+
+def check_schedule_class(name: str, cls: type[Any]) -> None:
+    """Refuse a schedule class that does not follow the contract, naming what is missing."""
+    missing = [a for a in ("needs_costs", "needs_confidence", "Options", "plan", "update") if not hasattr(cls, a)]
+    if missing:
+        raise PluginError(f"schedule {name!r} ({cls.__name__}) lacks {', '.join(missing)}; see docs/plugins.md")
+    if not (isinstance(cls.Options, type) and issubclass(cls.Options, BaseModel)):
+        raise PluginError(f"schedule {name!r} ({cls.__name__}): `Options` must be a pydantic model; "
+                          "see docs/plugins.md")
+
+
+BUILTIN_SCHEDULES: dict[str, type] = {cls.name: cls for cls in (Constant, Heuristic, Confidence, Adaptive)}

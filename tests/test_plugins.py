@@ -176,9 +176,10 @@ def test_trace_logs_every_hook_call(no_entry_points, monkeypatch, caplog):
     assert any(line.startswith("hook register_rules(register) -> cascade-builtin") for line in lines), lines
     assert any(line.startswith("hook register_drafters(register) -> mine") for line in lines), lines
     assert any(line.startswith("hook register_rules(register) -> mine") for line in lines), lines
-    assert len(calls) == 3  # one per (plugin, hook) implemented, no more
+    assert any(line.startswith("hook register_schedules(register) -> cascade-builtin") for line in lines), lines
+    assert len(calls) == 4  # one per (plugin, hook) implemented, no more
     done = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
-    assert len(done) == 3 and all(" done in " in m for m in done)
+    assert len(done) == 4 and all(" done in " in m for m in done)
 
 
 def test_no_trace_without_the_variable(no_entry_points, monkeypatch, caplog):
@@ -199,7 +200,7 @@ def test_misspelt_hook_is_refused_and_an_optional_one_allowed(no_entry_points):
 
     mod.register_drafter = register_drafter
     with pytest.raises(PluginError, match="plugin 'typo' implements 'register_drafter', which is not a cascade hook "
-                                          r"\(known: register_commands, register_drafters, register_rules\)"):
+                                          r"\(known: register_commands, register_drafters, register_rules, register_schedules\)"):
         build_registry(extra=[("typo", mod)])
 
     newer = types.ModuleType("newer")

@@ -247,3 +247,19 @@ def list_calibrations(store: Store, *, rule: str | None = None, limit: int = 200
         q = q.where(Calibration.rule == rule)
     with store.reader.connect() as conn:
         return [_row(r) for r in conn.execute(q).mappings()]
+
+
+def draft_acceptance(store: Store, run_ids: Iterable[int]) -> list[tuple[int, float, bool]]:
+    """(position in block, the drafter's confidence max q, accepted) for every drafted position of these
+    runs that verification reached: its earlier positions in the block were all accepted. What
+    `cascade.profile.fit_temperatures` calibrates the adaptive schedule's confidences on."""
+    ids = [int(i) for i in run_ids]
+    q = (
+        select(Decision.position, Decision.q_max, Decision.accepted)
+        .join(Step, (Step.sequence_id == Decision.sequence_id) & (Step.index == Decision.step))
+        .join(Sequence, Sequence.id == Decision.sequence_id)
+        .where(Sequence.run_id.in_(ids), Decision.kind == "draft", Decision.q_max.is_not(None),
+               Decision.position <= Step.accepted)
+    )
+    with store.reader.connect() as conn:
+        return [(int(r.position), float(r.q_max), bool(r.accepted)) for r in conn.execute(q)]

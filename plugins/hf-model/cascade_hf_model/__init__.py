@@ -80,9 +80,15 @@ class HFModelDrafter:
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
         q = sampling.softmax(logits)  # (V,) T = 1, what the rules read
+        seen: list[float] = []  # confidences of the tokens drawn so far (a schedule's stopping rule reads them)
         for i in range(k):
-            if min_confidence > 0 and q.max().item() < min_confidence:
-                break  # `confidence` schedule: stop drafting when unsure
+            if min_confidence > 0 or request.stop is not None:
+                c = q.max().item()  # predicted acceptance of the next token, before it is drawn
+                if c < min_confidence:
+                    break  # `confidence` schedule: stop drafting when unsure
+                seen.append(c)
+                if request.stop is not None and request.stop(seen):
+                    break  # the schedule's stopping rule (`adaptive`): one more draft does not pay
             x = sampling.pick(logits, self.params, self.generator)  # 0-d
             tokens.append(x)
             probs.append(q)

@@ -6,6 +6,12 @@ when k tokens follow it, else the first one (a recent match close to the end
 would propose a truncated block). Deterministic: the draft carries no
 probabilities, so SPEC.md treats q as one-hot. Indexes of n-gram -> first and
 latest end positions are updated incrementally, so a lookup is O(1).
+
+Asked for confidences (`DraftRequest.confidence`, the `adaptive` schedule), it predicts the
+acceptance of draft position j from the match length n that proposed it and this
+sequence's history: the posterior mean (accepted + 2) / (offered + 3) of drafts at
+position j of an n-token match whose earlier positions were accepted (prior 2/3). It
+depends only on what was verified before the draft, never on the draft's own verdict.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
 from cascade.hookspecs import hookimpl
 
 __version__ = "0.2.0"
+PRIOR_ACCEPTED, PRIOR_OFFERED = 2.0, 3.0  # confidence before any history: 2/3
 
 
 class Options(BaseModel):
@@ -43,9 +50,13 @@ class NgramDrafter:
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> latest end position (exclusive)
         self.first: dict[tuple[int, ...], int] = {}  # n-gram -> first end position
         self.indexed = 0  # n-grams ending at positions <= indexed are in the index
+        self.offered: dict[tuple[int, int], int] = {}  # (match length, position) -> drafts verified there
+        self.accepted: dict[tuple[int, int], int] = {}  # ... and accepted
+        self.pending: tuple[int, int] = (0, 0)  # the last draft's (match length, tokens)
 
     def reset(self, prompt_ids, params=None, generator=None) -> None:
         self.ids, self.index, self.first, self.indexed = [], {}, {}, 0
+        self.offered, self.accepted, self.pending = {}, {}, (0, 0)
 
     def _extend(self, context: torch.Tensor) -> None:
         if context.shape[0] > len(self.ids):
@@ -60,6 +71,10 @@ class NgramDrafter:
         self.indexed = max(self.indexed, len(self.ids) - 1)
 
     def lookup(self, k: int) -> list[int]:
+        return self.match(k)[1]
+
+    def match(self, k: int) -> tuple[int, list[int]]:
+        """(the length n of the matched suffix, the up to k tokens that followed it); (0, []) for none."""
         for n in range(self.options.max_ngram, self.options.min_ngram - 1, -1):
             if n > len(self.ids):
                 continue
@@ -69,15 +84,35 @@ class NgramDrafter:
                 continue
             if end + k > len(self.ids):  # too close to the end for a full block: the first occurrence
                 end = self.first[key]
-            return self.ids[end : end + k]
-        return []
+            return n, self.ids[end : end + k]
+        return 0, []
 
     def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
         self._extend(context)
-        return Draft(torch.tensor(self.lookup(request.k), dtype=torch.long, device=context.device), None, calls=1)
+        n, tokens = self.match(request.k)
+        confidence = None
+        if request.confidence or request.stop is not None:
+            seen = [self.confidence(n, j) for j in range(len(tokens))]
+            if request.stop is not None:  # the schedule's stopping rule: keep what it keeps
+                keep = next((j for j in range(len(seen)) if request.stop(seen[: j + 1])), len(seen))
+                tokens, seen = tokens[:keep], seen[:keep]
+            confidence = torch.tensor(seen, device=context.device)
+        self.pending = (n, len(tokens))
+        return Draft(torch.tensor(tokens, dtype=torch.long, device=context.device), None, calls=1,
+                     confidence=confidence)
+
+    def confidence(self, n: int, j: int) -> float:
+        """Predicted acceptance of draft position j (0-based) of an n-token match, given j − 1 accepted."""
+        return (self.accepted.get((n, j), 0) + PRIOR_ACCEPTED) / (self.offered.get((n, j), 0) + PRIOR_OFFERED)
 
     def observe(self, feedback: Feedback) -> None:
-        pass  # rejected tokens never entered self.ids: propose() reads the emitted context
+        # rejected tokens never entered self.ids: propose() reads the emitted context. Learn the acceptance
+        # of the positions that were tried: all up to the first rejection
+        n, drafted = self.pending
+        for j in range(min(feedback.n_accepted + 1, drafted)):
+            self.offered[n, j] = self.offered.get((n, j), 0) + 1
+            self.accepted[n, j] = self.accepted.get((n, j), 0) + int(j < feedback.n_accepted)
+        self.pending = (n, 0)
 
 
 @hookimpl

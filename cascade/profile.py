@@ -1,0 +1,209 @@
+"""Cost tables for the adaptive schedule: measured on this machine, cached on disk with provenance.
+
+A `CostTable` holds what one drafter step and one target call over n tokens (n = 1..K+1) cost
+here, in seconds, measured with `cascade.costmodel.step_costs` (the engine's own cached forward,
+median of several timed calls) and forced monotone (a longer call never costs less). It also holds
+per-position temperatures that calibrate the drafter's confidence against logged acceptance
+(`fit_temperatures`), so the survival products the schedule multiplies are meaningful.
+
+Tables are cached per (target, drafter and its options, device, dtype, torch version, host,
+K) as JSON under `<user_dir()>/profiles/` (`$CASCADE_HOME`), with when, where and how they were
+measured; `cascade profile POLICY` shows, re-measures (`--remeasure`) and calibrates them
+(`--calibrate`). The bench's cost model reads the same tables (`cascade.bench.run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # the JSON layout's version; another one is re-measured, not misread
+TRIALS = 5
+PROFILE_PROMPT = "import os\nimport sys\n\n\ndef main(argv):\n    \"\"\"Entry point.\"\"\"\n    for name in argv:\n"
+TEMPERATURE_GRID = tuple(round(0.25 * 1.15**i, 4) for i in range(30))  # 0.25 .. ~14
+MIN_ROWS_PER_POSITION = 30  # fewer logged drafts at a position: its temperature stays 1
+
+
+@dataclass(frozen=True)
+class CostTable:
+    draft_seconds: float  # one drafter step (one token); 0 for a model-free drafter
+    verify_seconds: tuple[float, ...]  # [n - 1]: one target call over n tokens, n = 1..K+1, non-decreasing
+    temperatures: tuple[float, ...] = ()  # per draft position (1-based j at [j - 1]); missing = 1
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # identity, when, host, trials, calibration source
+
+    @property
+    def max_k(self) -> int:
+        return len(self.verify_seconds) - 1
+
+    def relative(self) -> dict[str, Any]:
+        """In units of one target step (cascade.costmodel's c and v(n))."""
+        t1 = self.verify_seconds[0]
+        return {"c": self.draft_seconds / t1, "verify_costs": [v / t1 for v in self.verify_seconds],
+                "target_step_seconds": t1}
+
+
+def calibrate(c: float, temperature: float) -> float:
+    """σ(logit(c) / T): temperature scaling of a probability (T = 1 leaves it, T > 1 softens it)."""
+    if temperature == 1.0 or not 0.0 < c < 1.0:
+        return min(max(c, 0.0), 1.0)
+    return 1.0 / (1.0 + math.exp(-math.log(c / (1.0 - c)) / temperature))
+
+
+def monotone(values: Sequence[float]) -> tuple[float, ...]:
+    """The running maximum: a target call over more tokens never costs less than one over fewer."""
+    out, best = [], -math.inf
+    for v in values:
+        best = max(best, float(v))
+        out.append(best)
+    return tuple(out)
+
+
+def identity(engine: Any, max_k: int) -> dict[str, Any]:
+    """What a table is valid for: the models, their placement, the software and the machine."""
+    import torch
+
+    from cascade.drafter import drafter_model
+
+    p = engine.policy
+    dm = drafter_model(engine.drafter) if engine.drafter is not None else None
+    return {
+        "target": str(getattr(engine.target_model.config, "_name_or_path", p.target.model)),
+        "target_parameters": sum(x.numel() for x in engine.target_model.parameters()),
+        "drafter": p.drafter.plugin if p.drafter is not None else None,
+        "drafter_options": dict(p.drafter.options) if p.drafter is not None else {},
+        "drafter_parameters": sum(x.numel() for x in dm.parameters()) if dm is not None else 0,
+        "device": str(engine.device), "dtype": str(engine.target_model.dtype),
+        "torch": torch.__version__, "host": platform.node(), "max_k": int(max_k), "format": FORMAT,
+    }
+
+
+def cache_dir() -> Path:
+    from cascade.store.urls import user_dir
+
+    return user_dir() / "profiles"
+
+
+def cache_path(ident: Mapping[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_dir() / f"{digest}.json"
+
+
+def load(ident: Mapping[str, Any]) -> CostTable | None:
+    """The cached table for `ident`, or None (absent, unreadable or of another identity: logged)."""
+    path = cache_path(ident)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        table = CostTable(float(data["draft_seconds"]), tuple(float(v) for v in data["verify_seconds"]),
+                          tuple(float(t) for t in data.get("temperatures", ())), data.get("provenance", {}))
+        if dict(table.provenance.get("identity", {})) != json.loads(json.dumps(dict(ident), default=str)):
+            raise ValueError("identity differs")
+        if len(table.verify_seconds) != ident["max_k"] + 1 or table.verify_seconds[0] <= 0:
+            raise ValueError("wrong length or zero cost")
+        return table
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cost table %s is unusable (%s): measuring again", path, exc)
+        return None
+
+
+def save(table: CostTable, ident: Mapping[str, Any]) -> Path:
+    path = cache_path(ident)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(table), indent=1, default=str))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return path
+
+
+def measure(engine: Any, max_k: int, trials: int = TRIALS) -> CostTable:
+    """Time the engine's drafter step and target calls over 1..max_k+1 tokens (median of `trials`)."""
+    from cascade.costmodel import step_costs
+    from cascade.drafter import drafter_model
+
+    dm = drafter_model(engine.drafter) if engine.drafter is not None else None
+    ids = engine.encode(PROFILE_PROMPT).tolist()
+    m = step_costs(engine.target_model, dm, ids, max_k, trials=trials)
+    t1 = m["target_step_seconds"]
+    verify = monotone([v * t1 for v in m["verify_costs"]])
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return CostTable(float(m["drafter_step_seconds"]), verify,
+                     provenance={"measured_at": when, "trials": trials, "prompt_tokens": len(ids),
+                                 "raw_verify_seconds": [v * t1 for v in m["verify_costs"]]})
+
+
+def cost_table(engine: Any, max_k: int, *, remeasure: bool = False) -> tuple[CostTable, Path, bool]:
+    """The cached table for this engine (measured and cached when absent, or when asked); its path,
+    and whether it was measured now. Re-measuring keeps the calibration already fitted."""
+    ident = identity(engine, max_k)
+    cached = load(ident)
+    if cached is not None and not remeasure:
+        return cached, cache_path(ident), False
+    table = measure(engine, max_k)
+    table = CostTable(table.draft_seconds, table.verify_seconds,
+                      cached.temperatures if cached is not None else (),
+                      {**table.provenance, **_calibration_provenance(cached), "identity": ident})
+    return table, save(table, ident), True
+
+
+def with_temperatures(engine: Any, table: CostTable, temperatures: Sequence[float],
+                      source: Mapping[str, Any]) -> tuple[CostTable, Path]:
+    """The table with a fitted calibration, saved over the cached one."""
+    ident = identity(engine, table.max_k)
+    new = CostTable(table.draft_seconds, table.verify_seconds, tuple(temperatures),
+                    {**table.provenance, "calibration": dict(source), "identity": ident})
+    return new, save(new, ident)
+
+
+def _calibration_provenance(cached: CostTable | None) -> dict[str, Any]:
+    if cached is None or "calibration" not in cached.provenance:
+        return {}
+    return {"calibration": cached.provenance["calibration"]}
+
+
+def fit_temperatures(rows: Sequence[tuple[int, float, bool]], max_k: int) -> tuple[list[float], list[dict]]:
+    """Per-position temperatures T_j minimising the log-loss of σ(logit(c)/T_j) against acceptance.
+
+    rows: (position in block, 0-based; the drafter's confidence c; accepted) for drafts whose
+    earlier positions in the block were all accepted (acceptance given the prefix survived). A
+    position with fewer than MIN_ROWS_PER_POSITION rows keeps T = 1. Returns the temperatures
+    (j = 1..max_k) and, per position, n, mean confidence, acceptance, and log-loss before and after.
+    """
+    by_pos: dict[int, list[tuple[float, bool]]] = {}
+    for pos, c, acc in rows:
+        if pos < max_k and c is not None and not math.isnan(c):
+            by_pos.setdefault(int(pos), []).append((float(c), bool(acc)))
+
+    def loss(pairs: list[tuple[float, bool]], t: float) -> float:
+        total = 0.0
+        for c, acc in pairs:
+            a = min(max(calibrate(c, t), 1e-6), 1 - 1e-6)
+            total -= math.log(a if acc else 1 - a)
+        return total / len(pairs)
+
+    temps, report = [], []
+    for j in range(max_k):
+        pairs = by_pos.get(j, [])
+        if len(pairs) < MIN_ROWS_PER_POSITION:
+            temps.append(1.0)
+            report.append({"position": j + 1, "n": len(pairs), "temperature": 1.0})
+            continue
+        best = min(TEMPERATURE_GRID, key=lambda t: loss(pairs, t))
+        temps.append(best)
+        report.append({"position": j + 1, "n": len(pairs), "temperature": best,
+                       "mean_confidence": statistics.fmean(c for c, _ in pairs),
+                       "acceptance": statistics.fmean(float(a) for _, a in pairs),
+                       "logloss_before": loss(pairs, 1.0), "logloss_after": loss(pairs, best)})
+    return temps, report

@@ -1,0 +1,230 @@
+"""Block schedules: the four built-ins behind one protocol, the adaptive stopping rule, and exactness."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from conftest import policy_dict
+from scipy.stats import chisquare
+
+from cascade import profile
+from cascade import sampling as S
+from cascade.engine import Engine
+from cascade.errors import PluginError
+from cascade.policy import PolicyError, parse_policy
+from cascade.profile import CostTable, calibrate
+from cascade.schedule import (
+    BUILTIN_SCHEDULES,
+    Adaptive,
+    Heuristic,
+    Schedule,
+    ScheduleSettings,
+    SurvivalStop,
+    cut,
+)
+
+PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
+# one drafter step costs 0.02 of a target step; a call over n tokens 1 + 0.05·(n − 1): drafting one more
+# token pays only when its survival is high enough (for the first: c > 0.07; tiny test drafters are unsure)
+TABLE = CostTable(0.02, tuple(1.0 + 0.05 * i for i in range(9)))
+
+
+def engine(**kw) -> Engine:
+    return Engine.from_policy(parse_policy(policy_dict(**kw)))
+
+
+def test_the_builtins_follow_the_protocol():
+    assert set(BUILTIN_SCHEDULES) == {"constant", "heuristic", "confidence", "adaptive"}
+    for cls in BUILTIN_SCHEDULES.values():
+        settings = ScheduleSettings(costs=TABLE)
+        assert isinstance(cls(settings), Schedule)
+
+
+def test_heuristic_grows_and_shrinks_within_bounds():
+    h = Heuristic(ScheduleSettings(block_size=4, min_block_size=2, max_block_size=7))
+    ks = []
+    for drafted, accepted in [(4, 4), (6, 6), (7, 3), (6, 0), (5, 0), (2, 0)]:
+        ks.append(h.plan(100).k)
+        h.update(drafted, accepted)
+    assert ks == [4, 6, 7, 6, 5, 4] and h.plan(100).k == 3 and h.plan(1).k == 1
+
+
+def test_survival_stop_is_the_argmax_of_expected_tokens_per_cost():
+    """For decreasing confidences (E/C unimodal) the first drop is SPEC's k* = argmax E(k)/C(k)."""
+    stop = SurvivalStop(TABLE.draft_seconds, TABLE.verify_seconds)
+    for confs in ([0.9, 0.8, 0.7, 0.5, 0.2, 0.1], [0.3, 0.2], [0.95] * 8, [0.99, 0.6, 0.4]):
+        expected = [1.0 + sum(math.prod(confs[:i]) for i in range(1, k + 1)) for k in range(len(confs) + 1)]
+        ratio = [e / stop.cost(k) for k, e in enumerate(expected)]
+        assert cut(confs, stop) == max(range(len(ratio)), key=ratio.__getitem__)
+    assert cut([0.06], stop) == 0 and cut([0.08], stop) == 1  # the first draft pays from c = 0.07 up
+    assert stop.cost(2) == pytest.approx(0.04 + 1.1)
+    assert SurvivalStop(0.02, TABLE.verify_seconds, lookahead=True).cost(0) == pytest.approx(1.02)
+
+
+def test_the_stop_rule_reads_only_the_confidences_so_far():
+    """cut() stops at the first j where stop(c_1..c_j) says so: later confidences change nothing."""
+    stop = SurvivalStop(TABLE.draft_seconds, TABLE.verify_seconds)
+    head = [0.9, 0.03]
+    assert {cut(head + tail, stop) for tail in ([], [0.99, 0.99], [0.1])} == {cut(head, stop)}
+
+
+def test_temperature_calibration():
+    assert calibrate(0.8, 1.0) == 0.8 and calibrate(1.0, 3.0) == 1.0 and calibrate(0.0, 0.5) == 0.0
+    assert calibrate(0.8, 2.0) == pytest.approx(1 / (1 + math.exp(-math.log(4) / 2)))
+    stop = SurvivalStop(0.02, TABLE.verify_seconds, temperatures=(4.0,))
+    assert stop.calibrated(1, 0.9) < 0.9 and stop.calibrated(2, 0.9) == 0.9  # softened at position 1 only
+
+
+def test_adaptive_needs_a_cost_table():
+    with pytest.raises(PluginError, match="cost table"):
+        Adaptive(ScheduleSettings())
+    plan = Adaptive(ScheduleSettings(max_block_size=5, costs=TABLE)).plan(3)
+    assert plan.k == 3 and plan.stop is not None
+
+
+@pytest.fixture
+def fixed_costs(monkeypatch):
+    """Adaptive schedules get TABLE instead of a measured table (exactness does not depend on costs)."""
+    monkeypatch.setattr(profile, "cost_table", lambda engine, max_k, remeasure=False: (TABLE, None, False))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_adaptive_is_lossless_greedy_for_both_drafters(family, arch, fixed_costs):
+    f = family(arch)
+    ref = engine(target=f["target"], mode="target", max_new_tokens=32).generate(PROMPT).token_ids
+    for kw in (dict(drafter=f["near"]), dict(plugin="ngram")):
+        g = engine(target=f["target"], block_schedule="adaptive", max_block_size=8, max_new_tokens=32,
+                   **kw).generate(PROMPT)
+        assert g.token_ids == ref
+        assert len({s.drafted for s in g.steps[:-1]}) > 1  # the rule chose different block sizes
+
+
+def test_adaptive_cascade_ends_hold(family, fixed_costs):
+    """token_v3 with the adaptive schedule: α = 0 is target-only, α = 1 the drafter alone."""
+    f = family("gpt2")
+    kw = dict(target=f["target"], drafter=f["near"], max_new_tokens=24)
+    ada = dict(kw, block_schedule="adaptive", rule="token_v3")
+    assert engine(**ada, alpha=0.0).generate(PROMPT).token_ids == engine(**kw, mode="target").generate(
+        PROMPT).token_ids
+    assert engine(**ada, alpha=1.0).generate(PROMPT).token_ids == engine(**kw, mode="drafter").generate(
+        PROMPT).token_ids
+
+
+@pytest.mark.parametrize("rule,alpha", [("none", 0.0), ("token_v3", 0.4)])
+def test_adaptive_sampling_matches_pi_over_two_tokens(family, fixed_costs, rule, alpha):
+    """The joint law of the first two tokens under the adaptive schedule (which drafts 0, 1 or 2
+    tokens depending on the drafter's confidences) is π(x1)·π(x2 | x1), computed from the models."""
+    f = family("gpt2")
+    e = engine(target=f["target"], drafter=f["near"], rule=rule, alpha=alpha, temperature=1.0, top_k=3,
+               block_schedule="adaptive", max_new_tokens=3, ignore_eos=True)
+    ids = e.encode(PROMPT)
+
+    def pi(prefix: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            p_logits = e.target.model(input_ids=prefix[None]).logits[0, -1]
+            q_logits = e.drafter.lm.model(input_ids=prefix[None]).logits[0, -1]
+        r = e.rule.defer(S.softmax(q_logits)[None], S.softmax(p_logits)[None])
+        return S.mixture(r, S.warp(q_logits, e.params)[None], S.warp(p_logits, e.params)[None])[0]
+
+    first = pi(ids)
+    support = [int(i) for i in torch.nonzero(first > 1e-9)]
+    joint = {}
+    for a in support:
+        second = pi(torch.cat([ids, torch.tensor([a])]))
+        for b in torch.nonzero(second > 1e-9).flatten().tolist():
+            joint[a, b] = float(first[a] * second[b])
+    n = 1200
+    counts = dict.fromkeys(joint, 0)
+    sizes = set()
+    for seed in range(n):
+        g = e.generate(ids.tolist(), seed=seed, record_decisions=False)
+        pair = tuple(g.token_ids[:2])
+        assert pair in counts, pair  # nothing outside π's support
+        counts[pair] += 1
+        sizes.update(s.drafted for s in g.steps)
+    assert len(sizes) > 1  # the schedule did vary k
+    keys = sorted(joint)
+    expected = torch.tensor([joint[k] for k in keys], dtype=torch.float64)
+    observed = [counts[k] for k in keys]
+    assert chisquare(observed, (expected / expected.sum() * n).numpy()).pvalue > 1e-3
+
+
+def test_adaptive_refused_where_nothing_is_verified(family):
+    f = family("gpt2")
+    for mode in ("sequential", "drafter"):
+        with pytest.raises(PolicyError, match="block_schedule.*speculative or lossy"):
+            engine(target=f["target"], drafter=f["near"], mode=mode, rule="chow", block_schedule="adaptive")
+    with pytest.raises(PolicyError, match="unknown schedule 'fastest'.*adaptive, confidence, constant"):
+        engine(target=f["target"], drafter=f["near"], block_schedule="fastest")
+
+
+def test_a_drafter_without_confidence_is_a_clear_error(family, fixed_costs):
+    from test_engine import _in_process_plugin
+
+    from cascade.drafter import Draft
+
+    class Silent:  # proposes the target's... anything, but never says how sure it is
+        name, deterministic = "silent", True
+
+        class Options(__import__("pydantic").BaseModel):
+            pass
+
+        def __init__(self, options, ctx):
+            pass
+
+        def reset(self, prompt_ids, params, generator):
+            pass
+
+        def propose(self, context, request):
+            return Draft(context[-1:].repeat(request.k))
+
+        def observe(self, feedback):
+            pass
+
+    reg = _in_process_plugin("silent-drafter", register_drafters=lambda register: register("silent", Silent))
+    f = family("gpt2")
+    policy = parse_policy(policy_dict(target=f["target"], plugin="silent", block_schedule="adaptive"))
+    with pytest.raises(PluginError, match="needs the drafter's per-token confidence.*'silent' reports none"):
+        Engine.from_policy(policy, registry=reg).generate(PROMPT)
+
+
+def test_a_third_party_schedule_is_selected_by_name(family):
+    from test_engine import _in_process_plugin
+
+    from cascade.schedule import DraftPlan, NoOptions
+
+    class SizeOptions(NoOptions):
+        size: int = 2
+
+    class Fixed:
+        name, needs_costs, needs_confidence = "fixed", False, False
+        Options = SizeOptions
+
+        def __init__(self, settings):
+            self.k = settings.options.size
+
+        def plan(self, limit):
+            return DraftPlan(min(self.k, limit))
+
+        def update(self, drafted, accepted):
+            pass
+
+    reg = _in_process_plugin("fixed-schedule", register_schedules=lambda register: register("fixed", Fixed))
+    f = family("gpt2")
+    d = policy_dict(target=f["target"], drafter=f["near"], block_schedule="fixed", schedule_options={"size": 3},
+                    max_new_tokens=20)
+    g = Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
+    assert {s.block_size for s in g.steps[:-1]} == {3}
+    d["decoding"]["schedule_options"] = {"sise": 3}
+    with pytest.raises(PolicyError, match="decoding.schedule_options.sise"):
+        Engine.from_policy(parse_policy(d), registry=reg)
+
+
+def test_every_combination_of_schedule_and_drafter_runs(family, fixed_costs):
+    f = family("gpt2")
+    for schedule, kw in itertools.product(BUILTIN_SCHEDULES, (dict(drafter=f["near"]), dict(plugin="ngram"))):
+        g = engine(target=f["target"], block_schedule=schedule, max_new_tokens=16, **kw).generate(PROMPT)
+        assert len(g.token_ids) == 16 or g.finish_reason != "length"
