@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -162,6 +163,8 @@ class Store:
         process are filled in here.
         """
         info = dict(info or {})
+        if policy.base_dir is not None:  # where the policy's relative model folders resolve (the dashboard reads it)
+            info.setdefault("policy_dir", str(Path(policy.base_dir).absolute()))
         pid = os.getpid()
         row = {
             "policy_name": policy.name,

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from cascade_hf_model import HFModelDrafter, Options
 from pydantic import ValidationError
 
 from cascade import models, sampling
 from cascade.drafter import DrafterContext, DraftRequest, Feedback
 from cascade.errors import CascadeError
 from cascade.testing import build_model, make_tokenizer
+from cascade_hf_model import HFModelDrafter, Options
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from cascade_ngram import NgramDrafter, Options
 from pydantic import ValidationError
 
 from cascade.drafter import DraftRequest
+from cascade_ngram import NgramDrafter, Options
 
 
 def drafter(**kw) -> NgramDrafter:

@@ -1,0 +1,45 @@
+"""KPI cards: a run's headline numbers and their deltas against a baseline run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+KPIS = [  # (key in totals/quality, label, format, higher is better)
+    ("tokens_per_second", "tok/s", "{:.1f}", True),
+    ("mean_acceptance_length", "τ (tokens per target call)", "{:.2f}", True),
+    ("acceptance_rate", "acceptance", "{:.3f}", True),
+    ("deferral_rate", "deferral rate", "{:.3f}", False),
+    ("target_calls_per_token", "target calls / token", "{:.3f}", False),
+    ("edit_similarity", "first-line edit similarity", "{:.1f}", True),
+    ("chrf", "chrF", "{:.1f}", True),
+    ("target_logprob", "target log-prob", "{:.3f}", True),
+]
+
+
+def _num(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def values(detail: dict[str, Any]) -> dict[str, float | None]:
+    """The KPI values of a `run_detail` result."""
+    merged = {**detail["totals"], **detail["quality"]}
+    return {key: _num(merged.get(key)) for key, *_ in KPIS}
+
+
+def cards(run: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """[{key, label, value (text), raw, delta (text or None), delta_color}] for `st.metric`."""
+    mine, theirs = values(run), values(baseline) if baseline else {}
+    out = []
+    for key, label, fmt, higher in KPIS:
+        v = mine[key]
+        b = theirs.get(key) if baseline else None
+        delta = None
+        if v is not None and b is not None:
+            d = v - b
+            delta = ("+" if d >= 0 else "") + fmt.format(d)
+            if key == "tokens_per_second" and b:
+                delta += f" ({v / b:.2f}x)"
+        out.append({"key": key, "label": label, "value": "–" if v is None else fmt.format(v), "raw": v,
+                    "delta": delta, "delta_color": "normal" if higher else "inverse"})
+    return out
