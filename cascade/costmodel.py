@@ -39,17 +39,15 @@ import torch
 from cascade import models
 
 
-def _median_time(fn: Callable[[], object], undo: Callable[[], object], device, trials: int) -> float:
-    """Median seconds of `fn` over `trials` runs; `undo` (untimed) restores the state after each."""
-    times = []
-    for _ in range(trials):
-        models.sync(device)
-        t0 = time.perf_counter()
-        fn()
-        models.sync(device)
-        times.append(time.perf_counter() - t0)
-        undo()
-    return statistics.median(times)
+def _timed(fn: Callable[[], object], undo: Callable[[], object], device) -> float:
+    """Seconds of one `fn` call; `undo` (untimed) restores the state after it."""
+    models.sync(device)
+    t0 = time.perf_counter()
+    fn()
+    models.sync(device)
+    dt = time.perf_counter() - t0
+    undo()
+    return dt
 
 
 @torch.inference_mode()
@@ -58,7 +56,9 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
 
     Measured with the engine's own cached forward (`models.CachedLM`) after a prefill on a real
     prompt: one-token steps of each model and n-token steps of the target, each rolled back
-    (untimed) after timing; the median of `trials`. A model-free drafter (n-gram lookup) has c = 0.
+    (untimed) after timing; the median of `trials`. The trials are interleaved (every size once per
+    round, round after round), so a change in the machine's load shifts every size alike rather than
+    bending the curve. A model-free drafter (n-gram lookup) has c = 0.
     """
     target = models.CachedLM(target_model)
     device = target.device
@@ -66,28 +66,30 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
     target.reset()
     target.forward(ids[:-1], last_only=True)
     base = target.length
-
-    def target_time(n: int) -> float:
-        return _median_time(lambda: target.forward(ids[-1:].repeat(n)), lambda: target.rollback(base), device, trials)
-
-    target.forward(ids[-1:].repeat(max(gamma, 0) + 1))  # warm
-    target.rollback(base)
-    seconds = [target_time(n) for n in range(1, max(gamma, 0) + 2)]
-    t1 = seconds[0]
-    out = {"target_step_seconds": t1, "verify_seconds": seconds[-1], "v": seconds[-1] / t1,
-           "verify_costs": [s / t1 for s in seconds], "c": 0.0, "drafter_step_seconds": 0.0}
+    drafter = dbase = None
     if drafter_model is not None:
         drafter = models.CachedLM(drafter_model)
         drafter.reset()
         drafter.forward(ids[:-1], last_only=True)
         dbase = drafter.length
-
-        def drafter_step():
-            drafter.forward(ids[-1:])
-
-        drafter_step()
-        drafter.rollback(dbase)
-        td = _median_time(drafter_step, lambda: drafter.rollback(dbase), device, trials)
+    sizes = list(range(1, max(gamma, 0) + 2))
+    for n in sizes:  # warm every shape once
+        target.forward(ids[-1:].repeat(n))
+        target.rollback(base)
+    samples: dict[int, list[float]] = {n: [] for n in sizes}
+    drafter_samples: list[float] = []
+    for _ in range(trials):
+        for n in sizes:
+            block = ids[-1:].repeat(n)  # (n,)
+            samples[n].append(_timed(lambda: target.forward(block), lambda: target.rollback(base), device))  # noqa: B023
+        if drafter is not None:
+            drafter_samples.append(_timed(lambda: drafter.forward(ids[-1:]), lambda: drafter.rollback(dbase), device))
+    seconds = [statistics.median(samples[n]) for n in sizes]
+    t1 = seconds[0]
+    out = {"target_step_seconds": t1, "verify_seconds": seconds[-1], "v": seconds[-1] / t1,
+           "verify_costs": [s / t1 for s in seconds], "c": 0.0, "drafter_step_seconds": 0.0}
+    if drafter is not None:
+        td = statistics.median(drafter_samples[1:] or drafter_samples)  # the first call warms the drafter
         out.update(drafter_step_seconds=td, c=td / t1)
     return out
 

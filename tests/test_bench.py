@@ -44,8 +44,9 @@ def result(policies, tmp_path_factory):
 
 def test_rows_target_only_added_first_and_models_loaded_once(result):
     res, _ = result
-    assert [r.name for r in res.rows] == ["target-only", "lossless", "v3", "ngram", "hf-assisted", "hf-prompt-lookup"]
-    assert [r.kind for r in res.rows] == ["baseline", "policy", "policy", "policy", "peer", "peer"]
+    assert [r.name for r in res.rows] == ["target-only", "lossless", "v3", "ngram", "hf-assisted",
+                                          "hf-assisted-default", "hf-prompt-lookup"]
+    assert [r.kind for r in res.rows] == ["baseline", "policy", "policy", "policy", "peer", "peer", "peer"]
     assert res.meta["model_loads"] == 2  # target and drafter, shared by every row
     assert all(r.num_generated_tokens == 10 * len(PROMPTS) for r in res.rows)
     assert all(len(r.tokens_per_second_passes) == 2 for r in res.rows)
@@ -67,10 +68,14 @@ def test_lossless_rows_and_peers_produce_identical_greedy_tokens(result):
     for name in ("lossless", "ngram"):
         row = res.row(name)
         assert row.lossless_greedy
-        assert row.identical == {"target-only": True, "hf-assisted": True, "hf-prompt-lookup": True}
-    assert res.row("target-only").identical == {"hf-assisted": True, "hf-prompt-lookup": True}
-    for peer in ("hf-assisted", "hf-prompt-lookup"):
+        assert row.identical == {"target-only": True, "hf-assisted": True, "hf-assisted-default": True,
+                                 "hf-prompt-lookup": True}
+    assert res.row("target-only").identical == {"hf-assisted": True, "hf-assisted-default": True,
+                                                "hf-prompt-lookup": True}
+    for peer in ("hf-assisted", "hf-assisted-default", "hf-prompt-lookup"):
         assert res.row(peer).identical == {"target-only": True}
+    default = res.row("hf-assisted-default")
+    assert default.block_size == 20  # transformers' own defaults, not the policy's block
     assert res.row("v3").identical == {} and not res.row("v3").lossless_greedy
     assert res.outputs["hf-assisted"] == res.outputs["target-only"]
 
@@ -167,7 +172,7 @@ def test_table_and_json_shape(result, tmp_path):
         raise AssertionError(f"non-JSON constant {x}")
 
     data = json.loads(out.read_text(), parse_constant=no_nan)
-    assert set(data) == {"meta", "rows"} and len(data["rows"]) == 6
+    assert set(data) == {"meta", "rows"} and len(data["rows"]) == 7
     assert {"machine", "n_prompts", "repeats", "warmup"} <= set(data["meta"])
     row = data["rows"][1]
     for key in ("tokens_per_second", "tokens_per_second_min", "tokens_per_second_max", "tokens_per_second_q1",

@@ -3,7 +3,9 @@
 `hf-assisted` is `generate(assistant_model=...)` with our drafter model as assistant;
 `hf-prompt-lookup` is `generate(prompt_lookup_num_tokens=...)`. Both are greedy, use the
 policy's block size, and return a `Generation` like the engine's so the bench treats
-them as rows.
+them as rows. `hf-assisted-default` is assisted generation with transformers' own
+defaults (20 tokens, confidence early stop at 0.4 tuned online): the schedule a
+transformers user gets without tuning, which the adaptive schedule is measured against.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
     from cascade.bench.rows import PolicyRow
 
 HF_ASSISTED, HF_LOOKUP = "hf-assisted", "hf-prompt-lookup"
+HF_ASSISTED_DEFAULT = "hf-assisted-default"  # transformers' own schedule: what its users get out of the box
+# transformers 5.x's assisted-generation defaults (GenerationConfig: 20 tokens, constant, confidence 0.4,
+# whose threshold it re-tunes online when scikit-learn is installed)
+HF_DEFAULT_TOKENS, HF_DEFAULT_SCHEDULE, HF_DEFAULT_CONFIDENCE = 20, "constant", 0.4
 
 
 class _CountCalls:
@@ -70,7 +76,7 @@ class HFPeerRow:
     lossless = True  # greedy assisted generation and prompt lookup reproduce the target's greedy output
 
     def __init__(self, name: str, like: PolicyRow, *, assistant=None, lookup_ngram: int | None = None,
-                 block_size: int | None = None):
+                 block_size: int | None = None, transformers_defaults: bool = False):
         from transformers import GenerationConfig
 
         self.name, self.like, self.auto = name, like, False
@@ -79,7 +85,7 @@ class HFPeerRow:
         self.assistant = assistant
         # one model object as both target and assistant: forward passes cannot be told apart
         self.shared = assistant is not None and assistant is like.target_model
-        self.block_size = block_size or like.policy.decoding.block_size
+        self.block_size = HF_DEFAULT_TOKENS if transformers_defaults else (block_size or like.policy.decoding.block_size)
         self.lookup_ngram = lookup_ngram
         d = like.policy.decoding
         tok = like.engine.tokenizer
@@ -92,8 +98,13 @@ class HFPeerRow:
         if assistant is not None:
             cfg = GenerationConfig.from_dict(assistant.generation_config.to_dict())
             cfg.num_assistant_tokens = self.block_size
-            cfg.num_assistant_tokens_schedule = "heuristic_transient" if d.block_schedule == "heuristic" else "constant"
-            cfg.assistant_confidence_threshold = 0.0
+            if transformers_defaults:
+                cfg.num_assistant_tokens_schedule = HF_DEFAULT_SCHEDULE
+                cfg.assistant_confidence_threshold = HF_DEFAULT_CONFIDENCE
+            else:
+                cfg.num_assistant_tokens_schedule = ("heuristic_transient" if d.block_schedule == "heuristic"
+                                                     else "constant")
+                cfg.assistant_confidence_threshold = 0.0
             self.assistant_config = cfg
             self.kwargs["assistant_model"] = assistant
         else:
@@ -179,6 +190,7 @@ def hf_peers(rows: list) -> list:
     like = (spec or with_model or [None])[0]
     if like is not None:
         peers.append(HFPeerRow(HF_ASSISTED, like, assistant=like.drafter_model))
+        peers.append(HFPeerRow(HF_ASSISTED_DEFAULT, like, assistant=like.drafter_model, transformers_defaults=True))
     ngram = [r for r in ours if r.policy.drafter is not None and r.policy.drafter.plugin == "ngram"
              and r.policy.mode == "speculative"]
     base = ngram[0] if ngram else (like or next((r for r in ours if r.policy.mode == "target"), ours[0]))

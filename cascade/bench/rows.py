@@ -46,9 +46,13 @@ class PolicyRow:
     def cost_key(self) -> tuple:
         """Rows sharing (target, drafter, γ) share one measurement of the cost model's c and v(1..γ+1).
 
-        γ is 0 for a row that does not verify blocks (sequential, drafter-only): its target calls need v(1) only.
+        γ is 0 for a row that does not verify blocks (sequential, drafter-only): its target calls need v(1) only;
+        the largest block a varying schedule may draft (max_block_size) for heuristic, confidence, adaptive.
         """
-        gamma = self.policy.decoding.block_size if self.policy.verifies else 0
+        d = self.policy.decoding
+        # a schedule that varies the block may reach max_block_size
+        gamma = (d.block_size if d.block_schedule == "constant" else max(d.block_size, d.max_block_size)) \
+            if self.policy.verifies else 0
         return (id(self.target_model), id(self.drafter_model), gamma)
 
     def encode(self, prompt: str) -> list[int]:

@@ -49,14 +49,13 @@ from typing import Any
 
 import torch
 
-from cascade import models
+from cascade import models, profile
 from cascade.bench import completion, quality
 from cascade.bench.defaults import PEERS
 from cascade.bench.peers import hf_peers
 from cascade.bench.results import BenchResult, machine_info
 from cascade.bench.rows import PolicyRow, target_key
 from cascade.bench.summary import Measure, summarize
-from cascade.costmodel import step_costs
 from cascade.errors import CascadeError
 from cascade.metrics import Generation, Metrics, Quality
 from cascade.policy import Policy
@@ -299,12 +298,21 @@ def quality_of(r, row: dict, gen: Generation) -> Quality:
 
 
 def _costs(rows, prompts) -> dict[tuple, dict]:
-    """c and v(1..γ+1) per `PolicyRow.cost_key()` of our rows that use a drafter, on the first prompt."""
+    """c and v(1..γ+1) per `PolicyRow.cost_key()` of our rows that use a drafter: the cost table the
+    adaptive schedule reads (`cascade.profile`, measured now when this machine has none cached for
+    these models, else the cached one; `cascade profile --remeasure` refreshes it), so the ceiling and
+    the scheduler use the same numbers."""
     out: dict[tuple, dict] = {}
     for r in rows:
         if r.kind != "policy" or r.policy.mode == "target":
             continue
         key = r.cost_key()
         if key not in out:
-            out[key] = step_costs(r.target_model, r.drafter_model, r.encode(prompts[0]["prompt"]), key[2])
+            table, path, measured = profile.cost_table(r.engine, max(key[2], 1))
+            rel = table.relative()
+            verify = rel["verify_costs"][: key[2] + 1] if key[2] else rel["verify_costs"][:1]
+            out[key] = {"target_step_seconds": rel["target_step_seconds"], "verify_costs": verify,
+                        "v": verify[-1], "verify_seconds": table.verify_seconds[len(verify) - 1],
+                        "c": rel["c"], "drafter_step_seconds": table.draft_seconds,
+                        "cost_table": str(path), "cost_table_measured_at": table.provenance.get("measured_at")}
     return out
