@@ -56,11 +56,12 @@ from cascade.policy import (
     check_policy,
     drafter_options,
     load_policy,
+    predictor_options,
     rule_options,
     schedule_options,
 )
 from cascade.rules import Rule
-from cascade.schedule import BUILTIN_SCHEDULES, Schedule, ScheduleSettings, cut_draft
+from cascade.schedule import BUILTIN_SCHEDULES, Schedule, ScheduleSettings, cut_draft, predicted_draft
 from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
 EMPTY_DRAFT = Draft(torch.empty(0, dtype=torch.long), calls=0)
@@ -109,7 +110,7 @@ class _Sequence:
 
 class Engine:
     def __init__(self, policy: Policy, target: Any, tokenizer: Any, drafter: Drafter | None, rule: Rule, *,
-                 schedule: type[Schedule] | None = None):
+                 schedule: type[Schedule] | None = None, predictor: Any = None):
         self.policy = policy
         self.mode = policy.mode
         self.target_model = target  # the HF model
@@ -133,6 +134,7 @@ class Engine:
             "speculative": self._speculative_step,
             "lossy": self._speculative_step,
         }[self.mode]
+        self.predictor = predictor  # an acceptance predictor for the adaptive schedule (else the drafter's confidence)
         self.schedule_cls, self.schedule_settings = self._schedule(schedule)
 
     def _schedule(self, cls: type[Schedule] | None) -> tuple[type[Schedule], ScheduleSettings]:
@@ -147,7 +149,7 @@ class Engine:
         if cls.needs_costs:
             costs, _, _ = profile.cost_table(self, d.max_block_size)
         settings = ScheduleSettings(d.block_size, d.min_block_size, d.max_block_size, d.confidence, self.lookahead,
-                                    schedule_options(self.policy, cls), costs)
+                                    schedule_options(self.policy, cls), costs, self.predictor)
         return cls, settings
 
     # ------------------------------------------------------------------ building
@@ -191,7 +193,14 @@ class Engine:
             )
             with plugin_errors(f"drafter {policy.drafter.plugin!r} failed to build"):
                 drafter = drafter_cls(drafter_options(policy, drafter_cls), ctx)
-        return cls(policy, target, tokenizer, drafter, rule, schedule=registry.schedule(policy.decoding.block_schedule))
+        predictor = None
+        name = policy.decoding.schedule_options.get("predictor")
+        if name:
+            pred_cls = registry.predictor(name)
+            with plugin_errors(f"acceptance predictor {name!r} failed to build"):
+                predictor = pred_cls(predictor_options(policy, pred_cls))
+        return cls(policy, target, tokenizer, drafter, rule, schedule=registry.schedule(policy.decoding.block_schedule),
+                   predictor=predictor)
 
     def new_schedule(self) -> Schedule:
         """A fresh schedule for one generation."""
@@ -375,10 +384,13 @@ class Engine:
         ctx = self._block(seq)  # where the block sits (rules that read features, the log)
         t0 = time.perf_counter()
         # draft: up to `asked` tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus)
+        own = self.predictor is None  # confidences from the drafter itself, else from the predictor below
         request = DraftRequest(k=asked, min_confidence=plan.min_confidence, lookahead=self.lookahead,
-                               confidence=self.schedule_cls.needs_confidence, stop=plan.stop)
+                               confidence=self.schedule_cls.needs_confidence and own, stop=plan.stop if own else None)
         draft = self._propose(seq, request) if proposed else EMPTY_DRAFT
         if plan.stop is not None and proposed:  # where the schedule's stopping rule says, from confidences only
+            if not own:
+                draft = predicted_draft(draft, self.predictor, ctx, self.drafter_name)
             draft = cut_draft(draft, plan.stop, self.policy.decoding.block_schedule, self.drafter_name)
         x = draft.tokens.to(self.device)  # (k,) k <= asked (a drafter may stop early or find nothing)
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
@@ -410,8 +422,8 @@ class Engine:
                                    context=ctx)
 
     def _block(self, seq: _Sequence) -> BlockContext | None:
-        """Where the next block sits, when a rule reads it or the decisions are logged (else None: no cost)."""
-        return seq.block if (self.reads_features or seq.record) else None
+        """Where the next block sits, when a rule or a predictor reads it or the decisions are logged (else None)."""
+        return seq.block if (self.reads_features or seq.record or self.predictor is not None) else None
 
     def _propose(self, seq: _Sequence, request: DraftRequest) -> Draft:
         assert self.drafter is not None

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from cascade.drafter import Drafter
     from cascade.rules import Rule
-    from cascade.schedule import Schedule
+    from cascade.schedule import AcceptancePredictor, Schedule
 
 hookspec = pluggy.HookspecMarker("cascade")
 hookimpl = pluggy.HookimplMarker("cascade")
@@ -74,6 +74,19 @@ def register_schedules(register: Callable[[str, type[Schedule]], None]) -> None:
     (one instance per generation) and the methods ``plan(limit) -> DraftPlan`` and
     ``update(drafted, accepted)``. The name is what a policy writes under
     ``decoding.block_schedule``; duplicates are a ``PluginError`` naming both plugins.
+    """
+
+
+@hookspec
+def register_predictors(register: Callable[[str, type[AcceptancePredictor]], None]) -> None:
+    """Register acceptance predictors for the adaptive schedule: ``register(name, cls)`` per class.
+
+    ``cls`` has ``Options`` (a pydantic model, validated from
+    ``decoding.schedule_options.predictor_options``), a constructor ``cls(options)``
+    and ``predict_acceptance(features, positions, context) -> Tensor (k,)``: the
+    chance that draft j is accepted given the drafts before it were, from
+    drafter-side features only. A policy names it with
+    ``schedule_options: {predictor: NAME}``.
     """
 
 

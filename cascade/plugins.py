@@ -30,7 +30,7 @@ from cascade import builtin_rules, hookspecs
 from cascade.drafter import Drafter, check_drafter_class
 from cascade.errors import PluginError
 from cascade.rules import Rule, check_rule_class
-from cascade.schedule import Schedule, check_schedule_class
+from cascade.schedule import AcceptancePredictor, Schedule, check_predictor_class, check_schedule_class
 
 GROUP = "cascade"
 ENV_ONLY = "CASCADE_PLUGINS"
@@ -48,6 +48,7 @@ class PluginInfo:
     drafters: tuple[str, ...] = ()
     rules: tuple[str, ...] = ()
     schedules: tuple[str, ...] = ()
+    predictors: tuple[str, ...] = ()
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Registry:
     drafters: dict[str, type[Drafter]] = field(default_factory=dict)
     rules: dict[str, type[Rule]] = field(default_factory=dict)
     schedules: dict[str, type[Schedule]] = field(default_factory=dict)
+    predictors: dict[str, type[AcceptancePredictor]] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # plugin -> error, for listing and messages
     pm: pluggy.PluginManager | None = field(default=None, repr=False)  # for hooks called after loading
@@ -73,6 +75,12 @@ class Registry:
         if name not in self.schedules:
             raise PluginError(f"unknown schedule {name!r}; installed: {_names(self.schedules)}{self._failed_note()}")
         return self.schedules[name]
+
+    def predictor(self, name: str) -> type[AcceptancePredictor]:
+        if name not in self.predictors:
+            raise PluginError(f"unknown acceptance predictor {name!r}; installed: {_names(self.predictors)}"
+                              f"{self._failed_note()}")
+        return self.predictors[name]
 
     def _failed_note(self) -> str:
         if not self.failed:
@@ -126,7 +134,9 @@ def build_registry(extra: list[tuple[str, ModuleType]] | None = None) -> Registr
         drafters = _collect(pm, reg, name, "register_drafters", "drafter", reg.drafters, check_drafter_class)
         rules = _collect(pm, reg, name, "register_rules", "rule", reg.rules, check_rule_class)
         schedules = _collect(pm, reg, name, "register_schedules", "schedule", reg.schedules, check_schedule_class)
-        reg.plugins.append(PluginInfo(name, version, hooks, drafters, rules, schedules))
+        predictors = _collect(pm, reg, name, "register_predictors", "predictor", reg.predictors,
+                              check_predictor_class)
+        reg.plugins.append(PluginInfo(name, version, hooks, drafters, rules, schedules, predictors))
     return reg
 
 

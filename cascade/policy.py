@@ -216,7 +216,14 @@ def check_policy(policy: Policy, registry: Any) -> None:
             f"{src}: field `rule.name`: the sequential cascade decides before calling the target, so its rule "
             f"must read q only; {policy.rule.name!r} reads p (use chow)"
         )
-    schedule_options(policy, _schedule_class(policy, registry))
+    opts = schedule_options(policy, _schedule_class(policy, registry))
+    name = getattr(opts, "predictor", None)
+    if name is not None:
+        predictors = getattr(registry, "predictors", {})
+        if name not in predictors:
+            raise PolicyError(f"{src}: field `decoding.schedule_options.predictor`: unknown acceptance predictor "
+                              f"{name!r}; installed: {', '.join(sorted(predictors)) or '(none)'}")
+        predictor_options(policy, predictors[name])
     if policy.mode == "lossy" and policy.rule.name != "none":
         raise PolicyError(f"{src}: field `rule.name`: lossy mode uses `decoding.lenience`, set rule.name to none")
 
@@ -241,6 +248,15 @@ def schedule_options(policy: Policy, schedule_cls: type) -> Any:
     return _options(getattr(schedule_cls, "Options", None), policy.decoding.schedule_options,
                     f"{policy.name}: invalid options for schedule {policy.decoding.block_schedule!r}",
                     "decoding.schedule_options")
+
+
+def predictor_options(policy: Policy, predictor_cls: type) -> Any:
+    """The acceptance predictor's typed options, from `decoding.schedule_options.predictor_options`."""
+    values = policy.decoding.schedule_options.get("predictor_options") or {}
+    return _options(getattr(predictor_cls, "Options", None), dict(values),
+                    f"{policy.name}: invalid options for acceptance predictor "
+                    f"{policy.decoding.schedule_options.get('predictor')!r}",
+                    "decoding.schedule_options.predictor_options")
 
 
 def drafter_options(policy: Policy, drafter_cls: type) -> Any:

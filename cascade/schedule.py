@@ -20,7 +20,13 @@ draft: the verification stays exactly lossless (or exactly π) as with a constan
     adaptive    SPEC.md "Adaptive verification length": up to `max_block_size`, stop where
                 one more draft lowers E(k) / C(k) (expected tokens per second) computed from
                 the drafter's calibrated confidences and the measured cost table
-                (`cascade.profile`)
+                (`cascade.profile`); or from an acceptance predictor a plugin registers
+                (`register_predictors`, e.g. the learned acceptance head) when
+                `schedule_options: {predictor: NAME, predictor_options: {...}}` names one
+
+An acceptance predictor scores draft j from the drafter-side features of q_j evaluated at
+q's top token (`cascade.features.decision_features(argmax q, q, None)`), which are known
+before x_j is drawn whichever token is then drawn: the stopping rule stays a stopping time.
 """
 
 from __future__ import annotations
@@ -29,10 +35,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from cascade.drafter import Draft
-from cascade.errors import PluginError
+from cascade.errors import PluginError, plugin_errors
+from cascade.features import BlockContext, decision_features
 from cascade.profile import CostTable, calibrate
 
 
@@ -57,6 +65,25 @@ class DraftPlan:
     stop: StopRule | None = None  # stop where this says (needs the drafter's Draft.confidence)
 
 
+class AcceptancePredictor(Protocol):
+    """What `register_predictors` registers: P(draft j accepted | drafts before it accepted) per position."""
+
+    Options: ClassVar[type[BaseModel]]  # validated from `schedule_options.predictor_options`
+
+    def __init__(self, options: Any) -> None: ...
+
+    def predict_acceptance(self, features: torch.Tensor, positions: torch.Tensor, context: Any) -> torch.Tensor:
+        """features (k, len(FEATURES)) (target side NaN), positions (k,), context a BlockContext -> (k,) in [0, 1]."""
+        ...
+
+
+class AdaptiveOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    predictor: str | None = None  # a registered acceptance predictor; None: the drafter's own confidence
+    predictor_options: dict[str, Any] = Field(default_factory=dict)  # validated against its Options
+
+
 @dataclass(frozen=True)
 class ScheduleSettings:
     """What a schedule is built from: the policy's decoding fields and, when it asks, the costs."""
@@ -68,6 +95,7 @@ class ScheduleSettings:
     lookahead: bool = False  # the engine also drafts q_{k+1} (a cascade's bonus): one more drafter step
     options: BaseModel = field(default_factory=NoOptions)  # the schedule's validated Options
     costs: CostTable | None = None  # measured at engine start for schedules with needs_costs
+    predictor: AcceptancePredictor | None = None  # built from schedule_options.predictor (adaptive)
 
 
 @runtime_checkable
@@ -180,6 +208,7 @@ class Adaptive(_Base):
     name = "adaptive"
     needs_costs = True
     needs_confidence = True
+    Options = AdaptiveOptions
 
     def __init__(self, settings: ScheduleSettings):
         super().__init__(settings)
@@ -209,12 +238,36 @@ def cut_draft(draft: Draft, stop: StopRule, schedule: str, drafter: str | None) 
                    next_probs=None if draft.probs is None else draft.probs[k])  # (V,)
 
 
+def predicted_draft(draft: Draft, predictor: AcceptancePredictor, context: BlockContext | None,
+                    drafter: str | None) -> Draft:
+    """The draft with a predictor's confidences: the drafter-side features of each q at q's top token,
+    known before that position's token was drawn (so cutting on them stays exact)."""
+    if draft.tokens.shape[0] == 0:
+        return draft
+    if draft.probs is None or context is None:
+        raise PluginError(f"the acceptance predictor needs the drafter's q; drafter {drafter!r} is deterministic")
+    q = draft.probs  # (k, V)
+    feats = decision_features(q.argmax(-1), q, None)  # (k, F) at x = argmax q
+    positions = torch.arange(q.shape[0], device=q.device)  # (k,)
+    with plugin_errors("the acceptance predictor failed"):
+        a = predictor.predict_acceptance(feats, positions, context)  # (k,)
+    return replace(draft, confidence=a.clamp(0, 1))
+
+
 def cut(confidences: Sequence[float], stop: StopRule) -> int:
     """How many of the drafts a stop rule keeps: the first j where it stops, minus one (else all)."""
     for j in range(1, len(confidences) + 1):
         if stop(confidences[:j]):
             return j - 1
     return len(confidences)
+
+
+def check_predictor_class(name: str, cls: type[Any]) -> None:
+    """Refuse an acceptance predictor class that does not follow the contract."""
+    options = getattr(cls, "Options", None)
+    if not hasattr(cls, "predict_acceptance") or not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise PluginError(f"acceptance predictor {name!r} ({cls.__name__}) needs a pydantic `Options` and "
+                          "predict_acceptance(features, positions, context); see docs/plugins.md")
 
 
 def check_schedule_class(name: str, cls: type[Any]) -> None:

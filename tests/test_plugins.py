@@ -200,7 +200,7 @@ def test_misspelt_hook_is_refused_and_an_optional_one_allowed(no_entry_points):
 
     mod.register_drafter = register_drafter
     with pytest.raises(PluginError, match="plugin 'typo' implements 'register_drafter', which is not a cascade hook "
-                                          r"\(known: register_commands, register_drafters, register_rules, register_schedules\)"):
+                                          r"\(known: register_commands, register_drafters, register_predictors, register_rules, register_schedules\)"):
         build_registry(extra=[("typo", mod)])
 
     newer = types.ModuleType("newer")

@@ -228,3 +228,96 @@ def test_every_combination_of_schedule_and_drafter_runs(family, fixed_costs):
     for schedule, kw in itertools.product(BUILTIN_SCHEDULES, (dict(drafter=f["near"]), dict(plugin="ngram"))):
         g = engine(target=f["target"], block_schedule=schedule, max_new_tokens=16, **kw).generate(PROMPT)
         assert len(g.token_ids) == 16 or g.finish_reason != "length"
+
+
+def _predictor_registry(seen: list):
+    from test_engine import _in_process_plugin
+
+    from cascade.features import FEATURES
+    from cascade.schedule import NoOptions
+
+    class ScaleOptions(NoOptions):
+        scale: float = 1.0
+
+    class Fake:  # acceptance = scale · q(x) at the drafter's top token
+        Options = ScaleOptions
+
+        def __init__(self, options):
+            self.scale = options.scale
+
+        def predict_acceptance(self, features, positions, context):
+            seen.append((features, positions, context))
+            return self.scale * features[:, FEATURES.index("q_x")]
+
+    return _in_process_plugin("fake-predictor", register_predictors=lambda register: register("fake", Fake))
+
+
+def test_an_acceptance_predictor_drives_the_adaptive_schedule(family, fixed_costs):
+    """A registered predictor replaces the drafter's confidence; it sees drafter-side features at q's top
+    token (rank 0, no target side) and the block context; greedy output stays the target's."""
+    from cascade.features import FEATURES
+
+    seen: list = []
+    reg = _predictor_registry(seen)
+    f = family("gpt2")
+    ref = engine(target=f["target"], mode="target", max_new_tokens=24).generate(PROMPT).token_ids
+    d = policy_dict(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_new_tokens=24,
+                    schedule_options={"predictor": "fake", "predictor_options": {"scale": 1.0}})
+    e = Engine.from_policy(parse_policy(d), registry=reg)
+    g = e.generate(PROMPT, record_decisions=False)
+    assert g.token_ids == ref and seen
+    for feats, positions, ctx in seen:
+        assert (feats[:, FEATURES.index("q_rank")] == 0).all() and feats[:, FEATURES.index("p_x")].isnan().all()
+        assert positions.tolist() == list(range(feats.shape[0])) and ctx.sequence_position >= len(e.encode(PROMPT))
+    # scale 0: no draft ever pays, every step is a target step
+    d["decoding"]["schedule_options"]["predictor_options"] = {"scale": 0.0}
+    g0 = Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
+    assert g0.token_ids == ref and {s.drafted for s in g0.steps} == {0}
+
+
+def test_predictor_refusals(family, fixed_costs):
+    reg = _predictor_registry([])
+    f = family("gpt2")
+    d = policy_dict(target=f["target"], drafter=f["near"], block_schedule="adaptive",
+                    schedule_options={"predictor": "oracle"})
+    with pytest.raises(PolicyError, match="unknown acceptance predictor 'oracle'; installed: fake"):
+        Engine.from_policy(parse_policy(d), registry=reg)
+    d["decoding"]["schedule_options"] = {"predictor": "fake", "predictor_options": {"scal": 2}}
+    with pytest.raises(PolicyError, match="predictor_options.scal"):
+        Engine.from_policy(parse_policy(d), registry=reg)
+    d = policy_dict(target=f["target"], plugin="ngram", block_schedule="adaptive", schedule_options={"predictor": "fake"})
+    with pytest.raises(PluginError, match="needs the drafter's q.*'ngram' is deterministic"):
+        Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
+
+
+def test_predictor_driven_sampling_matches_pi(family, fixed_costs):
+    """Cutting on predicted acceptance stays exact at T = 1: the first two tokens follow π = p."""
+    reg = _predictor_registry([])
+    f = family("gpt2")
+    d = policy_dict(target=f["target"], drafter=f["near"], temperature=1.0, top_k=3, block_schedule="adaptive",
+                    max_new_tokens=3, ignore_eos=True, schedule_options={"predictor": "fake",
+                                                                         "predictor_options": {"scale": 3.0}})
+    e = Engine.from_policy(parse_policy(d), registry=reg)
+    ids = e.encode(PROMPT)
+
+    def p_of(prefix):
+        with torch.no_grad():
+            return S.warp(e.target.model(input_ids=prefix[None]).logits[0, -1], e.params)
+
+    first = p_of(ids)
+    joint = {}
+    for a in torch.nonzero(first > 1e-9).flatten().tolist():
+        second = p_of(torch.cat([ids, torch.tensor([a])]))
+        for b in torch.nonzero(second > 1e-9).flatten().tolist():
+            joint[a, b] = float(first[a] * second[b])
+    n = 900
+    counts = dict.fromkeys(joint, 0)
+    sizes = set()
+    for seed in range(n):
+        g = e.generate(ids.tolist(), seed=seed, record_decisions=False)
+        counts[tuple(g.token_ids[:2])] += 1
+        sizes.update(s.drafted for s in g.steps)
+    assert len(sizes) > 1
+    keys = sorted(joint)
+    expected = torch.tensor([joint[k] for k in keys], dtype=torch.float64)
+    assert chisquare([counts[k] for k in keys], (expected / expected.sum() * n).numpy()).pvalue > 1e-3
