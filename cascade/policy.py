@@ -183,7 +183,10 @@ def check_policy(policy: Policy, registry: Any) -> None:
             f"{src}: field `rule.name`: unknown rule {policy.rule.name!r}; installed rules: "
             f"{', '.join(sorted(registry.rules))}"
         )
-    rule_options(policy, rule_cls)
+    options = rule_options(policy, rule_cls)
+    reads_q, reads_p = rule_cls.reads_q, rule_cls.reads_p
+    if callable(getattr(rule_cls, "requirements", None)):  # needs that depend on the options (a learned head)
+        reads_q, reads_p = rule_cls.requirements(options)
     lo, hi = rule_cls.alpha_range
     a = policy.rule.alpha
     if not (min(lo, hi) <= a <= max(lo, hi)):
@@ -200,7 +203,7 @@ def check_policy(policy: Policy, registry: Any) -> None:
             )
         drafter_options(policy, drafter_cls)
         if drafter_cls.deterministic:
-            if rule_cls.reads_q:
+            if reads_q:
                 raise PolicyError(
                     f"{src}: field `rule.name`: rule {policy.rule.name!r} needs drafter probabilities, but drafter "
                     f"{policy.drafter.plugin!r} is deterministic (no q); use none, token_v2 or token_v3, "
@@ -211,10 +214,11 @@ def check_policy(policy: Policy, registry: Any) -> None:
                     f"{src}: field `mode`: mode {policy.mode!r} needs a drafter that decodes on its own; "
                     f"{policy.drafter.plugin!r} is deterministic (it only proposes continuations)"
                 )
-    if policy.mode == "sequential" and rule_cls.reads_p:
+    if policy.mode == "sequential" and reads_p:
         raise PolicyError(
             f"{src}: field `rule.name`: the sequential cascade decides before calling the target, so its rule "
-            f"must read q only; {policy.rule.name!r} reads p (use chow)"
+            f"must read q only; {policy.rule.name!r} reads p with these options (use chow, or a learned head "
+            "trained on drafter-side features: `cascade rules train --features q`)"
         )
     opts = schedule_options(policy, _schedule_class(policy, registry))
     name = getattr(opts, "predictor", None)

@@ -147,3 +147,41 @@ def test_no_drafter_installed_says_how_to_get_the_built_in_ones(monkeypatch):
         check_policy(parse_policy(base()), build_registry())
     msg = str(exc.value)
     assert "installed drafters: (none)" in msg and "pip install ./plugins/hf-model ./plugins/ngram" in msg
+
+
+def test_a_rule_whose_needs_depend_on_its_options_is_checked_by_them():
+    """`requirements(options)` overrides reads_q / reads_p at load: a head that reads p is refused in the
+    sequential cascade, one that reads q with a deterministic drafter; a q-only one passes."""
+    import types
+
+    from pydantic import BaseModel, ConfigDict
+
+    from cascade.hookspecs import hookimpl
+    from cascade.plugins import build_registry
+    from cascade.rules import Chow
+
+    class Options(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        sides: str = "q"
+
+    class Headed(Chow):
+        name = "headed"
+
+        @classmethod
+        def requirements(cls, options):
+            return "q" in options.sides, "p" in options.sides
+
+    Headed.Options = Options
+    module = types.ModuleType("headed-rule")
+    module.register_rules = hookimpl(lambda register: register("headed", Headed))
+    reg = build_registry(extra=[("headed-rule", module)])
+    seq = dict(mode="sequential", rule={"name": "headed", "alpha": 0.5, "options": {"sides": "qp"}})
+    with pytest.raises(PolicyError, match="sequential cascade.*reads p with these options.*--features q"):
+        check_policy(parse_policy(base(**seq)), reg)
+    check_policy(parse_policy(base(**dict(seq, rule={"name": "headed", "alpha": 0.5, "options": {"sides": "q"}}))),
+                 reg)
+    ngram = base(drafter={"plugin": "ngram", "options": {}}, rule={"name": "headed", "alpha": 0.5})
+    with pytest.raises(PolicyError, match="needs drafter probabilities"):
+        check_policy(parse_policy(ngram), reg)
+    ngram["rule"]["options"] = {"sides": "p"}
+    check_policy(parse_policy(ngram), reg)
