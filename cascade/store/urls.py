@@ -86,3 +86,17 @@ def resolve_url(
     if spec is not None and spec.url:
         return spec.url
     return default_url(env)
+
+
+def absolute_url(url: str) -> str:
+    """A relative SQLite path made absolute (the app may run elsewhere); other URLs unchanged."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001  the app reports a bad URL in the page
+        return url
+    db = parsed.database
+    if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" and not db.startswith("file:"):
+        return parsed.set(database=str(Path(db).expanduser().absolute())).render_as_string(hide_password=False)
+    return url

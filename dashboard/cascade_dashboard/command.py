@@ -28,20 +28,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_dashboard)
 
 
-def absolute_url(url: str) -> str:
-    """A relative SQLite path made absolute (the app may run elsewhere); other URLs unchanged."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001  the app reports a bad URL in the page
-        return url
-    db = parsed.database
-    if parsed.get_backend_name() == "sqlite" and db and db != ":memory:" and not db.startswith("file:"):
-        return parsed.set(database=str(Path(db).expanduser().absolute())).render_as_string(hide_password=False)
-    return url
-
-
 def streamlit_argv(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "streamlit", "run", str(APP),
             "--server.headless", "true", "--server.address", host, "--server.port", str(port),
@@ -52,6 +38,7 @@ def streamlit_argv(host: str, port: int) -> list[str]:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from cascade.errors import CascadeError
     from cascade.store import mask_url, resolve_url
+    from cascade.store.urls import absolute_url
 
     if not 0 < args.port < 65536:
         raise CascadeError(f"--port must be between 1 and 65535, got {args.port}")

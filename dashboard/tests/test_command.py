@@ -55,7 +55,9 @@ def test_default_store_is_cascade_runs_and_relative_sqlite_becomes_absolute(monk
     args.func(args)
     assert seen["env"][command.STORE_ENV] == f"sqlite:///{tmp_path / 'cascade.db'}"
     monkeypatch.chdir(tmp_path)
-    assert command.absolute_url("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
+    from cascade.store.urls import absolute_url
+
+    assert absolute_url("sqlite:///rel.db") == f"sqlite:///{tmp_path / 'rel.db'}"
 
 
 def test_bad_port_is_a_user_error():
