@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs", help="comma-separated run ids to calibrate on (default: every run of this "
                                   "policy's target and drafter in the store)")
     p.add_argument("--store", metavar="URL", help="the store to calibrate from (default: as `cascade run`)")
+    p.add_argument("--threads", type=int, help="torch CPU threads to time with (default: torch's choice; "
+                                              "use what the runs will use)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_profile)
 
@@ -37,6 +39,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from cascade.engine import Engine
     from cascade.policy import load_policy
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     policy = load_policy(args.policy)
     if policy.drafter is None or policy.mode not in ("speculative", "lossy"):
         raise CascadeError(f"{policy.name}: a cost table is for speculative or lossy policies with a drafter")

@@ -202,8 +202,19 @@ class SurvivalStop:
         return False
 
 
+PROBE_EVERY = 8  # adaptive: a step that drafts anyway, however little drafting paid lately
+FORGET = 0.9  # adaptive: weight of older steps in the running first-draft acceptance
+
+
 class Adaptive(_Base):
-    """DSpark-style: draft while one more token raises the expected tokens per second (SurvivalStop)."""
+    """DSpark-style: draft while one more token raises the expected tokens per second (SurvivalStop).
+
+    Asking for a confidence costs a drafter step. So before drafting, the schedule checks, from
+    this sequence's history only (the acceptance of earlier first drafts, older steps weighing
+    less), whether even one draft can pay; when it cannot, it verifies nothing but the target's
+    own token (k = 0, no drafter call), except every PROBE_EVERY-th step, which drafts to keep
+    the estimate current. Either way the choice never reads the block being verified.
+    """
 
     name = "adaptive"
     needs_costs = True
@@ -216,10 +227,26 @@ class Adaptive(_Base):
         if costs is None:
             raise PluginError("the adaptive schedule needs a cost table (cascade.profile); none was measured")
         self.stop = SurvivalStop(costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead)
+        self.steps = 0
+        self.tried, self.kept = 0.0, 0.0  # forgetful counts of first drafts verified and accepted
+
+    def first_acceptance(self) -> float:
+        """The running acceptance of first drafts (Laplace-smoothed: 1/2 before any)."""
+        return (self.kept + 1.0) / (self.tried + 2.0)
 
     def plan(self, limit: int) -> DraftPlan:
         k = min(self.settings.max_block_size, len(self.stop.verify_seconds) - 1, limit)
+        probe = self.steps % PROBE_EVERY == 0
+        self.steps += 1
+        a = self.first_acceptance()
+        if not probe and (1.0 + a) / self.stop.cost(1) < 1.0 / self.stop.cost(0):
+            return DraftPlan(0)  # one draft would not pay at the acceptance seen lately: target step only
         return DraftPlan(k, stop=self.stop)
+
+    def update(self, drafted: int, accepted: int) -> None:
+        if drafted:
+            self.tried = FORGET * self.tried + 1.0
+            self.kept = FORGET * self.kept + float(accepted > 0)
 
 
 def cut_draft(draft: Draft, stop: StopRule, schedule: str, drafter: str | None) -> Draft:

@@ -45,6 +45,13 @@ for tag, base in (("hf", hf), ("ngram", ng), ("ngram-v3", v3)):
     write(base, f"{tag}-adaptive", {"block_schedule": "adaptive", "max_block_size": 8})
 write(hf, "hf-confidence", {"block_size": 8, "block_schedule": "confidence", "confidence": 0.4})
 PY
+# calibrate the tiny drafter's confidence (max q) per position on train-side prompts (never the held-out
+# ones the bench reads): log a k = 8 run, fit temperatures, time the table at the bench's thread count
+head -n 24 prompts/stdlib-train.jsonl > "$TMP/train.jsonl"
+.venv/bin/cascade run "$TMP/hf-k8.yaml" --prompts "$TMP/train.jsonl" --max-new-tokens "${TOKENS:-48}" --json \
+   --store "sqlite:///$TMP/cal.db" > /dev/null
+.venv/bin/cascade profile "$TMP/hf-adaptive.yaml" --max-k 8 --threads "${THREADS:-2}" --calibrate \
+   --store "sqlite:///$TMP/cal.db" | tee "$OUT/calibration-hf.txt"
 # hf-k2 first among the hf-model rows: the hf-assisted peer takes its block size (2, the shipped one)
 ORDER="target-only"
 for fam in $FAMILIES; do

@@ -10,8 +10,10 @@ latest end positions are updated incrementally, so a lookup is O(1).
 Asked for confidences (`DraftRequest.confidence`, the `adaptive` schedule), it predicts the
 acceptance of draft position j from the match length n that proposed it and this
 sequence's history: the posterior mean (accepted + 2) / (offered + 3) of drafts at
-position j of an n-token match whose earlier positions were accepted (prior 2/3). It
-depends only on what was verified before the draft, never on the draft's own verdict.
+position j of an n-token match whose earlier positions were accepted (prior 2/3), older
+verifications weighing less (×0.95 each), so a position the schedule stopped offering
+drifts back to the prior and is tried again. It depends only on what was verified before
+the draft, never on the draft's own verdict.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from cascade.hookspecs import hookimpl
 
 __version__ = "0.2.0"
 PRIOR_ACCEPTED, PRIOR_OFFERED = 2.0, 3.0  # confidence before any history: 2/3
+FORGET = 0.95  # per verification, the weight left to older history (an untried position drifts back to 2/3)
 
 
 class Options(BaseModel):
@@ -50,8 +53,8 @@ class NgramDrafter:
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> latest end position (exclusive)
         self.first: dict[tuple[int, ...], int] = {}  # n-gram -> first end position
         self.indexed = 0  # n-grams ending at positions <= indexed are in the index
-        self.offered: dict[tuple[int, int], int] = {}  # (match length, position) -> drafts verified there
-        self.accepted: dict[tuple[int, int], int] = {}  # ... and accepted
+        self.offered: dict[tuple[int, int], float] = {}  # (match length, position) -> drafts verified there
+        self.accepted: dict[tuple[int, int], float] = {}  # ... and accepted (forgetful counts)
         self.pending: tuple[int, int] = (0, 0)  # the last draft's (match length, tokens)
 
     def reset(self, prompt_ids, params=None, generator=None) -> None:
@@ -109,6 +112,8 @@ class NgramDrafter:
         # rejected tokens never entered self.ids: propose() reads the emitted context. Learn the acceptance
         # of the positions that were tried: all up to the first rejection
         n, drafted = self.pending
+        self.offered = {key: FORGET * v for key, v in self.offered.items()}  # every verification ages the history
+        self.accepted = {key: FORGET * v for key, v in self.accepted.items()}
         for j in range(min(feedback.n_accepted + 1, drafted)):
             self.offered[n, j] = self.offered.get((n, j), 0) + 1
             self.accepted[n, j] = self.accepted.get((n, j), 0) + int(j < feedback.n_accepted)
