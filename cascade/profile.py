@@ -2,7 +2,9 @@
 
 A `CostTable` holds what one drafter step and one target call over n tokens (n = 1..K+1) cost
 here, in seconds, measured with `cascade.costmodel.step_costs` (the engine's own cached forward,
-median of several timed calls) and forced monotone (a longer call never costs less). It also holds
+median of several timed calls) and forced monotone (a longer call never costs less), and what
+each step of the decode loop costs besides its forwards (timed through the engine's own
+target-only loop: sampling, the cache and bookkeeping), which every step pays. It also holds
 per-position temperatures that calibrate the drafter's confidence against logged acceptance
 (`fit_temperatures`), so the survival products the schedule multiplies are meaningful.
 
@@ -29,7 +31,8 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # the JSON layout's version; another one is re-measured, not misread
+FORMAT = 2  # the JSON layout's version; another one is re-measured, not misread
+OVERHEAD_TOKENS = 24  # target-only tokens decoded (three times) to time the loop's per-step overhead
 TRIALS = 5
 PROFILE_PROMPT = "import os\nimport sys\n\n\ndef main(argv):\n    \"\"\"Entry point.\"\"\"\n    for name in argv:\n"
 TEMPERATURE_GRID = tuple(round(0.25 * 1.15**i, 4) for i in range(30))  # 0.25 .. ~14
@@ -41,6 +44,7 @@ class CostTable:
     draft_seconds: float  # one drafter step (one token); 0 for a model-free drafter
     verify_seconds: tuple[float, ...]  # [n - 1]: one target call over n tokens, n = 1..K+1, non-decreasing
     temperatures: tuple[float, ...] = ()  # per draft position (1-based j at [j - 1]); missing = 1
+    step_seconds: float = 0.0  # the decode loop's own time per step beyond the forwards (sampling, bookkeeping)
     provenance: Mapping[str, Any] = field(default_factory=dict)  # identity, when, host, trials, calibration source
 
     @property
@@ -108,7 +112,8 @@ def load(ident: Mapping[str, Any]) -> CostTable | None:
     try:
         data = json.loads(path.read_text())
         table = CostTable(float(data["draft_seconds"]), tuple(float(v) for v in data["verify_seconds"]),
-                          tuple(float(t) for t in data.get("temperatures", ())), data.get("provenance", {}))
+                          tuple(float(t) for t in data.get("temperatures", ())), float(data["step_seconds"]),
+                          data.get("provenance", {}))
         if dict(table.provenance.get("identity", {})) != json.loads(json.dumps(dict(ident), default=str)):
             raise ValueError("identity differs")
         if len(table.verify_seconds) != ident["max_k"] + 1 or table.verify_seconds[0] <= 0:
@@ -138,10 +143,31 @@ def measure(engine: Any, max_k: int, trials: int = TRIALS) -> CostTable:
     m = step_costs(engine.target_model, dm, ids, max_k, trials=trials)
     t1 = m["target_step_seconds"]
     verify = monotone([v * t1 for v in m["verify_costs"]])
+    per_token = loop_seconds_per_token(engine)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return CostTable(float(m["drafter_step_seconds"]), verify,
+    return CostTable(float(m["drafter_step_seconds"]), verify, step_seconds=max(per_token - t1, 0.0),
                      provenance={"measured_at": when, "trials": trials, "prompt_tokens": len(ids),
-                                 "raw_verify_seconds": [v * t1 for v in m["verify_costs"]]})
+                                 "raw_verify_seconds": [v * t1 for v in m["verify_costs"]],
+                                 "target_only_seconds_per_token": per_token})
+
+
+def loop_seconds_per_token(engine: Any) -> float:
+    """Seconds per token of target-only decoding through the engine's own loop, on the engine's loaded
+    target (no second copy), prefill and first token excluded: the median of three decodes. Less one
+    bare target forward, it is what every step pays besides its forwards."""
+    from cascade.rules import NoDeferral
+
+    policy = engine.policy.derive(engine.policy.name, {"mode": "target", "decoding": {"block_schedule": "constant",
+                                                                                      "ignore_eos": True}})
+    plain = type(engine)(policy, engine.target_model, engine.tokenizer, None, NoDeferral())  # an Engine
+    ids = plain.encode(PROFILE_PROMPT).tolist()
+    times = []
+    for i in range(4):
+        g = plain.generate(ids, max_new_tokens=OVERHEAD_TOKENS, record_decisions=False)
+        m = g.metrics
+        if i and m.num_generated_tokens > 1:  # the first decode warms up
+            times.append((m.decode_seconds - m.ttft_seconds) / (m.num_generated_tokens - 1))
+    return statistics.median(times)
 
 
 def cost_table(engine: Any, max_k: int, *, remeasure: bool = False) -> tuple[CostTable, Path, bool]:
@@ -153,7 +179,7 @@ def cost_table(engine: Any, max_k: int, *, remeasure: bool = False) -> tuple[Cos
         return cached, cache_path(ident), False
     table = measure(engine, max_k)
     table = CostTable(table.draft_seconds, table.verify_seconds,
-                      cached.temperatures if cached is not None else (),
+                      cached.temperatures if cached is not None else (), table.step_seconds,
                       {**table.provenance, **_calibration_provenance(cached), "identity": ident})
     return table, save(table, ident), True
 
@@ -162,7 +188,7 @@ def with_temperatures(engine: Any, table: CostTable, temperatures: Sequence[floa
                       source: Mapping[str, Any]) -> tuple[CostTable, Path]:
     """The table with a fitted calibration, saved over the cached one."""
     ident = identity(engine, table.max_k)
-    new = CostTable(table.draft_seconds, table.verify_seconds, tuple(temperatures),
+    new = CostTable(table.draft_seconds, table.verify_seconds, tuple(temperatures), table.step_seconds,
                     {**table.provenance, "calibration": dict(source), "identity": ident})
     return new, save(new, ident)
 

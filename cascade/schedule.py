@@ -171,7 +171,8 @@ class SurvivalStop:
 
     a_i = the calibrated confidence of draft i, S_j = Π_{i≤j} a_i its survival, E(j) = 1 + Σ_{i≤j} S_i
     the expected emitted tokens of a block of j drafts, C(j) = draft_seconds·(j + lookahead) +
-    verify_seconds[j] (one target call over j + 1 tokens). With E/C unimodal in j (survival falls,
+    verify_seconds[j] (one target call over j + 1 tokens) + step_seconds (the loop's own time per
+    step). With E/C unimodal in j (survival falls,
     costs rise) this stops at SPEC's k* = argmax_k E(k)/C(k) without looking at later drafts.
     """
 
@@ -179,10 +180,11 @@ class SurvivalStop:
     verify_seconds: tuple[float, ...]  # [n - 1]: a target call over n tokens, n = 1..K + 1
     temperatures: tuple[float, ...] = ()  # per-position calibration (1 = as reported)
     lookahead: bool = False
+    step_seconds: float = 0.0  # what every step costs besides its forwards
 
     def cost(self, j: int) -> float:
         v = self.verify_seconds[min(j, len(self.verify_seconds) - 1)]
-        return self.draft_seconds * (j + int(self.lookahead)) + v
+        return self.draft_seconds * (j + int(self.lookahead)) + v + self.step_seconds
 
     def calibrated(self, j: int, c: float) -> float:
         """a_j: the confidence of draft j (1-based) through its position's temperature."""
@@ -226,7 +228,8 @@ class Adaptive(_Base):
         costs = settings.costs
         if costs is None:
             raise PluginError("the adaptive schedule needs a cost table (cascade.profile); none was measured")
-        self.stop = SurvivalStop(costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead)
+        self.stop = SurvivalStop(costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead,
+                                 costs.step_seconds)
         self.steps = 0
         self.tried, self.kept = 0.0, 0.0  # forgetful counts of first drafts verified and accepted
 

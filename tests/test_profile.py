@@ -38,6 +38,9 @@ def test_an_adaptive_engine_measures_once_then_reads_the_cache(family, monkeypat
     ident = saved["provenance"]["identity"]
     assert ident["max_k"] == 5 and ident["drafter"] == "hf-model" and ident["device"] == "cpu"
     assert saved["provenance"]["trials"] == profile.TRIALS and "measured_at" in saved["provenance"]
+    # the loop's own time per step: target-only's seconds per token through the engine, less one forward
+    per_token = saved["provenance"]["target_only_seconds_per_token"]
+    assert table.step_seconds == pytest.approx(max(per_token - table.verify_seconds[0], 0.0))
 
     def no_timing(*a, **k):
         raise AssertionError("measured again although a table was cached")

@@ -62,6 +62,7 @@ def test_survival_stop_is_the_argmax_of_expected_tokens_per_cost():
     assert cut([0.06], stop) == 0 and cut([0.08], stop) == 1  # the first draft pays from c = 0.07 up
     assert stop.cost(2) == pytest.approx(0.04 + 1.1)
     assert SurvivalStop(0.02, TABLE.verify_seconds, lookahead=True).cost(0) == pytest.approx(1.02)
+    assert SurvivalStop(0.02, TABLE.verify_seconds, step_seconds=0.5).cost(1) == pytest.approx(0.02 + 1.05 + 0.5)
 
 
 def test_the_stop_rule_reads_only_the_confidences_so_far():
