@@ -4,13 +4,13 @@ import json
 import math
 
 import pytest
-from conftest import policy_dict, write_policy
 
 from cascade.bench import defaults, quality, report
 from cascade.bench import run as bench
 from cascade.cli import main as cascade_main
 from cascade.policy import load_policy
 from cascade.store import Store, queries
+from cascade.testing import policy_dict, write_policy
 
 PROMPTS = [
     {"prompt": "def add(a, b):\n", "reference": "    return a + b\n"},

@@ -8,9 +8,9 @@ import sys
 import types
 
 import pytest
-from conftest import policy_dict, write_policy
 
 from cascade.store import Store, queries
+from cascade.testing import policy_dict, write_policy
 
 
 def cascade(*args, cwd=None, env=None):

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import ARCHS, policy_dict
 from scipy.stats import chisquare
 from transformers import AutoModelForCausalLM
 
@@ -11,6 +10,7 @@ from cascade.drafter import DraftRequest
 from cascade.engine import Engine
 from cascade.policy import parse_policy
 from cascade.rules import BUILTIN_RULES
+from cascade.testing import ARCHS, policy_dict
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 

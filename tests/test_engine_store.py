@@ -1,11 +1,11 @@
 """Real engine runs logged to the store: the stored rows add up to the run's totals."""
 
 import pytest
-from conftest import policy_dict
 
 from cascade.engine import Engine
 from cascade.policy import parse_policy
 from cascade.store import Store, engine_info, queries
+from cascade.testing import policy_dict
 
 CASES = [
     dict(mode="speculative", rule="none"),

@@ -7,12 +7,12 @@ import logging
 import random
 
 import pytest
-from conftest import policy_dict
 
 from cascade import profile
 from cascade.engine import Engine
 from cascade.policy import parse_policy
 from cascade.profile import CostTable, calibrate, fit_temperatures, monotone
+from cascade.testing import policy_dict
 
 PROMPT = "def add(a, b):\n    return a + b\n"
 

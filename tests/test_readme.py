@@ -10,11 +10,11 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import policy_dict
 
 from cascade.engine import Engine
 from cascade.plugins import build_registry
 from cascade.policy import parse_policy
+from cascade.testing import policy_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

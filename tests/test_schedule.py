@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from conftest import policy_dict
 from scipy.stats import chisquare
 
 from cascade import profile
@@ -25,6 +24,7 @@ from cascade.schedule import (
     SurvivalStop,
     cut,
 )
+from cascade.testing import policy_dict
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 # one drafter step costs 0.02 of a target step; a call over n tokens 1 + 0.05·(n − 1): drafting one more

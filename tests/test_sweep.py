@@ -6,12 +6,12 @@ import math
 import re
 
 import pytest
-from conftest import policy_dict, write_policy
 
 from cascade.bench import sweep
 from cascade.cli import main as cascade_main
 from cascade.errors import CascadeError
 from cascade.policy import load_policy
+from cascade.testing import policy_dict, write_policy
 
 
 def test_pareto_front_on_synthetic_points():
