@@ -47,7 +47,7 @@ write(hf, "hf-confidence", {"block_size": 8, "block_schedule": "confidence", "co
 PY
 # calibrate the tiny drafter's confidence (max q) per position on train-side prompts (never the held-out
 # ones the bench reads): log a k = 8 run, fit temperatures, time the table at the bench's thread count
-head -n 24 prompts/stdlib-train.jsonl > "$TMP/train.jsonl"
+head -n 12 prompts/stdlib-train.jsonl > "$TMP/train.jsonl"
 .venv/bin/cascade run "$TMP/hf-k8.yaml" --prompts "$TMP/train.jsonl" --max-new-tokens "${TOKENS:-48}" --json \
    --store "sqlite:///$TMP/cal.db" > /dev/null
 .venv/bin/cascade profile "$TMP/hf-adaptive.yaml" --max-k 8 --threads "${THREADS:-2}" --calibrate \
