@@ -22,7 +22,7 @@ from cascade.tables import fmt, format_table, nan_to_none
 
 @hookimpl
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    from cascade import profile_cli
+    from cascade import calibrate_cli, profile_cli
     from cascade.bench import cli as bench_cli
     from cascade.store import cli as store_cli
     from cascade.zoo import cli as zoo_cli
@@ -32,6 +32,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     bench_cli.add_parser(subparsers)
     store_cli.add_parser(subparsers)
     zoo_cli.add_parser(subparsers)
+    calibrate_cli.add_parser(subparsers)
     profile_cli.add_parser(subparsers)
 
 

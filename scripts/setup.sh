@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with the CPU build of torch (pinned first, so no multi-GB CUDA wheel is pulled),
-# then cascade, its two drafter plugins and the dashboard (as separate distributions) and the test extras.
+# then cascade, its two drafter plugins, the learned-rule plugin and the dashboard (each a separate
+# distribution) and the test extras.
 #
 # The CPU build is asked for by its local version (+cpu) from PyTorch's own CPU wheel index,
 # which PyPI alone does not have: on any machine this installs the CPU wheel or fails clearly,
@@ -24,4 +25,4 @@ export PYTHONWARNINGS=ignore  # setuptools' "Editable installation" banners from
 if [ "$TORCH_SPEC" != skip ]; then
   .venv/bin/python -m pip install -q --retries 1 "$TORCH_SPEC" --extra-index-url "$TORCH_INDEX"
 fi
-.venv/bin/python -m pip install -q -e ".[test]" -e plugins/hf-model -e plugins/ngram -e "dashboard[test]"
+.venv/bin/python -m pip install -q -e ".[test]" -e plugins/hf-model -e plugins/ngram -e plugins/learned -e "dashboard[test]"
