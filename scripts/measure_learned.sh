@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE=1
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$D/models" "$D/train" "$D/sweep" "$D/sweep-sequential" "$D/sweep-sequential-fine" \
-   "$D/sweep-sequential-norecent" "$D/calibration"
+   "$D/sweep-sequential-norecent" "$D/sweep-compact" "$D/calibration"
 LOG="sqlite:///$WORK/log.db"
 
 # 1. log decisions on the train-side prompts: token_v3 at α = 0 (every draft verified: p and q at every position)
@@ -47,6 +47,12 @@ $C sweep policies/cascade-learned.yaml policies/cascade-learned-hgb.yaml policie
    --alphas 4 --limit 30 --max-new-tokens "$TOKENS" --threads 2 --no-progress --no-store \
    --out "$D/sweep" | tee "$D/sweep/sweep.txt"
 
+# 3a. compact: the learned qp head at α in its score tails and the middle, beside token_v3 at the same α
+#     (the qp head's scores sit near 0 and 1: a uniform α grid leaves its knob between two points)
+$C sweep policies/cascade-learned.yaml policies/cascade-token-v3.yaml --no-baselines --alpha 0.00002,0.5,0.9999 \
+   --limit 30 --max-new-tokens "$TOKENS" --threads 2 --no-progress --no-store \
+   --out "$D/sweep-compact" | tee "$D/sweep-compact/sweep.txt"
+
 # 3b. the sequential cascade (one torch thread each): q-only learned heads against chow (sweeps add target-only);
 #     the learned heads' scores sit low, so they also get a finer α grid
 $C sweep policies/sequential-learned.yaml policies/sequential-chow.yaml --no-baselines \
@@ -75,7 +81,7 @@ from pathlib import Path
 
 d = Path(sys.argv[1])
 out = []
-for name in ("sweep", "sweep-sequential", "sweep-sequential-fine", "sweep-sequential-norecent"):
+for name in ("sweep", "sweep-compact", "sweep-sequential", "sweep-sequential-fine", "sweep-sequential-norecent"):
     f = d / name / "sweep.json"
     if not f.exists():
         continue
