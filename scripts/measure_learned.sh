@@ -96,7 +96,7 @@ for name in ("sweep", "sweep-compact", "sweep-sequential", "sweep-sequential-fin
         calls = dom("target_calls_per_token", lambda a, b: a <= b)
         speed = dom("speedup", lambda a, b: a >= b)
         learned = "learned" in p["curve"]
-        v = "-" if p["value"] is None else f"{p['value']:.3g}"
+        v = "-" if p["value"] is None else f"{p['value']:.5g}"
         out.append(f"| {p['curve']} | {v} | {p['target_calls_per_token']:.3f} | {p['speedup']:.2f}x | {p['quality']:.2f} | "
                    f"{p['parses']:.2f} | {calls if learned else ''} | {speed if learned else ''} |")
     out.append("")
