@@ -6,24 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cascade.bench.completion import repeated_ngram_rate  # the measure behind the store's repeat_4
+
 GARBLED_BELOW = 0.05  # acceptance rate under this, over at least MIN_DRAFTS drafted tokens
 LOOP_ABOVE = 0.95  # acceptance rate over this ...
-LOOP_REPEAT = 0.5  # ... and at least this share of token 4-grams repeating an earlier one
+LOOP_REPEAT = 0.5  # ... and at least this share of code-token 4-grams repeating an earlier one
 MIN_DRAFTS = 8
-
-
-def repeated_ngram_rate(text: str, n: int = 4) -> float:
-    """Share of whitespace-token n-grams that repeat an earlier n-gram of the same text (0 when too short)."""
-    toks = text.split()
-    grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
-    if not grams:
-        return 0.0
-    seen: set[tuple[str, ...]] = set()
-    repeats = 0
-    for g in grams:
-        repeats += g in seen
-        seen.add(g)
-    return repeats / len(grams)
 
 
 def _num(x: Any) -> float | None:
@@ -40,7 +28,7 @@ def alarm(row: dict[str, Any]) -> str:
         return "garbled"
     repeat = _num(row.get("repeat_4"))
     if repeat is None:
-        repeat = repeated_ngram_rate(row.get("output_text") or "")
+        repeat = _num(repeated_ngram_rate(row.get("output_text") or "")) or 0.0  # NaN: too short to repeat
     if rate > LOOP_ABOVE and repeat >= LOOP_REPEAT:
         return "loop"
     return ""

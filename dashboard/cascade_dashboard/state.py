@@ -43,3 +43,13 @@ def put(**values: int | list[int] | None) -> None:
 
 def link_params(**values: int | None) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def pick_run(runs, label: str, key: str) -> int:
+    """A run chosen from `runs` (a frame with `id` and `policy_name`): the one in the URL when listed, else
+    the first. The caller puts it back in the URL (with anything else the page keeps there)."""
+    ids = runs["id"].tolist()
+    chosen = get(RUN)
+    names = runs.set_index("id")["policy_name"]
+    return st.selectbox(label, ids, index=ids.index(chosen) if chosen in ids else 0, key=key,
+                        format_func=lambda i: f"{i} · {names.loc[i]}")

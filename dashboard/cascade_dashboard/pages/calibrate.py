@@ -17,10 +17,7 @@ spec = runs[runs["num_draft_tokens"] > 0] if not runs.empty else runs
 if spec.empty:
     st.info("No run with drafted positions in the store: calibration reads a speculative run's logged features.")
     st.stop()
-ids = spec["id"].tolist()
-chosen = state.get(state.RUN)
-run_id = st.selectbox("Calibrate on run", ids, index=ids.index(chosen) if chosen in ids else 0, key="cal_run",
-                      format_func=lambda i: f"{i} · {spec.set_index('id').loc[i, 'policy_name']}")
+run_id = state.pick_run(spec, "Calibrate on run", "cal_run")
 state.put(**{state.RUN: run_id})
 row = spec.set_index("id").loc[run_id]
 f = data.features(url, run_id)

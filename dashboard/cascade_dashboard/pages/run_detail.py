@@ -16,9 +16,7 @@ if runs.empty:
     st.info("No runs in the store yet.")
     st.stop()
 ids = runs["id"].tolist()
-chosen = state.get(state.RUN)
-run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0, key="detail_run",
-                      format_func=lambda i: f"{i} · {runs.set_index('id').loc[i, 'policy_name']}")
+run_id = state.pick_run(runs, "Run", "detail_run")
 row = runs.set_index("id").loc[run_id]
 default_base = state.get(state.BASELINE)
 if default_base is None and not pd.isna(row["baseline_run_id"]):

@@ -21,10 +21,7 @@ runs = data.runs(url)
 if runs.empty:
     st.info("No runs in the store yet.")
     st.stop()
-ids = runs["id"].tolist()
-chosen = state.get(state.RUN)
-run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0, key="tokens_run",
-                      format_func=lambda i: f"{i} · {runs.set_index('id').loc[i, 'policy_name']}")
+run_id = state.pick_run(runs, "Run", "tokens_run")
 seqs = data.sequences(url, run_id)
 if seqs.empty:
     st.info(f"Run {run_id} has no sequences.")

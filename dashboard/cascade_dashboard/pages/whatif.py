@@ -18,10 +18,7 @@ spec = runs[runs["num_draft_tokens"] > 0] if not runs.empty else runs
 if spec.empty:
     st.info("No run with drafted positions in the store: what-if needs a speculative run's logged features.")
     st.stop()
-ids = spec["id"].tolist()
-chosen = state.get(state.RUN)
-run_id = st.selectbox("Logged run", ids, index=ids.index(chosen) if chosen in ids else 0, key="whatif_run",
-                      format_func=lambda i: f"{i} · {spec.set_index('id').loc[i, 'policy_name']}")
+run_id = state.pick_run(spec, "Logged run", "whatif_run")
 state.put(**{state.RUN: run_id})
 row = spec.set_index("id").loc[run_id]
 f = data.features(url, run_id)
