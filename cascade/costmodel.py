@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from cascade import models
+from cascade.ragged import RaggedLM
 
 
 def _timed(fn: Callable[[], object], undo: Callable[[], object], device) -> float:
@@ -51,39 +52,42 @@ def _timed(fn: Callable[[], object], undo: Callable[[], object], device) -> floa
 
 
 @torch.inference_mode()
-def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7) -> dict:
+def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7, rows: int = 1) -> dict:
     """c, v(n) for n = 1..γ+1 (`verify_costs`, v(1) = 1) and v = v(γ+1), with the seconds they come from.
 
-    Measured with the engine's own cached forward (`models.CachedLM`) after a prefill on a real
-    prompt: one-token steps of each model and n-token steps of the target, each rolled back
-    (untimed) after timing; the median of `trials`. The trials are interleaved (every size once per
-    round, round after round), so a change in the machine's load shifts every size alike rather than
-    bending the curve. A model-free drafter (n-gram lookup) has c = 0.
+    Measured with the engine's own cached forward (`cascade.ragged.RaggedLM`) after a prefill on a
+    real prompt, for a batch of `rows` rows (each the same prompt): one-token steps of each model and
+    n-token steps of the target, each rolled back (untimed) after timing; the median of `trials`.
+    The trials are interleaved (every size once per round, round after round), so a change in the
+    machine's load shifts every size alike rather than bending the curve. A model-free drafter
+    (n-gram lookup) has c = 0.
     """
-    target = models.CachedLM(target_model)
+    target = RaggedLM(target_model)
     device = target.device
     ids = torch.tensor(prompt_ids, dtype=torch.long, device=device)
-    target.reset()
-    target.forward(ids[:-1], last_only=True)
-    base = target.length
+    capacity = len(prompt_ids) + gamma + 8
+    target.reset(rows, capacity)
+    target.forward([ids[:-1]] * rows, last_only=True)
+    base = list(target.lengths)
     drafter = dbase = None
     if drafter_model is not None:
-        drafter = models.CachedLM(drafter_model)
-        drafter.reset()
-        drafter.forward(ids[:-1], last_only=True)
-        dbase = drafter.length
+        drafter = RaggedLM(drafter_model)
+        drafter.reset(rows, capacity)
+        drafter.forward([ids[:-1]] * rows, last_only=True)
+        dbase = list(drafter.lengths)
     sizes = list(range(1, max(gamma, 0) + 2))
     for n in sizes:  # warm every shape once
-        target.forward(ids[-1:].repeat(n))
+        target.forward([ids[-1:].repeat(n)] * rows)
         target.rollback(base)
     samples: dict[int, list[float]] = {n: [] for n in sizes}
     drafter_samples: list[float] = []
     for _ in range(trials):
         for n in sizes:
-            block = ids[-1:].repeat(n)  # (n,)
+            block = [ids[-1:].repeat(n)] * rows  # (n,) per row
             samples[n].append(_timed(lambda: target.forward(block), lambda: target.rollback(base), device))  # noqa: B023
         if drafter is not None:
-            drafter_samples.append(_timed(lambda: drafter.forward(ids[-1:]), lambda: drafter.rollback(dbase), device))
+            drafter_samples.append(_timed(lambda: drafter.forward([ids[-1:]] * rows),
+                                          lambda: drafter.rollback(dbase), device))
     seconds = [statistics.median(samples[n]) for n in sizes]
     t1 = seconds[0]
     out = {"target_step_seconds": t1, "verify_seconds": seconds[-1], "v": seconds[-1] / t1,

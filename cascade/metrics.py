@@ -47,6 +47,7 @@ class StepRecord:
     verify_seconds: float
     decisions: tuple[Decision, ...] = ()
     context: BlockContext | None = None  # where the block sat (CONTEXT); set when decisions are recorded
+    row: int = 0  # which prompt of a batched call this step belongs to (its index in the prompts given)
 
 
 @dataclass

@@ -1,9 +1,7 @@
-"""Load any Hugging Face causal LM (local folder or hub id) and run it with a KV cache.
+"""Load any Hugging Face causal LM (local folder or hub id): paths, devices, dtypes.
 
-`CachedLM` is the only place the engine touches a model: `forward` appends tokens
-to the cache and returns their logits, `rollback` crops rejected positions
-(transformers 5.x: `Cache.crop(-n)` removes the last n positions), so nothing
-accepted is ever recomputed.
+The engine runs a loaded model through `cascade.ragged.RaggedLM` (its KV cache over a
+batch of rows).
 """
 
 from __future__ import annotations
@@ -93,48 +91,3 @@ def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA), so a wall-clock reading covers it; a no-op on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class CachedLM:
-    """One causal LM plus its KV cache. `length` = tokens currently in the cache."""
-
-    def __init__(self, model):
-        self.model = model
-        self.device = next(model.parameters()).device
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]
-        self.max_positions = max_positions(model.config)
-        self.cache = None
-        self.length = 0
-
-    def reset(self) -> None:
-        from transformers import DynamicCache
-
-        self.cache = DynamicCache(config=self.model.config)
-        # sliding-window / linear-attention layers can only roll back what they recorded
-        if hasattr(self.cache, "activate_past_recording"):
-            self.cache.activate_past_recording()
-        self.length = 0
-
-    @torch.inference_mode()
-    def forward(self, ids: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """Append ids (n,) to the cache; logits (n, V) float32, or (1, V) with last_only."""
-        n = ids.shape[0]
-        out = self.model(
-            input_ids=ids.unsqueeze(0),  # (1, n)
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1 if last_only else 0,
-        )
-        self.cache = out.past_key_values
-        self.length += n
-        return out.logits[0].float()  # (n, V)
-
-    def rollback(self, length: int) -> None:
-        """Keep the first `length` positions (drop rejected drafts).
-
-        Always crops (0 included): sliding-window layers recording their past trim it back here.
-        """
-        if length > self.length:
-            raise ValueError(f"cannot roll forward: the cache holds {self.length} positions, asked for {length}")
-        self.cache.crop(length - self.length)  # 5.x: a negative count removes that many positions
-        self.length = length

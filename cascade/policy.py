@@ -66,6 +66,7 @@ class Decoding(_Strict):
     seed: int = 0
     stop: list[str] = Field(default_factory=list)  # stop strings (not included in the text)
     ignore_eos: bool = False
+    batch_size: int = Field(1, ge=1, le=256)  # rows decoded together (SPEC.md "Batched decoding")
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -77,6 +78,10 @@ class Decoding(_Strict):
 class StoreSpec(_Strict):
     url: str | None = None  # SQLAlchemy URL; default: cascade.db in the user's folder (cascade.store.urls)
     enabled: bool = True
+
+
+SEQUENTIAL_BATCH = ("mode 'sequential' decodes one row at a time (each row calls the target only where it defers, "
+                    "so rows share no target call): use decoding.batch_size: 1, or mode speculative")
 
 
 class Policy(_Strict):
@@ -96,6 +101,8 @@ class Policy(_Strict):
     def _needs_drafter(self):
         if self.mode != "target" and self.drafter is None:
             raise ValueError(f"mode {self.mode!r} needs a drafter: add `drafter: {{plugin: hf-model, options: {{model: ...}}}}`")
+        if self.mode == "sequential" and self.decoding.batch_size > 1:
+            raise ValueError(SEQUENTIAL_BATCH)
         return self
 
     @property

@@ -6,7 +6,8 @@ a policy picks one with `decoding.block_schedule` and configures it with the dec
 fields (`block_size`, `min_block_size`, `max_block_size`, `confidence`) and, for a
 third party's, `decoding.schedule_options` (validated against its `Options`).
 
-Each generation gets its own instance. Per step the engine asks `plan(limit)` for a
+Each generation gets its own instance (a schedule with `shared = True` gets one per batch,
+its `update` called for every row of a step before the next `plan`). Per step the engine asks `plan(limit)` for a
 `DraftPlan`: how many tokens to ask for at most, and optionally a confidence floor or a
 `StopRule`. A stop rule is called with the confidences c_1..c_j of the drafts so far,
 each computed *before* its token was drawn, and says whether to stop before drawing x_j;
@@ -16,6 +17,8 @@ draft: the verification stays exactly lossless (or exactly π) as with a constan
 
     constant    always `block_size`
     heuristic   +2 after a fully accepted block, −1 otherwise, within [min, max] (transformers')
+    bass        BASS's heuristic for batches: one γ for all rows, grown when some row kept
+                every draft, shrunk otherwise (one instance per batch: `shared = True`)
     confidence  up to `block_size`; stop when the drafter's top probability < `confidence`
     adaptive    SPEC.md "Adaptive verification length": up to `max_block_size`, stop where
                 one more draft lowers E(k) / C(k) (expected tokens per second) computed from
@@ -31,6 +34,7 @@ before x_j is drawn whichever token is then drawn: the stopping rule stays a sto
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -154,6 +158,43 @@ class Heuristic(_Base):
             self.current = min(s.max_block_size, self.current + 2)
         else:
             self.current = max(s.min_block_size, self.current - 1)
+
+
+class Bass(_Base):
+    """BASS's draft-length heuristic (Qian et al. 2024, Algorithm 1): one γ for the whole batch.
+
+    One instance serves every row of a batch (`shared`). After each step, with x_max the most drafts
+    any row kept: all of γ kept by some row grows γ by 2 (up to `max_block_size`); otherwise
+    γ ← max(min_block_size, x_max, γ − ⌈γ/10⌉ − s), s = 1 after a shrink (it shrinks faster when
+    shrinking again). It starts at `block_size`. At B = 1 it is the same rule on one row.
+    """
+
+    name = "bass"
+    shared: ClassVar[bool] = True
+    INCREMENT, MODULUS = 2, 10  # l_incre, l_mod of the paper's defaults
+
+    def __init__(self, settings: ScheduleSettings):
+        super().__init__(settings)
+        self.current = settings.block_size
+        self.shrunk = 0  # s: 1 after a step that shrank γ
+        self.pending: list[tuple[int, int]] = []  # (drafted, accepted) of the rows of the step just verified
+
+    def plan(self, limit: int) -> DraftPlan:
+        if self.pending:  # the first plan after a step: the batch's outcome is complete
+            self._adapt(max(a for _, a in self.pending), max(d for d, _ in self.pending))
+            self.pending = []
+        return DraftPlan(min(self.current, limit))
+
+    def update(self, drafted: int, accepted: int) -> None:
+        self.pending.append((drafted, accepted))
+
+    def _adapt(self, x_max: int, drafted: int) -> None:
+        s = self.settings
+        if x_max >= min(self.current, drafted) and drafted > 0:
+            self.current, self.shrunk = min(s.max_block_size, self.current + self.INCREMENT), 0
+        else:
+            shrink = self.current - math.ceil(self.current / self.MODULUS) - self.shrunk
+            self.current, self.shrunk = max(s.min_block_size, x_max, shrink), 1
 
 
 class Confidence(_Base):
@@ -310,4 +351,4 @@ def check_schedule_class(name: str, cls: type[Any]) -> None:
                           "see docs/plugins.md")
 
 
-BUILTIN_SCHEDULES: dict[str, type] = {cls.name: cls for cls in (Constant, Heuristic, Confidence, Adaptive)}
+BUILTIN_SCHEDULES: dict[str, type] = {cls.name: cls for cls in (Constant, Heuristic, Bass, Confidence, Adaptive)}

@@ -229,7 +229,7 @@ def test_eos_and_stop_strings(family):
     assert g.finish_reason == "stop" and stop not in g.text and full.text.startswith(g.text)
     # EOS: make the first generated token the eos id and check we stop right there
     e3 = engine(target=f["target"], drafter=f["near"], max_new_tokens=30)
-    e3.eos_id = full.token_ids[0]
+    e3.stopper.eos_id = full.token_ids[0]
     g3 = e3.generate(PROMPT)
     assert g3.token_ids == full.token_ids[:1] and g3.finish_reason == "eos"
 

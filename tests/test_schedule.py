@@ -37,7 +37,7 @@ def engine(**kw) -> Engine:
 
 
 def test_the_builtins_follow_the_protocol():
-    assert set(BUILTIN_SCHEDULES) == {"constant", "heuristic", "confidence", "adaptive"}
+    assert set(BUILTIN_SCHEDULES) == {"constant", "heuristic", "bass", "confidence", "adaptive"}
     for cls in BUILTIN_SCHEDULES.values():
         settings = ScheduleSettings(costs=TABLE)
         assert isinstance(cls(settings), Schedule)
@@ -158,7 +158,7 @@ def test_adaptive_refused_where_nothing_is_verified(family):
     for mode in ("sequential", "drafter"):
         with pytest.raises(PolicyError, match="block_schedule.*speculative or lossy"):
             engine(target=f["target"], drafter=f["near"], mode=mode, rule="chow", block_schedule="adaptive")
-    with pytest.raises(PolicyError, match="unknown schedule 'fastest'.*adaptive, confidence, constant"):
+    with pytest.raises(PolicyError, match="unknown schedule 'fastest'.*adaptive, bass, confidence, constant"):
         engine(target=f["target"], drafter=f["near"], block_schedule="fastest")
 
 

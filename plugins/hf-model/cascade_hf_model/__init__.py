@@ -3,6 +3,9 @@
 It keeps its own KV cache across steps: `propose` feeds only the tokens it has not
 seen (the last emitted one, or two after a fully accepted block), drafts k tokens
 one forward pass each, and `observe` crops the cache back to the accepted prefix.
+It batches natively (`propose_rows`: one forward pass drafts the next token of every
+row, each row drawing from its own random stream, over a `RaggedLM` cache with
+per-row lengths); the single-row methods are its batch of one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from cascade import models, sampling
 from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
 from cascade.errors import CascadeError
 from cascade.hookspecs import hookimpl
+from cascade.ragged import RaggedLM
 
 __version__ = "0.2.0"
 
@@ -48,65 +52,116 @@ class HFModelDrafter:
             )
         # widths may differ by padding rows only (e.g. Qwen2.5 0.5B vs 7B); logits are fitted to the target's
         self.model = model  # the contract's optional attribute: what peers and benchmarks run
-        self.lm = models.CachedLM(model)
+        self.lm = RaggedLM(model)
         self.params = sampling.SamplingParams()
-        self.generator: torch.Generator | None = None
-        self.start = 0  # context length at the last propose()
-        self.fed = 0  # drafted tokens fed into the cache beyond `start`
+        self.generators: list[torch.Generator | None] = [None]  # row b's random stream
+        self.start = [0]  # row b's cached tokens at the last propose (its context)
+        self.fed = [0]  # drafted tokens of row b fed into the cache beyond `start`
+
+    # ------------------------------------------------------------------ one row: the batch of one
 
     def reset(self, prompt_ids, params, generator) -> None:
-        self.lm.reset()
-        self.params, self.generator = params, generator
-        if prompt_ids.shape[0] > 1:
-            self.lm.forward(prompt_ids[:-1], last_only=True)  # prefill: all but the last prompt token
+        self.reset_rows([prompt_ids], params, [generator])
+
+    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
+        return self.propose_rows([context], [request])[0]
+
+    def observe(self, feedback: Feedback) -> None:
+        self.observe_rows([feedback])
+
+    # ------------------------------------------------------------------ a batch of rows
+
+    def reset_rows(self, prompts, params, generators) -> None:
+        self.lm.reset(len(prompts), (self.lm.max_positions or max(p.shape[0] for p in prompts) + 512) + 64)
+        self.params, self.generators = params, list(generators)
+        self.start, self.fed = [0] * len(prompts), [0] * len(prompts)
+        if any(p.shape[0] > 1 for p in prompts):
+            self.lm.forward([p[:-1] for p in prompts], last_only=True)  # prefill: all but each last prompt token
+
+    def keep_rows(self, rows) -> None:
+        self.lm.select(rows)
+        self.generators = [self.generators[b] for b in rows]
+        self.start, self.fed = [self.start[b] for b in rows], [self.fed[b] for b in rows]
 
     def _fit(self, logits: torch.Tensor) -> torch.Tensor:
-        """Drafter logits (W,) on the target's vocabulary (V,): padding ids dropped or never drawn."""
+        """Drafter logits (..., W) on the target's vocabulary (..., V): padding ids dropped or never drawn."""
         if self.width > self.target_width:
-            return logits[: self.target_width]
+            return logits[..., : self.target_width]
         if self.width < self.target_width:
             return torch.nn.functional.pad(logits, (0, self.target_width - self.width), value=float("-inf"))
         return logits
 
-    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
-        k, min_confidence, lookahead = request.k, request.min_confidence, request.lookahead
-        self.start, self.fed = context.shape[0], 0
+    def propose_rows(self, contexts, requests) -> list[Draft]:
+        rows = range(len(contexts))
         limit = self.lm.max_positions
-        if limit is not None and context.shape[0] + k + int(lookahead) > limit:  # the drafter's own context
-            k, lookahead = max(0, limit - context.shape[0] - 1), False
-            if context.shape[0] >= limit:
-                return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=0)
-        logits = self._fit(self.lm.forward(context[self.lm.length :], last_only=True)[-1])  # (V,) unseen tokens at once
-        tokens: list[torch.Tensor] = []
-        probs: list[torch.Tensor] = []
-        q = sampling.softmax(logits)  # (V,) T = 1, what the rules read
-        seen: list[float] = []  # confidences of the tokens drawn so far (a schedule's stopping rule reads them)
-        for i in range(k):
-            if min_confidence > 0 or request.stop is not None:
-                c = q.max().item()  # predicted acceptance of the next token, before it is drawn
-                if c < min_confidence:
-                    break  # `confidence` schedule: stop drafting when unsure
-                seen.append(c)
-                if request.stop is not None and request.stop(seen):
-                    break  # the schedule's stopping rule (`adaptive`): one more draft does not pay
-            x = sampling.pick(logits, self.params, self.generator)  # 0-d
-            tokens.append(x)
-            probs.append(q)
-            if i < k - 1 or lookahead:
-                logits = self._fit(self.lm.forward(x.view(1))[-1])
-                self.fed += 1
-                q = sampling.softmax(logits)
-        next_probs = q if (lookahead or len(tokens) < k) else None
+        ks = [r.k for r in requests]
+        look = [r.lookahead for r in requests]
+        room = [True] * len(contexts)  # the row's context still fits the drafter's own
+        for b, c in enumerate(contexts):
+            if limit is not None and c.shape[0] + ks[b] + int(look[b]) > limit:
+                ks[b], look[b] = max(0, limit - c.shape[0] - 1), False
+                room[b] = c.shape[0] < limit
+        if not any(room):
+            return [Draft(torch.empty(0, dtype=torch.long, device=c.device), None, calls=0) for c in contexts]
+        self.lm.maybe_compact(incoming=max(ks) + 2)
+        unseen = [c[self.lm.lengths[b] :] if room[b] else c[:0] for b, c in enumerate(contexts)]
+        logits = self._fit(self.lm.forward(unseen, last_only=True))  # (B, V) every row's unseen tokens at once
+        self.start, self.fed = list(self.lm.lengths), [0] * len(contexts)
+        q = sampling.softmax(logits)  # (B, V) T = 1, what the rules read
+        tokens: list[list[torch.Tensor]] = [[] for _ in rows]
+        probs: list[list[torch.Tensor]] = [[] for _ in rows]
+        seen: list[list[float]] = [[] for _ in rows]  # confidences so far (a schedule's stopping rule reads them)
+        last_q = list(q)  # (V,) per row: q after the row's last fed token
+        drafting = [room[b] and ks[b] > 0 for b in rows]
+        for i in range(max(ks, default=0)):
+            watch = [b for b in rows if drafting[b] and (requests[b].min_confidence > 0 or requests[b].stop)]
+            top = q.max(-1).values.tolist() if watch else []  # predicted acceptance of the next token, before it is drawn
+            for b in watch:
+                if top[b] < requests[b].min_confidence:
+                    drafting[b] = False  # `confidence` schedule: stop drafting when unsure
+                    continue
+                seen[b].append(top[b])
+                stop = requests[b].stop
+                if stop is not None and stop(seen[b]):
+                    drafting[b] = False  # the schedule's stopping rule (`adaptive`): one more draft does not pay
+            picks = logits.argmax(-1) if self.params.greedy else None  # (B,)
+            feed = [q[b, :0].long() for b in rows]  # (0,) for rows not fed this round
+            for b in rows:
+                if not drafting[b]:
+                    continue
+                x = picks[b] if picks is not None else sampling.pick(logits[b], self.params, self.generators[b])
+                tokens[b].append(x)
+                probs[b].append(q[b])
+                if i < ks[b] - 1 or look[b]:
+                    feed[b] = x.view(1)
+                    self.fed[b] += 1
+                if len(tokens[b]) == ks[b]:
+                    drafting[b] = False
+            if not any(f.numel() for f in feed):
+                break
+            logits = self._fit(self.lm.forward(feed, last_only=True))  # (B, V) one pass drafts for every row
+            q = sampling.softmax(logits)
+            for b in rows:
+                if feed[b].numel():
+                    last_q[b] = q[b]
+        return [self._draft(tokens[b], probs[b], last_q[b], ks[b], look[b], requests[b], room[b], self.fed[b],
+                            contexts[b].device) for b in rows]
+
+    @staticmethod
+    def _draft(tokens, probs, q_next, k, lookahead, request, room, fed, device) -> Draft:
+        if not room:
+            return Draft(torch.empty(0, dtype=torch.long, device=device), None, calls=0)
+        next_probs = q_next if (lookahead or len(tokens) < k) else None
         if not tokens:
-            return Draft(torch.empty(0, dtype=torch.long, device=context.device), None, calls=1, next_probs=next_probs)
+            return Draft(torch.empty(0, dtype=torch.long, device=device), None, calls=1, next_probs=next_probs)
         q_drafted = torch.stack(probs)  # (k, V)
         # predicted acceptance of token i, known before it was drawn: the drafter's own top probability
         confidence = q_drafted.max(-1).values if request.confidence else None  # (k,)
-        return Draft(torch.stack(tokens), q_drafted, calls=1 + self.fed, next_probs=next_probs, confidence=confidence)
+        return Draft(torch.stack(tokens), q_drafted, calls=1 + fed, next_probs=next_probs, confidence=confidence)
 
-    def observe(self, feedback: Feedback) -> None:
-        # the cache holds context + the fed drafts; keep context + the accepted ones
-        self.lm.rollback(self.start + min(feedback.n_accepted, self.fed))
+    def observe_rows(self, feedbacks) -> None:
+        # each row's cache holds its context + the fed drafts; keep context + the accepted ones
+        self.lm.rollback([s + min(f.n_accepted, fed) for s, f, fed in zip(self.start, feedbacks, self.fed)])
 
 
 @hookimpl

@@ -1,0 +1,79 @@
+"""A drafter serving a batch of rows: the engine's one way of calling any drafter (SPEC.md "Batched decoding").
+
+A drafter class may implement the batch methods itself (the hf-model drafter does:
+one forward pass drafts a token for every row):
+
+    reset_rows(prompts, params, generators)   # B sequences start; generators[b] is row b's random stream
+    propose_rows(contexts, requests) -> [Draft]  # one draft per live row, in the batch's order
+    observe_rows(feedbacks)                   # the verdict for each live row
+    keep_rows(rows)                           # only these rows (indices into the live order) go on
+
+Any other drafter is used one instance per row, built by the engine's factory
+(`Engine.from_policy` builds them as it built the first): a third party's single-row
+drafter batches unchanged. Where a row asks for nothing this step (`None` request:
+no token wanted, no lookahead), it is not called, exactly as when it decodes alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from cascade.drafter import Draft, Drafter, DraftRequest, Feedback
+from cascade.errors import CascadeError
+from cascade.sampling import SamplingParams
+
+EMPTY_DRAFT = Draft(torch.empty(0, dtype=torch.long), calls=0)
+
+
+def batches_natively(drafter: object) -> bool:
+    return all(hasattr(drafter, m) for m in ("reset_rows", "propose_rows", "observe_rows", "keep_rows"))
+
+
+class RowDrafters:
+    """The batch methods over one drafter: its own, or one single-row instance per row."""
+
+    def __init__(self, drafter: Drafter, factory: Callable[[], Drafter] | None, name: str | None):
+        self.native = batches_natively(drafter)
+        self.pool: list[Drafter] = [drafter]  # single-row instances, built as batches need them
+        self.factory = factory
+        self.name = name
+        self.live: list[Drafter] = [drafter]
+
+    def reset(self, prompts: Sequence[torch.Tensor], params: SamplingParams,
+              generators: Sequence[torch.Generator | None]) -> None:
+        if self.native:
+            self.pool[0].reset_rows(prompts, params, generators)  # type: ignore[attr-defined]
+            return
+        while len(self.pool) < len(prompts):
+            if self.factory is None:
+                raise CascadeError(f"drafter {self.name!r} decodes one row per instance and this engine cannot "
+                                   "build more: build it with Engine.from_policy to decode batches")
+            self.pool.append(self.factory())
+        self.live = self.pool[: len(prompts)]
+        for drafter, prompt, generator in zip(self.live, prompts, generators):
+            drafter.reset(prompt, params, generator)
+
+    def propose(self, contexts: Sequence[torch.Tensor], requests: Sequence[DraftRequest | None]) -> list[Draft]:
+        if self.native:
+            asked = [r if r is not None else DraftRequest(k=0) for r in requests]
+            drafts = self.pool[0].propose_rows(contexts, asked)  # type: ignore[attr-defined]
+            if len(drafts) != len(contexts):
+                raise CascadeError(f"drafter {self.name!r} returned {len(drafts)} drafts for {len(contexts)} rows")
+            return [d if r is not None else EMPTY_DRAFT for d, r in zip(drafts, requests)]
+        return [EMPTY_DRAFT if r is None else d.propose(c, r) for d, c, r in zip(self.live, contexts, requests)]
+
+    def observe(self, feedbacks: Sequence[Feedback | None]) -> None:
+        if self.native:
+            self.pool[0].observe_rows([f if f is not None else Feedback(n_accepted=0) for f in feedbacks])  # type: ignore[attr-defined]
+            return
+        for drafter, feedback in zip(self.live, feedbacks):
+            if feedback is not None:
+                drafter.observe(feedback)
+
+    def keep(self, rows: Sequence[int]) -> None:
+        if self.native:
+            self.pool[0].keep_rows(rows)  # type: ignore[attr-defined]
+        else:
+            self.live = [self.live[b] for b in rows]

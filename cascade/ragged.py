@@ -1,0 +1,277 @@
+"""B rows of one causal LM over one padded KV cache with holes (BASS-PAD, SPEC.md "Batched decoding").
+
+`RaggedLM` is the only place the engine and the model drafter touch a model. The
+cache is rectangular, (B, H, S, D) per layer, S slots shared by the rows; a boolean
+`valid` (B, S) says which slots hold a row's kept tokens. Rows keep their own
+lengths and true positions:
+
+- `forward(ids)` appends row b's tokens ids[b] (n_b,) in K = max n_b new slots
+  (the shorter rows padded: their pad slots are holes from the start) and returns
+  the logits;
+- `rollback(lengths)` keeps the first lengths[b] tokens of row b: its later slots
+  become holes (masked out of attention, never zeroed: a zero key still gets
+  weight e^0), and the tail no row keeps is cropped;
+- `select(rows)` lets finished rows leave the batch; `compact()` gathers each row's
+  kept slots to the right when holes pile up.
+
+Attention gets an additive float mask (0 = attend, the dtype's min = masked;
+a boolean 4D mask is silently wrong under eager attention) of shape
+(B, 1, K, S + K) and explicit position_ids = each row's true positions. A new slot
+always sees itself, so a pad's keys stay finite. While the cache has no hole and
+every row has the same length (always at B = 1) the model gets neither, exactly
+the plain causal path.
+
+Memory: each layer's keys and values live in buffers allocated once per batch for
+`capacity` slots (`_SlotLayer`); a crop moves an index, nothing is copied. Models
+whose caches are not plain full-attention layers (sliding windows, linear
+attention) keep transformers' own cache: they decode one row, and rows that would
+need holes are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from cascade.errors import CascadeError
+from cascade.models import max_positions
+
+COMPACT_SLACK = 32  # compact once a batch's widest row would leave this many hole slots unused
+
+
+class _SlotLayer(DynamicLayer):
+    """A full-attention cache layer whose keys/values are views of buffers allocated once."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.width = 0  # slots in use
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        super().lazy_initialization(key_states, value_states)
+        b, h, _, d = key_states.shape
+        self.kbuf = key_states.new_empty(b, h, self.capacity, d)  # (B, H, capacity, D)
+        self.vbuf = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+        self.width = 0
+
+    def _views(self) -> None:
+        self.keys = self.kbuf[:, :, : self.width]  # (B, H, S, D) no copy
+        self.values = self.vbuf[:, :, : self.width]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = key_states.shape[-2]
+        if self.width + n > self.capacity:  # only when the engine under-estimated: grow once, by doubling
+            self.capacity = max(2 * self.capacity, self.width + n)
+            grow = (0, 0, 0, self.capacity - self.kbuf.shape[2])
+            self.kbuf = torch.nn.functional.pad(self.kbuf, grow)
+            self.vbuf = torch.nn.functional.pad(self.vbuf, grow)
+        self.kbuf[:, :, self.width : self.width + n] = key_states
+        self.vbuf[:, :, self.width : self.width + n] = value_states
+        self.width += n
+        self._views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.width if self.is_initialized else 0
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove > 0:
+            raise ValueError("crop takes the number of positions to remove, as a negative integer")
+        if self.is_initialized and tokens_to_remove:
+            self.width = max(0, self.width + tokens_to_remove)
+            self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+            self._views()
+
+    def gather_slots(self, index: torch.Tensor) -> None:
+        """Row b's slots become its old slots index[b] (B, W): compaction."""
+        if not self.is_initialized:
+            return
+        w = index.shape[1]
+        for buf, cur in ((self.kbuf, self.keys), (self.vbuf, self.values)):
+            moved = cur.gather(2, index[:, None, :, None].expand(-1, cur.shape[1], -1, cur.shape[-1]))
+            buf[:, :, :w] = moved
+        self.width = w
+        self._views()
+
+    def reset(self) -> None:
+        super().reset()
+        self.width = 0
+
+
+class RaggedLM:
+    """A causal LM decoding B rows at once. `lengths[b]` = tokens of row b in the cache (its next position)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.max_positions = max_positions(model.config)
+        self.cache: DynamicCache | None = None
+        self.lengths: list[int] = [0]
+        self.valid = torch.zeros(1, 0, dtype=torch.bool, device=self.device)  # (B, S)
+        self.dense = True  # no hole anywhere: every row's tokens fill slots 0..lengths[b]-1
+        self.slotted = False  # the cache is ours (`_SlotLayer`): holes, compaction and batches work
+        self.fed = self.padded = 0  # real tokens and pad slots fed since reset (waste accounting)
+        self.peak_bytes = 0  # the largest the keys and values have been since reset
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def rows(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def width(self) -> int:
+        return self.valid.shape[1]
+
+    @property
+    def length(self) -> int:
+        """Row 0's length: the whole story at B = 1."""
+        return self.lengths[0]
+
+    def reset(self, rows: int = 1, capacity: int | None = None) -> None:
+        """An empty cache for `rows` rows; keys and values for `capacity` slots are allocated on first use."""
+        cache = DynamicCache(config=self.model.config)
+        self.slotted = all(type(layer) is DynamicLayer for layer in cache.layers) and len(cache.layers) > 0
+        if self.slotted:
+            cache.layers = [_SlotLayer(capacity or self.max_positions or 512) for _ in cache.layers]
+        elif hasattr(cache, "activate_past_recording"):  # sliding-window layers roll back only what they recorded
+            cache.activate_past_recording()
+        if rows > 1 and not self.slotted:
+            raise CascadeError(f"batched decoding needs full-attention KV caches; {self.model.config.model_type} "
+                               f"has {type(cache.layers[0]).__name__}: decode it with batch size 1")
+        self.cache = cache
+        self.lengths = [0] * rows
+        self.valid = torch.zeros(rows, 0, dtype=torch.bool, device=self.device)
+        self.dense, self.fed, self.padded, self.peak_bytes = True, 0, 0, 0
+
+    # ------------------------------------------------------------------ forward
+
+    @torch.inference_mode()
+    def forward(self, ids: Sequence[torch.Tensor], last_only: bool = False) -> torch.Tensor:
+        """Append ids[b] (n_b,) to row b. Logits float32 (B, K, V), row b's in [:n_b]; with last_only, each
+        row's last token only (B, V): the rows are then padded on the left, so that token ends the block."""
+        n = [int(x.shape[0]) for x in ids]
+        k = max(n)
+        uniform = all(m == k for m in n)
+        block = torch.zeros(self.rows, k, dtype=torch.long, device=self.device)  # (B, K) pads: token 0
+        real = torch.zeros(self.rows, k, dtype=torch.bool, device=self.device)  # (B, K)
+        for b, x in enumerate(ids):
+            cols = slice(k - n[b], k) if last_only else slice(0, n[b])
+            block[b, cols], real[b, cols] = x, True
+        plain = self.dense and uniform and len(set(self.lengths)) == 1
+        mask = positions = None
+        if not plain:
+            mask, positions = self._mask(real)  # (B, 1, K, S + K), (B, K)
+        out = self.model(input_ids=block, attention_mask=mask, position_ids=positions,
+                         past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0)
+        self.cache = out.past_key_values
+        self.valid = torch.cat([self.valid, real], dim=1)
+        self.dense = plain
+        self.lengths = [length + m for length, m in zip(self.lengths, n)]
+        self.fed += sum(n)
+        self.padded += self.rows * k - sum(n)
+        self.peak_bytes = max(self.peak_bytes, self.cache_bytes())
+        logits = out.logits.float()  # (B, K, V) or (B, 1, V)
+        return logits[:, -1] if last_only else logits
+
+    def _mask(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention mask (B, 1, K, S + K) and true positions (B, K) for a block of K new slots."""
+        b, k = real.shape
+        causal = torch.ones(k, k, dtype=torch.bool, device=self.device).tril()  # (K, K)
+        new = causal & real[:, None, :]  # (B, K, K) earlier real tokens of the block
+        new |= torch.eye(k, dtype=torch.bool, device=self.device)  # and itself (pads too: their keys stay finite)
+        allowed = torch.cat([self.valid[:, None, :].expand(b, k, -1), new], dim=-1)  # (B, K, S + K)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        start = torch.tensor(self.lengths, device=self.device)[:, None]  # (B, 1)
+        positions = start + (real.long().cumsum(-1) - 1).clamp_min(0)  # (B, K) row b's true positions
+        if self.max_positions is not None:
+            positions = positions.clamp_max(self.max_positions - 1)  # pads past the end: never attended
+        return mask[:, None], positions
+
+    # ------------------------------------------------------------------ roll back, leave, compact
+
+    def rollback(self, lengths: Sequence[int]) -> None:
+        """Row b keeps its first lengths[b] tokens; later slots become holes; the tail no row keeps is cropped."""
+        lengths = list(lengths)
+        if any(new > old for new, old in zip(lengths, self.lengths)):
+            raise ValueError(f"cannot roll forward: the rows hold {self.lengths}, asked for {lengths}")
+        if self.dense:  # row b's tokens are slots 0..lengths[b]-1: a crop, and holes where rows fall short
+            width = max(lengths)
+            self.valid = self.valid[:, :width].clone()
+            if len(set(lengths)) > 1:
+                self._need_holes()
+                for b, n in enumerate(lengths):
+                    self.valid[b, n:] = False
+                self.dense = False
+        else:
+            rank = self.valid.long().cumsum(-1)  # (B, S) how many kept tokens up to each slot
+            self.valid &= rank <= torch.tensor(lengths, device=self.device)[:, None]
+            used = self.valid.any(0).nonzero()
+            width = int(used[-1].item()) + 1 if used.numel() else 0
+            self.valid = self.valid[:, :width]
+        self.cache.crop(width - self.cache.get_seq_length())
+        self.lengths = lengths
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep only these rows (in this order): the others left the batch."""
+        if list(rows) == list(range(self.rows)):
+            return
+        self._need_holes()
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        self.cache.batch_select_indices(index)
+        self.valid = self.valid[index]
+        self.lengths = [self.lengths[b] for b in rows]
+        if len(set(self.lengths)) > 1 or not bool(self.valid.all()):
+            self.dense = False
+
+    def holes(self) -> int:
+        """Slots of the cache that hold no row's token (attended over, masked out)."""
+        return self.rows * self.width - sum(self.lengths)
+
+    def maybe_compact(self, incoming: int = 0) -> None:
+        """Compact when holes leave COMPACT_SLACK slots of width unused, or the buffers would overflow."""
+        if self.dense or not self.slotted:
+            return
+        capacity = min(layer.capacity for layer in self.cache.layers)
+        if self.width - max(self.lengths) >= COMPACT_SLACK or self.width + incoming > capacity:
+            self.compact()
+
+    def compact(self) -> None:
+        """Gather each row's kept slots to the right end of a cache max(lengths) wide (pads on the left)."""
+        self._need_holes()
+        width = max(self.lengths)
+        # for each row: its kept slots in order, right-aligned; the left pads point at slot 0 and stay holes
+        order = torch.sort((~self.valid).long(), dim=-1, stable=True).indices[:, :width]  # (B, W) kept slots first
+        shift = torch.tensor([width - n for n in self.lengths], device=self.device)[:, None]  # (B, 1)
+        target = torch.arange(width, device=self.device)[None, :] - shift  # (B, W) source column in `order`
+        index = torch.where(target >= 0, order.gather(1, target.clamp_min(0)), torch.zeros_like(target))
+        for layer in self.cache.layers:
+            layer.gather_slots(index)
+        self.valid = target >= 0
+        self.dense = bool(self.valid.all())
+
+    def cache_bytes(self) -> int:
+        """Bytes the keys and values occupy now (the allocated buffers for our own layers)."""
+        total = 0
+        for layer in self.cache.layers if self.cache is not None else ():
+            if isinstance(layer, _SlotLayer) and layer.is_initialized:
+                total += layer.kbuf.numel() * layer.kbuf.element_size() + layer.vbuf.numel() * layer.vbuf.element_size()
+            elif getattr(layer, "keys", None) is not None:
+                total += layer.keys.numel() * layer.keys.element_size() * 2
+        return total
+
+    def _need_holes(self) -> None:
+        if not self.slotted:
+            raise CascadeError(f"{self.model.config.model_type}'s cache cannot hold rows of different lengths: "
+                               "decode it with batch size 1")
