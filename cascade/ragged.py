@@ -138,6 +138,7 @@ class RaggedLM:
         """Row 0's length: the whole story at B = 1."""
         return self.lengths[0]
 
+    @torch.inference_mode()
     def reset(self, rows: int = 1, capacity: int | None = None) -> None:
         """An empty cache for `rows` rows; keys and values for `capacity` slots are allocated on first use."""
         cache = DynamicCache(config=self.model.config)
@@ -201,6 +202,7 @@ class RaggedLM:
 
     # ------------------------------------------------------------------ roll back, leave, compact
 
+    @torch.inference_mode()
     def rollback(self, lengths: Sequence[int]) -> None:
         """Row b keeps its first lengths[b] tokens; later slots become holes; the tail no row keeps is cropped."""
         lengths = list(lengths)
@@ -216,13 +218,14 @@ class RaggedLM:
                 self.dense = False
         else:
             rank = self.valid.long().cumsum(-1)  # (B, S) how many kept tokens up to each slot
-            self.valid &= rank <= torch.tensor(lengths, device=self.device)[:, None]
+            self.valid = self.valid & (rank <= torch.tensor(lengths, device=self.device)[:, None])
             used = self.valid.any(0).nonzero()
             width = int(used[-1].item()) + 1 if used.numel() else 0
             self.valid = self.valid[:, :width]
         self.cache.crop(width - self.cache.get_seq_length())
         self.lengths = lengths
 
+    @torch.inference_mode()
     def select(self, rows: Sequence[int]) -> None:
         """Keep only these rows (in this order): the others left the batch."""
         if list(rows) == list(range(self.rows)):
@@ -247,6 +250,7 @@ class RaggedLM:
         if self.width - max(self.lengths) >= COMPACT_SLACK or self.width + incoming > capacity:
             self.compact()
 
+    @torch.inference_mode()
     def compact(self) -> None:
         """Gather each row's kept slots to the right end of a cache max(lengths) wide (pads on the left)."""
         self._need_holes()

@@ -1,0 +1,125 @@
+"""RaggedLM: B rows over one padded KV cache with holes match each row decoded alone."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from cascade.ragged import COMPACT_SLACK, RaggedLM
+from cascade.testing import ARCHS, make_config
+
+ATOL = 1e-4
+
+
+def model(arch: str, attn: str = "sdpa", **cfg):
+    torch.manual_seed(0)
+    m = AutoModelForCausalLM.from_config(make_config(arch, **cfg), attn_implementation=attn).eval()
+    with torch.no_grad():
+        m.get_output_embeddings().weight.mul_(8.0)
+    return m
+
+
+def alone(m, ids: list[int]) -> torch.Tensor:
+    """The next-token logits of one row computed from scratch. (V,)"""
+    with torch.no_grad():
+        return m(input_ids=torch.tensor([ids])).logits[0, -1].float()
+
+
+def seqs(lengths, seed=0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(1, 200, (n,), generator=g).tolist() for n in lengths]
+
+
+def step(lm: RaggedLM, rows: list[list[int]], blocks: list[list[int]], keep: list[int]) -> None:
+    """Feed each row its block (ragged), then keep `keep[b]` of those tokens: the rest become holes."""
+    lm.forward([torch.tensor(b, dtype=torch.long) for b in blocks])
+    for r, b, k in zip(rows, blocks, keep):
+        r.extend(b[:k])
+    lm.rollback([len(r) for r in rows])
+
+
+def check_next(m, lm: RaggedLM, rows: list[list[int]], last: list[int]) -> None:
+    """Each row's logits after feeding its last token equal the row computed alone."""
+    logits = lm.forward([torch.tensor([t]) for t in last])[:, -1]  # (B, V)
+    for b, (r, t) in enumerate(zip(rows, last)):
+        assert torch.allclose(logits[b], alone(m, r + [t]), atol=ATOL), b
+        r.append(t)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_ragged_rows_match_each_row_alone(arch, attn):
+    m = model(arch, attn)
+    rows = seqs([5, 9, 1])  # prompts of different lengths (one with nothing to prefill)
+    lm = RaggedLM(m)
+    lm.reset(3, 64)
+    lm.forward([torch.tensor(r) for r in rows], last_only=True)
+    assert lm.lengths == [5, 9, 1] and not lm.dense
+    for i, keep in enumerate(([1, 4, 2], [3, 0, 4], [2, 2, 1])):  # ragged acceptance, a row keeping nothing
+        blocks = seqs([4, 3, 4], seed=10 + i)
+        step(lm, rows, blocks, keep)
+        assert lm.lengths == [len(r) for r in rows]
+    assert lm.holes() > 0
+    check_next(m, lm, rows, [7, 8, 9])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_holes_never_leak_into_attention(arch):
+    """Garbage (huge, not zero) in every hole slot changes nothing: holes are masked, not zeroed."""
+    m = model(arch)
+    rows = seqs([6, 3])
+    lm = RaggedLM(m)
+    lm.reset(2, 64)
+    lm.forward([torch.tensor(r) for r in rows], last_only=True)
+    step(lm, rows, seqs([4, 4], seed=3), [1, 3])
+    holes = ~lm.valid  # (B, S)
+    assert holes.any()
+    with torch.inference_mode():
+        for layer in lm.cache.layers:
+            layer.keys[holes[:, None, :].expand(-1, layer.keys.shape[1], -1)] = 1e4
+            layer.values[holes[:, None, :].expand(-1, layer.values.shape[1], -1)] = -1e4
+    check_next(m, lm, rows, [11, 12])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_compaction_and_rows_leaving_keep_every_row_exact(arch):
+    m = model(arch)
+    rows = seqs([4, 8, 6, 2])
+    lm = RaggedLM(m)
+    lm.reset(4, 200)
+    lm.forward([torch.tensor(r) for r in rows], last_only=True)
+    for i in range(12):  # rows keep 0..5 of 6: holes pile up until compaction
+        step(lm, rows, seqs([6, 6, 6, 6], seed=20 + i), [i % 6, (i + 2) % 6, 0, 5])
+        lm.maybe_compact(incoming=7)
+    assert lm.width - max(lm.lengths) < COMPACT_SLACK
+    lm.compact()
+    assert lm.width == max(lm.lengths) and lm.valid.sum(-1).tolist() == lm.lengths
+    lm.select([3, 1])  # rows 0 and 2 finished
+    rows = [rows[3], rows[1]]
+    assert lm.rows == 2
+    check_next(m, lm, rows, [5, 6])
+    step(lm, rows, seqs([3, 3], seed=99), [2, 1])
+    check_next(m, lm, rows, [1, 2])
+
+
+def test_one_row_is_the_plain_causal_path_and_buffers_are_allocated_once():
+    m = model("gpt2")
+    lm = RaggedLM(m)
+    lm.reset(1, 64)
+    row = seqs([7])[0]
+    lm.forward([torch.tensor(row[:-1])], last_only=True)
+    ptr = lm.cache.layers[0].kbuf.data_ptr()
+    for i in range(5):  # draft-like blocks, partly rejected: a crop each time, never a hole
+        block = seqs([4], seed=i)[0]
+        lm.forward([torch.tensor(block)])
+        lm.rollback([lm.length - 4 + i % 3])
+        assert lm.dense and lm.width == lm.length
+    assert lm.cache.layers[0].kbuf.data_ptr() == ptr  # no re-allocation per step
+    assert lm.peak_bytes == lm.cache_bytes() > 0
+
+
+def test_rolling_forward_is_refused():
+    lm = RaggedLM(model("gpt2"))
+    lm.reset(2, 16)
+    lm.forward([torch.tensor([1, 2]), torch.tensor([3])])
+    with pytest.raises(ValueError, match="roll forward"):
+        lm.rollback([2, 2])
