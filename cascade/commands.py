@@ -44,6 +44,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--prompts", type=Path, help="JSONL file, one {\"prompt\": ...} per line")
     run.add_argument("--max-new-tokens", type=int, help="override decoding.max_new_tokens")
     run.add_argument("--seed", type=int, help="override decoding.seed")
+    run.add_argument("--batch-size", type=int, metavar="B",
+                     help="decode B prompts at once (override decoding.batch_size; default 1): each result is "
+                          "printed as its row finishes, with its prompt's index from 0")
     run.add_argument("--json", action="store_true",
                      help="print JSON, one object per prompt (with the store's run_id and URL)")
     run.add_argument("--store", metavar="URL",
@@ -59,10 +62,12 @@ def add_plugins(sub: argparse._SubParsersAction) -> None:
     plugins.set_defaults(func=cmd_plugins)
 
 
-def generation_json(gen, run_id: int | None = None, store: str | None = None) -> dict:
-    """One `--json` object: the generation, its metrics (NaN, "does not apply", as null) and where it was
-    logged (`run_id` and the store's URL, password masked; both null with --no-store)."""
+def generation_json(gen, run_id: int | None = None, store: str | None = None, index: int = 0) -> dict:
+    """One `--json` object: the prompt's index (its position among the prompts, from 0), the generation,
+    its metrics (NaN, "does not apply", as null) and where it was logged (`run_id` and the store's URL,
+    password masked; both null with --no-store)."""
     return nan_to_none({
+        "index": index,
         "text": gen.text,
         "token_ids": gen.token_ids,
         "finish_reason": gen.finish_reason,
@@ -80,6 +85,9 @@ def cmd_run(args) -> int:
     else:
         prompts = read_numbered_prompts(args.prompts)
 
+    if args.batch_size is not None and args.batch_size < 1:
+        raise CascadeError(f"--batch-size must be at least 1, got {args.batch_size}")
+
     from cascade.engine import Engine
     from cascade.policy import load_policy
     from cascade.store import Store, engine_info, resolve_url
@@ -94,20 +102,31 @@ def cmd_run(args) -> int:
                 engine.encode(row["prompt"])
             except CascadeError as exc:
                 raise CascadeError(f"{where}: {exc}") from None
-        run = store.start_run(policy, engine_info(engine)) if store else None
+        batch = args.batch_size if args.batch_size is not None else policy.decoding.batch_size
+        run = store.start_run(policy, dict(engine_info(engine), batch_size=batch)) if store else None
         try:
             # the run ends done, failed (with the reason) or interrupted with the block (RunLogger.__exit__),
             # keeping what was logged before
             with run if run else contextlib.nullcontext():
-                for _, row in prompts:
-                    seed = args.seed if args.seed is not None else policy.decoding.seed
-                    seq = run.start_sequence(row["prompt"], reference=row.get("reference"), seed=seed) if run else None
-                    gen = engine.generate(row["prompt"], max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                          on_step=run.step_logger(seq) if run else None,
-                                          record_decisions=run is not None)
+                seed = args.seed if args.seed is not None else policy.decoding.seed
+                sequences: dict[int, int] = {}  # prompt index -> its sequence in the store, from its first step
+
+                def log_step(step) -> None:
+                    assert run is not None
+                    if step.row not in sequences:
+                        row = prompts[step.row][1]
+                        sequences[step.row] = run.start_sequence(row["prompt"], reference=row.get("reference"),
+                                                                 seed=seed)
+                    run.log_step(sequences[step.row], step)
+
+                results = engine.stream([row["prompt"] for _, row in prompts], max_new_tokens=args.max_new_tokens,
+                                        seed=args.seed, on_step=log_step if run else None,
+                                        record_decisions=run is not None, batch_size=batch)
+                for index, gen in results:  # each row as it finishes
                     if run:
-                        run.end_sequence(seq, gen)
-                    print_generation(gen, args.json, run.run_id if run else None, store.url if store else None)
+                        run.end_sequence(sequences[index], gen)
+                    print_generation(gen, args.json, run.run_id if run else None, store.url if store else None,
+                                     index=index, numbered=batch > 1)
         finally:
             if run and store:
                 state = "" if run.status == "done" else f" ({run.status})"
@@ -118,20 +137,23 @@ def cmd_run(args) -> int:
     return 0
 
 
-def stats_line(m) -> str:
-    """`[N tokens, X tok/s, τ=..., target calls/token=...]`; "-" for a metric that does not apply (τ of target-only)."""
-    return (f"[{m.num_generated_tokens} tokens, {fmt(m.tokens_per_second, '.1f')} tok/s, "
+def stats_line(m, index: int | None = None) -> str:
+    """`[N tokens, X tok/s, τ=..., target calls/token=...]`; "-" for a metric that does not apply (τ of target-only);
+    `[prompt I: ...` when rows of a batch may finish out of order."""
+    where = "" if index is None else f"prompt {index}: "
+    return (f"[{where}{m.num_generated_tokens} tokens, {fmt(m.tokens_per_second, '.1f')} tok/s, "
             f"τ={fmt(m.mean_acceptance_length, '.2f')}, target calls/token={fmt(m.target_calls_per_token, '.2f')}]")
 
 
-def print_generation(gen, as_json: bool, run_id: int | None = None, store: str | None = None) -> None:
+def print_generation(gen, as_json: bool, run_id: int | None = None, store: str | None = None, *, index: int = 0,
+                     numbered: bool = False) -> None:
     if as_json:
-        print(json.dumps(generation_json(gen, run_id, store)), flush=True)
+        print(json.dumps(generation_json(gen, run_id, store, index)), flush=True)
         return
     # the completion as it is, then a newline unless it ends with one: the stats line starts a line of its own
     sys.stdout.write(gen.text if gen.text.endswith("\n") else gen.text + "\n")
     sys.stdout.flush()
-    print(stats_line(gen.metrics), file=sys.stderr, flush=True)
+    print(stats_line(gen.metrics, index if numbered else None), file=sys.stderr, flush=True)
 
 
 def cmd_plugins(args) -> int:

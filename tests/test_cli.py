@@ -59,6 +59,29 @@ def test_run_many_prompts_jsonl(policy, tmp_path):
     assert not (tmp_path / "cascade.db").exists()
 
 
+def test_run_batched_streams_rows_with_their_index_and_logs_each_row(policy, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    texts = ["def f(x):", "class A:", "import os", "x = [1, 2, 3]\nfor i in x:", "y"]
+    prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    db = tmp_path / "runs.db"
+    one = cascade("run", policy, "--prompts", prompts, "--json", "--no-store")
+    out = cascade("run", policy, "--prompts", prompts, "--json", "--batch-size", "3", "--store", f"sqlite:///{db}")
+    assert one.returncode == 0 and out.returncode == 0, out.stderr
+    alone = {o["index"]: o for o in map(json.loads, one.stdout.splitlines())}
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(o["index"] for o in rows) == list(range(5)) and sorted(alone) == list(range(5))
+    for o in rows:  # the same tokens as alone (greedy), whatever the batch
+        assert o["token_ids"] == alone[o["index"]]["token_ids"]
+    with Store.open(f"sqlite:///{db}") as store:
+        run = queries.list_runs(store)[0]
+        assert run["status"] == "done" and queries.check_totals(store, run["id"]) == []
+        seqs = queries.list_sequences(store, run["id"])
+        assert sorted(s["prompt_text"] for s in seqs) == sorted(texts)  # every row its own sequence
+        assert sum(s["num_generated_tokens"] for s in seqs) == sum(len(o["token_ids"]) for o in rows)
+    bad = cascade("run", policy, "--prompts", prompts, "--batch-size", "0", "--no-store")
+    assert bad.returncode == 2 and "--batch-size must be at least 1" in bad.stderr
+
+
 def test_default_store_is_one_per_user_whatever_the_working_directory(policy, tmp_path):
     home = tmp_path / "home"  # CASCADE_HOME (_own_home); created on first use
     for i, cwd in enumerate([tmp_path / "a", tmp_path / "b"], 1):
