@@ -120,8 +120,11 @@ class RaggedLM:
         self.valid = torch.zeros(1, 0, dtype=torch.bool, device=self.device)  # (B, S)
         self.dense = True  # no hole anywhere: every row's tokens fill slots 0..lengths[b]-1
         self.slotted = False  # the cache is ours (`_SlotLayer`): holes, compaction and batches work
-        self.fed = self.padded = 0  # real tokens and pad slots fed since reset (waste accounting)
         self.peak_bytes = 0  # the largest the keys and values have been since reset
+        # since this object was built, across batches (what `cascade bench --batch-sizes` reports):
+        # real tokens and pad slots fed, slots attended over and those of them that were holes, and
+        # the largest keys + values per row
+        self.totals = {"fed": 0, "padded": 0, "attended": 0, "holes": 0, "peak_row_bytes": 0}
 
     # ------------------------------------------------------------------ state
 
@@ -153,7 +156,7 @@ class RaggedLM:
         self.cache = cache
         self.lengths = [0] * rows
         self.valid = torch.zeros(rows, 0, dtype=torch.bool, device=self.device)
-        self.dense, self.fed, self.padded, self.peak_bytes = True, 0, 0, 0
+        self.dense, self.peak_bytes = True, 0
 
     # ------------------------------------------------------------------ forward
 
@@ -176,12 +179,18 @@ class RaggedLM:
         out = self.model(input_ids=block, attention_mask=mask, position_ids=positions,
                          past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0)
         self.cache = out.past_key_values
+        attended, kept = self.rows * (self.width + k), sum(self.lengths) + sum(n)
         self.valid = torch.cat([self.valid, real], dim=1)
         self.dense = plain
         self.lengths = [length + m for length, m in zip(self.lengths, n)]
-        self.fed += sum(n)
-        self.padded += self.rows * k - sum(n)
-        self.peak_bytes = max(self.peak_bytes, self.cache_bytes())
+        size = self.cache_bytes()
+        self.peak_bytes = max(self.peak_bytes, size)
+        t = self.totals
+        t["fed"] += sum(n)
+        t["padded"] += self.rows * k - sum(n)
+        t["attended"] += attended
+        t["holes"] += attended - kept
+        t["peak_row_bytes"] = max(t["peak_row_bytes"], size // self.rows)
         logits = out.logits.float()  # (B, K, V) or (B, 1, V)
         return logits[:, -1] if last_only else logits
 

@@ -35,6 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _seeds(bench)
     bench.add_argument("--peers", choices=PEERS, action="append", default=[],
                        help="also run transformers' assisted generation and prompt lookup on the same models")
+    bench.add_argument("--batch-sizes", metavar="B,B,..",
+                       help="measure batched decoding instead: every row (and target-only) decodes the same prompts "
+                            "at each batch size (e.g. 1,4,8,16): total and per-row tok/s, speed-ups over target-only "
+                            "at the same B and over B=1, padding and hole waste, KV memory per row, and the cost "
+                            "model's prediction")
     bench.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results to this JSON file")
     bench.set_defaults(func=cmd_bench)
 
@@ -133,6 +138,8 @@ def cmd_bench(args) -> int:
     from cascade.bench import report
     from cascade.bench.run import run_bench
 
+    if args.batch_sizes:
+        return _bench_batches(args)
     s = _setup(args, list(args.policies) or default_policies())
     try:
         result = run_bench(s.policies, s.prompts, repeats=args.repeats, warmup=args.warmup, seeds=args.seeds,
@@ -144,6 +151,24 @@ def cmd_bench(args) -> int:
     print(report.format_result(result))
     if args.json_out:
         report.write_json(result, args.json_out)
+        print(f"\nwrote {args.json_out}", file=sys.stderr)
+    return 0
+
+
+def _bench_batches(args) -> int:
+    from cascade.bench.batch import format_batch_result, parse_batch_sizes, run_batch_bench
+
+    sizes = parse_batch_sizes(args.batch_sizes)
+    if args.peers:
+        raise CascadeError("--peers do not batch (transformers' assisted generation takes one row): drop --peers")
+    s = _setup(args, list(args.policies) or default_policies())
+    if s.store:
+        s.store.close()  # batched passes are timed without logging
+    result = run_batch_bench(s.policies, s.prompts, sizes, repeats=args.repeats, warmup=args.warmup,
+                             max_new_tokens=args.max_new_tokens, progress=not args.no_progress, meta=s.meta)
+    print(format_batch_result(result))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json_out}", file=sys.stderr)
     return 0
 
