@@ -38,7 +38,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -143,7 +143,7 @@ class Engine:
         """Decode one prompt (text or token ids) -> its Generation; a list of prompts -> one Generation each,
         in order, decoded `batch_size` rows at a time (default: the policy's decoding.batch_size)."""
         single = isinstance(prompt, str) or (isinstance(prompt, list) and all(isinstance(t, int) for t in prompt))
-        prompts = [prompt] if single else list(prompt)  # type: ignore[list-item]
+        prompts = cast(list[Prompt], [prompt] if single else list(prompt))
         out = dict(self.stream(prompts, max_new_tokens, seed, on_step, record_decisions, batch_size))
         return out[0] if single else [out[i] for i in range(len(prompts))]
 

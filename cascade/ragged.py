@@ -31,6 +31,7 @@ need holes are refused.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
@@ -115,7 +116,7 @@ class RaggedLM:
         self.dtype = next(model.parameters()).dtype
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.max_positions = max_positions(model.config)
-        self.cache: DynamicCache | None = None
+        self.cache: Any = None  # a DynamicCache (ours: `_SlotLayer` layers) after reset
         self.lengths: list[int] = [0]
         self.valid = torch.zeros(1, 0, dtype=torch.bool, device=self.device)  # (B, S)
         self.dense = True  # no hole anywhere: every row's tokens fill slots 0..lengths[b]-1

@@ -339,3 +339,20 @@ def test_adaptive_skips_the_drafter_when_drafting_has_not_paid_lately():
     for _ in range(20):  # drafts that keep being accepted make drafting pay again
         a.update(2, 2)
     assert a.first_acceptance() > 0.8 and a.plan(10).k == 2
+
+
+def test_bass_grows_after_a_row_kept_everything_and_shrinks_faster_when_shrinking_again():
+    from cascade.schedule import Bass
+
+    s = Bass(ScheduleSettings(block_size=7, min_block_size=1, max_block_size=32))
+    assert s.plan(100).k == 7
+    for drafted, accepted in ((7, 2), (7, 7), (7, 0)):  # one row of three kept all 7
+        s.update(drafted, accepted)
+    assert s.plan(100).k == 9 and s.plan(3).k == 3  # +2; the budget still caps a row's k
+    s.update(9, 4)
+    s.update(9, 1)
+    assert s.plan(100).k == 8  # 9 − ⌈9/10⌉ − 0, and at least x_max = 4
+    s.update(8, 2)
+    assert s.plan(100).k == 6  # 8 − ⌈8/10⌉ − 1: shrinking again
+    s.update(6, 5)
+    assert s.plan(100).k == 5  # never below the best row's x_max

@@ -114,3 +114,38 @@ def test_options_are_typed():
         Options(model="x", dtype="float8")
     assert Options(model="x").trust_remote_code is False
     assert models.resolve_model_path("no/such-dir") == "no/such-dir"  # a hub id stays as it is
+
+
+def test_propose_rows_drafts_each_row_as_it_would_alone(dirs):
+    """Rows of different lengths, asked for different k (one for nothing), sampled from their own streams."""
+    prompts = [torch.tensor([5, 9, 11, 40, 7]), torch.tensor([3]), torch.tensor([8, 8, 2])]
+    requests = [DraftRequest(k=3), DraftRequest(k=0, lookahead=True), DraftRequest(k=2, lookahead=True)]
+    params = sampling.SamplingParams(1.0, top_k=20)
+
+    def gens():
+        return [torch.Generator().manual_seed(i) for i in range(3)]
+
+    alone = []
+    for p, r, g in zip(prompts, requests, gens()):
+        d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
+        d.reset(p, params, g)
+        first = d.propose(p, r)
+        d.observe(Feedback(n_accepted=min(1, first.tokens.shape[0])))
+        nxt = torch.cat([p, first.tokens[:1], torch.tensor([4])])
+        alone.append((first, d.propose(nxt, DraftRequest(k=2))))
+    b = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
+    b.reset_rows(prompts, params, gens())
+    firsts = b.propose_rows(prompts, requests)
+    b.observe_rows([Feedback(n_accepted=min(1, x.tokens.shape[0])) for x in firsts])
+    nxts = [torch.cat([p, x.tokens[:1], torch.tensor([4])]) for p, x in zip(prompts, firsts)]
+    seconds = b.propose_rows(nxts, [DraftRequest(k=2)] * 3)
+    for (a1, a2), b1, b2 in zip(alone, firsts, seconds):
+        for x, y in ((a1, b1), (a2, b2)):
+            assert x.tokens.tolist() == y.tokens.tolist() and x.calls == y.calls
+            assert (x.probs is None) == (y.probs is None)
+            if x.probs is not None:
+                assert torch.allclose(x.probs, y.probs, atol=1e-5)
+            if x.next_probs is not None:
+                assert torch.allclose(x.next_probs, y.next_probs, atol=1e-5)
+    b.keep_rows([2])  # rows 0 and 1 finished: row 2 goes on alone
+    assert b.lm.rows == 1 and len(b.generators) == 1
