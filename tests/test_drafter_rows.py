@@ -62,10 +62,10 @@ def test_without_a_factory_a_single_row_drafter_refuses_a_batch_clearly():
 
 
 def test_a_third_party_single_row_drafter_batches_through_the_engine(family):
+    import types
+
     from cascade.hookspecs import hookimpl
     from cascade.plugins import build_registry
-
-    import types
 
     module = types.ModuleType("echo-plugin")
     module.register_drafters = hookimpl(lambda register: register("echo", Echo))
