@@ -152,7 +152,8 @@ class Engine:
                on_step: Callable[[StepRecord], None] | None = None, record_decisions: bool = True,
                batch_size: int | None = None) -> Iterator[tuple[int, Generation]]:
         """(index of the prompt, its Generation), each as soon as its row finishes. Every row is seeded with
-        `seed` (default decoding.seed), so a row's output does not depend on its batch or its batch-mates."""
+        `seed` (default decoding.seed), so a row's output does not depend on its batch or its batch-mates;
+        batches group prompts of similar lengths (less padding), so rows may finish out of order."""
         d = self.policy.decoding
         size = d.batch_size if batch_size is None else batch_size
         if size < 1:
@@ -163,8 +164,10 @@ class Engine:
         if asked < 1:
             raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
         ids = [self.encode(p) for p in prompts]  # every prompt checked before any decoding
+        # batches of prompts of similar lengths: less padding (a row's output does not depend on its batch)
+        order = sorted(range(len(ids)), key=lambda i: ids[i].shape[0]) if size > 1 else list(range(len(ids)))
         for start in range(0, len(ids), size):
-            chunk = range(start, min(start + size, len(ids)))
+            chunk = order[start : start + size]
             rows = [self._row(i, ids[i], asked, d.seed if seed is None else seed, record_decisions) for i in chunk]
             yield from self._decode(rows, on_step)
 
