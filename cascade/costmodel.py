@@ -52,17 +52,19 @@ def _timed(fn: Callable[[], object], undo: Callable[[], object], device) -> floa
 
 
 @torch.inference_mode()
-def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7, rows: int = 1) -> dict:
+def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7, rows: int = 1,
+               runtimes: tuple[str, str] = ("auto", "auto")) -> dict:
     """c, v(n) for n = 1..γ+1 (`verify_costs`, v(1) = 1) and v = v(γ+1), with the seconds they come from.
 
     Measured with the engine's own cached forward (`cascade.ragged.RaggedLM`) after a prefill on a
     real prompt, for a batch of `rows` rows (each the same prompt): one-token steps of each model and
     n-token steps of the target, each rolled back (untimed) after timing; the median of `trials`.
+    `runtimes` = how the target and the drafter run (`cascade.lean`: auto, lean or transformers).
     The trials are interleaved (every size once per round, round after round), so a change in the
     machine's load shifts every size alike rather than bending the curve. A model-free drafter
     (n-gram lookup) has c = 0.
     """
-    target = RaggedLM(target_model)
+    target = RaggedLM(target_model, runtimes[0])
     device = target.device
     ids = torch.tensor(prompt_ids, dtype=torch.long, device=device)
     capacity = len(prompt_ids) + gamma + 8
@@ -71,7 +73,7 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
     base = list(target.lengths)
     drafter = dbase = None
     if drafter_model is not None:
-        drafter = RaggedLM(drafter_model)
+        drafter = RaggedLM(drafter_model, runtimes[1])
         drafter.reset(rows, capacity)
         drafter.forward([ids[:-1]] * rows, last_only=True)
         dbase = list(drafter.lengths)

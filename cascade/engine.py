@@ -67,7 +67,8 @@ class Engine:
         self.policy = policy
         self.mode = policy.mode
         self.target_model = target  # the HF model
-        self.target = RaggedLM(target)  # the model with its KV cache over a batch's rows (reset by every prefill)
+        # the model with its KV cache over a batch's rows (reset by every prefill), run lean where it applies
+        self.target = RaggedLM(target, policy.target.runtime)
         self.tokenizer = tokenizer
         self.drafter = drafter
         self.drafter_name = policy.drafter.plugin if policy.drafter is not None else None  # for messages

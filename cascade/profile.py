@@ -90,7 +90,15 @@ def identity(engine: Any, max_k: int) -> dict[str, Any]:
         "drafter_parameters": sum(x.numel() for x in dm.parameters()) if dm is not None else 0,
         "device": str(engine.device), "dtype": str(engine.target_model.dtype),
         "torch": torch.__version__, "host": platform.node(), "max_k": int(max_k), "format": FORMAT,
+        "runtimes": list(runtimes(engine)),
     }
+
+
+def runtimes(engine: Any) -> tuple[str, str]:
+    """How the engine runs its target and its model drafter: lean or transformers (cascade.lean)."""
+    lm = getattr(engine.drafter, "lm", None)
+    drafter = "lean" if getattr(lm, "lean", None) is not None else "transformers"
+    return ("lean" if engine.target.lean is not None else "transformers", drafter)
 
 
 def cache_dir() -> Path:
@@ -140,7 +148,7 @@ def measure(engine: Any, max_k: int, trials: int = TRIALS) -> CostTable:
 
     dm = drafter_model(engine.drafter) if engine.drafter is not None else None
     ids = engine.encode(PROFILE_PROMPT).tolist()
-    m = step_costs(engine.target_model, dm, ids, max_k, trials=trials)
+    m = step_costs(engine.target_model, dm, ids, max_k, trials=trials, runtimes=runtimes(engine))
     t1 = m["target_step_seconds"]
     verify = monotone([v * t1 for v in m["verify_costs"]])
     per_token = loop_seconds_per_token(engine)

@@ -37,6 +37,7 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from cascade.errors import CascadeError
+from cascade.lean import lean_forward
 from cascade.models import max_positions
 
 COMPACT_SLACK = 32  # compact once a batch's widest row would leave this many hole slots unused
@@ -110,8 +111,13 @@ class _SlotLayer(DynamicLayer):
 class RaggedLM:
     """A causal LM decoding B rows at once. `lengths[b]` = tokens of row b in the cache (its next position)."""
 
-    def __init__(self, model):
+    def __init__(self, model, runtime: str = "auto"):
         self.model = model
+        # cascade's lean forward over the same weights where it applies (runtime auto or lean), else transformers'
+        self.lean = lean_forward(model) if runtime != "transformers" else None
+        if runtime == "lean" and self.lean is None:
+            raise CascadeError(f"runtime 'lean' does not cover {model.config.model_type} models with this "
+                               "configuration: use runtime auto or transformers")
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
@@ -177,9 +183,14 @@ class RaggedLM:
         mask = positions = None
         if not plain:
             mask, positions = self._mask(real)  # (B, 1, K, S + K), (B, K)
-        out = self.model(input_ids=block, attention_mask=mask, position_ids=positions,
-                         past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0)
-        self.cache = out.past_key_values
+        if self.lean is not None and self.slotted:
+            if positions is None:  # every row at the same length: positions length .. length + K - 1
+                positions = torch.arange(self.lengths[0], self.lengths[0] + k, device=self.device).expand(self.rows, k)
+            raw = self.lean(block, positions, mask, self.cache, 1 if last_only else 0)  # (B, K or 1, V)
+        else:
+            out = self.model(input_ids=block, attention_mask=mask, position_ids=positions,
+                             past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0)
+            self.cache, raw = out.past_key_values, out.logits
         attended, kept = self.rows * (self.width + k), sum(self.lengths) + sum(n)
         self.valid = torch.cat([self.valid, real], dim=1)
         self.dense = plain
@@ -192,7 +203,7 @@ class RaggedLM:
         t["attended"] += attended
         t["holes"] += attended - kept
         t["peak_row_bytes"] = max(t["peak_row_bytes"], size // self.rows)
-        logits = out.logits.float()  # (B, K, V) or (B, 1, V)
+        logits = raw.float()  # (B, K, V) or (B, 1, V)
         return logits[:, -1] if last_only else logits
 
     def _mask(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cascade import costmodel
+from cascade import costmodel, profile
 from cascade.bench.run import ModelCache, plan_rows
 from cascade.drafter import drafter_model
 from cascade.errors import CascadeError
@@ -173,7 +173,7 @@ def _predict(r, b: int, counts: dict[str, float], prompt: str) -> float:
     gamma = max(r.policy.decoding.block_size, r.policy.decoding.max_block_size if
                 r.policy.decoding.block_schedule != "constant" else 0)
     costs = costmodel.step_costs(e.target_model, drafter_model(e.drafter), e.encode(prompt).tolist()[-64:],
-                                 gamma, trials=5, rows=b)
+                                 gamma, trials=5, rows=b, runtimes=profile.runtimes(e))
     v = costmodel.verify_cost(costs["verify_costs"], counts["tokens_per_verification"])
     return counts["tau"] / (counts["drafter_calls_per_step"] * costs["c"] + v)
 

@@ -31,6 +31,9 @@ class Options(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None  # None: the target's dtype
     revision: str | None = None
     trust_remote_code: bool = False
+    # lean: cascade's own forward over the drafter's weights (GPT-2, Llama, Qwen2); transformers: the model's
+    # own forward; auto: lean where it applies
+    runtime: Literal["auto", "lean", "transformers"] = "auto"
 
 
 class HFModelDrafter:
@@ -52,7 +55,7 @@ class HFModelDrafter:
             )
         # widths may differ by padding rows only (e.g. Qwen2.5 0.5B vs 7B); logits are fitted to the target's
         self.model = model  # the contract's optional attribute: what peers and benchmarks run
-        self.lm = RaggedLM(model)
+        self.lm = RaggedLM(model, options.runtime)
         self.params = sampling.SamplingParams()
         self.generators: list[torch.Generator | None] = [None]  # row b's random stream
         self.start = [0]  # row b's cached tokens at the last propose (its context)
