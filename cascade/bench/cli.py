@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "at each batch size (e.g. 1,4,8,16): total and per-row tok/s, speed-ups over target-only "
                             "at the same B and over B=1, padding and hole waste, KV memory per row, and the cost "
                             "model's prediction")
+    bench.add_argument("--calls", type=int, metavar="K",
+                       help="measure single model calls instead: the drafter's step and target calls over 1..K+1 "
+                            "tokens, transformers' forward against cascade's lean one, with the arithmetic share")
     bench.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results to this JSON file")
     bench.set_defaults(func=cmd_bench)
 
@@ -140,6 +143,8 @@ def cmd_bench(args) -> int:
 
     if args.batch_sizes:
         return _bench_batches(args)
+    if args.calls is not None:
+        return _bench_calls(args)
     s = _setup(args, list(args.policies) or default_policies())
     try:
         result = run_bench(s.policies, s.prompts, repeats=args.repeats, warmup=args.warmup, seeds=args.seeds,
@@ -170,6 +175,27 @@ def _bench_batches(args) -> int:
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json_out}", file=sys.stderr)
+    return 0
+
+
+def _bench_calls(args) -> int:
+    from cascade.bench.calls import compare_runtimes, format_calls
+    from cascade.engine import Engine
+
+    if args.calls < 0:
+        raise CascadeError(f"--calls takes the largest number of drafts to verify (>= 0), got {args.calls}")
+    s = _setup(args, list(args.policies) or default_policies())
+    if s.store:
+        s.store.close()
+    results = {}
+    for policy in s.policies:
+        rows = compare_runtimes(Engine.from_policy(policy), s.prompts[0]["prompt"], args.calls,
+                                trials=max(args.repeats, 5))
+        results[policy.name] = rows
+        print(f"{policy.name}\n{format_calls(rows)}\n")
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"meta": s.meta, "policies": results}, indent=2) + "\n")
+        print(f"wrote {args.json_out}", file=sys.stderr)
     return 0
 
 
