@@ -93,6 +93,10 @@ def cmd_run(args) -> int:
     from cascade.store import Store, engine_info, resolve_url
 
     policy = load_policy(args.policy)
+    if policy.mode == "sequential" and (args.batch_size or 1) > 1:
+        from cascade.policy import SEQUENTIAL_BATCH
+
+        raise CascadeError(SEQUENTIAL_BATCH)
     url = resolve_url(args.store, no_store=args.no_store, policy=policy)
     store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
     try:
