@@ -15,6 +15,10 @@ per row, the tokens it emits and a `StepRecord`:
                correction or bonus.
 - lossy:       speculative with lenient acceptance min(1, p / (l·q)).
 
+A draft is a chain, or a tree when the drafter gives `Draft.parents` (SPEC.md "Tree drafts",
+`cascade.tree`): the same step verifies it in the same target call with a tree mask and true
+positions, walks the accepted path, and the cache keeps only that path.
+
 Batches (SPEC.md "Batched decoding", BASS): one drafter call and one target call
 per step serve every live row; each row accepts its own n_b tokens, keeps its own
 length and true positions in the target's `RaggedLM` cache (rejected slots become
@@ -54,6 +58,7 @@ from cascade.ragged import RaggedLM
 from cascade.row import Row, Stopper
 from cascade.rules import Rule
 from cascade.schedule import BUILTIN_SCHEDULES, Schedule, ScheduleSettings, cut_draft, predicted_draft
+from cascade.tree import TreeVerdict, check_parents, verify_tree
 from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
 Prompt = str | list[int]
@@ -302,46 +307,76 @@ class Engine:
         asked = [min(p.k, r.remaining - 1) for p, r in zip(plans, rows)]
         ctxs = [self._block(r) for r in rows]  # where each block sits (rules that read features, the log)
         t0 = time.perf_counter()
-        # draft: up to asked_b tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus) for every row
+        # draft: up to asked_b tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus) for every row;
+        # a chain, or a tree when the drafter gives parents (cascade.tree)
         drafts = self._propose(rows, [self._request(p, a) for p, a in zip(plans, asked)])
         drafts = [self._cut(d, p, c) for d, p, c in zip(drafts, plans, ctxs)]
         xs = [d.tokens.to(self.device) for d in drafts]  # (k_b,) k_b <= asked_b (a drafter may stop early)
+        trees = [self._tree(d) for d in drafts]
         t1 = time.perf_counter()
         # verify: one target pass over each row's [last emitted, x_1..x_k] gives its p_1..p_{k+1}
-        p_logits = self.target.forward([torch.cat([r.last, x]) for r, x in zip(rows, xs)])  # (B, K + 1, V)
-        # defer + accept, per row: π = q(1 − r) + η p, keep x_i with prob min(1, π(x_i)/q(x_i)), then a residual or bonus
-        verdicts = [self._verify(r, x, d, p_logits[b, : x.shape[0] + 1], c)
-                    for b, (r, x, d, c) in enumerate(zip(rows, xs, drafts, ctxs))]
-        flat = torch.cat([torch.cat([v.n_accepted.view(1), v.next_token.view(1), x]) for v, x in zip(verdicts, xs)])
-        flat_list, at, accepted = flat.tolist(), 0, []  # one readback for the batch
-        for x in xs:
-            accepted.append((flat_list[at], flat_list[at + 1], flat_list[at + 2 : at + 2 + x.shape[0]]))
-            at += 2 + x.shape[0]
-        # roll back: each row keeps its context, its last token and its n accepted drafts
-        self.target.rollback([r.n + n for r, (n, _, _) in zip(rows, accepted)])
-        self._observe([Feedback(n_accepted=n, next_token=nxt) if (a > 0 or self.lookahead) else None
-                       for a, (n, nxt, _) in zip(asked, accepted)])
+        p_logits = self.target.forward([torch.cat([r.last, x]) for r, x in zip(rows, xs)],
+                                       trees=trees if any(t is not None for t in trees) else None)  # (B, K + 1, V)
+        # defer + accept, per row: π = q(1 − r) + η p, keep x_i with prob min(1, π(x_i)/q(x_i)), then a residual or
+        # bonus; a tree walks from the root through the children it accepts
+        verdicts = [self._verify(r, x, d, p_logits[b, : x.shape[0] + 1], c, t)
+                    for b, (r, x, d, c, t) in enumerate(zip(rows, xs, drafts, ctxs, trees))]
+        accepted = self._read(verdicts, xs)  # per row: (n, next token, drafted tokens, accepted path); one readback
+        # roll back: each row keeps its context, its last token and its n accepted drafts (a tree: its path)
+        self.target.rollback([r.n + n for r, (n, _, _, _) in zip(rows, accepted)],
+                             keep=[None if path is None else [0, *(i + 1 for i in path)] for _, _, _, path in accepted])
+        self._observe([Feedback(n_accepted=n, next_token=nxt, path=path) if (a > 0 or self.lookahead) else None
+                       for a, (n, nxt, _, path) in zip(asked, accepted)])
         self.target.maybe_compact(incoming=max(self.policy.decoding.block_size, self.policy.decoding.max_block_size) + 1)
         t2 = time.perf_counter()
         share = 1 / len(rows)  # each row's share of the batch's drafting and verifying time
         out: Results = []
         for b, r in enumerate(rows):
-            n, nxt, toks = accepted[b]
+            n, nxt, toks, path = accepted[b]
             k = len(toks)
             if k > 0:  # nothing drafted (no n-gram match) says nothing about the block size
                 r.schedule.update(k, n)
                 if ctxs[b] is not None:
                     r.track(k, n, xs[b], drafts[b].probs)
-            # log: emitted = x_1..x_n + the correction or bonus token
-            emitted = toks[:n] + [nxt]
-            deferred = int(verdicts[b].deferred.sum().item()) if k > 0 else 0
-            decisions = self._block_decisions(xs[b], toks, drafts[b], p_logits[b, : k + 1], verdicts[b], n, nxt) \
+            # log: emitted = the accepted drafts + the correction or bonus token
+            emitted = (toks[:n] if path is None else [toks[i] for i in path]) + [nxt]
+            deferred = int(sum(_deferred(verdicts[b]))) if k > 0 else 0
+            decisions = self._block_decisions(xs[b], toks, drafts[b], p_logits[b, : k + 1], verdicts[b], n, nxt, path) \
                 if r.record else ()
             out.append((emitted, StepRecord(index=len(r.steps), block_size=asked[b], drafted=k, accepted=n,
                                             emitted=tuple(emitted), deferred=deferred, target_calls=1,
                                             drafter_calls=drafts[b].calls, draft_seconds=(t1 - t0) * share,
                                             verify_seconds=(t2 - t1) * share, decisions=decisions, context=ctxs[b],
                                             row=r.index)))
+        return out
+
+    def _tree(self, draft: Draft) -> list[int] | None:
+        """A tree draft's parents (checked), or None for a chain."""
+        if draft.parents is None:
+            return None
+        if self.lenience is not None or (draft.probs is None and self.rule.name != "none"):
+            raise CascadeError(f"drafter {self.drafter_name!r} proposed a tree: trees are verified in mode "
+                               "speculative, and a deterministic drafter's tree only losslessly (rule none)")
+        parents = draft.parents.tolist()
+        check_parents(parents, self.drafter_name)
+        return parents
+
+    @staticmethod
+    def _read(verdicts: list[Verdict | TreeVerdict], xs: list[torch.Tensor]
+              ) -> list[tuple[int, int, list[int], tuple[int, ...] | None]]:
+        """(n accepted, next token, drafted tokens, accepted path or None) per row: chains read back at once."""
+        chains = [torch.cat([v.n_accepted.view(1), v.next_token.view(1), x])
+                  for v, x in zip(verdicts, xs) if isinstance(v, Verdict)]
+        flat = torch.cat(chains).tolist() if chains else []
+        out: list[tuple[int, int, list[int], tuple[int, ...] | None]] = []
+        at = 0
+        for v, x in zip(verdicts, xs):
+            if isinstance(v, TreeVerdict):
+                out.append((len(v.path), v.next_token, x.tolist(), v.path))
+                continue
+            k = x.shape[0]
+            out.append((flat[at], flat[at + 1], flat[at + 2 : at + 2 + k], None))
+            at += 2 + k
         return out
 
     def _request(self, plan: Any, asked: int) -> DraftRequest | None:
@@ -361,8 +396,10 @@ class Engine:
         return cut_draft(draft, plan.stop, self.policy.decoding.block_schedule, self.drafter_name)
 
     def _verify(self, row: Row, x: torch.Tensor, draft: Draft, p_logits: torch.Tensor,
-                ctx: BlockContext | None) -> Verdict:
+                ctx: BlockContext | None, tree: list[int] | None) -> Verdict | TreeVerdict:
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
+        if tree is not None:
+            return verify_tree(x, tree, q, p_logits, self.rule, self.params, row.generator, block=ctx)
         q_next = None if (draft.next_probs is None or not self.lookahead) else draft.next_probs.to(self.device)  # (V,)
         return verify_block(x, q, p_logits, self.rule, self.params, row.generator, self.lenience, q_next, block=ctx)
 
@@ -381,12 +418,22 @@ class Engine:
             self.drafters.observe(feedbacks)
 
     def _block_decisions(self, x: torch.Tensor, xs: list[int], draft: Draft, p_logits: torch.Tensor,
-                         verdict: Verdict, n: int, nxt: int) -> tuple[Decision, ...]:
+                         verdict: Verdict | TreeVerdict, n: int, nxt: int, path: tuple[int, ...] | None
+                         ) -> tuple[Decision, ...]:
         k = len(xs)
-        p_raw = sampling.softmax(p_logits[:k])  # (k, V)
+        # p where each draft was proposed: the previous position of a chain, a tree node's parent
+        at = torch.arange(k) if draft.parents is None else draft.parents.cpu() + 1  # (k,)
+        p_raw = sampling.softmax(p_logits[at.to(p_logits.device)])  # (k, V)
         feats = decision_features(x, draft.probs, p_raw).tolist() if k else []  # (k, F)
-        r_x = verdict.deferred.tolist() if k else []  # (k,)
-        rows = [draft_row(i, xs[i], xs[i] if i < n else None, deferred=bool(r_x[i]), features=feats[i])
+        r_x = _deferred(verdict) if k else []  # (k,)
+        kept = set(range(n)) if path is None else set(path)
+        rows = [draft_row(i, xs[i], xs[i] if i in kept else None, deferred=bool(r_x[i]), features=feats[i])
                 for i in range(k)]
         rows.append(emitted_by_target(n, "correction" if n < k else "bonus", nxt))
         return tuple(rows)
+
+
+def _deferred(verdict: Verdict | TreeVerdict) -> list[float]:
+    """r(x_i) of every draft of a block (1 = deferred to the target)."""
+    d = verdict.deferred
+    return d.tolist() if isinstance(d, torch.Tensor) else list(d)

@@ -39,6 +39,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from cascade.errors import CascadeError
 from cascade.lean import lean_forward
 from cascade.models import max_positions
+from cascade.tree import attention, depths
 
 COMPACT_SLACK = 32  # compact once a batch's widest row would leave this many hole slots unused
 
@@ -125,6 +126,7 @@ class RaggedLM:
         self.cache: Any = None  # a DynamicCache (ours: `_SlotLayer` layers) after reset
         self.lengths: list[int] = [0]
         self.valid = torch.zeros(1, 0, dtype=torch.bool, device=self.device)  # (B, S)
+        self.block_start = 0  # the width before the last forward: where its block's slots start
         self.dense = True  # no hole anywhere: every row's tokens fill slots 0..lengths[b]-1
         self.slotted = False  # the cache is ours (`_SlotLayer`): holes, compaction and batches work
         self.peak_bytes = 0  # the largest the keys and values have been since reset
@@ -168,12 +170,15 @@ class RaggedLM:
     # ------------------------------------------------------------------ forward
 
     @torch.inference_mode()
-    def forward(self, ids: Sequence[torch.Tensor], last_only: bool = False) -> torch.Tensor:
+    def forward(self, ids: Sequence[torch.Tensor], last_only: bool = False,
+                trees: Sequence[list[int] | None] | None = None) -> torch.Tensor:
         """Append ids[b] (n_b,) to row b. Logits float32 (B, K, V), row b's in [:n_b]; with last_only, each
-        row's last token only (B, V): the rows are then padded on the left, so that token ends the block."""
+        row's last token only (B, V): the rows are then padded on the left, so that token ends the block.
+        trees[b], when given, makes row b's block [root, nodes] a tree (`cascade.tree`): node i = ids[b][i + 1]
+        has parent trees[b][i] (-1 = the root), sees only its ancestors and sits at length + its depth."""
         n = [int(x.shape[0]) for x in ids]
         k = max(n)
-        uniform = all(m == k for m in n)
+        uniform = all(m == k for m in n) and not any(trees or ())
         block = torch.zeros(self.rows, k, dtype=torch.long, device=self.device)  # (B, K) pads: token 0
         real = torch.zeros(self.rows, k, dtype=torch.bool, device=self.device)  # (B, K)
         for b, x in enumerate(ids):
@@ -182,7 +187,8 @@ class RaggedLM:
         plain = self.dense and uniform and len(set(self.lengths)) == 1
         mask = positions = None
         if not plain:
-            mask, positions = self._mask(real)  # (B, 1, K, S + K), (B, K)
+            mask, positions = self._mask(real, trees)  # (B, 1, K, S + K), (B, K)
+        self.block_start = self.width
         if self.lean is not None and self.slotted:
             if positions is None:  # every row at the same length: positions length .. length + K - 1
                 positions = torch.arange(self.lengths[0], self.lengths[0] + k, device=self.device).expand(self.rows, k)
@@ -206,17 +212,23 @@ class RaggedLM:
         logits = raw.float()  # (B, K, V) or (B, 1, V)
         return logits[:, -1] if last_only else logits
 
-    def _mask(self, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mask(self, real: torch.Tensor, trees: Sequence[list[int] | None] | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention mask (B, 1, K, S + K) and true positions (B, K) for a block of K new slots."""
         b, k = real.shape
         causal = torch.ones(k, k, dtype=torch.bool, device=self.device).tril()  # (K, K)
         new = causal & real[:, None, :]  # (B, K, K) earlier real tokens of the block
         new |= torch.eye(k, dtype=torch.bool, device=self.device)  # and itself (pads too: their keys stay finite)
+        start = torch.tensor(self.lengths, device=self.device)[:, None]  # (B, 1)
+        positions = start + (real.long().cumsum(-1) - 1).clamp_min(0)  # (B, K) row b's true positions
+        for row, parents in enumerate(trees or ()):
+            if parents is not None:  # a tree: ancestors only, at length + depth
+                m = len(parents) + 1
+                new[row, :m, :m] = attention(parents, self.device)
+                positions[row, :m] = self.lengths[row] + torch.tensor([0, *depths(parents)], device=self.device)
         allowed = torch.cat([self.valid[:, None, :].expand(b, k, -1), new], dim=-1)  # (B, K, S + K)
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
-        start = torch.tensor(self.lengths, device=self.device)[:, None]  # (B, 1)
-        positions = start + (real.long().cumsum(-1) - 1).clamp_min(0)  # (B, K) row b's true positions
         if self.max_positions is not None:
             positions = positions.clamp_max(self.max_positions - 1)  # pads past the end: never attended
         return mask[:, None], positions
@@ -224,9 +236,20 @@ class RaggedLM:
     # ------------------------------------------------------------------ roll back, leave, compact
 
     @torch.inference_mode()
-    def rollback(self, lengths: Sequence[int]) -> None:
-        """Row b keeps its first lengths[b] tokens; later slots become holes; the tail no row keeps is cropped."""
+    def rollback(self, lengths: Sequence[int], keep: Sequence[list[int] | None] | None = None) -> None:
+        """Row b keeps its first lengths[b] tokens; later slots become holes; the tail no row keeps is cropped.
+        keep[b], when given, lists the slots of row b's last block (offsets in it) that stay: a tree's root
+        and accepted path; its other slots become holes first."""
         lengths = list(lengths)
+        if keep is not None and any(x is not None for x in keep):
+            self._need_holes()
+            self.valid = self.valid.clone()
+            for row, offsets in enumerate(keep):
+                if offsets is not None:
+                    drop = [self.block_start + j for j in range(self.width - self.block_start) if j not in offsets]
+                    self.valid[row, drop] = False
+            self.lengths = [int(v) for v in self.valid.sum(-1).tolist()]
+            self.dense = False
         if any(new > old for new, old in zip(lengths, self.lengths)):
             raise ValueError(f"cannot roll forward: the rows hold {self.lengths}, asked for {lengths}")
         if self.dense:  # row b's tokens are slots 0..lengths[b]-1: a crop, and holes where rows fall short

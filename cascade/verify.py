@@ -46,6 +46,7 @@ def deferral(
     block: BlockContext | None = None,
     first: int = 0,  # position of tokens[0] in its block
     real_q: bool = True,  # False: q is the one-hot of a deterministic drafter (its features are absent)
+    positions: torch.Tensor | None = None,  # (k,) each token's position in its path (tree drafts); default first..
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """r for every candidate token (k, 1) or (k, V), and r(x_i) for the drafted ones (k,)."""
     inputs = None
@@ -54,7 +55,7 @@ def deferral(
         block = block or BlockContext(sequence_position=0)
         inputs = DeferralInputs(
             features=decision_features(tokens, q_raw if real_q else None, p_raw),  # (k, F)
-            positions=torch.arange(first, first + k, device=tokens.device),  # (k,)
+            positions=positions if positions is not None else torch.arange(first, first + k, device=tokens.device),
             sequence_position=block.sequence_position,
             recent_acceptance=block.recent_acceptance,
             logq_q10=block.logq_q10,

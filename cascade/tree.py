@@ -1,0 +1,125 @@
+"""Tree drafts (SPEC.md "Tree drafts", EAGLE-2): the tree's mask and positions, and the accepted path.
+
+A tree draft is `Draft.tokens` (k,) with `Draft.parents` (k,): parents[i] is the index of node
+i's parent, -1 the root (the last emitted token); parents come before their children. The target
+verifies the block [root, node 0, .., node k-1] in one pass: node i sits at block index i + 1,
+attends to the context and to its ancestors only, at its true position (length + depth).
+`Draft.probs[i]`, when given, is the drafter's q at node i's parent: the distribution node i and
+its siblings were drawn from (siblings i.i.d.); a deterministic drafter (probs None) chooses
+its children, and q is one-hot on each.
+
+Acceptance walks from the root. Greedy: move to the first child equal to argmax p at the node
+(or kept by the rule, r(x) = 0); emit the path and argmax p after it. Sampling, exact
+multi-round speculative sampling against the rule's π at the node: keep w = π; for each child c
+in turn accept with probability min(1, w(c) / q(c)) and on rejection set w = norm(max(0, w − q));
+for a deterministic child accept with probability w(c), else zero w(c) and renormalise. When
+every child is rejected, emit a draw of w; after a leaf, a draw of p there (no q beyond a leaf).
+With rule `none`, π = p and the output is distributed exactly as the target's. Afterwards the
+caches keep exactly the accepted path (`RaggedLM.rollback(..., keep=...)` turns the other
+nodes' slots into holes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cascade import sampling as S
+from cascade.errors import PluginError
+from cascade.features import BlockContext
+from cascade.rules import Rule
+from cascade.verify import deferral, q_scaled, q_unscaled
+
+
+@dataclass(frozen=True)
+class TreeVerdict:
+    path: tuple[int, ...]  # the accepted nodes (indices into Draft.tokens), root to last
+    next_token: int  # the correction or bonus token after the path
+    deferred: tuple[float, ...]  # r(x_i) for every node (1 = the rule deferred it)
+
+
+def check_parents(parents: list[int], name: str | None) -> None:
+    for i, p in enumerate(parents):
+        if not -1 <= p < i:
+            raise PluginError(f"drafter {name!r} proposed a tree whose node {i} has parent {p}: parents must "
+                              "come before their children (-1 = the last emitted token)")
+
+
+def depths(parents: list[int]) -> list[int]:
+    """Each node's depth below the root (the root's children: 1)."""
+    d: list[int] = []
+    for p in parents:
+        d.append(1 if p < 0 else d[p] + 1)
+    return d
+
+
+def attention(parents: list[int], device: torch.device) -> torch.Tensor:
+    """allowed[a, b] over the block [root, nodes]: b is a or one of its ancestors. (k + 1, k + 1) bool"""
+    k = len(parents)
+    allowed = torch.eye(k + 1, dtype=torch.bool, device=device)
+    allowed[:, 0] = True
+    for i, p in enumerate(parents):
+        if p >= 0:
+            allowed[i + 1] |= allowed[p + 1]
+    return allowed
+
+
+def verify_tree(
+    tokens: torch.Tensor,  # (k,) the nodes' tokens
+    parents: list[int],  # (k,) parent index per node, -1 = root
+    q_raw: torch.Tensor | None,  # (k, V) q at T = 1 each node was drawn from, None for a deterministic drafter
+    p_logits: torch.Tensor,  # (k + 1, V) target logits at the root and at every node
+    rule: Rule,
+    params: S.SamplingParams,
+    generator: torch.Generator | None,
+    block: BlockContext | None = None,
+) -> TreeVerdict:
+    k, vocab = tokens.shape[0], p_logits.shape[-1]
+    at = torch.tensor([p + 1 for p in parents], dtype=torch.long, device=tokens.device)  # (k,) parent's block index
+    deterministic = q_raw is None
+    q1 = q_unscaled(tokens, q_raw, vocab)  # (k, V)
+    reads_p = rule.reads_p or getattr(rule, "reads_features", False)
+    p_raw = S.softmax(p_logits) if reads_p else None  # (k + 1, V)
+    positions = torch.tensor(depths(parents), device=tokens.device) - 1  # (k,) position in the path
+    r, r_x = deferral(rule, tokens, q1, None if p_raw is None else p_raw[at], block, real_q=not deterministic,
+                      positions=positions)
+    ids, kept = tokens.tolist(), r_x.tolist()
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(parents):
+        children.setdefault(p + 1, []).append(i)
+    path: list[int] = []
+    node = 0  # block index: the root
+    if params.greedy:
+        best = p_logits.argmax(-1).tolist()  # (k + 1,)
+        while True:
+            pick = next((c for c in children.get(node, []) if ids[c] == best[node] or kept[c] == 0), None)
+            if pick is None:
+                return TreeVerdict(tuple(path), best[node], tuple(kept))
+            path.append(pick)
+            node = pick + 1
+    p_warped = S.warp(p_logits, params)  # (k + 1, V)
+    q = q_scaled(q1, deterministic, params)  # (k, V)
+    while True:
+        cs = children.get(node, [])
+        if not cs:  # after a leaf: the target's own next token
+            return TreeVerdict(tuple(path), int(S.sample(p_warped[node], generator)), tuple(kept))
+        first = cs[0]  # siblings share their parent's q and r
+        w = S.mixture(r[first : first + 1], q[first : first + 1], p_warped[node : node + 1])[0]  # π at the node
+        accepted = None
+        for c in cs:
+            x = ids[c]
+            chance = w[x] if deterministic else (w[x] / q[c, x].clamp_min(1e-30)).clamp(max=1.0)
+            if bool(torch.rand((), generator=generator, device=w.device) < chance):
+                accepted = c
+                break
+            if deterministic:
+                w = w.clone()
+                w[x] = 0
+                w = w / w.sum().clamp_min(1e-30)
+            else:
+                w = S.residual(w[None], q[c : c + 1])[0]
+        if accepted is None:
+            return TreeVerdict(tuple(path), int(S.sample(w, generator)), tuple(kept))
+        path.append(accepted)
+        node = accepted + 1

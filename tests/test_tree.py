@@ -1,0 +1,185 @@
+"""Tree drafts (SPEC.md "Tree drafts"): one target pass over a tree, the accepted path, exact outputs."""
+
+import types
+
+import pydantic
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from cascade import sampling as S
+from cascade.drafter import Draft
+from cascade.engine import Engine
+from cascade.errors import CascadeError, PluginError
+from cascade.hookspecs import hookimpl
+from cascade.plugins import build_registry
+from cascade.policy import parse_policy
+from cascade.testing import ARCHS, policy_dict
+from cascade.tree import attention, check_parents, depths
+
+PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
+PARENTS = [-1, -1, 0, 2, 1]  # two children of the root; a chain of two under the first, one under the second
+
+
+class TreeDrafter:
+    """A test drafter proposing PARENTS-shaped trees from an HF model (recomputed from scratch each time).
+
+    deterministic: the top-2 tokens at the root and greedy children (probs None); sampled: siblings drawn
+    i.i.d. from q at their parent (warped by the sampling parameters), with probs.
+    """
+
+    name, deterministic, sampled = "tree-test", True, False
+
+    class Options(pydantic.BaseModel):
+        model: str
+
+    def __init__(self, options, ctx):
+        self.model = ctx.load_model(options.model, ctx.dtype, ctx.device)
+        self.paths = []
+
+    def reset(self, prompt_ids, params, generator):
+        self.params, self.generator = params, generator
+
+    def _q(self, ids):
+        with torch.no_grad():
+            return self.model(input_ids=ids[None]).logits[0, -1].float()
+
+    def _draw(self, logits, n):
+        if not self.sampled:
+            return torch.topk(logits, n).indices.tolist()
+        return [int(S.pick(logits, self.params, self.generator)) for _ in range(n)]
+
+    def propose(self, context, request):
+        k = min(request.k, len(PARENTS))
+        if k < 1:
+            return Draft(context[:0])
+        root = self._q(context)
+        tokens, probs = self._draw(root, 2), [S.softmax(root)] * 2
+        for parent in PARENTS[2:]:
+            path, node = [], parent
+            while node >= 0:
+                path.insert(0, tokens[node])
+                node = PARENTS[node]
+            logits = self._q(torch.cat([context, torch.tensor(path, device=context.device)]))
+            tokens += self._draw(logits, 1)
+            probs.append(S.softmax(logits))
+        return Draft(torch.tensor(tokens[:k], device=context.device),
+                     torch.stack(probs[:k]) if self.sampled else None, calls=4,
+                     parents=torch.tensor(PARENTS[:k], device=context.device))
+
+    def observe(self, feedback):
+        self.paths.append(feedback.path)
+
+
+class SampledTreeDrafter(TreeDrafter):
+    name, deterministic, sampled = "tree-sampled", False, True
+
+
+def _register(register):
+    register("tree-test", TreeDrafter)
+    register("tree-sampled", SampledTreeDrafter)
+
+
+def registry():
+    module = types.ModuleType("tree-test")
+    module.register_drafters = hookimpl(_register)
+    return build_registry(extra=[("tree-test", module)])
+
+
+def engine(f, sampled=False, runtime="auto", **kw) -> Engine:
+    d = policy_dict(target=f["target"], plugin="tree-sampled" if sampled else "tree-test",
+                    drafter_options={"model": str(f["near"])}, **kw)
+    d["target"]["runtime"] = runtime
+    return Engine.from_policy(parse_policy(d), registry=registry())
+
+
+def plain(f, **kw) -> Engine:
+    return Engine.from_policy(parse_policy(policy_dict(target=f["target"], drafter=f["near"], **kw)))
+
+
+def test_tree_shapes():
+    assert depths(PARENTS) == [1, 1, 2, 3, 2]
+    allowed = attention(PARENTS, torch.device("cpu"))
+    assert allowed[4].tolist() == [True, True, False, True, True, False]  # node 3: root, node 0, node 2, itself
+    assert allowed[:, 0].all() and allowed[2].tolist() == [True, False, True, False, False, False]
+    with pytest.raises(PluginError, match="node 1 has parent 1"):
+        check_parents([-1, 1], "t")
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("runtime", ["lean", "transformers"])
+def test_greedy_tree_decoding_equals_target_only(family, arch, runtime):
+    f = family(arch)
+    prompts = [PROMPT, "import os\n", "x"]
+    reference = [g.token_ids for g in plain(f, mode="target").generate(prompts)]
+    e = engine(f, runtime=runtime, block_size=5)
+    assert [g.token_ids for g in e.generate(prompts)] == reference
+    assert [g.token_ids for g in e.generate(prompts, batch_size=3)] == reference  # trees in a batch
+    assert any(p and p[0] == 1 for p in e.drafter.paths if p)  # the second branch was taken sometimes
+
+
+def test_the_target_cache_holds_exactly_the_accepted_path(family):
+    from transformers import DynamicCache
+
+    f = family("llama")
+    e = engine(f, block_size=5, ignore_eos=True, max_new_tokens=30)
+    prompt_ids = e.encode(PROMPT)
+    generated: list[int] = []
+    holes = []
+
+    def check(step):
+        generated.extend(step.emitted)
+        holes.append(e.target.holes())
+        seq = torch.cat([prompt_ids, torch.tensor(generated)])[:-1]  # all but the last emitted token
+        fresh = DynamicCache(config=e.target_model.config)
+        with torch.no_grad():
+            e.target_model(input_ids=seq[None], past_key_values=fresh, use_cache=True)
+        valid = e.target.valid[0]
+        assert int(valid.sum()) == seq.shape[0]
+        for a, b in zip(e.target.cache.layers, fresh.layers):
+            assert torch.allclose(a.keys[0][:, valid], b.keys[0], atol=1e-4)
+            assert torch.allclose(a.values[0][:, valid], b.values[0], atol=1e-4)
+
+    g = e.generate(PROMPT, on_step=check)
+    assert any(s.accepted > 0 for s in g.steps) and max(holes) > 0  # rejected nodes left holes
+
+
+@pytest.mark.parametrize("sampled,rule,alpha", [(False, "none", 0.0), (True, "none", 0.0), (True, "token_v3", 0.5)])
+def test_sampling_through_a_tree_matches_pi(family, sampled, rule, alpha):
+    """The first emitted token after a tree (multi-round acceptance at the root) is distributed as π."""
+    f = family("gpt2")
+    e = engine(f, sampled=sampled, rule=rule, alpha=alpha, temperature=1.0, top_k=4, block_size=5,
+               max_new_tokens=2, ignore_eos=True)
+    ids = e.encode(PROMPT)
+    with torch.no_grad():
+        p_logits = e.target_model(input_ids=ids[None]).logits[0, -1]
+        q_logits = e.drafter.model(input_ids=ids[None]).logits[0, -1]
+    r = e.rule.defer(S.softmax(q_logits)[None], S.softmax(p_logits)[None])
+    pi = S.mixture(r, S.warp(q_logits, e.params)[None], S.warp(p_logits, e.params)[None])[0]
+    n = 1200
+    counts = torch.zeros_like(pi)
+    for seed in range(n):
+        counts[e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0]] += 1
+    support = pi > 1e-9
+    assert counts[~support].sum() == 0
+    assert chisquare(counts[support].numpy(), (pi[support] / pi[support].sum() * n).numpy()).pvalue > 1e-3
+
+
+def test_a_cascade_rule_on_a_sampled_tree_decodes_and_logs(family):
+    f = family("qwen2")
+    e = engine(f, sampled=True, rule="token_v3", alpha=0.4, block_size=5)
+    g = e.generate(PROMPT)
+    m = g.metrics
+    assert m.num_generated_tokens == m.num_accepted_tokens + m.target_calls == len(g.token_ids)
+    for s in g.steps:
+        drafts = [d for d in s.decisions if d.kind == "draft"]
+        assert len(drafts) == s.drafted and sum(bool(d.accepted) for d in drafts) == s.accepted
+    assert g.token_ids != plain(f, mode="target").generate(PROMPT).token_ids or m.num_deferred < m.num_draft_tokens
+
+
+def test_trees_are_refused_where_they_are_not_defined(family):
+    f = family("gpt2")
+    with pytest.raises(CascadeError, match="tree"):
+        engine(f, mode="lossy", lenience=0.5, sampled=True).generate(PROMPT)
+    with pytest.raises(CascadeError, match="deterministic drafter's tree only losslessly"):
+        engine(f, rule="token_v3", alpha=0.5).generate(PROMPT)
