@@ -125,6 +125,7 @@ class RaggedLM:
         self.max_positions = max_positions(model.config)
         self.cache: Any = None  # a DynamicCache (ours: `_SlotLayer` layers) after reset
         self.lengths: list[int] = [0]
+        self.evicted: list[int] = [0]
         self.valid = torch.zeros(1, 0, dtype=torch.bool, device=self.device)  # (B, S)
         self.block_start = 0  # the width before the last forward: where its block's slots start
         self.dense = True  # no hole anywhere: every row's tokens fill slots 0..lengths[b]-1
@@ -146,6 +147,11 @@ class RaggedLM:
         return self.valid.shape[1]
 
     @property
+    def seen(self) -> list[int]:
+        """Tokens of each row's sequence the cache has been fed (kept or evicted): where its next token goes."""
+        return [n + e for n, e in zip(self.lengths, self.evicted)]
+
+    @property
     def length(self) -> int:
         """Row 0's length: the whole story at B = 1."""
         return self.lengths[0]
@@ -164,6 +170,7 @@ class RaggedLM:
                                f"has {type(cache.layers[0]).__name__}: decode it with batch size 1")
         self.cache = cache
         self.lengths = [0] * rows
+        self.evicted = [0] * rows  # tokens of row b dropped for good (`evict`): its next position is lengths + evicted
         self.valid = torch.zeros(rows, 0, dtype=torch.bool, device=self.device)
         self.dense, self.peak_bytes = True, 0
 
@@ -184,7 +191,7 @@ class RaggedLM:
         for b, x in enumerate(ids):
             cols = slice(k - n[b], k) if last_only else slice(0, n[b])
             block[b, cols], real[b, cols] = x, True
-        plain = self.dense and uniform and len(set(self.lengths)) == 1
+        plain = self.dense and uniform and len(set(self.lengths)) == 1 and not any(self.evicted)
         mask = positions = None
         if not plain:
             mask, positions = self._mask(real, trees)  # (B, 1, K, S + K), (B, K)
@@ -219,13 +226,13 @@ class RaggedLM:
         causal = torch.ones(k, k, dtype=torch.bool, device=self.device).tril()  # (K, K)
         new = causal & real[:, None, :]  # (B, K, K) earlier real tokens of the block
         new |= torch.eye(k, dtype=torch.bool, device=self.device)  # and itself (pads too: their keys stay finite)
-        start = torch.tensor(self.lengths, device=self.device)[:, None]  # (B, 1)
+        start = torch.tensor([n + e for n, e in zip(self.lengths, self.evicted)], device=self.device)[:, None]  # (B, 1)
         positions = start + (real.long().cumsum(-1) - 1).clamp_min(0)  # (B, K) row b's true positions
         for row, parents in enumerate(trees or ()):
             if parents is not None:  # a tree: ancestors only, at length + depth
                 m = len(parents) + 1
                 new[row, :m, :m] = attention(parents, self.device)
-                positions[row, :m] = self.lengths[row] + torch.tensor([0, *depths(parents)], device=self.device)
+                positions[row, :m] = start[row] + torch.tensor([0, *depths(parents)], device=self.device)
         allowed = torch.cat([self.valid[:, None, :].expand(b, k, -1), new], dim=-1)  # (B, K, S + K)
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
         mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
@@ -279,8 +286,25 @@ class RaggedLM:
         self.cache.batch_select_indices(index)
         self.valid = self.valid[index]
         self.lengths = [self.lengths[b] for b in rows]
+        self.evicted = [self.evicted[b] for b in rows]
         if len(set(self.lengths)) > 1 or not bool(self.valid.all()):
             self.dense = False
+
+    @torch.inference_mode()
+    def evict(self, sink: int, window: int) -> None:
+        """Keep only each row's first `sink` and latest `window` tokens (StreamingLLM's sparse view): the others
+        become holes for good, and later tokens keep their true positions (lengths + evicted)."""
+        drop = [max(0, n - sink - window) for n in self.lengths]
+        if not any(drop):
+            return
+        self._need_holes()
+        rank = self.valid.long().cumsum(-1)  # (B, S)
+        lo = torch.tensor([sink] * self.rows, device=self.device)[:, None]
+        hi = torch.tensor([n - window for n in self.lengths], device=self.device)[:, None]
+        self.valid = self.valid & ~((rank > lo) & (rank <= hi))
+        self.lengths = [n - d for n, d in zip(self.lengths, drop)]
+        self.evicted = [e + d for e, d in zip(self.evicted, drop)]
+        self.dense = False
 
     def holes(self) -> int:
         """Slots of the cache that hold no row's token (attended over, masked out)."""

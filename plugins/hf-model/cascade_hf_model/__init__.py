@@ -45,17 +45,21 @@ class HFModelDrafter:
         path = models.resolve_model_path(options.model, ctx.base_dir)
         dtype = ctx.dtype if options.dtype is None else models.resolve_dtype(options.dtype, ctx.device)
         model = ctx.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision)
+        self.use(model, ctx, options.runtime, options.model)
+
+    def use(self, model, ctx: DrafterContext, runtime: str, label: str) -> None:
+        """Draft with `model` (checked against the target's vocabulary), run as `runtime` says."""
         self.width = model.get_output_embeddings().weight.shape[0]
         self.target_width = ctx.vocab_size
         real = len(ctx.tokenizer) if ctx.tokenizer is not None else ctx.vocab_size
         if self.width != ctx.vocab_size and min(self.width, ctx.vocab_size) < real:
             raise CascadeError(
-                f"drafter {options.model!r} has a vocabulary of {self.width} tokens but target {ctx.target_name!r} "
+                f"drafter {label!r} has a vocabulary of {self.width} tokens but target {ctx.target_name!r} "
                 f"has {ctx.vocab_size} (its tokenizer {real}): the drafter must share the target's tokenizer"
             )
         # widths may differ by padding rows only (e.g. Qwen2.5 0.5B vs 7B); logits are fitted to the target's
         self.model = model  # the contract's optional attribute: what peers and benchmarks run
-        self.lm = RaggedLM(model, options.runtime)
+        self.lm = RaggedLM(model, runtime)
         self.params = sampling.SamplingParams()
         self.generators: list[torch.Generator | None] = [None]  # row b's random stream
         self.start = [0]  # row b's cached tokens at the last propose (its context)
@@ -107,7 +111,8 @@ class HFModelDrafter:
         if not any(room):
             return [Draft(torch.empty(0, dtype=torch.long, device=c.device), None, calls=0) for c in contexts]
         self.lm.maybe_compact(incoming=max(ks) + 2)
-        unseen = [c[self.lm.lengths[b] :] if room[b] else c[:0] for b, c in enumerate(contexts)]
+        fed = self.lm.seen
+        unseen = [c[fed[b] :] if room[b] else c[:0] for b, c in enumerate(contexts)]
         logits = self._fit(self.lm.forward(unseen, last_only=True))  # (B, V) every row's unseen tokens at once
         self.start, self.fed = list(self.lm.lengths), [0] * len(contexts)
         q = sampling.softmax(logits)  # (B, V) T = 1, what the rules read

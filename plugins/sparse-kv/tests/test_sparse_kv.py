@@ -1,0 +1,96 @@
+"""The sparse-kv drafter on tiny models: exact decoding, a sparse view only, the target itself at a wide window."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+from scipy.stats import chisquare
+
+from cascade import sampling as S
+from cascade.drafter import DrafterContext
+from cascade.engine import Engine
+from cascade.errors import CascadeError
+from cascade.policy import parse_policy
+from cascade.testing import ARCHS, policy_dict
+from cascade_sparse_kv import Options, SparseKVDrafter
+
+PROMPTS = ["def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self", "import os\n", "x"]
+
+
+def engine(f, sink=2, window=8, **kw) -> Engine:
+    options = {"sink": sink, "window": window, **kw.pop("options", {})}
+    return Engine.from_policy(parse_policy(policy_dict(target=f["target"], plugin="sparse-kv",
+                                                       drafter_options=options, **kw)))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_output_is_the_targets_for_any_sink_and_window(family, arch):
+    f = family(arch)
+    reference = [g.token_ids for g in Engine.from_policy(parse_policy(
+        policy_dict(target=f["target"], mode="target"))).generate(PROMPTS)]
+    for sink, window in ((0, 4), (2, 8), (4, 16), (4, 1000)):
+        e = engine(f, sink, window, block_size=3)
+        assert [g.token_ids for g in e.generate(PROMPTS)] == reference, (sink, window)
+        assert [g.token_ids for g in e.generate(PROMPTS, batch_size=3)] == reference, (sink, window)
+
+
+def test_a_window_wider_than_the_context_is_the_target_itself(family):
+    f = family("gpt2")
+    e = engine(f, sink=4, window=1000, block_size=4, ignore_eos=True, max_new_tokens=30)
+    assert e.drafter.model is e.target_model  # shared, not loaded twice
+    m = e.generate(PROMPTS[0]).metrics
+    assert m.num_draft_tokens > 0 and m.acceptance_rate == 1.0
+    narrow = engine(f, sink=1, window=2, block_size=4, ignore_eos=True, max_new_tokens=30).generate(PROMPTS[0])
+    assert narrow.metrics.acceptance_rate < 1.0  # a sparse view drafts differently
+
+
+def test_the_drafter_reads_only_sink_and_window(family):
+    f = family("llama")
+    sink, window, k = 3, 5, 4
+    e = engine(f, sink, window, block_size=k, ignore_eos=True, max_new_tokens=40)
+    lm = e.drafter.lm
+    seen = []
+    forward = lm.forward
+
+    def spy(ids, *a, **kw):
+        # attended: the cache's kept slots + this block's tokens, for every row
+        seen.append(max(n + int(x.shape[0]) for n, x in zip(lm.lengths, ids)))
+        if lm.evicted[0]:  # once anything was evicted: the kept slots are the sink and the window's latest
+            rank = lm.valid[0].nonzero().squeeze(-1)
+            assert rank.numel() == lm.lengths[0]
+        return forward(ids, *a, **kw)
+
+    lm.forward = spy
+    e.generate(PROMPTS[0])
+    assert lm.evicted[0] > 0
+    assert max(seen[1:]) <= sink + window + 2 + k  # never more than sink ∪ window, the unseen tokens and the drafts
+
+
+def test_sampling_matches_the_target(family):
+    f = family("gpt2")
+    e = engine(f, sink=1, window=3, temperature=1.0, top_k=4, block_size=2, max_new_tokens=2, ignore_eos=True)
+    ids = e.encode(PROMPTS[0])
+    with torch.no_grad():
+        p = S.warp(e.target_model(input_ids=ids[None]).logits[0, -1], e.params)
+    n = 800
+    counts = torch.zeros_like(p)
+    for seed in range(n):
+        counts[e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0]] += 1
+    support = p > 1e-9
+    assert counts[~support].sum() == 0
+    assert chisquare(counts[support].numpy(), (p[support] * n).numpy()).pvalue > 1e-3
+
+
+def test_options_and_a_separate_drafter_model(family):
+    f = family("qwen2")
+    with pytest.raises(ValidationError):
+        Options(window=0)
+    with pytest.raises(ValidationError):
+        Options(sink=2, window=4, spread=1)
+    ctx = DrafterContext(vocab_size=320, tokenizer=None, target_name="t", device=torch.device("cpu"),
+                         dtype=torch.float32)
+    with pytest.raises(CascadeError, match="target_model"):
+        SparseKVDrafter(Options(), ctx)
+    e = engine(f, sink=2, window=6, options={"model": str(f["near"])}, block_size=3)
+    assert e.drafter.model is not e.target_model
+    reference = Engine.from_policy(parse_policy(policy_dict(target=f["target"], mode="target"))).generate(PROMPTS[0])
+    assert e.generate(PROMPTS[0]).token_ids == reference.token_ids
