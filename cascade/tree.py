@@ -75,7 +75,7 @@ def verify_tree(
     generator: torch.Generator | None,
     block: BlockContext | None = None,
 ) -> TreeVerdict:
-    k, vocab = tokens.shape[0], p_logits.shape[-1]
+    vocab = p_logits.shape[-1]
     at = torch.tensor([p + 1 for p in parents], dtype=torch.long, device=tokens.device)  # (k,) parent's block index
     deterministic = q_raw is None
     q1 = q_unscaled(tokens, q_raw, vocab)  # (k, V)
