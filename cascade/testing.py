@@ -113,3 +113,17 @@ def build_family(root: Path, arch: str, tokenizer_dir: Path) -> dict[str, Path]:
     build_model(arch, base / "near", 1, tokenizer_dir, noise_from=target, noise=0.3)
     build_model(arch, base / "small", 2, tokenizer_dir, hidden=32, layers=1)
     return {"target": base / "target", "near": base / "near", "small": base / "small"}
+
+
+def assert_first_tokens_follow(draw, pi, n: int) -> None:
+    """Draw n first tokens (`draw(seed) -> token id`, seeds 0..n-1) and check them against the law `pi` (V,):
+    nothing outside its support, and a chi-square test of the counts (p > 1e-3)."""
+    from scipy.stats import chisquare
+
+    counts = torch.zeros_like(pi)
+    for seed in range(n):
+        counts[draw(seed)] += 1
+    support = pi > 1e-9
+    assert counts[~support].sum() == 0, "tokens outside the law's support"
+    expected = (pi[support] / pi[support].sum() * n).numpy()
+    assert chisquare(counts[support].numpy(), expected).pvalue > 1e-3
