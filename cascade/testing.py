@@ -127,3 +127,13 @@ def assert_first_tokens_follow(draw, pi, n: int) -> None:
     assert counts[~support].sum() == 0, "tokens outside the law's support"
     expected = (pi[support] / pi[support].sum() * n).numpy()
     assert chisquare(counts[support].numpy(), expected).pvalue > 1e-3
+
+
+def isolate(monkeypatch, home: Path) -> None:
+    """What every test of cascade and its plugins runs under: no model hub, and a store home of its own."""
+    import os
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("CASCADE_HOME", str(home))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

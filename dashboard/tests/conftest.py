@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade.testing import build_family, make_tokenizer, policy_dict
+from cascade.testing import build_family, isolate, make_tokenizer, policy_dict
 
 PROMPTS = [
     {"prompt": "def add(a, b):\n", "reference": "    return a + b\n"},
@@ -79,10 +79,7 @@ def filled_store(tmp_path_factory) -> FilledStore:
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setenv("CASCADE_HOME", str(tmp_path_factory.mktemp("cascade-home")))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    isolate(monkeypatch, tmp_path_factory.mktemp("cascade-home"))
 
 
 @pytest.fixture

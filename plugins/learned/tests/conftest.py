@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from learned_support import PROMPTS, log_runs, make_policy
 
-from cascade.testing import build_family, make_tokenizer
+from cascade.testing import build_family, isolate, make_tokenizer
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setenv("CASCADE_HOME", str(tmp_path_factory.mktemp("cascade-home")))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    isolate(monkeypatch, tmp_path_factory.mktemp("cascade-home"))
 
 
 @pytest.fixture(scope="session")
