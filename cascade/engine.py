@@ -80,6 +80,8 @@ class Engine:
         # the drafter over a batch: its own batch methods, or one instance per row from the factory
         self.drafters = RowDrafters(drafter, drafter_factory, self.drafter_name) if drafter is not None else None
         self.rule = rule
+        # a drafter that reads the target's features (EAGLE) gets its last hidden states in the feedback
+        self.wants_hidden = bool(getattr(drafter, "wants_hidden_states", False))
         self.device = self.target.device
         d = policy.decoding
         self.params = sampling.SamplingParams(d.temperature, d.top_k, d.top_p)
@@ -315,7 +317,7 @@ class Engine:
         trees = [self._tree(d) for d in drafts]
         t1 = time.perf_counter()
         # verify: one target pass over each row's [last emitted, x_1..x_k] gives its p_1..p_{k+1}
-        p_logits = self.target.forward([torch.cat([r.last, x]) for r, x in zip(rows, xs)],
+        p_logits = self.target.forward([torch.cat([r.last, x]) for r, x in zip(rows, xs)], hidden=self.wants_hidden,
                                        trees=trees if any(t is not None for t in trees) else None)  # (B, K + 1, V)
         # defer + accept, per row: π = q(1 − r) + η p, keep x_i with prob min(1, π(x_i)/q(x_i)), then a residual or
         # bonus; a tree walks from the root through the children it accepts
@@ -323,10 +325,14 @@ class Engine:
                     for b, (r, x, d, c, t) in enumerate(zip(rows, xs, drafts, ctxs, trees))]
         accepted = self._read(verdicts, xs)  # per row: (n, next token, drafted tokens, accepted path); one readback
         # roll back: each row keeps its context, its last token and its n accepted drafts (a tree: its path)
+        kept = [list(range(n + 1)) if path is None else [0, *(i + 1 for i in path)] for n, _, _, path in accepted]
         self.target.rollback([r.n + n for r, (n, _, _, _) in zip(rows, accepted)],
-                             keep=[None if path is None else [0, *(i + 1 for i in path)] for _, _, _, path in accepted])
-        self._observe([Feedback(n_accepted=n, next_token=nxt, path=path) if (a > 0 or self.lookahead) else None
-                       for a, (n, nxt, _, path) in zip(asked, accepted)])
+                             keep=[None if path is None else k for k, (_, _, _, path) in zip(kept, accepted)])
+        states = self.target.hidden  # (B, K + 1, d) when the drafter reads the target's features
+        self._observe([Feedback(n_accepted=n, next_token=nxt, path=path,
+                                hidden_states=None if states is None else states[b, kept[b]])
+                       if (a > 0 or self.lookahead) else None
+                       for b, (a, (n, nxt, _, path)) in enumerate(zip(asked, accepted))])
         self.target.maybe_compact(incoming=max(self.policy.decoding.block_size, self.policy.decoding.max_block_size) + 1)
         t2 = time.perf_counter()
         share = 1 / len(rows)  # each row's share of the batch's drafting and verifying time

@@ -19,20 +19,20 @@ file does not implement, sliding windows): the model then runs through transform
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-Forward = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None", Any, int], torch.Tensor]
+Forward = Any  # _GPT2 | _Llama: called as below, with a `head` (V, d)
 GELUS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 
 
 def lean_forward(model: Any) -> Forward | None:
     """A callable f(ids (B, K), positions (B, K), mask (B, 1, K, S + K) additive or None, cache, keep) ->
-    logits (B, keep or K, V) in the model's dtype, appending each layer's keys and values to `cache`;
-    None when this model is not one the lean path implements exactly."""
+    the last hidden states after the final norm (B, keep or K, d) in the model's dtype, appending each
+    layer's keys and values to `cache`; its `head` (V, d) turns them into logits. None when this model is
+    not one the lean path implements exactly."""
     c = model.config
     kind = getattr(c, "model_type", "")
     if kind == "gpt2" and _gpt2_supported(c):
@@ -98,7 +98,7 @@ class _GPT2:
             m = F.gelu(torch.addmm(blk.mlp.c_fc.bias, a.flatten(0, 1), blk.mlp.c_fc.weight), approximate=self.gelu)
             h = h + torch.addmm(blk.mlp.c_proj.bias, m, blk.mlp.c_proj.weight).view_as(h)
         h = h[:, -keep:] if keep else h
-        return F.layer_norm(h, h.shape[-1:], self.ln_f.weight, self.ln_f.bias, self.eps) @ self.head.T
+        return F.layer_norm(h, h.shape[-1:], self.ln_f.weight, self.ln_f.bias, self.eps)
 
 
 class _Llama:
@@ -139,7 +139,7 @@ class _Llama:
             h = h + F.linear(F.silu(F.linear(a, mlp.gate_proj.weight)) * F.linear(a, mlp.up_proj.weight),
                              mlp.down_proj.weight)
         h = h[:, -keep:] if keep else h
-        return self._rms(h, self.norm.weight) @ self.head.T
+        return self._rms(h, self.norm.weight)
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -128,6 +128,7 @@ class RaggedLM:
         self.evicted: list[int] = [0]
         self.valid = torch.zeros(1, 0, dtype=torch.bool, device=self.device)  # (B, S)
         self.block_start = 0  # the width before the last forward: where its block's slots start
+        self.hidden: torch.Tensor | None = None  # the last forward's hidden states, when asked for
         self.dense = True  # no hole anywhere: every row's tokens fill slots 0..lengths[b]-1
         self.slotted = False  # the cache is ours (`_SlotLayer`): holes, compaction and batches work
         self.peak_bytes = 0  # the largest the keys and values have been since reset
@@ -178,11 +179,12 @@ class RaggedLM:
 
     @torch.inference_mode()
     def forward(self, ids: Sequence[torch.Tensor], last_only: bool = False,
-                trees: Sequence[list[int] | None] | None = None) -> torch.Tensor:
+                trees: Sequence[list[int] | None] | None = None, hidden: bool = False) -> torch.Tensor:
         """Append ids[b] (n_b,) to row b. Logits float32 (B, K, V), row b's in [:n_b]; with last_only, each
         row's last token only (B, V): the rows are then padded on the left, so that token ends the block.
         trees[b], when given, makes row b's block [root, nodes] a tree (`cascade.tree`): node i = ids[b][i + 1]
-        has parent trees[b][i] (-1 = the root), sees only its ancestors and sits at length + its depth."""
+        has parent trees[b][i] (-1 = the root), sees only its ancestors and sits at length + its depth.
+        With `hidden`, `self.hidden` keeps the last hidden states (B, K, d) the logits came from (else None)."""
         n = [int(x.shape[0]) for x in ids]
         k = max(n)
         uniform = all(m == k for m in n) and not any(trees or ())
@@ -199,11 +201,14 @@ class RaggedLM:
         if self.lean is not None and self.slotted:
             if positions is None:  # every row at the same length: positions length .. length + K - 1
                 positions = torch.arange(self.lengths[0], self.lengths[0] + k, device=self.device).expand(self.rows, k)
-            raw = self.lean(block, positions, mask, self.cache, 1 if last_only else 0)  # (B, K or 1, V)
+            states = self.lean(block, positions, mask, self.cache, 1 if last_only else 0)  # (B, K or 1, d)
+            raw = states @ self.lean.head.T  # (B, K or 1, V)
         else:
-            out = self.model(input_ids=block, attention_mask=mask, position_ids=positions,
+            out = self.model(input_ids=block, attention_mask=mask, position_ids=positions, output_hidden_states=hidden,
                              past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0)
             self.cache, raw = out.past_key_values, out.logits
+            states = out.hidden_states[-1] if hidden else None  # after the final norm: what the LM head reads
+        self.hidden = states if hidden else None
         attended, kept = self.rows * (self.width + k), sum(self.lengths) + sum(n)
         self.valid = torch.cat([self.valid, real], dim=1)
         self.dense = plain

@@ -177,3 +177,36 @@ def test_trees_are_refused_where_they_are_not_defined(family):
         engine(f, mode="lossy", lenience=0.5, sampled=True).generate(PROMPT)
     with pytest.raises(CascadeError, match="deterministic drafter's tree only losslessly"):
         engine(f, rule="token_v3", alpha=0.5).generate(PROMPT)
+
+
+class FeatureReader(TreeDrafter):
+    """A tree drafter that asks for the target's hidden states (as EAGLE's head reads them)."""
+
+    name, wants_hidden_states = "tree-features", True
+
+    def propose(self, context, request):
+        self.at = context.shape[0]
+        return super().propose(context, request)
+
+    def observe(self, feedback):
+        self.paths.append((self.at, feedback.n_accepted, feedback.hidden_states))
+
+
+@pytest.mark.parametrize("runtime", ["lean", "transformers"])
+def test_a_drafter_that_reads_features_gets_the_targets_hidden_states_on_the_accepted_path(family, runtime):
+    module = types.ModuleType("tree-features")
+    module.register_drafters = hookimpl(lambda register: register("tree-features", FeatureReader))
+    f = family("qwen2")
+    d = policy_dict(target=f["target"], plugin="tree-features", drafter_options={"model": str(f["near"])},
+                    block_size=5, ignore_eos=True, max_new_tokens=20)
+    d["target"]["runtime"] = runtime
+    e = Engine.from_policy(parse_policy(d), registry=build_registry(extra=[("tree-features", module)]))
+    g = e.generate(PROMPT)
+    seq = torch.cat([e.encode(PROMPT), torch.tensor(g.token_ids)])
+    with torch.no_grad():
+        full = e.target_model(input_ids=seq[None], output_hidden_states=True).hidden_states[-1][0]  # (n, d)
+    records = e.drafter.paths
+    assert records and any(n > 0 for _, n, _ in records)
+    for at, n, states in records:  # the last emitted token (at - 1) and the n accepted after it
+        assert states.shape == (n + 1, full.shape[-1])
+        assert torch.allclose(states, full[at - 1 : at + n], atol=1e-4)
