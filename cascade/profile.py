@@ -8,8 +8,11 @@ target-only loop: sampling, the cache and bookkeeping), which every step pays. I
 per-position temperatures that calibrate the drafter's confidence against logged acceptance
 (`fit_temperatures`), so the survival products the schedule multiplies are meaningful.
 
+With `decoding.batch_size` B > 1 the costs are a batch's: one drafter step and one target call
+for B rows (SPEC.md "Batched decoding"), and the loop's time per batch step.
+
 Tables are cached per (target, drafter and its options, device, dtype, torch version, host,
-K) as JSON under `<user_dir()>/profiles/` (`$CASCADE_HOME`), with when, where and how they were
+K, runtimes, B) as JSON under `<user_dir()>/profiles/` (`$CASCADE_HOME`), with when, where and how they were
 measured; `cascade profile POLICY` shows, re-measures (`--remeasure`) and calibrates them
 (`--calibrate`). The bench's cost model reads the same tables (`cascade.bench.run`).
 """
@@ -90,7 +93,7 @@ def identity(engine: Any, max_k: int) -> dict[str, Any]:
         "drafter_parameters": sum(x.numel() for x in dm.parameters()) if dm is not None else 0,
         "device": str(engine.device), "dtype": str(engine.target_model.dtype),
         "torch": torch.__version__, "host": platform.node(), "max_k": int(max_k), "format": FORMAT,
-        "runtimes": list(runtimes(engine)),
+        "runtimes": list(runtimes(engine)), "rows": p.decoding.batch_size,
     }
 
 
@@ -148,10 +151,11 @@ def measure(engine: Any, max_k: int, trials: int = TRIALS) -> CostTable:
 
     dm = drafter_model(engine.drafter) if engine.drafter is not None else None
     ids = engine.encode(PROFILE_PROMPT).tolist()
-    m = step_costs(engine.target_model, dm, ids, max_k, trials=trials, runtimes=runtimes(engine))
+    rows = engine.policy.decoding.batch_size  # a batch's step: one drafter call and one target call for all rows
+    m = step_costs(engine.target_model, dm, ids, max_k, trials=trials, rows=rows, runtimes=runtimes(engine))
     t1 = m["target_step_seconds"]
     verify = monotone([v * t1 for v in m["verify_costs"]])
-    per_token = loop_seconds_per_token(engine)
+    per_token = loop_seconds_per_token(engine, rows)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return CostTable(float(m["drafter_step_seconds"]), verify, step_seconds=max(per_token - t1, 0.0),
                      provenance={"measured_at": when, "trials": trials, "prompt_tokens": len(ids),
@@ -159,10 +163,10 @@ def measure(engine: Any, max_k: int, trials: int = TRIALS) -> CostTable:
                                  "target_only_seconds_per_token": per_token})
 
 
-def loop_seconds_per_token(engine: Any) -> float:
-    """Seconds per token of target-only decoding through the engine's own loop, on the engine's loaded
-    target (no second copy), prefill and first token excluded: the median of three decodes. Less one
-    bare target forward, it is what every step pays besides its forwards."""
+def loop_seconds_per_token(engine: Any, rows: int = 1) -> float:
+    """Seconds per step of target-only decoding of `rows` rows at once through the engine's own loop, on the
+    engine's loaded target (no second copy), prefill and first token excluded: the median of three decodes.
+    Less one bare (batched) target forward, it is what every step pays besides its forwards."""
     from cascade.rules import NoDeferral
 
     policy = engine.policy.derive(engine.policy.name, {"mode": "target", "decoding": {"block_schedule": "constant",
@@ -171,7 +175,7 @@ def loop_seconds_per_token(engine: Any) -> float:
     ids = plain.encode(PROFILE_PROMPT).tolist()
     times = []
     for i in range(4):
-        g = plain.generate(ids, max_new_tokens=OVERHEAD_TOKENS, record_decisions=False)
+        g = plain.generate([ids] * rows, max_new_tokens=OVERHEAD_TOKENS, record_decisions=False, batch_size=rows)[0]
         m = g.metrics
         if i and m.num_generated_tokens > 1:  # the first decode warms up
             times.append((m.decode_seconds - m.ttft_seconds) / (m.num_generated_tokens - 1))

@@ -51,6 +51,9 @@ def test_an_adaptive_engine_measures_once_then_reads_the_cache(family, monkeypat
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
     engine(**dict(kw, max_block_size=3))  # another K: another table
     assert len(list((tmp_path / "profiles").glob("*.json"))) == 2
+    engine(**dict(kw, batch_size=4))  # a batch's step (one call for 4 rows): another table
+    tables = [json.loads(p.read_text())["provenance"]["identity"] for p in (tmp_path / "profiles").glob("*.json")]
+    assert sorted(t["rows"] for t in tables) == [1, 1, 4]
 
 
 def test_a_model_free_drafter_costs_nothing_to_draft(family, monkeypatch, tmp_path):
