@@ -52,7 +52,7 @@ from cascade.drafter import Draft, Drafter, DraftRequest, Feedback
 from cascade.drafter_rows import EMPTY_DRAFT, RowDrafters
 from cascade.errors import CascadeError, PluginError, plugin_errors
 from cascade.features import BlockContext, decision_features
-from cascade.metrics import Decision, Generation, StepRecord, draft_row, emitted_by_target
+from cascade.metrics import Decision, Generation, StepRecord, block_decisions, draft_row, emitted_by_target
 from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_options
 from cascade.ragged import RaggedLM
 from cascade.row import Row, Stopper
@@ -347,8 +347,8 @@ class Engine:
             # log: emitted = the accepted drafts + the correction or bonus token
             emitted = (toks[:n] if path is None else [toks[i] for i in path]) + [nxt]
             deferred = int(sum(_deferred(verdicts[b]))) if k > 0 else 0
-            decisions = self._block_decisions(xs[b], toks, drafts[b], p_logits[b, : k + 1], verdicts[b], n, nxt, path) \
-                if r.record else ()
+            decisions = block_decisions(xs[b], toks, drafts[b].probs, drafts[b].parents, p_logits[b, : k + 1],
+                                        _deferred(verdicts[b]), n, nxt, path) if r.record else ()
             out.append((emitted, StepRecord(index=len(r.steps), block_size=asked[b], drafted=k, accepted=n,
                                             emitted=tuple(emitted), deferred=deferred, target_calls=1,
                                             drafter_calls=drafts[b].calls, draft_seconds=(t1 - t0) * share,
@@ -422,21 +422,6 @@ class Engine:
         assert self.drafters is not None
         with self._drafter_errors("observe"):
             self.drafters.observe(feedbacks)
-
-    def _block_decisions(self, x: torch.Tensor, xs: list[int], draft: Draft, p_logits: torch.Tensor,
-                         verdict: Verdict | TreeVerdict, n: int, nxt: int, path: tuple[int, ...] | None
-                         ) -> tuple[Decision, ...]:
-        k = len(xs)
-        # p where each draft was proposed: the previous position of a chain, a tree node's parent
-        at = torch.arange(k) if draft.parents is None else draft.parents.cpu() + 1  # (k,)
-        p_raw = sampling.softmax(p_logits[at.to(p_logits.device)])  # (k, V)
-        feats = decision_features(x, draft.probs, p_raw).tolist() if k else []  # (k, F)
-        r_x = _deferred(verdict) if k else []  # (k,)
-        kept = set(range(n)) if path is None else set(path)
-        rows = [draft_row(i, xs[i], xs[i] if i in kept else None, deferred=bool(r_x[i]), features=feats[i])
-                for i in range(k)]
-        rows.append(emitted_by_target(n, "correction" if n < k else "bonus", nxt))
-        return tuple(rows)
 
 
 def _deferred(verdict: Verdict | TreeVerdict) -> list[float]:

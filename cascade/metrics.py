@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from cascade.features import BlockContext, named
+from cascade.features import BlockContext, decision_features, named
+from cascade.sampling import softmax
 
 
 @dataclass(frozen=True)
@@ -196,3 +197,19 @@ def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
         rows.append(d)
     return replace(step, emitted=step.emitted[:n_emitted], accepted=min(step.accepted, n_emitted),
                    decisions=tuple(rows))
+
+
+def block_decisions(x, xs: list[int], probs, parents, p_logits, r_x: list[float], n: int, nxt: int,
+                    path: tuple[int, ...] | None) -> tuple[Decision, ...]:
+    """The Decision rows of one verified block: a row per draft (x (k,) with its q `probs` (k, V) or None,
+    `parents` (k,) for a tree), then the correction or bonus token. p_logits (k + 1, V); r_x the rule's
+    r(x_i); n drafts accepted (a tree: the nodes of `path`) and `nxt` after them."""
+    k = len(xs)
+    # p where each draft was proposed: the previous position of a chain, a tree node's parent
+    at = list(range(k)) if parents is None else [i + 1 for i in parents.tolist()]
+    feats = decision_features(x, probs, softmax(p_logits[at])).tolist() if k else []  # (k, F)
+    kept = set(range(n)) if path is None else set(path)
+    rows = [draft_row(i, xs[i], xs[i] if i in kept else None, deferred=bool(r_x[i]), features=feats[i])
+            for i in range(k)]
+    rows.append(emitted_by_target(n, "correction" if n < k else "bonus", nxt))
+    return tuple(rows)
