@@ -32,7 +32,8 @@ detail = data.safe(data.run_detail, url, run_id)
 base = data.safe(data.run_detail, url, baseline_id) if baseline_id is not None else None
 info = detail["run"]
 st.caption(f"**{info['policy_name']}** · mode {info['mode']} · rule {info['rule']} at α = {info['alpha']:g} · "
-           f"T = {info['temperature']:g} · block {info['block_size']} · target {info['target']} · "
+           f"T = {info['temperature']:g} · block {info['block_size']} · "
+           f"batch {(info.get('info') or {}).get('batch_size', 1)} · target {info['target']} · "
            f"drafter {info['drafter'] or '-'} · {info['status']} · {detail['rows']['finished_sequences']} sequences")
 
 cols = st.columns(4)
