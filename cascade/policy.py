@@ -262,7 +262,7 @@ def schedule_options(policy: Policy, schedule_cls: type) -> Any:
     """The schedule's typed options, validated from `decoding.schedule_options`."""
     return _options(getattr(schedule_cls, "Options", None), policy.decoding.schedule_options,
                     f"{policy.name}: invalid options for schedule {policy.decoding.block_schedule!r}",
-                    "decoding.schedule_options")
+                    "decoding.schedule_options", policy.base_dir)
 
 
 def predictor_options(policy: Policy, predictor_cls: type) -> Any:
@@ -271,14 +271,15 @@ def predictor_options(policy: Policy, predictor_cls: type) -> Any:
     return _options(getattr(predictor_cls, "Options", None), dict(values),
                     f"{policy.name}: invalid options for acceptance predictor "
                     f"{policy.decoding.schedule_options.get('predictor')!r}",
-                    "decoding.schedule_options.predictor_options")
+                    "decoding.schedule_options.predictor_options", policy.base_dir)
 
 
 def drafter_options(policy: Policy, drafter_cls: type) -> Any:
     """The drafter's typed options, validated from the policy."""
     assert policy.drafter is not None
     return _options(getattr(drafter_cls, "Options", None), policy.drafter.options,
-                    f"{policy.name}: invalid options for drafter {policy.drafter.plugin!r}", "drafter.options")
+                    f"{policy.name}: invalid options for drafter {policy.drafter.plugin!r}", "drafter.options",
+                    policy.base_dir)
 
 
 def rule_options(policy: Policy, rule_cls: type) -> Any:
@@ -286,13 +287,16 @@ def rule_options(policy: Policy, rule_cls: type) -> Any:
     from cascade.rules import NoOptions
 
     return _options(getattr(rule_cls, "Options", NoOptions), policy.rule.options,
-                    f"{policy.name}: invalid options for rule {policy.rule.name!r}", "rule.options")
+                    f"{policy.name}: invalid options for rule {policy.rule.name!r}", "rule.options", policy.base_dir)
 
 
-def _options(model: type[BaseModel] | None, values: dict[str, Any], title: str, prefix: str) -> Any:
+def _options(model: type[BaseModel] | None, values: dict[str, Any], title: str, prefix: str,
+             base_dir: Path | None = None) -> Any:
+    """Validate a plugin's options. Validators see the policy file's folder as the context `base_dir`, so a
+    plugin can resolve relative paths against it (as cascade does for model folders)."""
     if model is None:
         return dict(values)
     try:
-        return model(**values)
+        return model.model_validate(dict(values), context={"base_dir": base_dir})
     except ValidationError as exc:
         raise PolicyError(_format_errors(title, exc, prefix)) from None

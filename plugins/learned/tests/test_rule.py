@@ -135,3 +135,16 @@ def test_the_acceptance_head_drives_the_adaptive_schedule(tmp_path, monkeypatch)
     prompt = "def add(a, b):\\n    return"
     g = Engine.from_policy(ada).generate(prompt)
     assert g.token_ids == Engine.from_policy(target).generate(prompt).token_ids
+
+
+def test_a_relative_head_path_resolves_against_the_policy_folder(tmp_path, fam, heads, monkeypatch):
+    import shutil
+
+    shutil.copytree(heads["qp-lr"], tmp_path / "policies" / "heads" / "qp")
+    policy = make_policy(tmp_path / "policies" / "p.yaml", fam, rule="learned", alpha=0.5,
+                         rule_options={"path": "heads/qp"})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not the policy's folder
+    e = Engine.from_policy(policy)
+    assert e.rule.head.folder.resolve() == (tmp_path / "policies" / "heads" / "qp").resolve()
