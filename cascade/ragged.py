@@ -213,7 +213,7 @@ class RaggedLM:
         self.valid = torch.cat([self.valid, real], dim=1)
         self.dense = plain
         self.lengths = [length + m for length, m in zip(self.lengths, n)]
-        size = self.cache_bytes()
+        size = self._buffer_bytes()
         self.peak_bytes = max(self.peak_bytes, size)
         t = self.totals
         t["fed"] += sum(n)
@@ -337,6 +337,14 @@ class RaggedLM:
             layer.gather_slots(index)
         self.valid = target >= 0
         self.dense = bool(self.valid.all())
+
+    def _buffer_bytes(self) -> int:
+        """cache_bytes(), recomputed only when our buffers were (re)allocated: not on every forward."""
+        first = self.cache.layers[0] if self.slotted and self.cache.layers else None
+        key = (id(first.kbuf), tuple(first.kbuf.shape)) if first is not None and first.is_initialized else None
+        if key is None or key != getattr(self, "_sized", None):
+            self._sized, self._size = key, self.cache_bytes()
+        return self._size
 
     def cache_bytes(self) -> int:
         """Bytes the keys and values occupy now (the allocated buffers for our own layers)."""
