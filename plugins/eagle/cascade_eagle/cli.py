@@ -1,0 +1,57 @@
+"""`cascade eagle train`: train an EAGLE head on a target's features.
+
+    cascade eagle train --target models/target --out models/eagle-target --minutes 60
+
+Only argparse is imported when the parser is built; torch and the corpus load when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cascade.errors import CascadeError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    eagle = sub.add_parser("eagle", help="EAGLE draft heads (plugin cascade-eagle)",
+                           description="EAGLE draft heads: train one on a target's features.")
+    esub = eagle.add_subparsers(dest="eagle_cmd", required=True)
+    t = esub.add_parser(
+        "train", help="train a head on the target's features over the shipped corpus's training split",
+        description="Train a one-layer EAGLE head on the target's last hidden states over the training split of "
+                    "the shipped corpus (the Python standard library, split by file), with the EAGLE-3 token "
+                    "loss unrolled on the head's own outputs. Checkpoints under --work every five minutes; "
+                    "rerunning the same command resumes. Writes an HF-style folder (config.json, "
+                    "model.safetensors, card.json, README.md) to --out.")
+    t.add_argument("--target", required=True, type=Path, metavar="DIR", help="the target model's folder")
+    t.add_argument("--out", required=True, type=Path, metavar="DIR", help="where to write the head")
+    budget = t.add_argument_group("budget (at least one; training stops at whichever comes first)")
+    budget.add_argument("--minutes", type=float, help="wall-clock minutes of training")
+    budget.add_argument("--tokens", type=int, help="training tokens")
+    t.add_argument("--work", type=Path, default=None, metavar="DIR",
+                   help="checkpoints and the tokenised corpus (default: OUT.work)")
+    t.add_argument("--steps-ahead", type=int, default=4, metavar="K", help="drafting depth unrolled in training (default 4)")
+    t.add_argument("--batch", type=int, default=8, help="windows per step (default 8)")
+    t.add_argument("--seq-len", type=int, default=256, help="tokens per window (default 256)")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    t.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast on CPU)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cascade_eagle.train import TrainSettings, train
+
+    if args.minutes is None and args.tokens is None:
+        raise CascadeError("give a budget: --minutes M or --tokens N")
+    if not (args.target / "config.json").is_file():
+        raise CascadeError(f"--target {args.target} is not a model folder (no config.json)")
+    if args.steps_ahead < 1 or args.seq_len <= args.steps_ahead + 1 or args.batch < 1:
+        raise CascadeError("need --steps-ahead >= 1, --batch >= 1 and --seq-len > steps-ahead + 1")
+    s = TrainSettings(minutes=args.minutes, tokens=args.tokens, steps_ahead=args.steps_ahead, batch=args.batch,
+                      seq_len=args.seq_len, lr=args.lr, seed=args.seed, bf16=not args.no_bf16)
+    work = args.work or args.out.with_name(args.out.name + ".work")
+    out = train(args.target, args.out, work, s, log=lambda m: print(m, flush=True))
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,245 @@
+"""The `eagle` drafter: a head over the target's features drafts a tree, expanded by confidence (EAGLE-2).
+
+State of one row (the engine builds one instance per row of a batch):
+
+    tokens   x_0 .. x_{n-1}              the context (the engine's `context`)
+    features f_0 .. f_{n-2}              the target's, for every token but the last emitted one: the
+                                         prompt's computed at reset, the rest from each Feedback
+    head KV  pairs (f_j, x_{j+1}) at position j, for every feature fed so far (accepted context only)
+
+A draft:
+1. catch-up: feed the features not fed yet, in one head pass; its last output g_root gives
+   q(x_n), the root's children;
+2. expansion, `depth - 1` passes: feed the frontier nodes (a node's input is its parent's output
+   and its own token, at position base + its depth; it attends to the accepted context and to its
+   ancestors only); each node's top-k children get the value parent value + log q(child), the
+   log of the product of confidences along the path; the global top-k become the next frontier;
+3. rerank: the `budget` best nodes of everything expanded (ties: earlier first, so a node's
+   ancestors always come with it), in creation order (parents before children).
+
+`tree: static` keeps every root child's greedy chain (k chains) instead; `tree: chain` drafts one
+chain (top-1, or sampled from q under sampling) and is verified as any chain draft.
+
+What the draft carries: under greedy decoding, `probs` (q at each node's parent, T = 1), so a
+cascade rule can read q; under sampling a tree is deterministic (probs None: the children are
+chosen, not drawn) and verified losslessly by multi-round sampling (SPEC.md "Tree drafts"); a
+sampled chain carries its q as any drafter does.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from cascade import models, sampling
+from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
+from cascade.errors import CascadeError
+from cascade_eagle import features as T
+from cascade_eagle.head import EagleHead, load_head
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    head: str = Field(min_length=1, description="the head's folder (relative to the policy's folder)")
+    tree: Literal["dynamic", "static", "chain"] = "dynamic"
+    top_k: int = Field(4, ge=1, le=32, description="children per node and frontier width")
+    depth: int = Field(5, ge=1, le=32, description="expansion passes: the deepest draft token (dynamic, static)")
+    budget: int | None = Field(None, ge=1, le=512,
+                               description="nodes verified per step (default and cap: the policy's block size)")
+
+
+@functools.lru_cache(maxsize=8)
+def _head(folder: str, device: str, dtype: torch.dtype) -> EagleHead:
+    """Heads are read-only: rows of a batch share one load."""
+    return load_head(Path(folder), device, dtype)
+
+
+@dataclass
+class _Tree:
+    """The nodes expanded for one draft, in creation order."""
+
+    tokens: list[int] = field(default_factory=list)
+    parents: list[int] = field(default_factory=list)  # a candidate's parent candidate, -1 = the root
+    scores: list[float] = field(default_factory=list)  # log of the product of q along the path
+    source: list[int] = field(default_factory=list)  # the row of `dists` the node was chosen from
+
+
+class EagleDrafter:
+    name = "eagle"
+    deterministic = False
+    wants_hidden_states = True  # the engine sends the target's features of the accepted positions
+    Options = Options
+
+    def __init__(self, options: Options, ctx: DrafterContext):
+        if ctx.target_model is None:
+            raise CascadeError("drafter 'eagle' reads the target's features and shares its embedding and LM head, "
+                               "but this engine gave it no target (DrafterContext.target_model)")
+        folder = Path(models.resolve_model_path(options.head, ctx.base_dir))
+        self.opts = options
+        self.target = ctx.target_model
+        self.head = _head(str(folder), str(ctx.device), ctx.dtype)
+        d, v = T.hidden_size(self.target), T.vocab_size(self.target)
+        if (self.head.cfg.hidden, self.head.cfg.vocab) != (d, v):
+            raise CascadeError(f"EAGLE head {folder} was trained for a target with hidden size {self.head.cfg.hidden} "
+                               f"and vocabulary {self.head.cfg.vocab} ({self.head.cfg.target or 'unnamed'}); "
+                               f"{ctx.target_name} has {d} and {v}")
+        self.device = ctx.device
+        self.model = None  # no HF model of its own (benchmarks' peers need one)
+
+    # ------------------------------------------------------------------ the contract
+
+    def reset(self, prompt_ids: torch.Tensor, params: sampling.SamplingParams, generator: torch.Generator | None) -> None:
+        self.params, self.generator = params, generator
+        self.past: tuple[torch.Tensor, torch.Tensor] | None = None  # head K/V of the fed pairs (1, H, S, c)
+        self.fed = 0  # pairs fed = S
+        self.pending = self._features(prompt_ids[:-1])  # (P - 1, d) features not fed yet
+        self.known = prompt_ids.shape[0] - 1  # features known: f_0 .. f_{known-1}
+
+    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
+        n = context.shape[0]
+        if self.known != n - 1:  # features went missing (a step without feedback): recompute them
+            self.pending = torch.cat([self.pending, self._features(context[: n - 1])[self.known - self.fed :]])
+            self.known = n - 1
+        if self.known == 0:  # a one-token prompt: no feature yet; the target emits the next token alone
+            return Draft(context[:0], calls=0)
+        g_root = self._catch_up(context)  # (1, d)
+        budget = min(request.k, self.opts.budget or request.k)
+        if budget < 1:
+            return Draft(context[:0], calls=1, next_probs=self._q(g_root)[0] if request.lookahead else None)
+        with torch.inference_mode():
+            if self.opts.tree == "chain":
+                return self._chain(g_root, budget, request.lookahead)
+            return self._tree(g_root, budget)
+
+    def observe(self, feedback: Feedback) -> None:
+        if feedback.hidden_states is None:  # not sent (drafter-only mode): recomputed at the next propose
+            return
+        self.pending = torch.cat([self.pending, feedback.hidden_states.to(self.pending.dtype)])
+        self.known += feedback.hidden_states.shape[0]
+
+    # ------------------------------------------------------------------ steps
+
+    @torch.inference_mode()
+    def _features(self, ids: torch.Tensor) -> torch.Tensor:
+        """The target's features of every token of `ids` (one target pass, no cache). (m,) -> (m, d)"""
+        if ids.shape[0] == 0:
+            return torch.empty(0, self.head.cfg.hidden, device=self.device, dtype=self.head.fc.weight.dtype)
+        return T.target_features(self.target, ids[None])[0].to(self.head.fc.weight.dtype)
+
+    @torch.inference_mode()
+    def _catch_up(self, context: torch.Tensor) -> torch.Tensor:
+        """Feed pairs (f_j, x_{j+1}) for j = fed .. known-1 in one pass; the last output is g_root. -> (1, d)"""
+        j = torch.arange(self.fed, self.known, device=self.device)  # (m,)
+        g, k, v = self.head.step(self.pending[None], T.embed(self.target, context[j + 1])[None], j[None],
+                                 self.past, None)
+        self.past = (k, v) if self.past is None else (torch.cat([self.past[0], k], 2), torch.cat([self.past[1], v], 2))
+        self.fed, self.pending = self.known, self.pending[:0]
+        self._context = context
+        return g[:, -1]
+
+    def _q(self, g: torch.Tensor) -> torch.Tensor:
+        """q at T = 1 from head outputs. (m, d) -> (m, V)"""
+        return sampling.softmax(T.lm_head(self.target, g).float())
+
+    def _chain(self, g_root: torch.Tensor, budget: int, lookahead: bool) -> Draft:
+        """One chain, a pass per token: top-1 (greedy) or drawn from q (sampling); carries q."""
+        tokens, probs, g, past = [], [], g_root, self.past
+        passes = budget + 1 if lookahead else budget  # q after the last token too, for a cascade's bonus
+        for i in range(passes):
+            logits = T.lm_head(self.target, g).float()[0]  # (V,)
+            probs.append(sampling.softmax(logits))
+            if i == budget:
+                break
+            x = logits.argmax() if self.params.greedy else sampling.pick(logits, self.params, self.generator)
+            tokens.append(x.view(1))
+            if i + 1 == passes:
+                break
+            # the next node: its parent's output and its own token, at the position after its parent's
+            position = torch.tensor([[self.fed + i]], device=self.device)
+            assert past is not None
+            g, k, v = self.head.step(g[None], T.embed(self.target, x.view(1, 1)), position, past, None)
+            g = g[:, -1]
+            past = (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+        return Draft(torch.cat(tokens), torch.stack(probs[:budget]), calls=passes,
+                     next_probs=probs[budget] if lookahead else None)
+
+    def _tree(self, g_root: torch.Tensor, budget: int) -> Draft:
+        """EAGLE-2's dynamic tree (or k static chains): expand by value, keep the `budget` best nodes."""
+        dynamic = self.opts.tree == "dynamic"
+        width = self.opts.top_k
+        dists = [self._q(g_root)[0]]  # (V,) q at the root, then at every fed node, in feeding order
+        tree = _Tree()
+        top = torch.topk(dists[0], width)
+        _add(tree, top.indices.tolist(), top.values.log().tolist(), parent=-1, base=0.0, source=0)
+        frontier = list(range(len(tree.tokens)))  # candidates fed at the next pass
+        fed_keys: list[tuple[torch.Tensor, torch.Tensor]] = []  # tree nodes' K/V, (1, H, 1, c) each
+        fed_of: dict[int, int] = {}  # candidate -> its row among fed tree nodes
+        ancestors: list[list[int]] = []  # per fed node: the fed rows of itself and its ancestors
+        outputs: dict[int, torch.Tensor] = {-1: g_root}
+        calls = 1
+        for level in range(1, self.opts.depth):
+            if not frontier:
+                break
+            rows = [fed_of.get(tree.parents[c], -1) for c in frontier]
+            x = torch.tensor([[tree.tokens[c] for c in frontier]], device=self.device)  # (1, w)
+            parent_g = torch.cat([outputs[tree.parents[c]] for c in frontier])[None]  # (1, w, d)
+            position = torch.full((1, len(frontier)), self.fed - 1 + level, device=self.device)
+            past, bias = self._tree_view(fed_keys, ancestors, rows)
+            g, k, v = self.head.step(parent_g, T.embed(self.target, x), position, past, bias)
+            calls += 1
+            q = self._q(g[0])  # (w, V)
+            children_k = width if dynamic else 1
+            top = torch.topk(q, children_k, dim=-1)
+            fresh: list[int] = []
+            for i, c in enumerate(frontier):
+                at = len(fed_keys)
+                fed_of[c] = at
+                ancestors.append(([] if rows[i] < 0 else ancestors[rows[i]]) + [at])
+                fed_keys.append((k[:, :, i : i + 1], v[:, :, i : i + 1]))
+                outputs[c] = g[:, i]
+                dists.append(q[i])
+                fresh += _add(tree, top.indices[i].tolist(), top.values[i].log().tolist(), parent=c,
+                              base=tree.scores[c], source=len(dists) - 1)
+            if dynamic:  # the global top-k by value
+                frontier = sorted(fresh, key=lambda c: (-tree.scores[c], c))[:width]
+            else:
+                frontier = fresh
+        keep = sorted(sorted(range(len(tree.tokens)), key=lambda c: (-tree.scores[c], c))[:budget])
+        index = {c: i for i, c in enumerate(keep)}
+        parents = [-1 if tree.parents[c] < 0 else index[tree.parents[c]] for c in keep]
+        tokens = torch.tensor([tree.tokens[c] for c in keep], device=self.device)
+        probs = torch.stack([dists[tree.source[c]] for c in keep]) if self.params.greedy else None
+        return Draft(tokens, probs, calls=calls, parents=torch.tensor(parents, device=self.device))
+
+    def _tree_view(self, fed_keys, ancestors, rows) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor]:
+        """The keys a frontier sees (accepted context + every fed tree node) and its bias: the context,
+        its own ancestors and itself only. -> past (1, H, S + F, c) x 2, bias (w, S + F + w)"""
+        assert self.past is not None
+        s, f, w = self.past[0].shape[2], len(fed_keys), len(rows)
+        bias = torch.full((w, s + f + w), float("-inf"), device=self.device, dtype=self.past[0].dtype)
+        bias[:, :s] = 0
+        for i, r in enumerate(rows):
+            if r >= 0:
+                bias[i, [s + a for a in ancestors[r]]] = 0
+            bias[i, s + f + i] = 0
+        if not fed_keys:
+            return self.past, bias
+        keys = torch.cat([self.past[0], *(k for k, _ in fed_keys)], 2)
+        values = torch.cat([self.past[1], *(v for _, v in fed_keys)], 2)
+        return (keys, values), bias
+
+
+def _add(tree: _Tree, tokens: list[int], logq: list[float], parent: int, base: float, source: int) -> list[int]:
+    start = len(tree.tokens)
+    for t, lq in zip(tokens, logq):
+        tree.tokens.append(t)
+        tree.parents.append(parent)
+        tree.scores.append(base + lq)
+        tree.source.append(source)
+    return list(range(start, len(tree.tokens)))

@@ -1,0 +1,47 @@
+"""Tiny model families (GPT-2, Llama, Qwen2) and an EAGLE head trained a few steps on each target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cascade.testing import CORPUS, build_family, isolate, make_tokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    isolate(monkeypatch, tmp_path_factory.mktemp("cascade-home"))
+
+
+def tiny_split():
+    """Training and held-out files for a tiny head: the test corpus, cut in two."""
+    from cascade.zoo.data import SourceFile
+
+    half = len(CORPUS) // 2
+    return [SourceFile("train.py", CORPUS[:half] * 3)], [SourceFile("held.py", CORPUS[half:])]
+
+
+@pytest.fixture(scope="session")
+def family(tmp_path_factory):
+    """arch -> {"target", "near", "small", "head"}: the tiny family and a head trained on its target."""
+    from cascade_eagle.train import TrainSettings, train
+
+    root = tmp_path_factory.mktemp("tiny-eagle")
+    make_tokenizer(root / "tok")
+    cache: dict[str, dict[str, Path]] = {}
+
+    def get(arch: str) -> dict[str, Path]:
+        if arch not in cache:
+            f = build_family(root, arch, root / "tok")
+            s = TrainSettings(tokens=4 * 64 * 200, batch=4, seq_len=64, steps_ahead=3, lr=3e-3, warmup=2,
+                              eval_windows=8, bf16=False)
+            f["head"] = train(f["target"], root / arch / "head", root / arch / "head.work", s, log=lambda m: None,
+                              split=tiny_split())
+            cache[arch] = f
+        return cache[arch]
+
+    return get

@@ -1,0 +1,198 @@
+"""The `eagle` drafter: exact decoding over draft trees, caches, training, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cascade import sampling as S
+from cascade.engine import Engine
+from cascade.errors import CascadeError
+from cascade.policy import parse_policy
+from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade_eagle import features as T
+from cascade_eagle.head import load_head
+from cascade_eagle.train import TrainSettings, train, unrolled
+
+PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
+PROMPTS = [PROMPT, "for i in range(10):\n", "x"]
+
+
+def eagle(f, tree="dynamic", **decoding) -> Engine:
+    opts = {"head": str(f["head"]), "tree": tree, "top_k": 3, "depth": 4}
+    opts.update(decoding.pop("options", {}))
+    d = policy_dict(target=f["target"], plugin="eagle", drafter_options=opts, **{"block_size": 8, **decoding})
+    return Engine.from_policy(parse_policy(d))
+
+
+def target_only(f, **decoding) -> Engine:
+    return Engine.from_policy(parse_policy(policy_dict(target=f["target"], mode="target", **decoding)))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("tree", ["dynamic", "static", "chain"])
+def test_greedy_eagle_decoding_equals_target_only(family, arch, tree):
+    f = family(arch)
+    reference = [g.token_ids for g in target_only(f).generate(PROMPTS)]
+    e = eagle(f, tree)
+    outs = e.generate(PROMPTS)
+    assert [g.token_ids for g in outs] == reference
+    assert [g.token_ids for g in e.generate(PROMPTS, batch_size=3)] == reference  # one instance per row
+    if tree != "chain":  # a tree of top-k children catches what the few-step head gets nearly right
+        assert sum(s.accepted for g in outs for s in g.steps) > 0
+
+
+def test_dynamic_trees_branch_and_keep_to_their_budget(family):
+    f = family("gpt2")
+    e = eagle(f, "dynamic", options={"budget": 6})
+    drafts = []
+    propose = e.drafter.propose
+
+    def spy(context, request):
+        d = propose(context, request)
+        drafts.append(d)
+        return d
+
+    e.drafter.propose = spy
+    e.generate(PROMPT)
+    trees = [d for d in drafts if d.parents is not None and d.tokens.shape[0] > 0]
+    assert trees and all(d.tokens.shape[0] <= 6 for d in trees)
+    assert any(len(set(d.parents.tolist())) < d.parents.shape[0] for d in trees)  # a node with siblings
+    for d in trees:
+        parents = d.parents.tolist()
+        assert all(-1 <= p < i for i, p in enumerate(parents))
+        depth = [0] * len(parents)
+        for i, p in enumerate(parents):
+            depth[i] = 1 if p < 0 else depth[p] + 1
+        assert max(depth) <= 4  # the depth option
+
+
+def test_static_trees_are_chains_under_each_root_child(family):
+    f = family("gpt2")
+    e = eagle(f, "static", options={"top_k": 2, "depth": 3, "budget": 6})
+    ids = e.encode(PROMPT)
+    e.drafter.reset(ids, e.params, None)
+    from cascade.drafter import DraftRequest
+
+    d = e.drafter.propose(ids, DraftRequest(k=8))
+    parents = d.parents.tolist()
+    assert parents.count(-1) == 2 and len(parents) == 6
+    assert all(parents.count(i) <= 1 for i in range(len(parents)))  # below the root: one child each
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_heads_cache_and_the_targets_equal_a_recomputation(family, arch):
+    from transformers import DynamicCache
+
+    f = family(arch)
+    e = eagle(f, "dynamic", ignore_eos=True, max_new_tokens=30)
+    prompt = e.encode(PROMPT)
+    generated: list[int] = []
+    head = e.drafter.head
+
+    def check(step):
+        generated.extend(step.emitted)
+        seq = torch.cat([prompt, torch.tensor(generated)])
+        drafter = e.drafter
+        with torch.no_grad():
+            # the target: a fresh cache over every token but the last emitted one
+            fresh = DynamicCache(config=e.target_model.config)
+            e.target_model(input_ids=seq[None, :-1], past_key_values=fresh, use_cache=True)
+            valid = e.target.valid[0]
+            for a, b in zip(e.target.cache.layers, fresh.layers):
+                assert torch.allclose(a.keys[0][:, valid], b.keys[0], atol=1e-4)
+            # the head: its K/V of the pairs it has fed equal a pass over the accepted prefix from scratch
+            if drafter.past is None:
+                return
+            n = drafter.fed
+            feats = T.target_features(e.target_model, seq[None, : n])
+            _, k, v = head.step(feats, T.embed(e.target_model, seq[None, 1 : n + 1]), torch.arange(n)[None], None, None)
+            assert torch.allclose(drafter.past[0], k, atol=1e-4) and torch.allclose(drafter.past[1], v, atol=1e-4)
+
+    g = e.generate(PROMPT, on_step=check)
+    assert any(s.accepted > 0 for s in g.steps)
+
+
+def test_training_unrolls_exactly_what_drafting_computes(family):
+    """Step k of the unrolled training forward at index i equals drafting depth k after the context x_0..x_{i+1}."""
+    f = family("llama")
+    e = eagle(f)
+    head, model = e.drafter.head, e.target_model
+    ids = e.encode(PROMPT)[None, :20]
+    with torch.no_grad():
+        feats, embeds = T.target_features(model, ids), T.embed(model, ids)
+        outs = unrolled(head, feats, embeds, 3)
+        i = 9
+        g, k, v = head.step(feats[:, : i + 1], embeds[:, 1 : i + 2], torch.arange(i + 1)[None], None, None)
+        past, g = (k, v), g[:, -1:]
+        assert torch.allclose(g[:, 0], outs[0][:, i], atol=1e-5)
+        for depth in (1, 2):  # the drafted path is the window's own tokens here
+            g, k, v = head.step(g, embeds[:, i + depth + 1 : i + depth + 2], torch.tensor([[i + depth]]), past, None)
+            past = (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+            assert torch.allclose(g[:, 0], outs[depth][:, i], atol=1e-5)
+
+
+@pytest.mark.parametrize("tree", ["dynamic", "chain"])
+def test_sampling_with_eagle_matches_the_target(family, tree):
+    """Lossless, T = 1: the first emitted token (through a tree's multi-round acceptance, or a chain) follows p."""
+    f = family("gpt2")
+    e = eagle(f, tree, temperature=1.0, max_new_tokens=3, ignore_eos=True)
+    ids = e.encode(PROMPT)
+    with torch.no_grad():
+        p = S.softmax(e.target_model(input_ids=ids[None]).logits[0, -1])
+    assert_first_tokens_follow(lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0],
+                               p, 600)
+
+
+def test_a_cascade_reads_q_from_a_greedy_tree_and_sampled_trees_stay_lossless(family):
+    f = family("gpt2")
+    g = eagle(f, "dynamic", rule="token_v3", alpha=0.3).generate(PROMPT)
+    assert g.token_ids and any(s.accepted > 0 for s in g.steps)
+    chain = eagle(f, "chain", rule="token_v3", alpha=0.3, temperature=1.0).generate(PROMPT)
+    assert chain.token_ids
+    with pytest.raises(CascadeError, match="only losslessly"):
+        eagle(f, "dynamic", rule="token_v3", alpha=0.3, temperature=1.0).generate(PROMPT)
+
+
+def test_bad_heads_get_clear_errors(family, tmp_path):
+    f, other = family("gpt2"), family("llama")
+    with pytest.raises(CascadeError, match="lacks config.json"):
+        eagle({**f, "head": tmp_path})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CascadeError, match="not an EAGLE head"):
+        eagle({**f, "head": tmp_path})
+    wrong = dict(json.loads((other["head"] / "config.json").read_text()), hidden=32)
+    (tmp_path / "config.json").write_text(json.dumps(wrong))
+    (tmp_path / "model.safetensors").write_bytes((other["head"] / "model.safetensors").read_bytes())
+    with pytest.raises(CascadeError):
+        eagle({**f, "head": tmp_path})
+
+
+def test_training_writes_a_card_and_resumes(family, tmp_path):
+    from conftest import tiny_split
+
+    f = family("qwen2")
+    s = TrainSettings(tokens=2 * 64 * 3, batch=2, seq_len=64, steps_ahead=2, warmup=1, eval_windows=2, bf16=False)
+    logs: list[str] = []
+    out = train(f["target"], tmp_path / "h", tmp_path / "work", s, log=logs.append, split=tiny_split())
+    card = json.loads((out / "card.json").read_text())
+    assert card["steps"] == 3 and len(card["heldout_top1_acceptance_by_depth"]) == 2
+    assert (out / "README.md").read_text().startswith("# cascade-eagle-target")
+    more = TrainSettings(**{**s.__dict__, "tokens": 2 * 64 * 5})
+    train(f["target"], tmp_path / "h", tmp_path / "work", more, log=logs.append, split=tiny_split())
+    assert any("resumed at step 3" in m for m in logs)
+    assert json.loads((out / "card.json").read_text())["steps"] == 5
+    assert load_head(out).cfg.hidden == 64
+
+
+def test_the_train_command_refuses_bad_arguments(tmp_path):
+    run = [sys.executable, "-m", "cascade.cli", "eagle", "train", "--target", str(tmp_path), "--out", str(tmp_path / "o")]
+    no_budget = subprocess.run(run, capture_output=True, text=True)
+    assert no_budget.returncode != 0 and "give a budget" in no_budget.stderr
+    no_model = subprocess.run([*run, "--minutes", "1"], capture_output=True, text=True)
+    assert no_model.returncode != 0 and "not a model folder" in no_model.stderr
