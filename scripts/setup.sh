@@ -25,4 +25,4 @@ export PYTHONWARNINGS=ignore  # setuptools' "Editable installation" banners from
 if [ "$TORCH_SPEC" != skip ]; then
   .venv/bin/python -m pip install -q --retries 1 "$TORCH_SPEC" --extra-index-url "$TORCH_INDEX"
 fi
-.venv/bin/python -m pip install -q -e ".[test]" -e plugins/hf-model -e plugins/ngram -e plugins/sparse-kv -e plugins/learned -e "dashboard[test]"
+.venv/bin/python -m pip install -q -e ".[test]" -e plugins/hf-model -e plugins/ngram -e plugins/sparse-kv -e plugins/eagle -e plugins/learned -e "dashboard[test]"

@@ -38,6 +38,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast on CPU)")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=_train)
+    r = esub.add_parser(
+        "reliability", help="the head's confidence against measured acceptance (a calibration plot)",
+        description="Decode held-out prompts greedily with an eagle policy and compare the head's confidence "
+                    "(q at each node, and the product of q along its path) with what the target accepted. "
+                    "Writes reliability.json and reliability.png to --out.")
+    r.add_argument("policy", type=Path, metavar="POLICY", help="a policy with drafter plugin eagle")
+    r.add_argument("--prompts", type=Path, default=None, metavar="JSONL",
+                   help="prompts (default: the shipped held-out prompts)")
+    r.add_argument("--limit", type=int, default=30, metavar="N", help="prompts to decode (default 30)")
+    r.add_argument("--max-new-tokens", type=int, default=None, metavar="N")
+    r.add_argument("--out", type=Path, required=True, metavar="DIR")
+    r.set_defaults(func=_reliability)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -54,4 +66,27 @@ def _train(args: argparse.Namespace) -> int:
     work = args.work or args.out.with_name(args.out.name + ".work")
     out = train(args.target, args.out, work, s, log=lambda m: print(m, flush=True))
     print(f"wrote {out}")
+    return 0
+
+
+def _reliability(args: argparse.Namespace) -> int:
+    from cascade.bench.defaults import DEFAULT_PROMPTS, shipped
+    from cascade.engine import Engine
+    from cascade.policy import load_policy
+    from cascade.prompts import read_prompts
+    from cascade_eagle.reliability import record, report
+
+    policy = load_policy(args.policy)
+    if policy.drafter is None or policy.drafter.plugin != "eagle":
+        raise CascadeError(f"{args.policy}: the drafter is not eagle")
+    policy = policy.model_copy(update={"decoding": policy.decoding.model_copy(update={"temperature": 0.0})})
+    engine = Engine.from_policy(policy)
+    prompts = [p["prompt"] for p in read_prompts(args.prompts or shipped(DEFAULT_PROMPTS), args.limit)]
+    result = report(record(engine, prompts, args.max_new_tokens), args.out,
+                    f"{policy.name}: {len(prompts)} held-out prompts, greedy")
+    for kind in ("node", "path"):
+        print(f"{kind}: ECE {result[kind]['ece']} over {result[kind]['n']} drafted nodes")
+        for row in result[kind]["bins"]:
+            print(f"  {row['bin']}  predicted {row['predicted']:.3f}  accepted {row['accepted']:.3f}  n={row['count']}")
+    print(f"wrote {args.out / 'reliability.json'} and {args.out / 'reliability.png'}")
     return 0

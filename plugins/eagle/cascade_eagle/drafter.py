@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from cascade import models, sampling
 from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
@@ -43,7 +43,7 @@ from cascade_eagle import features as T
 from cascade_eagle.head import EagleHead, load_head
 
 
-class Options(BaseModel):
+class EagleOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     head: str = Field(min_length=1, description="the head's folder (relative to the policy's folder)")
@@ -52,6 +52,17 @@ class Options(BaseModel):
     depth: int = Field(5, ge=1, le=32, description="expansion passes: the deepest draft token (dynamic, static)")
     budget: int | None = Field(None, ge=1, le=512,
                                description="nodes verified per step (default and cap: the policy's block size)")
+
+    @field_validator("head")
+    @classmethod
+    def _a_head_folder(cls, v: str, info: ValidationInfo) -> str:
+        """Resolved against the policy's folder (validation context `base_dir`), then the working directory."""
+        base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
+        folder = Path(models.resolve_model_path(v, base))
+        if not (folder / "config.json").is_file():
+            raise ValueError(f"no EAGLE head at {v!r} (looked for {folder}/config.json): train one with "
+                             "`cascade eagle train --target DIR --out DIR`")
+        return str(folder)
 
 
 @functools.lru_cache(maxsize=8)
@@ -74,9 +85,9 @@ class EagleDrafter:
     name = "eagle"
     deterministic = False
     wants_hidden_states = True  # the engine sends the target's features of the accepted positions
-    Options = Options
+    Options = EagleOptions
 
-    def __init__(self, options: Options, ctx: DrafterContext):
+    def __init__(self, options: EagleOptions, ctx: DrafterContext):
         if ctx.target_model is None:
             raise CascadeError("drafter 'eagle' reads the target's features and shares its embedding and LM head, "
                                "but this engine gave it no target (DrafterContext.target_model)")

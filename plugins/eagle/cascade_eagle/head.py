@@ -58,6 +58,8 @@ class HeadConfig:
 
 
 class EagleHead(nn.Module):
+    inv_freq: torch.Tensor  # RoPE frequencies (c/2,), a buffer
+
     def __init__(self, cfg: HeadConfig):
         super().__init__()
         if cfg.hidden % cfg.heads or (cfg.hidden // cfg.heads) % 2:
@@ -151,9 +153,11 @@ def load_head(folder: Path, device: torch.device | str = "cpu", dtype: torch.dty
         raise CascadeError(f"{folder} is not an EAGLE head (config model_type {raw.get('model_type')!r})")
     head = EagleHead(HeadConfig.from_dict(raw))
     state = load_file(str(weights))
-    missing = set(head.state_dict()) - set(state)
-    if missing:
-        raise CascadeError(f"EAGLE head {weights} lacks {', '.join(sorted(missing))}")
+    expected = head.state_dict()
+    wrong = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
+    if wrong:
+        raise CascadeError(f"EAGLE head {weights} does not match its {CONFIG} (missing or misshapen: "
+                           f"{', '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''})")
     head.load_state_dict(state)
     return head.to(device=device, dtype=dtype).eval().requires_grad_(False)
 

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 import torch
+from cascade_eagle import features as T
+from cascade_eagle.head import EagleHead, HeadConfig, load_head, save_head
+from cascade_eagle.train import TrainSettings, train, unrolled
 
 from cascade import sampling as S
 from cascade.engine import Engine
 from cascade.errors import CascadeError
 from cascade.policy import parse_policy
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
-from cascade_eagle import features as T
-from cascade_eagle.head import load_head
-from cascade_eagle.train import TrainSettings, train, unrolled
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 PROMPTS = [PROMPT, "for i in range(10):\n", "x"]
@@ -159,18 +159,30 @@ def test_a_cascade_reads_q_from_a_greedy_tree_and_sampled_trees_stay_lossless(fa
 
 
 def test_bad_heads_get_clear_errors(family, tmp_path):
+    from cascade.plugins import build_registry
+    from cascade.policy import check_policy
+
     f, other = family("gpt2"), family("llama")
-    with pytest.raises(CascadeError, match="lacks config.json"):
+    d = policy_dict(target=f["target"], plugin="eagle", drafter_options={"head": str(tmp_path / "nowhere")})
+    with pytest.raises(CascadeError, match="no EAGLE head at .*cascade eagle train"):
+        check_policy(parse_policy(d), build_registry())
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(CascadeError, match="lacks config.json or model.safetensors"):
+        eagle({**f, "head": tmp_path})
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CascadeError, match="is not JSON"):
         eagle({**f, "head": tmp_path})
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CascadeError, match="not an EAGLE head"):
         eagle({**f, "head": tmp_path})
     wrong = dict(json.loads((other["head"] / "config.json").read_text()), hidden=32)
     (tmp_path / "config.json").write_text(json.dumps(wrong))
     (tmp_path / "model.safetensors").write_bytes((other["head"] / "model.safetensors").read_bytes())
-    with pytest.raises(CascadeError):
+    with pytest.raises(CascadeError, match="does not match its config.json"):
         eagle({**f, "head": tmp_path})
+    save_head(EagleHead(HeadConfig(hidden=32, vocab=320, heads=2, target="elsewhere")), tmp_path / "small")
+    with pytest.raises(CascadeError, match="trained for a target with hidden size 32 .* \\(elsewhere\\)"):
+        eagle({**f, "head": tmp_path / "small"})
 
 
 def test_training_writes_a_card_and_resumes(family, tmp_path):
@@ -196,3 +208,15 @@ def test_the_train_command_refuses_bad_arguments(tmp_path):
     assert no_budget.returncode != 0 and "give a budget" in no_budget.stderr
     no_model = subprocess.run([*run, "--minutes", "1"], capture_output=True, text=True)
     assert no_model.returncode != 0 and "not a model folder" in no_model.stderr
+
+
+def test_reliability_pairs_confidence_with_acceptance(family, tmp_path):
+    from cascade_eagle.reliability import record, report
+
+    e = eagle(family("gpt2"))
+    pairs = record(e, PROMPTS[:2], 20)
+    assert pairs["node"] and len(pairs["path"]) >= len(pairs["node"])
+    assert all(0 <= p <= 1 for p, _ in pairs["path"]) and any(a for _, a in pairs["node"])
+    result = report(pairs, tmp_path, "test")
+    assert sum(r["count"] for r in result["node"]["bins"]) == len(pairs["node"])
+    assert (tmp_path / "reliability.png").stat().st_size > 0
