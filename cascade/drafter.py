@@ -7,6 +7,12 @@ A drafter is built once per engine from its validated options and a
     propose(context, request) -> Draft     # up to request.k tokens after `context`
     observe(feedback)                      # the verdict: roll back, adapt
 
+A drafter that reads the target's features sets `wants_hidden_states = True`: each
+Feedback then carries them, and right after `reset` the engine calls its optional
+`prompt_features(hidden_states)` with those of the prompt but its last token,
+(P - 1, H), from the prefill it runs anyway (not called when there is none: a
+one-token prompt, drafter-only mode; the drafter then computes what it needs).
+
 `context` is always the whole sequence so far (prompt + emitted tokens), a 1-D
 long tensor on the engine's device; a drafter with a KV cache feeds only the
 tokens it has not seen. `Draft.probs is None` marks a deterministic drafter:

@@ -7,6 +7,7 @@ one forward pass drafts a token for every row):
     propose_rows(contexts, requests) -> [Draft]  # one draft per live row, in the batch's order
     observe_rows(feedbacks)                   # the verdict for each live row
     keep_rows(rows)                           # only these rows (indices into the live order) go on
+    prompt_features_rows(states)              # optional, for drafters with wants_hidden_states (below)
 
 Any other drafter is used one instance per row, built by the engine's factory
 (`Engine.from_policy` builds them as it built the first): a third party's single-row
@@ -54,6 +55,19 @@ class RowDrafters:
         self.live = self.pool[: len(prompts)]
         for drafter, prompt, generator in zip(self.live, prompts, generators):
             drafter.reset(prompt, params, generator)
+
+    def prompt_features(self, states: Sequence[torch.Tensor]) -> None:
+        """After reset, to a drafter that reads the target's features: each row's prompt features but the last
+        token's, (P_b - 1, d), from the prefill (`prompt_features_rows` / `prompt_features`, when it has it)."""
+        if self.native:
+            method = getattr(self.pool[0], "prompt_features_rows", None)
+            if method is not None:
+                method(list(states))
+            return
+        for drafter, s in zip(self.live, states):
+            method = getattr(drafter, "prompt_features", None)
+            if method is not None:
+                method(s)
 
     def propose(self, contexts: Sequence[torch.Tensor], requests: Sequence[DraftRequest | None]) -> list[Draft]:
         if self.native:

@@ -212,11 +212,16 @@ class Engine:
         """Caches hold each prompt but its last token; the drafter prefills itself on reset."""
         capacity = max(row.buf.shape[0] for row in rows)
         self.target.reset(len(rows), capacity)
+        features = None
         if self.mode != "drafter" and any(row.n > 1 for row in rows):
-            self.target.forward([row.prompt[:-1] for row in rows], last_only=True)
+            self.target.forward([row.prompt[:-1] for row in rows], last_only=True, hidden=self.wants_hidden)
+            states = self.target.hidden  # (B, P - 1, d) left-padded, for a drafter that reads the target's features
+            features = None if states is None else [states[b, states.shape[1] - r.n + 1 :] for b, r in enumerate(rows)]
         if self.drafters is not None:
             with self._drafter_errors("reset"):
                 self.drafters.reset([row.prompt for row in rows], self.params, [row.generator for row in rows])
+                if features is not None:
+                    self.drafters.prompt_features(features)
 
     def _leave(self, keep: list[int]) -> None:
         """Finished rows leave the batch: the caches keep only the rows in `keep`."""
@@ -249,8 +254,9 @@ class Engine:
         ctxs = [self._block(r) for r in rows]
         t0 = time.perf_counter()
         drafts = self._propose(rows, [DraftRequest(k=k) for k in ks])
-        if any(d.tokens.shape[0] == 0 for d in drafts):
-            raise PluginError(f"drafter {self.drafter_name!r} proposed no token in drafter-only mode")
+        if any(d.tokens.shape[0] == 0 or d.parents is not None for d in drafts):
+            raise PluginError(f"drafter {self.drafter_name!r} proposed no token or a tree in drafter-only mode "
+                              "(trees are verified, in mode speculative)")
         self._observe([Feedback(n_accepted=d.tokens.shape[0]) for d in drafts])
         dt = (time.perf_counter() - t0) / len(rows)
         out: Results = []

@@ -184,7 +184,8 @@ class RaggedLM:
         row's last token only (B, V): the rows are then padded on the left, so that token ends the block.
         trees[b], when given, makes row b's block [root, nodes] a tree (`cascade.tree`): node i = ids[b][i + 1]
         has parent trees[b][i] (-1 = the root), sees only its ancestors and sits at length + its depth.
-        With `hidden`, `self.hidden` keeps the last hidden states (B, K, d) the logits came from (else None)."""
+        With `hidden`, `self.hidden` keeps the last hidden states (B, K, d) of every fed position (else None;
+        with last_only, row b's are its last n_b columns)."""
         n = [int(x.shape[0]) for x in ids]
         k = max(n)
         uniform = all(m == k for m in n) and not any(trees or ())
@@ -201,8 +202,9 @@ class RaggedLM:
         if self.lean is not None and self.slotted:
             if positions is None:  # every row at the same length: positions length .. length + K - 1
                 positions = torch.arange(self.lengths[0], self.lengths[0] + k, device=self.device).expand(self.rows, k)
-            states = self.lean(block, positions, mask, self.cache, 1 if last_only else 0)  # (B, K or 1, d)
-            raw = states @ self.lean.head.T  # (B, K or 1, V)
+            # (B, K or 1, d): every position's states when they are asked for, else only what the logits need
+            states = self.lean(block, positions, mask, self.cache, 1 if last_only and not hidden else 0)
+            raw = (states[:, -1:] if last_only else states) @ self.lean.head.T  # (B, K or 1, V)
         else:
             out = self.model(input_ids=block, attention_mask=mask, position_ids=positions, output_hidden_states=hidden,
                              past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0)

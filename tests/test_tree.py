@@ -191,6 +191,13 @@ class FeatureReader(TreeDrafter):
     def observe(self, feedback):
         self.paths.append((self.at, feedback.n_accepted, feedback.hidden_states))
 
+    def prompt_features(self, hidden_states):
+        self.prompts.append(hidden_states)
+
+    def reset(self, prompt_ids, params, generator):
+        super().reset(prompt_ids, params, generator)
+        self.prompts = getattr(self, "prompts", [])
+
 
 @pytest.mark.parametrize("runtime", ["lean", "transformers"])
 def test_a_drafter_that_reads_features_gets_the_targets_hidden_states_on_the_accepted_path(family, runtime):
@@ -207,6 +214,8 @@ def test_a_drafter_that_reads_features_gets_the_targets_hidden_states_on_the_acc
         full = e.target_model(input_ids=seq[None], output_hidden_states=True).hidden_states[-1][0]  # (n, d)
     records = e.drafter.paths
     assert records and any(n > 0 for _, n, _ in records)
+    prompt = e.encode(PROMPT).shape[0]  # after reset: the prompt's features but the last token's, from the prefill
+    assert len(e.drafter.prompts) == 1 and torch.allclose(e.drafter.prompts[0], full[: prompt - 1], atol=1e-4)
     for at, n, states in records:  # the last emitted token (at - 1) and the n accepted after it
         assert states.shape == (n + 1, full.shape[-1])
         assert torch.allclose(states, full[at - 1 : at + n], atol=1e-4)

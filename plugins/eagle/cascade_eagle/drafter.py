@@ -139,13 +139,20 @@ class EagleDrafter:
         self.params, self.generator = params, generator
         self.past: tuple[torch.Tensor, torch.Tensor] | None = None  # head K/V of the fed pairs (1, H, S, c)
         self.fed = 0  # pairs fed = S
-        self.pending = self._features(prompt_ids[:-1])  # (P - 1, d) features not fed yet
-        self.known = prompt_ids.shape[0] - 1  # features known: f_0 .. f_{known-1}
+        self.pending: torch.Tensor | None = None  # (m, d) features known but not fed yet; None: none sent yet
+        self.known = 0  # features known: f_0 .. f_{known-1}
+
+    def prompt_features(self, hidden_states: torch.Tensor) -> None:
+        """The prompt's features but the last token's, (P - 1, d), from the engine's prefill."""
+        self.pending = hidden_states.to(self.dtype)
+        self.known = hidden_states.shape[0]
 
     def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
         n = context.shape[0]
-        if self.known != n - 1:  # features went missing (a step without feedback): recompute them
-            self.pending = torch.cat([self.pending, self._features(context[: n - 1])[self.known - self.fed :]])
+        if self.pending is None:  # no prefill from the engine (drafter-only mode): the prompt's features, here
+            self.pending, self.known = self._features(context[: n - 1]), n - 1
+        elif self.known != n - 1:  # features went missing (a step without feedback): recompute them
+            self.pending = torch.cat([self.pending, self._features(context[: n - 1])[self.known :]])
             self.known = n - 1
         if self.known == 0:  # a one-token prompt: no feature yet; the target emits the next token alone
             return Draft(context[:0], calls=0)
@@ -159,7 +166,7 @@ class EagleDrafter:
             return self._tree(g_root, budget)
 
     def observe(self, feedback: Feedback) -> None:
-        if feedback.hidden_states is None:  # not sent (drafter-only mode): recomputed at the next propose
+        if feedback.hidden_states is None or self.pending is None:  # not sent: recomputed at the next propose
             return
         self.pending = torch.cat([self.pending, feedback.hidden_states.to(self.pending.dtype)])
         self.known += feedback.hidden_states.shape[0]
@@ -176,12 +183,12 @@ class EagleDrafter:
     @torch.inference_mode()
     def _catch_up(self, context: torch.Tensor) -> torch.Tensor:
         """Feed pairs (f_j, x_{j+1}) for j = fed .. known-1 in one pass; the last output is g_root. -> (1, d)"""
+        assert self.pending is not None
         j = torch.arange(self.fed, self.known, device=self.device)  # (m,)
         g, k, v = self.head.step(self.pending[None], self._embed(context[j + 1])[None], j[None],
                                  self.past, None)
         self.past = (k, v) if self.past is None else (torch.cat([self.past[0], k], 2), torch.cat([self.past[1], v], 2))
         self.fed, self.pending = self.known, self.pending[:0]
-        self._context = context
         return g[:, -1]
 
     def _q(self, g: torch.Tensor) -> torch.Tensor:

@@ -220,3 +220,38 @@ def test_reliability_pairs_confidence_with_acceptance(family, tmp_path):
     result = report(pairs, tmp_path, "test")
     assert sum(r["count"] for r in result["node"]["bins"]) == len(pairs["node"])
     assert (tmp_path / "reliability.png").stat().st_size > 0
+
+
+def test_a_bfloat16_head_still_decodes_exactly(family):
+    """The head's dtype changes the drafts only: verification stays in the target's dtype."""
+    f = family("qwen2")
+    reference = [g.token_ids for g in target_only(f).generate(PROMPTS)]
+    e = eagle(f, "dynamic", options={"dtype": "bfloat16"})
+    assert e.drafter.head.fc.weight.dtype == torch.bfloat16 and e.drafter.lm_w.dtype == torch.bfloat16
+    assert [g.token_ids for g in e.generate(PROMPTS)] == reference
+    fp32 = eagle(f, "chain", options={"dtype": "float32"})  # the same dtype: the target's LM head, shared
+    assert fp32.drafter.lm_w.data_ptr() == fp32.target_model.get_output_embeddings().weight.data_ptr()
+
+
+def test_the_prompts_features_come_from_the_engines_prefill(family, monkeypatch):
+    """The drafter never runs the target itself when the engine prefilled: no second pass over the prompt."""
+    import cascade_eagle.drafter as D
+
+    f = family("gpt2")
+    e = eagle(f)
+    calls = []
+    real = D.T.target_features
+    monkeypatch.setattr(D.T, "target_features", lambda *a: calls.append(1) or real(*a))
+    reference = [g.token_ids for g in target_only(f).generate(PROMPTS)]
+    assert [g.token_ids for g in e.generate(PROMPTS, batch_size=2)] == reference
+    assert calls == []
+
+
+def test_drafter_only_mode_takes_chains_and_refuses_trees(family):
+    from cascade.errors import PluginError
+
+    f = family("gpt2")
+    chain = eagle(f, "chain", mode="drafter", max_new_tokens=12, ignore_eos=True).generate(PROMPT)
+    assert len(chain.token_ids) == 12  # features recomputed from the target each step (no verification)
+    with pytest.raises(PluginError, match="a tree in drafter-only mode"):
+        eagle(f, "dynamic", mode="drafter").generate(PROMPT)
