@@ -123,3 +123,32 @@ def test_rolling_forward_is_refused():
     lm.forward([torch.tensor([1, 2]), torch.tensor([3])])
     with pytest.raises(ValueError, match="roll forward"):
         lm.rollback([2, 2])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("runtime", ["lean", "transformers"])
+def test_a_tree_block_gives_each_node_the_logits_of_its_own_path(arch, attn, runtime):
+    """Two rows, each a tree [root, nodes] (a wide one and a deep one): node i's logits equal its path alone;
+    then keeping one path leaves the cache equal to that path (the next token's logits agree)."""
+    m = model(arch, attn)
+    rows = seqs([6, 3])
+    lm = RaggedLM(m, runtime)
+    lm.reset(2, 64)
+    lm.forward([torch.tensor(r[:-1]) for r in rows], last_only=True)
+    trees = [[-1, -1, 0, 2, 1], [-1, 0, 1, 1]]  # parents per node, -1 = the root (the row's last token)
+    nodes = seqs([5, 4], seed=5)
+    logits = lm.forward([torch.tensor([r[-1], *x]) for r, x in zip(rows, nodes)], trees=trees)  # (B, K, V)
+    for b, (r, parents, x) in enumerate(zip(rows, trees, nodes)):
+        assert torch.allclose(logits[b, 0], alone(m, r), atol=ATOL)
+        for i in range(len(parents)):
+            path, node = [], i
+            while node >= 0:
+                path.insert(0, x[node])
+                node = parents[node]
+            assert torch.allclose(logits[b, i + 1], alone(m, r + path), atol=ATOL), (b, i)
+    kept = [[0, 1, 3], [0, 1, 2]]  # block indices kept: the root and a path (row 0: nodes 0, 2; row 1: nodes 0, 1)
+    lm.rollback([len(r) - 1 + len(k) for r, k in zip(rows, kept)], keep=kept)
+    for r, k, x in zip(rows, kept, nodes):
+        r.extend(x[j - 1] for j in k[1:])
+    check_next(m, lm, rows, [7, 8])
