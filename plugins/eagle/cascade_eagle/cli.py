@@ -50,6 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--max-new-tokens", type=int, default=None, metavar="N")
     r.add_argument("--out", type=Path, required=True, metavar="DIR")
     r.set_defaults(func=_reliability)
+    c = esub.add_parser(
+        "costs", help="the cost model's ceiling for a bench's eagle rows, with the head's measured cost",
+        description="Time one head pass (as the drafter calls it) against a one-token target step for each eagle "
+                    "POLICY, and recompute the ceiling of its row in BENCH_JSON (`cascade bench --json`), which "
+                    "counts the head as free.")
+    c.add_argument("bench", type=Path, metavar="BENCH_JSON")
+    c.add_argument("policies", nargs="+", type=Path, metavar="POLICY")
+    c.add_argument("--out", type=Path, default=None, metavar="JSON", help="also write the table here")
+    c.set_defaults(func=_costs)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -89,4 +98,36 @@ def _reliability(args: argparse.Namespace) -> int:
         for row in result[kind]["bins"]:
             print(f"  {row['bin']}  predicted {row['predicted']:.3f}  accepted {row['accepted']:.3f}  n={row['count']}")
     print(f"wrote {args.out / 'reliability.json'} and {args.out / 'reliability.png'}")
+    return 0
+
+
+def _costs(args: argparse.Namespace) -> int:
+    import json
+
+    from cascade.costmodel import step_costs
+    from cascade.engine import Engine
+    from cascade.policy import load_policy
+    from cascade.profile import PROFILE_PROMPT
+    from cascade_eagle.costs import ceilings, pass_seconds, write
+    from cascade_eagle.drafter import EagleDrafter
+
+    bench = json.loads(args.bench.read_text())
+    c_by_row: dict[str, float] = {}
+    for path in args.policies:
+        policy = load_policy(path)
+        if policy.drafter is None or policy.drafter.plugin != "eagle":
+            raise CascadeError(f"{path}: the drafter is not eagle")
+        engine = Engine.from_policy(policy)
+        assert isinstance(engine.drafter, EagleDrafter)
+        opts = engine.drafter.opts
+        width = 1 if opts.tree == "chain" else opts.top_k
+        t1 = step_costs(engine.target_model, None, engine.encode(PROFILE_PROMPT).tolist(), 0)["target_step_seconds"]
+        c_by_row[policy.name] = pass_seconds(engine, PROFILE_PROMPT, width) / t1
+    rows = ceilings(bench, c_by_row)
+    print(f"{'row':<24} {'tau':>5} {'speed-up [min-max]':>20} {'c (head pass)':>14} {'ceiling (c=0)':>14} {'ceiling':>8}")
+    for r in rows:
+        print(f"{r['name']:<24} {r['tau']:>5.2f} {r['speedup']:>7.2f}x [{r['speedup_min']:.2f}-{r['speedup_max']:.2f}]"
+              f" {r['c_head_pass']:>14.3f} {r['ceiling_free_drafts']:>13.2f}x {r['ceiling']:>7.2f}x")
+    if args.out is not None:
+        write(rows, args.out)
     return 0
