@@ -3,8 +3,9 @@
 # shipped target, greedy, held-out prompts: target-only, the tiny chain drafter (lossless) with
 # transformers' assisted generation and prompt lookup on the same models, and the eagle drafter as a
 # top-1 chain, a static tree (3 chains of 3) and the dynamic tree at budgets 4, 6, 10 and 16 nodes,
-# plus the token_v3 cascade over the shipped tree (policies/eagle-tree.yaml is the best of these variants). Then the head's reliability (confidence against
-# acceptance). About 45 minutes on the 2-core development machine.
+# plus the token_v3 cascade over the shipped tree (policies/eagle-tree.yaml is the best of these
+# variants). Then the head's reliability (its confidence against acceptance) and the cost model's
+# ceiling with the head's measured cost. About 45 minutes on the 2-core development machine.
 #
 #   ./scripts/measure_eagle.sh [LIMIT]        # default 30 prompts
 set -euo pipefail
@@ -35,3 +36,5 @@ variant eagle-tree-b16 dynamic 4 6 16
   "$P"/eagle-tree-b10.yaml "$P"/eagle-tree-b16.yaml policies/eagle-cascade-token-v3.yaml \
   --peers hf --limit "$LIMIT" --repeats 2 --no-store --no-progress --json "$OUT/bench.json" | tee "$OUT/bench.txt"
 .venv/bin/cascade eagle reliability policies/eagle-tree.yaml --limit "$LIMIT" --out "$OUT" | tee "$OUT/reliability.txt"
+.venv/bin/cascade eagle costs "$OUT/bench.json" "$P"/eagle-*.yaml policies/eagle-cascade-token-v3.yaml \
+  --out "$OUT/costs.json" | tee "$OUT/costs.txt"

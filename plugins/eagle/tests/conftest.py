@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from eagle_helpers import tiny_split
 
-from cascade.testing import CORPUS, build_family, isolate, make_tokenizer
+from cascade.testing import build_family, isolate, make_tokenizer
 
 torch.set_num_threads(1)
 
@@ -15,14 +16,6 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path_factory):
     isolate(monkeypatch, tmp_path_factory.mktemp("cascade-home"))
-
-
-def tiny_split():
-    """Training and held-out files for a tiny head: the test corpus, cut in two."""
-    from cascade.zoo.data import SourceFile
-
-    half = len(CORPUS) // 2
-    return [SourceFile("train.py", CORPUS[:half] * 3)], [SourceFile("held.py", CORPUS[half:])]
 
 
 @pytest.fixture(scope="session")

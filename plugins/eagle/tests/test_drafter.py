@@ -1,36 +1,19 @@
-"""The `eagle` drafter: exact decoding over draft trees, caches, training, and clear errors."""
+"""The `eagle` drafter: exact decoding over draft trees, its caches, its dtype, its feature feed."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from cascade_eagle import features as T
-from cascade_eagle.head import EagleHead, HeadConfig, load_head, save_head
-from cascade_eagle.train import TrainSettings, train, unrolled
+from cascade_eagle.head import EagleHead, HeadConfig, save_head
+from eagle_helpers import PROMPT, PROMPTS, eagle, target_only
 
 from cascade import sampling as S
-from cascade.engine import Engine
 from cascade.errors import CascadeError
 from cascade.policy import parse_policy
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
-
-PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
-PROMPTS = [PROMPT, "for i in range(10):\n", "x"]
-
-
-def eagle(f, tree="dynamic", **decoding) -> Engine:
-    opts = {"head": str(f["head"]), "tree": tree, "top_k": 3, "depth": 4}
-    opts.update(decoding.pop("options", {}))
-    d = policy_dict(target=f["target"], plugin="eagle", drafter_options=opts, **{"block_size": 8, **decoding})
-    return Engine.from_policy(parse_policy(d))
-
-
-def target_only(f, **decoding) -> Engine:
-    return Engine.from_policy(parse_policy(policy_dict(target=f["target"], mode="target", **decoding)))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -117,25 +100,6 @@ def test_the_heads_cache_and_the_targets_equal_a_recomputation(family, arch):
     assert any(s.accepted > 0 for s in g.steps)
 
 
-def test_training_unrolls_exactly_what_drafting_computes(family):
-    """Step k of the unrolled training forward at index i equals drafting depth k after the context x_0..x_{i+1}."""
-    f = family("llama")
-    e = eagle(f)
-    head, model = e.drafter.head, e.target_model
-    ids = e.encode(PROMPT)[None, :20]
-    with torch.no_grad():
-        feats, embeds = T.target_features(model, ids), T.embed(model, ids)
-        outs = unrolled(head, feats, embeds, 3)
-        i = 9
-        g, k, v = head.step(feats[:, : i + 1], embeds[:, 1 : i + 2], torch.arange(i + 1)[None], None, None)
-        past, g = (k, v), g[:, -1:]
-        assert torch.allclose(g[:, 0], outs[0][:, i], atol=1e-5)
-        for depth in (1, 2):  # the drafted path is the window's own tokens here
-            g, k, v = head.step(g, embeds[:, i + depth + 1 : i + depth + 2], torch.tensor([[i + depth]]), past, None)
-            past = (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
-            assert torch.allclose(g[:, 0], outs[depth][:, i], atol=1e-5)
-
-
 @pytest.mark.parametrize("tree", ["dynamic", "chain"])
 def test_sampling_with_eagle_matches_the_target(family, tree):
     """Lossless, T = 1: the first emitted token (through a tree's multi-round acceptance, or a chain) follows p."""
@@ -156,70 +120,6 @@ def test_a_cascade_reads_q_from_a_greedy_tree_and_sampled_trees_stay_lossless(fa
     assert chain.token_ids
     with pytest.raises(CascadeError, match="only losslessly"):
         eagle(f, "dynamic", rule="token_v3", alpha=0.3, temperature=1.0).generate(PROMPT)
-
-
-def test_bad_heads_get_clear_errors(family, tmp_path):
-    from cascade.plugins import build_registry
-    from cascade.policy import check_policy
-
-    f, other = family("gpt2"), family("llama")
-    d = policy_dict(target=f["target"], plugin="eagle", drafter_options={"head": str(tmp_path / "nowhere")})
-    with pytest.raises(CascadeError, match="no EAGLE head at .*cascade eagle train"):
-        check_policy(parse_policy(d), build_registry())
-    (tmp_path / "config.json").write_text("{")
-    with pytest.raises(CascadeError, match="lacks config.json or model.safetensors"):
-        eagle({**f, "head": tmp_path})
-    (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(CascadeError, match="is not JSON"):
-        eagle({**f, "head": tmp_path})
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(CascadeError, match="not an EAGLE head"):
-        eagle({**f, "head": tmp_path})
-    wrong = dict(json.loads((other["head"] / "config.json").read_text()), hidden=32)
-    (tmp_path / "config.json").write_text(json.dumps(wrong))
-    (tmp_path / "model.safetensors").write_bytes((other["head"] / "model.safetensors").read_bytes())
-    with pytest.raises(CascadeError, match="does not match its config.json"):
-        eagle({**f, "head": tmp_path})
-    save_head(EagleHead(HeadConfig(hidden=32, vocab=320, heads=2, target="elsewhere")), tmp_path / "small")
-    with pytest.raises(CascadeError, match="trained for a target with hidden size 32 .* \\(elsewhere\\)"):
-        eagle({**f, "head": tmp_path / "small"})
-
-
-def test_training_writes_a_card_and_resumes(family, tmp_path):
-    from conftest import tiny_split
-
-    f = family("qwen2")
-    s = TrainSettings(tokens=2 * 64 * 3, batch=2, seq_len=64, steps_ahead=2, warmup=1, eval_windows=2, bf16=False)
-    logs: list[str] = []
-    out = train(f["target"], tmp_path / "h", tmp_path / "work", s, log=logs.append, split=tiny_split())
-    card = json.loads((out / "card.json").read_text())
-    assert card["steps"] == 3 and len(card["heldout_top1_acceptance_by_depth"]) == 2
-    assert (out / "README.md").read_text().startswith("# cascade-eagle-target")
-    more = TrainSettings(**{**s.__dict__, "tokens": 2 * 64 * 5})
-    train(f["target"], tmp_path / "h", tmp_path / "work", more, log=logs.append, split=tiny_split())
-    assert any("resumed at step 3" in m for m in logs)
-    assert json.loads((out / "card.json").read_text())["steps"] == 5
-    assert load_head(out).cfg.hidden == 64
-
-
-def test_the_train_command_refuses_bad_arguments(tmp_path):
-    run = [sys.executable, "-m", "cascade.cli", "eagle", "train", "--target", str(tmp_path), "--out", str(tmp_path / "o")]
-    no_budget = subprocess.run(run, capture_output=True, text=True)
-    assert no_budget.returncode != 0 and "give a budget" in no_budget.stderr
-    no_model = subprocess.run([*run, "--minutes", "1"], capture_output=True, text=True)
-    assert no_model.returncode != 0 and "not a model folder" in no_model.stderr
-
-
-def test_reliability_pairs_confidence_with_acceptance(family, tmp_path):
-    from cascade_eagle.reliability import record, report
-
-    e = eagle(family("gpt2"))
-    pairs = record(e, PROMPTS[:2], 20)
-    assert pairs["node"] and len(pairs["path"]) >= len(pairs["node"])
-    assert all(0 <= p <= 1 for p, _ in pairs["path"]) and any(a for _, a in pairs["node"])
-    result = report(pairs, tmp_path, "test")
-    assert sum(r["count"] for r in result["node"]["bins"]) == len(pairs["node"])
-    assert (tmp_path / "reliability.png").stat().st_size > 0
 
 
 def test_a_bfloat16_head_still_decodes_exactly(family):
@@ -257,14 +157,28 @@ def test_drafter_only_mode_takes_chains_and_refuses_trees(family):
         eagle(f, "dynamic", mode="drafter").generate(PROMPT)
 
 
-def test_the_costs_ceiling_charges_the_head_its_measured_pass(family):
-    from cascade_eagle.costs import ceilings, pass_seconds
+def test_bad_heads_get_clear_errors(family, tmp_path):
+    from cascade.plugins import build_registry
+    from cascade.policy import check_policy
 
-    e = eagle(family("llama"))
-    assert pass_seconds(e, PROMPT, 3, trials=3) > 0
-    cm = {"overhead": 0.2, "target_calls_per_token": 0.5, "drafter_calls_per_token": 2.0, "v_block": 1.5,
-          "speedup_ceiling": 1.2 / (0.5 * 1.7)}
-    bench = {"rows": [{"name": "e", "mean_acceptance_length": 2.0, "speedup": 1.1, "speedup_min": 1.0,
-                       "speedup_max": 1.2, "cost_model": cm}, {"name": "other", "cost_model": cm}]}
-    (row,) = ceilings(bench, {"e": 0.1})
-    assert row["ceiling"] == round(1.2 / (0.5 * 1.7 + 2.0 * 0.1), 3) < row["ceiling_free_drafts"]
+    f, other = family("gpt2"), family("llama")
+    d = policy_dict(target=f["target"], plugin="eagle", drafter_options={"head": str(tmp_path / "nowhere")})
+    with pytest.raises(CascadeError, match="no EAGLE head at .*cascade eagle train"):
+        check_policy(parse_policy(d), build_registry())
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(CascadeError, match="lacks config.json or model.safetensors"):
+        eagle({**f, "head": tmp_path})
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CascadeError, match="is not JSON"):
+        eagle({**f, "head": tmp_path})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(CascadeError, match="not an EAGLE head"):
+        eagle({**f, "head": tmp_path})
+    wrong = dict(json.loads((other["head"] / "config.json").read_text()), hidden=32)
+    (tmp_path / "config.json").write_text(json.dumps(wrong))
+    (tmp_path / "model.safetensors").write_bytes((other["head"] / "model.safetensors").read_bytes())
+    with pytest.raises(CascadeError, match="does not match its config.json"):
+        eagle({**f, "head": tmp_path})
+    save_head(EagleHead(HeadConfig(hidden=32, vocab=320, heads=2, target="elsewhere")), tmp_path / "small")
+    with pytest.raises(CascadeError, match="trained for a target with hidden size 32 .* \\(elsewhere\\)"):
+        eagle({**f, "head": tmp_path / "small"})

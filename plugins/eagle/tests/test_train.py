@@ -1,0 +1,47 @@
+"""Training a head: the unrolled forward equals drafting; cards, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from cascade_eagle import features as T
+from cascade_eagle.head import load_head
+from cascade_eagle.train import TrainSettings, train, unrolled
+from eagle_helpers import PROMPT, eagle
+
+
+def test_training_unrolls_exactly_what_drafting_computes(family):
+    """Step k of the unrolled training forward at index i equals drafting depth k after the context x_0..x_{i+1}."""
+    f = family("llama")
+    e = eagle(f)
+    head, model = e.drafter.head, e.target_model
+    ids = e.encode(PROMPT)[None, :20]
+    with torch.no_grad():
+        feats, embeds = T.target_features(model, ids), T.embed(model, ids)
+        outs = unrolled(head, feats, embeds, 3)
+        i = 9
+        g, k, v = head.step(feats[:, : i + 1], embeds[:, 1 : i + 2], torch.arange(i + 1)[None], None, None)
+        past, g = (k, v), g[:, -1:]
+        assert torch.allclose(g[:, 0], outs[0][:, i], atol=1e-5)
+        for depth in (1, 2):  # the drafted path is the window's own tokens here
+            g, k, v = head.step(g, embeds[:, i + depth + 1 : i + depth + 2], torch.tensor([[i + depth]]), past, None)
+            past = (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+            assert torch.allclose(g[:, 0], outs[depth][:, i], atol=1e-5)
+
+
+def test_training_writes_a_card_and_resumes(family, tmp_path):
+    from eagle_helpers import tiny_split
+
+    f = family("qwen2")
+    s = TrainSettings(tokens=2 * 64 * 3, batch=2, seq_len=64, steps_ahead=2, warmup=1, eval_windows=2, bf16=False)
+    logs: list[str] = []
+    out = train(f["target"], tmp_path / "h", tmp_path / "work", s, log=logs.append, split=tiny_split())
+    card = json.loads((out / "card.json").read_text())
+    assert card["steps"] == 3 and len(card["heldout_top1_acceptance_by_depth"]) == 2
+    assert (out / "README.md").read_text().startswith("# cascade-eagle-target")
+    more = TrainSettings(**{**s.__dict__, "tokens": 2 * 64 * 5})
+    train(f["target"], tmp_path / "h", tmp_path / "work", more, log=logs.append, split=tiny_split())
+    assert any("resumed at step 3" in m for m in logs)
+    assert json.loads((out / "card.json").read_text())["steps"] == 5
+    assert load_head(out).cfg.hidden == 64
