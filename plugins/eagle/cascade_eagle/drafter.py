@@ -70,9 +70,15 @@ class EagleOptions(BaseModel):
 
 
 @functools.lru_cache(maxsize=8)
-def _head(folder: str, device: str, dtype: torch.dtype) -> EagleHead:
-    """Heads are read-only: rows of a batch share one load."""
+def _head(folder: str, stamp: float, device: str, dtype: torch.dtype) -> EagleHead:
+    """Heads are read-only: rows of a batch share one load (`stamp`: the weights' mtime, so a retrained
+    head is read again)."""
     return load_head(Path(folder), device, dtype)
+
+
+def _stamp(folder: Path) -> float:
+    weights = folder / "model.safetensors"
+    return weights.stat().st_mtime if weights.exists() else 0.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -119,7 +125,7 @@ class EagleDrafter:
             self.dtype = getattr(torch, options.dtype)
         else:
             self.dtype = _faster_on_cpu(d, v) if ctx.device.type == "cpu" else ctx.dtype
-        self.head = _head(str(folder), str(ctx.device), self.dtype)
+        self.head = _head(str(folder), _stamp(folder), str(ctx.device), self.dtype)
         if (self.head.cfg.hidden, self.head.cfg.vocab) != (d, v):
             raise CascadeError(f"EAGLE head {folder} was trained for a target with hidden size {self.head.cfg.hidden} "
                                f"and vocabulary {self.head.cfg.vocab} ({self.head.cfg.target or 'unnamed'}); "
