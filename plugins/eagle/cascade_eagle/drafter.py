@@ -168,7 +168,7 @@ class EagleDrafter:
             return Draft(context[:0], calls=1, next_probs=self._q(g_root)[0] if request.lookahead else None)
         with torch.inference_mode():
             if self.opts.tree == "chain":
-                return self._chain(g_root, budget, request.lookahead)
+                return self._chain(g_root, budget, request)
             return self._tree(g_root, budget)
 
     def observe(self, feedback: Feedback) -> None:
@@ -209,27 +209,41 @@ class EagleDrafter:
         """The target's LM head on head outputs, as float32 logits. (..., d) -> (..., V)"""
         return torch.nn.functional.linear(g, self.lm_w, self.lm_b).float()
 
-    def _chain(self, g_root: torch.Tensor, budget: int, lookahead: bool) -> Draft:
-        """One chain, a pass per token: top-1 (greedy) or drawn from q (sampling); carries q."""
-        tokens, probs, g, past = [], [], g_root, self.past
-        passes = budget + 1 if lookahead else budget  # q after the last token too, for a cascade's bonus
-        for i in range(passes):
+    def _chain(self, g_root: torch.Tensor, budget: int, request: DraftRequest) -> Draft:
+        """One chain, a pass per token: top-1 (greedy) or drawn from q (sampling); carries q. Honours the
+        schedule's min_confidence and stopping rule, and gives the head's top probability as confidence."""
+        tokens: list[torch.Tensor] = []
+        probs: list[torch.Tensor] = []
+        seen: list[float] = []  # the head's top probability before each draw: its predicted acceptance
+        g, past, passes = g_root, self.past, 1
+        while True:
             logits = self._logits(g)[0]  # (V,)
-            probs.append(sampling.softmax(logits))
-            if i == budget:
+            q: torch.Tensor | None = sampling.softmax(logits)
+            assert q is not None
+            if len(tokens) == budget:
                 break
+            top = float(q.max())
+            if top < request.min_confidence or (request.stop is not None and request.stop([*seen, top])):
+                break  # the schedule says one more draft does not pay
+            seen.append(top)
             x = logits.argmax() if self.params.greedy else sampling.pick(logits, self.params, self.generator)
             tokens.append(x.view(1))
-            if i + 1 == passes:
+            probs.append(q)
+            if len(tokens) == budget and not request.lookahead:
+                q = None
                 break
             # the next node: its parent's output and its own token, at the position after its parent's
-            position = torch.tensor([[self.fed + i]], device=self.device)
+            position = torch.tensor([[self.fed + len(tokens) - 1]], device=self.device)
             assert past is not None
             g, k, v = self.head.step(g[None], self._embed(x.view(1, 1)), position, past, None)
-            g = g[:, -1]
+            g, passes = g[:, -1], passes + 1
             past = (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
-        return Draft(torch.cat(tokens), torch.stack(probs[:budget]), calls=passes,
-                     next_probs=probs[budget] if lookahead else None)
+        next_probs = q if (request.lookahead or len(tokens) < budget) else None
+        if not tokens:
+            return Draft(g_root.new_empty(0, dtype=torch.long), calls=passes, next_probs=next_probs)
+        q_drafted = torch.stack(probs)  # (k, V)
+        return Draft(torch.cat(tokens), q_drafted, calls=passes, next_probs=next_probs,
+                     confidence=torch.tensor(seen[: len(tokens)]) if request.confidence else None)
 
     def _tree(self, g_root: torch.Tensor, budget: int) -> Draft:
         """EAGLE-2's dynamic tree (or k static chains): expand by value, keep the `budget` best nodes."""

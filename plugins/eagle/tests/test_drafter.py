@@ -182,3 +182,16 @@ def test_bad_heads_get_clear_errors(family, tmp_path):
     save_head(EagleHead(HeadConfig(hidden=32, vocab=320, heads=2, target="elsewhere")), tmp_path / "small")
     with pytest.raises(CascadeError, match="trained for a target with hidden size 32 .* \\(elsewhere\\)"):
         eagle({**f, "head": tmp_path / "small"})
+
+
+@pytest.mark.parametrize("schedule", ["confidence", "adaptive"])
+def test_a_chain_follows_the_schedules_that_read_confidence(family, schedule):
+    """tree: chain reports the head's top probability before each draw, so confidence-driven schedules stop it;
+    decoding stays exact."""
+    f = family("llama")
+    reference = [g.token_ids for g in target_only(f).generate(PROMPTS)]
+    e = eagle(f, "chain", block_schedule=schedule, block_size=4, min_block_size=1, max_block_size=6,
+              confidence=0.5)
+    outs = e.generate(PROMPTS)
+    assert [g.token_ids for g in outs] == reference
+    assert {s.drafted for g in outs for s in g.steps} - {0} != {4}  # not always the full block
