@@ -403,6 +403,9 @@ class Engine:
         """Where the schedule's stopping rule says, from confidences only."""
         if plan.stop is None or draft is EMPTY_DRAFT:
             return draft
+        if draft.parents is not None:  # a tree is no prefix of confidences: nothing to cut it by
+            raise CascadeError(f"drafter {self.drafter_name!r} proposed a tree, and block_schedule "
+                               f"{self.policy.decoding.block_schedule!r} cuts chains by confidence: use constant")
         if self.predictor is not None:
             draft = predicted_draft(draft, self.predictor, ctx, self.drafter_name)
         return cut_draft(draft, plan.stop, self.policy.decoding.block_schedule, self.drafter_name)

@@ -62,7 +62,7 @@ class EagleHead(nn.Module):
 
     def __init__(self, cfg: HeadConfig):
         super().__init__()
-        if cfg.hidden % cfg.heads or (cfg.hidden // cfg.heads) % 2:
+        if cfg.heads < 1 or cfg.hidden < 2 or cfg.hidden % cfg.heads or (cfg.hidden // cfg.heads) % 2:
             raise CascadeError(f"EAGLE head: hidden size {cfg.hidden} must split into {cfg.heads} heads of even width")
         d = cfg.hidden
         self.cfg = cfg
@@ -151,14 +151,17 @@ def load_head(folder: Path, device: torch.device | str = "cpu", dtype: torch.dty
         raise CascadeError(f"EAGLE head {cfg_path} is not JSON: {e}") from None
     if raw.get("model_type") != "cascade-eagle-head":
         raise CascadeError(f"{folder} is not an EAGLE head (config model_type {raw.get('model_type')!r})")
-    head = EagleHead(HeadConfig.from_dict(raw))
+    try:
+        head = EagleHead(HeadConfig.from_dict(raw))
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise CascadeError(f"EAGLE head config {cfg_path} is not a valid head: {e}") from None
     state = load_file(str(weights))
     expected = head.state_dict()
     wrong = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
     if wrong:
         raise CascadeError(f"EAGLE head {weights} does not match its {CONFIG} (missing or misshapen: "
                            f"{', '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''})")
-    head.load_state_dict(state)
+    head.load_state_dict({k: state[k] for k in expected})  # extra tensors (none written today) are left alone
     return head.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

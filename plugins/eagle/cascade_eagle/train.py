@@ -21,6 +21,7 @@ Checkpoints (safetensors + JSON, no pickle) every few minutes under `--work`; a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -129,14 +130,16 @@ def corpus(tokenizer: Any, work: Path, log: Callable[[str], None], split: Split 
     from cascade.zoo import data
 
     train_f, held_f, meta_f = work / "train.npy", work / "heldout.npy", work / "corpus.json"
-    if not (train_f.exists() and held_f.exists() and meta_f.exists()):
+    vocab = hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
+    cached = json.loads(meta_f.read_text()) if meta_f.exists() else {}
+    if not (train_f.exists() and held_f.exists() and cached.get("tokenizer") == vocab):  # another target's: redo
         train, held = split if split is not None else data.split_files(data.stdlib_files())
         log(f"corpus: {len(train)} train files, {len(held)} held-out files (Python {data.python_version()})")
         np.save(train_f, data.encode_files(tokenizer, train))
         np.save(held_f, data.encode_files(tokenizer, held))
         meta_f.write_text(json.dumps({"corpus": "Python standard library (cascade.zoo.data)",
                                       "python": data.python_version(), "train_files": len(train),
-                                      "heldout_files": len(held)}))
+                                      "heldout_files": len(held), "tokenizer": vocab}))
     return np.load(train_f), np.load(held_f), json.loads(meta_f.read_text())
 
 
@@ -182,7 +185,7 @@ def train(target_dir: Path, out: Path, work: Path, s: TrainSettings, log: Callab
     opt = torch.optim.AdamW(head.parameters(), lr=s.lr, betas=(0.9, 0.95), weight_decay=0.0)
     prog = Progress()
     if (work / "ckpt.json").exists():
-        prog = _resume(head, opt, work, cfg)
+        prog = _resume(head, opt, work, cfg, s)
         log(f"eagle: resumed at step {prog.step}, {prog.tokens_seen:,} tokens, {prog.seconds / 60:.1f} min")
     gen = np.random.default_rng([s.seed, prog.step])
     log(f"eagle: head of {param_count(head) / 1e6:.2f}M params on {target_dir} (d={cfg.hidden}, V={cfg.vocab}), "
@@ -219,9 +222,11 @@ def train(target_dir: Path, out: Path, work: Path, s: TrainSettings, log: Callab
                 f"{' '.join(f'{v:.2f}' for v in top1)} {x.numel() / (now - t0):,.0f} tok/s {100 * frac():.1f}% of budget")
             last_log = now
         if now - last_save > 300:
-            _checkpoint(head, opt, prog, work)
+            _checkpoint(head, opt, prog, work, s)
             last_save = now
-    _checkpoint(head, opt, prog, work)
+    if recent:
+        prog.last_loss = float(np.mean(recent[-20:]))
+    _checkpoint(head, opt, prog, work, s)
     held = evaluate(head, target, held_ids, s)
     log(f"eagle: done; held-out soft CE by depth {held['ce']}, top-1 agreement {held['top1']}")
     save_head(head, out)
@@ -229,7 +234,10 @@ def train(target_dir: Path, out: Path, work: Path, s: TrainSettings, log: Callab
     return out
 
 
-def _checkpoint(head: EagleHead, opt: torch.optim.Optimizer, prog: Progress, work: Path) -> None:
+RESUMABLE = ("steps_ahead", "batch", "seq_len", "lr", "seed", "bf16")  # what a resumed run must keep
+
+
+def _checkpoint(head: EagleHead, opt: torch.optim.Optimizer, prog: Progress, work: Path, s: TrainSettings) -> None:
     from safetensors.torch import save_file
 
     tensors = {f"head.{k}": v.detach().contiguous() for k, v in head.state_dict().items()}
@@ -241,18 +249,28 @@ def _checkpoint(head: EagleHead, opt: torch.optim.Optimizer, prog: Progress, wor
             tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
             steps[str(i)] = float(st["step"])
     save_file(tensors, str(work / "ckpt.safetensors.tmp"))
+    meta = {"progress": asdict(prog), "opt_steps": steps, "config": json.loads(head.cfg.to_json()),
+            "settings": {k: getattr(s, k) for k in RESUMABLE}}
+    (work / "ckpt.json.tmp").write_text(json.dumps(meta))
     os.replace(work / "ckpt.safetensors.tmp", work / "ckpt.safetensors")
-    (work / "ckpt.json").write_text(json.dumps({"progress": asdict(prog), "opt_steps": steps,
-                                                "config": json.loads(head.cfg.to_json())}))
+    os.replace(work / "ckpt.json.tmp", work / "ckpt.json")
 
 
-def _resume(head: EagleHead, opt: torch.optim.Optimizer, work: Path, cfg: HeadConfig) -> Progress:
+def _resume(head: EagleHead, opt: torch.optim.Optimizer, work: Path, cfg: HeadConfig, s: TrainSettings) -> Progress:
     from safetensors.torch import load_file
 
-    meta = json.loads((work / "ckpt.json").read_text())
+    try:
+        meta = json.loads((work / "ckpt.json").read_text())
+        tensors = load_file(str(work / "ckpt.safetensors"))
+    except (json.JSONDecodeError, OSError) as e:
+        raise CascadeError(f"the checkpoint in {work} cannot be read ({e}): remove it or use another --work") from None
     if HeadConfig.from_dict(meta["config"]) != cfg:
         raise CascadeError(f"the checkpoint in {work} is for another head ({meta['config']}): use another --work")
-    tensors = load_file(str(work / "ckpt.safetensors"))
+    changed = {k: (v, getattr(s, k)) for k, v in meta.get("settings", {}).items() if getattr(s, k) != v}
+    if changed:
+        raise CascadeError(f"the checkpoint in {work} was trained with other settings "
+                           f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}): keep them to resume, "
+                           "or use another --work")
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
     for i, p in enumerate(head.parameters()):
         if str(i) in meta["opt_steps"]:
@@ -277,7 +295,7 @@ def _card(out: Path, cfg: HeadConfig, s: TrainSettings, prog: Progress, held: di
         "batch": s.batch,
         "seq_len": s.seq_len,
         "learning_rate": s.lr,
-        "final_train_loss": round(prog.last_loss, 4),
+        "final_train_loss": None if math.isnan(prog.last_loss) else round(prog.last_loss, 4),
         "heldout_ce_by_depth": held["ce"],
         "heldout_top1_acceptance_by_depth": held["top1"],
         "training_minutes": round(prog.seconds / 60, 1),

@@ -72,7 +72,7 @@ def test_the_heads_cache_and_the_targets_equal_a_recomputation(family, arch):
     from transformers import DynamicCache
 
     f = family(arch)
-    e = eagle(f, "dynamic", ignore_eos=True, max_new_tokens=30)
+    e = eagle(f, "dynamic", ignore_eos=True, max_new_tokens=30, options={"dtype": "float32"})  # exact comparisons
     prompt = e.encode(PROMPT)
     generated: list[int] = []
     head = e.drafter.head
@@ -171,6 +171,9 @@ def test_bad_heads_get_clear_errors(family, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"")
     with pytest.raises(CascadeError, match="is not JSON"):
         eagle({**f, "head": tmp_path})
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "cascade-eagle-head", "hidden": 64}))
+    with pytest.raises(CascadeError, match="is not a valid head"):
+        eagle({**f, "head": tmp_path})
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(CascadeError, match="not an EAGLE head"):
         eagle({**f, "head": tmp_path})
@@ -195,3 +198,9 @@ def test_a_chain_follows_the_schedules_that_read_confidence(family, schedule):
     outs = e.generate(PROMPTS)
     assert [g.token_ids for g in outs] == reference
     assert {s.drafted for g in outs for s in g.steps} - {0} != {4}  # not always the full block
+
+
+def test_trees_are_refused_by_schedules_that_cut_chains(family):
+    f = family("gpt2")
+    with pytest.raises(CascadeError, match="proposed a tree, and block_schedule 'adaptive' cuts chains"):
+        eagle(f, "dynamic", block_schedule="adaptive").generate(PROMPT)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from cascade_eagle import features as T
 from cascade_eagle.head import load_head
 from cascade_eagle.train import TrainSettings, train, unrolled
 from eagle_helpers import PROMPT, eagle
 
+from cascade.errors import CascadeError
+
 
 def test_training_unrolls_exactly_what_drafting_computes(family):
     """Step k of the unrolled training forward at index i equals drafting depth k after the context x_0..x_{i+1}."""
     f = family("llama")
-    e = eagle(f)
+    e = eagle(f, options={"dtype": "float32"})
     head, model = e.drafter.head, e.target_model
     ids = e.encode(PROMPT)[None, :20]
     with torch.no_grad():
@@ -45,3 +48,6 @@ def test_training_writes_a_card_and_resumes(family, tmp_path):
     assert any("resumed at step 3" in m for m in logs)
     assert json.loads((out / "card.json").read_text())["steps"] == 5
     assert load_head(out).cfg.hidden == 64
+    other = TrainSettings(**{**more.__dict__, "steps_ahead": 3})
+    with pytest.raises(CascadeError, match="other settings .*steps_ahead: 2 -> 3"):
+        train(f["target"], tmp_path / "h", tmp_path / "work", other, log=logs.append, split=tiny_split())
