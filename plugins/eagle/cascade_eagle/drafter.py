@@ -48,8 +48,9 @@ class EagleOptions(BaseModel):
 
     head: str = Field(min_length=1, description="the head's folder (relative to the policy's folder)")
     tree: Literal["dynamic", "static", "chain"] = "dynamic"
-    top_k: int = Field(4, ge=1, le=32, description="children per node and frontier width")
-    depth: int = Field(5, ge=1, le=32, description="expansion passes: the deepest draft token (dynamic, static)")
+    # defaults: the best dynamic tree measured on the development CPU (README "EAGLE draft trees")
+    top_k: int = Field(2, ge=1, le=32, description="children per node and frontier width")
+    depth: int = Field(4, ge=1, le=32, description="expansion passes: the deepest draft token (dynamic, static)")
     budget: int | None = Field(None, ge=1, le=512,
                                description="nodes verified per step (default and cap: the policy's block size)")
     # the head's arithmetic (its layer and the LM head's matmul): auto = the target's dtype, except on a CPU with
