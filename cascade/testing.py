@@ -115,6 +115,22 @@ def build_family(root: Path, arch: str, tokenizer_dir: Path) -> dict[str, Path]:
     return {"target": base / "target", "near": base / "near", "small": base / "small"}
 
 
+def family_builder(root: Path, tokenizer_dir: Path, extra=None):
+    """The body of a session `family` fixture: arch -> build_family's folders, built once per arch;
+    `extra(arch, folders)`, when given, adds folders of its own (a plugin's artefacts)."""
+    cache: dict[str, dict[str, Path]] = {}
+
+    def get(arch: str) -> dict[str, Path]:
+        if arch not in cache:
+            folders = build_family(root, arch, tokenizer_dir)
+            if extra is not None:
+                folders.update(extra(arch, folders))
+            cache[arch] = folders
+        return cache[arch]
+
+    return get
+
+
 def assert_first_tokens_follow(draw, pi, n: int) -> None:
     """Draw n first tokens (`draw(seed) -> token id`, seeds 0..n-1) and check them against the law `pi` (V,):
     nothing outside its support, and a chi-square test of the counts (p > 1e-3)."""

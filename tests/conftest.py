@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cascade.testing import ARCHS, build_family, make_tokenizer, policy_dict, write_policy  # noqa: F401
+from cascade.testing import ARCHS, build_family, family_builder, make_tokenizer, policy_dict, write_policy  # noqa: F401
 
 torch.set_num_threads(1)  # tiny models: one thread is faster and leaves a core for the rest
 
@@ -28,14 +28,7 @@ def tokenizer_dir(tiny_root) -> Path:
 @pytest.fixture(scope="session")
 def family(tiny_root, tokenizer_dir):
     """arch -> {"target": dir, "near": dir (noisy copy), "small": dir (a smaller model)}."""
-    cache: dict[str, dict[str, Path]] = {}
-
-    def get(arch: str) -> dict[str, Path]:
-        if arch not in cache:
-            cache[arch] = build_family(tiny_root, arch, tokenizer_dir)
-        return cache[arch]
-
-    return get
+    return family_builder(tiny_root, tokenizer_dir)
 
 
 @pytest.fixture(autouse=True)

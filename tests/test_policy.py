@@ -65,8 +65,8 @@ def test_rule_that_needs_q_with_deterministic_drafter():
 
 
 def test_unknown_drafter_and_rule_list_installed_names():
-    msg = error_of(base(drafter={"plugin": "eagle"}))
-    assert "unknown drafter 'eagle'" in msg and "hf-model" in msg and "ngram" in msg
+    msg = error_of(base(drafter={"plugin": "medusa"}))
+    assert "unknown drafter 'medusa'" in msg and "hf-model" in msg and "ngram" in msg and "eagle" in msg
     msg = error_of(base(rule={"name": "token_v9"}))
     assert "unknown rule 'token_v9'" in msg and "token_v3" in msg and "chow" in msg
 

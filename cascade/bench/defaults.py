@@ -8,8 +8,8 @@ from cascade.errors import CascadeError
 
 # `cascade bench` with no POLICY: the shipped policies, in this order
 DEFAULT_POLICIES = (
-    "target-only", "speculative-lossless", "speculative-ngram", "cascade-token-v3", "cascade-ngram-token-v3",
-    "sequential-chow", "lossy-speculative",
+    "target-only", "speculative-lossless", "speculative-ngram", "eagle-chain", "cascade-token-v3",
+    "cascade-ngram-token-v3", "sequential-chow", "lossy-speculative",
 )
 # `cascade sweep` with no POLICY
 DEFAULT_SWEEP = ("cascade-token-v3", "cascade-chow", "cascade-ngram-token-v3", "speculative-ngram")

@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seq-len", type=int, default=256, help="tokens per window (default 256)")
     t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     t.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast on CPU)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
     t.set_defaults(func=_train)
     r = esub.add_parser(
         "reliability", help="the head's confidence against measured acceptance (a calibration plot)",
@@ -47,16 +47,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--prompts", type=Path, default=None, metavar="JSONL",
                    help="prompts (default: the shipped held-out prompts)")
     r.add_argument("--limit", type=int, default=30, metavar="N", help="prompts to decode (default 30)")
-    r.add_argument("--max-new-tokens", type=int, default=None, metavar="N")
-    r.add_argument("--out", type=Path, required=True, metavar="DIR")
+    r.add_argument("--max-new-tokens", type=int, default=None, metavar="N",
+                   help="override the policy's decoding.max_new_tokens")
+    r.add_argument("--out", type=Path, required=True, metavar="DIR", help="where to write reliability.json and .png")
     r.set_defaults(func=_reliability)
     c = esub.add_parser(
         "costs", help="the cost model's ceiling for a bench's eagle rows, with the head's measured cost",
         description="Time one head pass (as the drafter calls it) against a one-token target step for each eagle "
                     "POLICY, and recompute the ceiling of its row in BENCH_JSON (`cascade bench --json`), which "
                     "counts the head as free.")
-    c.add_argument("bench", type=Path, metavar="BENCH_JSON")
-    c.add_argument("policies", nargs="+", type=Path, metavar="POLICY")
+    c.add_argument("bench", type=Path, metavar="BENCH_JSON", help="the results of `cascade bench --json`")
+    c.add_argument("policies", nargs="+", type=Path, metavar="POLICY",
+                   help="the eagle policies of the bench's rows (matched by name)")
     c.add_argument("--out", type=Path, default=None, metavar="JSON", help="also write the table here")
     c.set_defaults(func=_costs)
 

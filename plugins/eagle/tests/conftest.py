@@ -8,7 +8,7 @@ import pytest
 import torch
 from eagle_helpers import tiny_split
 
-from cascade.testing import build_family, isolate, make_tokenizer
+from cascade.testing import family_builder, isolate, make_tokenizer
 
 torch.set_num_threads(1)
 
@@ -25,16 +25,11 @@ def family(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-eagle")
     make_tokenizer(root / "tok")
-    cache: dict[str, dict[str, Path]] = {}
 
-    def get(arch: str) -> dict[str, Path]:
-        if arch not in cache:
-            f = build_family(root, arch, root / "tok")
-            s = TrainSettings(tokens=4 * 64 * 200, batch=4, seq_len=64, steps_ahead=3, lr=3e-3, warmup=2,
-                              eval_windows=8, bf16=False)
-            f["head"] = train(f["target"], root / arch / "head", root / arch / "head.work", s, log=lambda m: None,
-                              split=tiny_split())
-            cache[arch] = f
-        return cache[arch]
+    def head(arch: str, folders: dict[str, Path]) -> dict[str, Path]:
+        s = TrainSettings(tokens=4 * 64 * 200, batch=4, seq_len=64, steps_ahead=3, lr=3e-3, warmup=2,
+                          eval_windows=8, bf16=False)
+        return {"head": train(folders["target"], root / arch / "head", root / arch / "head.work", s,
+                              log=lambda m: None, split=tiny_split())}
 
-    return get
+    return family_builder(root, root / "tok", head)
