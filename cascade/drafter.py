@@ -12,6 +12,9 @@ Feedback then carries them, and right after `reset` the engine calls its optiona
 `prompt_features(hidden_states)` with those of the prompt but its last token,
 (P - 1, H), from the prefill it runs anyway (not called when there is none: a
 one-token prompt, drafter-only mode; the drafter then computes what it needs).
+Likewise a drafter with the batch methods (`cascade.drafter_rows`) that drafts with
+the target's own weights may take the target's prefilled cache through its optional
+`prompt_cache_rows(lm)` instead of prefilling again (the `sparse-kv` drafter does).
 
 `context` is always the whole sequence so far (prompt + emitted tokens), a 1-D
 long tensor on the engine's device; a drafter with a KV cache feeds only the

@@ -8,6 +8,7 @@ one forward pass drafts a token for every row):
     observe_rows(feedbacks)                   # the verdict for each live row
     keep_rows(rows)                           # only these rows (indices into the live order) go on
     prompt_features_rows(states)              # optional, for drafters with wants_hidden_states (below)
+    prompt_cache_rows(lm)                     # optional: the target's cache after its prefill (below)
 
 Any other drafter is used one instance per row, built by the engine's factory
 (`Engine.from_policy` builds them as it built the first): a third party's single-row
@@ -68,6 +69,15 @@ class RowDrafters:
             method = getattr(drafter, "prompt_features", None)
             if method is not None:
                 method(s)
+
+    def prompt_cache(self, lm: object) -> None:
+        """After reset, to a drafter with the batch methods that may start from the target's own prefill
+        (its optional `prompt_cache_rows(lm)`): `lm` is the target's `RaggedLM`, holding each prompt but its last
+        token, row b of the batch in row b. The drafter copies what it needs; it must not keep or change `lm`.
+        Drafters used one instance per row are not given it (an instance would see every row's cache)."""
+        method = getattr(self.pool[0], "prompt_cache_rows", None) if self.native else None
+        if method is not None:
+            method(lm)
 
     def propose(self, contexts: Sequence[torch.Tensor], requests: Sequence[DraftRequest | None]) -> list[Draft]:
         if self.native:

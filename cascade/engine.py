@@ -213,7 +213,8 @@ class Engine:
         capacity = max(row.buf.shape[0] for row in rows)
         self.target.reset(len(rows), capacity)
         features = None
-        if self.mode != "drafter" and any(row.n > 1 for row in rows):
+        prefilled = self.mode != "drafter" and any(row.n > 1 for row in rows)
+        if prefilled:
             self.target.forward([row.prompt[:-1] for row in rows], last_only=True, hidden=self.wants_hidden)
             states = self.target.hidden  # (B, P - 1, d) left-padded, for a drafter that reads the target's features
             features = None if states is None else [states[b, states.shape[1] - r.n + 1 :] for b, r in enumerate(rows)]
@@ -222,6 +223,8 @@ class Engine:
                 self.drafters.reset([row.prompt for row in rows], self.params, [row.generator for row in rows])
                 if features is not None:
                     self.drafters.prompt_features(features)
+                if prefilled:
+                    self.drafters.prompt_cache(self.target)
 
     def _leave(self, keep: list[int]) -> None:
         """Finished rows leave the batch: the caches keep only the rows in `keep`."""

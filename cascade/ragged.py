@@ -313,6 +313,32 @@ class RaggedLM:
         self.evicted = [e + d for e, d in zip(self.evicted, drop)]
         self.dense = False
 
+    @torch.inference_mode()
+    def adopt(self, source: RaggedLM, picks: Sequence[Sequence[int]]) -> None:
+        """Start from `source`'s cache (the same weights': the target's, after its prefill) instead of a prefill:
+        row b keeps the tokens of source row b whose indices in its sequence are picks[b] (sorted), at their
+        true positions; the others count as evicted. Rows are right-aligned, holes on the left, as `compact`."""
+        if not (self.slotted and source.slotted) or source.rows != self.rows or any(source.evicted):
+            raise CascadeError("adopt() takes a full cache of as many rows, both ours (_SlotLayer)")
+        width = max((len(p) for p in picks), default=0)
+        index = torch.zeros(self.rows, width, dtype=torch.long, device=self.device)  # (B, W) source slots
+        valid = torch.zeros(self.rows, width, dtype=torch.bool, device=self.device)  # (B, W)
+        for b, p in enumerate(picks):
+            if len(p):
+                slots = source.valid[b].nonzero().squeeze(-1)  # (n_b,) row b's slots in sequence order
+                index[b, width - len(p) :] = slots[torch.as_tensor(list(p), device=self.device)]
+                valid[b, width - len(p) :] = True
+        for mine, theirs in zip(self.cache.layers, source.cache.layers):
+            if theirs.is_initialized and width:
+                take = index[:, None, :, None]
+                mine.update(theirs.keys.gather(2, take.expand(-1, theirs.keys.shape[1], -1, theirs.keys.shape[-1])),
+                            theirs.values.gather(2, take.expand(-1, theirs.values.shape[1], -1,
+                                                                theirs.values.shape[-1])))
+        self.valid = valid
+        self.lengths = [len(p) for p in picks]
+        self.evicted = [n - len(p) for n, p in zip(source.lengths, picks)]
+        self.dense = bool(valid.all()) and not any(self.evicted)
+
     def holes(self) -> int:
         """Slots of the cache that hold no row's token (attended over, masked out)."""
         return self.rows * self.width - sum(self.lengths)

@@ -152,3 +152,31 @@ def test_a_tree_block_gives_each_node_the_logits_of_its_own_path(arch, attn, run
     for r, k, x in zip(rows, kept, nodes):
         r.extend(x[j - 1] for j in k[1:])
     check_next(m, lm, rows, [7, 8])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("runtime", ["lean", "transformers"])
+def test_adopting_a_prefilled_cache_equals_prefilling_and_evicting(arch, runtime):
+    m = model(arch)
+    rows = seqs([23, 9, 17])
+    source = RaggedLM(m, runtime)
+    source.reset(3, 64)
+    source.forward([torch.tensor(r) for r in rows], last_only=True)  # ragged prompts, left-padded
+    full = RaggedLM(m, runtime)
+    full.reset(3, 64)
+    full.adopt(source, [range(len(r)) for r in rows])  # every token: the same cache as the source's
+    assert full.seen == [len(r) for r in rows] and not any(full.evicted)
+    sink, window = 2, 5
+    sparse, evicting = RaggedLM(m, runtime), RaggedLM(m, runtime)
+    sparse.reset(3, 64)
+    sparse.adopt(source, [sorted(set(range(sink)) | set(range(len(r) - window, len(r)))) for r in rows])
+    evicting.reset(3, 64)
+    evicting.forward([torch.tensor(r) for r in rows], last_only=True)
+    evicting.evict(sink, window)
+    assert sparse.lengths == evicting.lengths == [sink + window] * 3 and sparse.seen == evicting.seen
+    last = [[7], [11], [13]]
+    a, b, c = (lm.forward([torch.tensor(x) for x in last])[:, -1] for lm in (full, sparse, evicting))
+    for i, r in enumerate(rows):
+        assert torch.allclose(a[i], alone(m, r + last[i]), atol=ATOL)  # the whole context, at true positions
+    assert torch.allclose(b, c, atol=ATOL)  # the sparse view, as if prefilled and evicted
+    assert not torch.allclose(b, a, atol=ATOL)  # ... which is not the whole context

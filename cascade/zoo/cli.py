@@ -19,6 +19,15 @@ def add_parser(sub) -> None:
     tr.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="where model folders go")
     tr.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tokenized corpus and checkpoints")
     tr.set_defaults(func=_train)
+    ex = zsub.add_parser("extend", help="extend a member's context: train new position rows only, all else frozen")
+    ex.add_argument("size", choices=["tiny", "mid", "target"], help="which member of the family")
+    ex.add_argument("--positions", type=int, default=2560, help="the new context length")
+    ex.add_argument("--minutes", type=float, help="stop after this much training time")
+    ex.add_argument("--tokens", type=int, help="stop after this many training tokens")
+    ex.add_argument("--seed", type=int, default=0, help="data order")
+    ex.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder holding the member (rewritten in place)")
+    ex.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tokenized corpus and checkpoints")
+    ex.set_defaults(func=_extend)
     pr = zsub.add_parser("prompts", help="write code-completion prompts (held-out or train split) as JSONL")
     pr.add_argument("--tokenizer", type=Path, default=DEFAULT_MODELS / "tiny", help="any family member (they share it)")
     pr.add_argument("-n", type=int, default=200, help="number of prompts")
@@ -41,6 +50,20 @@ def _train(args) -> int:
         raise SystemExit("error: give a budget with --minutes N or --tokens N")
     out = train(args.size, args.out, args.work, args.minutes, args.tokens, args.seed,
                 log=lambda m: print(m, flush=True))
+    print(f"wrote {out}")
+    return 0
+
+
+def _extend(args) -> int:
+    from cascade.zoo.extend import ExtendSettings, extend
+
+    if args.minutes is None and args.tokens is None:
+        raise SystemExit("error: give a budget with --minutes N or --tokens N")
+    s = ExtendSettings(positions=args.positions, minutes=args.minutes, tokens=args.tokens, seed=args.seed)
+    try:
+        out = extend(args.size, args.models, args.work, s, log=lambda m: print(m, flush=True))
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from e
     print(f"wrote {out}")
     return 0
 

@@ -39,6 +39,7 @@ class Options(BaseModel):
 class HFModelDrafter:
     name = "hf-model"
     deterministic = False
+    prefill_on_reset = True  # False: the first propose feeds the whole prompt (or a subclass fills the cache)
     Options = Options
 
     def __init__(self, options: Options, ctx: DrafterContext):
@@ -82,7 +83,7 @@ class HFModelDrafter:
         self.lm.reset(len(prompts), (self.lm.max_positions or max(p.shape[0] for p in prompts) + 512) + 64)
         self.params, self.generators = params, list(generators)
         self.start, self.fed = [0] * len(prompts), [0] * len(prompts)
-        if any(p.shape[0] > 1 for p in prompts):
+        if self.prefill_on_reset and any(p.shape[0] > 1 for p in prompts):
             self.lm.forward([p[:-1] for p in prompts], last_only=True)  # prefill: all but each last prompt token
 
     def keep_rows(self, rows) -> None:

@@ -11,6 +11,9 @@ verification reads the full cache and keeps decoding exact. With a window at lea
 context nothing is evicted and the drafter is the target: it drafts the target's own greedy tokens.
 
 It drafts, batches and rolls back as the `hf-model` drafter does (it is one, over another cache).
+Drafting with the target's weights it never prefills: the engine hands it the target's cache after
+its prefill (`prompt_cache_rows`) and it copies each row's sink and window from it (MagicDec shares
+the prefill the same way), so self-speculation costs no second pass over a long prompt.
 """
 
 from __future__ import annotations
@@ -53,6 +56,18 @@ class SparseKVDrafter(HFModelDrafter):
                                "target (DrafterContext.target_model): name one with options.model")
         self.sink, self.window = options.sink, options.window
         self.use(model, ctx, options.runtime, options.model or ctx.target_name)
+        # drafting with the target's weights, the target's prefill already holds our keys and values
+        self.prefill_on_reset = model is not ctx.target_model
+
+    def prompt_cache_rows(self, lm) -> None:
+        """The target's cache after its prefill: keep each row's sparse view of it, never prefill again."""
+        if self.prefill_on_reset or not (lm.slotted and self.lm.slotted) or lm.model is not self.model:
+            return  # another model's cache, or one we cannot copy: our first propose prefills (lazily)
+        self.lm.adopt(lm, [self.view(n) for n in lm.lengths])
+
+    def view(self, n: int) -> list[int]:
+        """Indices of the tokens of an n-token context the sparse view keeps: the sink, then the window."""
+        return sorted(set(range(min(self.sink, n))) | set(range(max(0, n - self.window), n)))
 
     def propose_rows(self, contexts, requests):
         self.lm.evict(self.sink, self.window)  # the sparse view: sink + window, true positions kept

@@ -88,3 +88,21 @@ def test_options_and_a_separate_drafter_model(family):
     assert e.drafter.model is not e.target_model
     reference = Engine.from_policy(parse_policy(policy_dict(target=f["target"], mode="target"))).generate(PROMPTS[0])
     assert e.generate(PROMPTS[0]).token_ids == reference.token_ids
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_self_speculation_takes_the_targets_prefill_instead_of_its_own(family, arch, monkeypatch):
+    f = family(arch)
+    prompts = [PROMPTS[0], PROMPTS[0] + " = x\n", PROMPTS[1]]
+    e = engine(f, sink=2, window=6, block_size=3, ignore_eos=True, max_new_tokens=12)
+    fed = []
+    forward = e.drafter.lm.forward
+    e.drafter.lm.forward = lambda ids, *a, **kw: fed.append(max(int(x.shape[0]) for x in ids)) or forward(ids, *a, **kw)
+    shared = e.generate(prompts, batch_size=3)
+    assert max(fed) <= 1 + 3  # the unseen last prompt token (+ accepted ones) and drafts: never the prompt
+    monkeypatch.setattr(type(e.drafter), "prompt_cache_rows", lambda self, lm: None)
+    e.drafter.prefill_on_reset = True  # its own prefill, then evicted to the same view
+    own = e.generate(prompts, batch_size=3)
+    assert max(fed) > 10
+    assert [g.token_ids for g in shared] == [g.token_ids for g in own]
+    assert [g.metrics.acceptance_rate for g in shared] == [g.metrics.acceptance_rate for g in own]  # the same drafts
