@@ -53,7 +53,7 @@ def _timed(fn: Callable[[], object], undo: Callable[[], object], device) -> floa
 
 @torch.inference_mode()
 def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7, rows: int = 1,
-               runtimes: tuple[str, str] = ("auto", "auto")) -> dict:
+               runtimes: tuple[str, str] = ("auto", "auto"), drafter_context: int | None = None) -> dict:
     """c, v(n) for n = 1..γ+1 (`verify_costs`, v(1) = 1) and v = v(γ+1), with the seconds they come from.
 
     Measured with the engine's own cached forward (`cascade.ragged.RaggedLM`) after a prefill on a
@@ -62,7 +62,8 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
     `runtimes` = how the target and the drafter run (`cascade.lean`: auto, lean or transformers).
     The trials are interleaved (every size once per round, round after round), so a change in the
     machine's load shifts every size alike rather than bending the curve. A model-free drafter
-    (n-gram lookup) has c = 0.
+    (n-gram lookup) has c = 0. `drafter_context`: a sparse drafter's view (the most context tokens
+    its step attends to, e.g. sink + window): the drafter is timed over the prompt's last that many.
     """
     target = RaggedLM(target_model, runtimes[0])
     device = target.device
@@ -75,7 +76,8 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
     if drafter_model is not None:
         drafter = RaggedLM(drafter_model, runtimes[1])
         drafter.reset(rows, capacity)
-        drafter.forward([ids[:-1]] * rows, last_only=True)
+        seen = ids[:-1] if drafter_context is None else ids[:-1][-drafter_context:]
+        drafter.forward([seen] * rows, last_only=True)
         dbase = list(drafter.lengths)
     sizes = list(range(1, max(gamma, 0) + 2))
     for n in sizes:  # warm every shape once

@@ -31,8 +31,9 @@ GELUS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "
 def lean_forward(model: Any) -> Forward | None:
     """A callable f(ids (B, K), positions (B, K), mask (B, 1, K, S + K) additive or None, cache, keep) ->
     the last hidden states after the final norm (B, keep or K, d) in the model's dtype, appending each
-    layer's keys and values to `cache`; its `head` (V, d) turns them into logits. None when this model is
-    not one the lean path implements exactly."""
+    layer's keys and values to `cache`; its `head` (V, d) turns them into logits. With `probe=[]`, each
+    layer also appends the attention mass its slots received from the block (B, S + K) (SnapKV's scores).
+    None when this model is not one the lean path implements exactly."""
     c = model.config
     kind = getattr(c, "model_type", "")
     if kind == "gpt2" and _gpt2_supported(c):
@@ -82,7 +83,7 @@ class _GPT2:
         self.heads, self.eps = c.n_head, c.layer_norm_epsilon
         self.gelu = GELUS[c.activation_function]
 
-    def __call__(self, ids, positions, mask, cache, keep):
+    def __call__(self, ids, positions, mask, cache, keep, probe=None):
         h = self.wte[ids] + self.wpe[positions]  # (B, K, d)
         past = cache.layers[0].get_seq_length()
         if mask is None:
@@ -92,6 +93,8 @@ class _GPT2:
             q, k, v = torch.addmm(blk.attn.c_attn.bias, a.flatten(0, 1), blk.attn.c_attn.weight).view(
                 *a.shape[:2], -1).chunk(3, dim=-1)  # Conv1D: x·W + b, W (d, 3d)
             keys, values = cache.layers[i].update(_heads(k, self.heads), _heads(v, self.heads))  # (B, H, S + K, D)
+            if probe is not None:
+                probe.append(_attention_mass(_heads(q, self.heads), keys, mask))
             o = _merge(F.scaled_dot_product_attention(_heads(q, self.heads), keys, values, attn_mask=mask))
             h = h + torch.addmm(blk.attn.c_proj.bias, o.flatten(0, 1), blk.attn.c_proj.weight).view_as(h)
             a = F.layer_norm(h, h.shape[-1:], blk.ln_2.weight, blk.ln_2.bias, self.eps)
@@ -116,7 +119,7 @@ class _Llama:
         xf = x.float()
         return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
 
-    def __call__(self, ids, positions, mask, cache, keep):
+    def __call__(self, ids, positions, mask, cache, keep, probe=None):
         h = self.embed[ids]  # (B, K, d)
         past = cache.layers[0].get_seq_length()
         if mask is None:
@@ -132,6 +135,8 @@ class _Llama:
             k = _rope(_heads(F.linear(a, at.k_proj.weight, at.k_proj.bias), self.kv_heads), cos, sin)
             v = _heads(F.linear(a, at.v_proj.weight, at.v_proj.bias), self.kv_heads)
             keys, values = cache.layers[i].update(k, v)  # (B, H_kv, S + K, D), rotated keys as transformers caches them
+            if probe is not None:
+                probe.append(_attention_mass(q, keys.repeat_interleave(self.heads // self.kv_heads, dim=1), mask))
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=self.kv_heads != self.heads)
             h = h + F.linear(_merge(o), at.o_proj.weight, at.o_proj.bias)
             a = self._rms(h, layer.post_attention_layernorm.weight)
@@ -140,6 +145,14 @@ class _Llama:
                              mlp.down_proj.weight)
         h = h[:, -keep:] if keep else h
         return self._rms(h, self.norm.weight)
+
+
+def _attention_mass(q: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Σ over heads and queries of softmax(q·kᵀ/√D + mask): how much attention each slot gets. (B, S + K)"""
+    scores = (q.float() @ keys.float().transpose(-1, -2)) / q.shape[-1] ** 0.5  # (B, H, K, S + K)
+    if mask is not None:
+        scores = scores + mask.float()
+    return scores.softmax(-1).sum((1, 2))
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

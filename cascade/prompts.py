@@ -56,3 +56,20 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[dict]:
     an empty or whitespace-only "prompt", a file with no prompts, a `limit` below 1.
     """
     return [row for _, row in read_numbered_prompts(path, limit)]
+
+
+def tail_prompts(prompts: list[dict], tokenizer, tokens: int) -> list[dict]:
+    """Each prompt cut to its last `tokens` tokens (decoded back to text; the reference kept), for measuring
+    at a fixed context length; prompts shorter than that are left out, with a clear error when none is left."""
+    if tokens < 1:
+        raise CascadeError(f"--prompt-tokens must be at least 1, got {tokens}")
+    out = []
+    for row in prompts:
+        ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        if len(ids) >= tokens:
+            out.append(dict(row, prompt=tokenizer.decode(ids[-tokens:]), prompt_tokens=tokens))
+    if not out:
+        longest = max(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in prompts)
+        raise CascadeError(f"no prompt has {tokens} tokens (the longest has {longest}): use longer prompts "
+                           "(e.g. prompts/stdlib-heldout-long.jsonl) or fewer --prompt-tokens")
+    return out

@@ -298,15 +298,16 @@ class RaggedLM:
             self.dense = False
 
     @torch.inference_mode()
-    def evict(self, sink: int, window: int) -> None:
-        """Keep only each row's first `sink` and latest `window` tokens (StreamingLLM's sparse view): the others
-        become holes for good, and later tokens keep their true positions (lengths + evicted)."""
-        drop = [max(0, n - sink - window) for n in self.lengths]
+    def evict(self, sink: int | Sequence[int], window: int) -> None:
+        """Keep only each row's first `sink` (or sink[b]) and latest `window` tokens (StreamingLLM's sparse view):
+        the others become holes for good, and later tokens keep their true positions (lengths + evicted)."""
+        sinks = [sink] * self.rows if isinstance(sink, int) else list(sink)
+        drop = [max(0, n - s - window) for n, s in zip(self.lengths, sinks)]
         if not any(drop):
             return
         self._need_holes()
         rank = self.valid.long().cumsum(-1)  # (B, S)
-        lo = torch.tensor([sink] * self.rows, device=self.device)[:, None]
+        lo = torch.tensor(sinks, device=self.device)[:, None]
         hi = torch.tensor([n - window for n in self.lengths], device=self.device)[:, None]
         self.valid = self.valid & ~((rank > lo) & (rank <= hi))
         self.lengths = [n - d for n, d in zip(self.lengths, drop)]
@@ -338,6 +339,35 @@ class RaggedLM:
         self.lengths = [len(p) for p in picks]
         self.evicted = [n - len(p) for n, p in zip(source.lengths, picks)]
         self.dense = bool(valid.all()) and not any(self.evicted)
+
+    @torch.inference_mode()
+    def attention_scores(self, ids: Sequence[torch.Tensor], overlap: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """SnapKV's importance of each row's cached tokens: the attention that ids[b] (w,), fed after row b as a
+        block, give each of them, summed over layers, heads and the block's queries. With overlap[b] = o, the
+        block's first o tokens are the row's last o cached ones again, at their true positions, and those cached
+        copies are hidden from it: the block's queries are exactly the ones those tokens had (SnapKV's observation
+        window), and their scores are 0. The cache is left as it was (the block is rolled back). Row b's scores
+        (lengths[b],) in sequence order. Lean runtime only."""
+        if self.lean is None or not self.slotted:
+            raise CascadeError("attention scores need the lean runtime (runtime auto or lean) on GPT-2, Llama or Qwen2")
+        before, valid = list(self.lengths), self.valid
+        n = [int(x.shape[0]) for x in ids]
+        k = max(n)
+        block = torch.zeros(self.rows, k, dtype=torch.long, device=self.device)
+        real = torch.zeros(self.rows, k, dtype=torch.bool, device=self.device)
+        for b, x in enumerate(ids):
+            block[b, k - n[b] :], real[b, k - n[b] :] = x, True
+        mask, positions = self._mask(real)
+        for b, o in enumerate(overlap or ()):
+            if o:
+                mask[b, ..., valid[b].nonzero().squeeze(-1)[-o:]] = torch.finfo(mask.dtype).min
+                positions[b] -= o
+        probe: list[torch.Tensor] = []
+        self.lean(block, positions, mask, self.cache, 1, probe=probe)
+        mass = torch.stack(probe).sum(0)[:, : valid.shape[1]]  # (B, S) the cached slots' share
+        self.cache.crop(valid.shape[1] - self.cache.get_seq_length())
+        self.lengths, self.valid = before, valid
+        return [mass[b][valid[b]] for b in range(self.rows)]
 
     def holes(self) -> int:
         """Slots of the cache that hold no row's token (attended over, masked out)."""

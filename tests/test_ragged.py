@@ -180,3 +180,23 @@ def test_adopting_a_prefilled_cache_equals_prefilling_and_evicting(arch, runtime
         assert torch.allclose(a[i], alone(m, r + last[i]), atol=ATOL)  # the whole context, at true positions
     assert torch.allclose(b, c, atol=ATOL)  # the sparse view, as if prefilled and evicted
     assert not torch.allclose(b, a, atol=ATOL)  # ... which is not the whole context
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_attention_scores_are_snapkvs_and_leave_the_cache_as_it_was(arch):
+    m = model(arch, attn="eager")
+    rows, w = seqs([21, 14]), 4
+    lm = RaggedLM(m, "lean")
+    lm.reset(2, 64)
+    lm.forward([torch.tensor(r[:-1]) for r in rows], last_only=True)  # ragged: left-padded
+    scores = lm.attention_scores([torch.tensor(r[-w:]) for r in rows], overlap=[w - 1] * 2)
+    for b, r in enumerate(rows):
+        with torch.no_grad():
+            att = m(input_ids=torch.tensor([r]), output_attentions=True).attentions  # layers x (1, H, T, T)
+        # the prompt's last w tokens' attention to each earlier token, summed over layers, heads and those queries
+        want = torch.stack(att).sum(0)[0, :, -w:, :].sum((0, 1))[: len(r) - w]
+        assert scores[b].shape == (len(r) - 1,)
+        assert torch.allclose(scores[b][: len(r) - w], want, atol=1e-4), b
+        assert torch.all(scores[b][len(r) - w :] == 0)  # the observation window's own cached copies: hidden
+    assert lm.lengths == [20, 13]
+    check_next(m, lm, [r[:-1] for r in rows], [r[-1] for r in rows])  # the cache is as it was

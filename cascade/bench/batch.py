@@ -16,6 +16,8 @@ the ratios taken within a round [min-max over rounds].
     pad waste     the target's slots computed for padding / all slots it computed
     holes         the target's attended cache slots that hold no row's token / all attended slots
     KV/row        the target's and the model drafter's keys + values per row, at the largest
+    accept        accepted drafts / drafted tokens
+    c, v          the cost model's batched drafter step and verification (of n̄ tokens), in batched target steps
     predicted     SPEC.md's cost model at this B: τ / (d·c_B + v_B(n̄)), with τ (tokens per target
                   call per row), d (drafter calls per step) and n̄ (tokens per verification) as
                   measured, and c_B, v_B from `costmodel.step_costs(rows=B)` (one batched drafter
@@ -159,8 +161,10 @@ def _counts(gens) -> dict[str, float]:
     steps = sum(len(g.steps) for g in gens)
     target_calls = sum(g.metrics.target_calls for g in gens)
     verified = sum(s.drafted + 1 for g in gens for s in g.steps)
+    drafted = sum(s.drafted for g in gens for s in g.steps)
     drafter_calls = sum(g.metrics.drafter_calls for g in gens)
     return {"tau": tokens / target_calls if target_calls else float("nan"),
+            "acceptance": sum(s.accepted for g in gens for s in g.steps) / drafted if drafted else float("nan"),
             "drafter_calls_per_step": drafter_calls / steps if steps else 0.0,
             "tokens_per_verification": verified / steps if steps else float("nan")}
 
@@ -172,15 +176,17 @@ def _predict(r, b: int, counts: dict[str, float], prompt: str) -> float:
     e = r.engine
     gamma = max(r.policy.decoding.block_size, r.policy.decoding.max_block_size if
                 r.policy.decoding.block_schedule != "constant" else 0)
-    costs = costmodel.step_costs(e.target_model, drafter_model(e.drafter), e.encode(prompt).tolist()[-64:],
-                                 gamma, trials=5, rows=b, runtimes=profile.runtimes(e))
+    costs = costmodel.step_costs(e.target_model, drafter_model(e.drafter), e.encode(prompt).tolist(),
+                                 gamma, trials=5, rows=b, runtimes=profile.runtimes(e),
+                                 drafter_context=getattr(e.drafter, "context_tokens", None))
     v = costmodel.verify_cost(costs["verify_costs"], counts["tokens_per_verification"])
+    counts.update(c=costs["c"], v=v)
     return counts["tau"] / (counts["drafter_calls_per_step"] * costs["c"] + v)
 
 
 def format_batch_result(result: dict) -> str:
-    head = ["row", "B", "total tok/s", "decode tok/s", "row tok/s", "vs target", "vs B=1", "predicted", "τ", "pad waste", "holes",
-            "KV/row"]
+    head = ["row", "B", "total tok/s", "decode tok/s", "row tok/s", "vs target", "vs B=1", "predicted", "τ", "accept",
+            "c", "v", "pad waste", "holes", "KV/row"]
     body: list[list[Any]] = []
     for x in result["rows"]:
         lo, hi = x["speedup_vs_target_range"]
@@ -189,6 +195,7 @@ def format_batch_result(result: dict) -> str:
                      fmt(x["row_tok_s"], ".1f"),
                      f"{x['speedup_vs_target']:.2f}x [{lo:.2f}-{hi:.2f}]",
                      f"{x['speedup_vs_b1']:.2f}x [{lo1:.2f}-{hi1:.2f}]", fmt(x["predicted_vs_target"], ".2f"),
-                     fmt(x["tau"], ".2f"), fmt(x["pad_waste"], ".1%"), fmt(x["hole_fraction"], ".1%"),
+                     fmt(x["tau"], ".2f"), fmt(x.get("acceptance"), ".0%"), fmt(x.get("c"), ".2f"),
+                     fmt(x.get("v"), ".2f"), fmt(x["pad_waste"], ".1%"), fmt(x["hole_fraction"], ".1%"),
                      f"{x['kv_bytes_per_row'] / 2**20:.1f} MiB"])
     return format_table(head, body)

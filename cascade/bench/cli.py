@@ -89,6 +89,9 @@ def _common(p: argparse.ArgumentParser, repeats: int) -> None:
     p.add_argument("--prompts", type=Path, help=f"JSONL prompts with references (default: {DEFAULT_PROMPTS})")
     p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
                    help=f"the first N prompts only (default {DEFAULT_LIMIT}; 0 = all of them)")
+    p.add_argument("--prompt-tokens", type=int, metavar="S",
+                   help="cut every prompt to its last S tokens (the first policy's tokenizer), leaving out shorter "
+                        "ones: measures at one context length")
     p.add_argument("--repeats", type=int, default=repeats, metavar="N", help=f"timed passes (default {repeats})")
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed warm-up generations per row (default 1)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="override decoding.max_new_tokens for every row")
@@ -130,6 +133,14 @@ def _setup(args, paths: list[Path]) -> _Setup:
         policies = [p.derive(p.name, {"decoding": {"temperature": temperature}}, drop=()) for p in policies]
     prompts_path = args.prompts or shipped(DEFAULT_PROMPTS)
     prompts = read_prompts(prompts_path, args.limit or None)
+    if getattr(args, "prompt_tokens", None) is not None:
+        from cascade import models
+        from cascade.prompts import tail_prompts
+
+        spec = policies[0].target
+        tokenizer = models.load_tokenizer(models.resolve_model_path(spec.model, policies[0].base_dir),
+                                          spec.trust_remote_code, spec.revision)
+        prompts = tail_prompts(prompts, tokenizer, args.prompt_tokens)
     url = resolve_url(args.store, no_store=args.no_store, policy=policies[0])
     store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
     meta = {"prompts": str(prompts_path), "policies": [str(p) for p in paths],

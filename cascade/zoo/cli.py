@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
                     help="held-out files (evaluation) or training files (learning and calibrating rules)")
     pr.add_argument("--out", type=Path, help="JSONL file (default: prompts/stdlib-SPLIT.jsonl)")
     pr.add_argument("--seed", type=int, default=0, help="which cuts are drawn")
+    pr.add_argument("--min-prompt-tokens", type=int, default=0, help="long-context prompts: at least this many tokens")
+    pr.add_argument("--max-prompt-tokens", type=int, default=320, help="at most this many prompt tokens")
     pr.set_defaults(func=_prompts)
     ev = zsub.add_parser("eval", help="held-out loss, agreement with the target, τ of each drafter")
     ev.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder holding tiny/, mid/ and target/")
@@ -72,7 +74,10 @@ def _prompts(args) -> int:
     from cascade.zoo.prompts import write_prompts
 
     out = args.out or Path(f"prompts/stdlib-{args.split}.jsonl")
-    n = write_prompts(out, args.tokenizer, args.n, args.seed, args.split)
+    if args.min_prompt_tokens > args.max_prompt_tokens:
+        raise SystemExit("error: --min-prompt-tokens is above --max-prompt-tokens")
+    n = write_prompts(out, args.tokenizer, args.n, args.seed, args.split, args.min_prompt_tokens,
+                      args.max_prompt_tokens)
     print(f"wrote {n} prompts to {out}")
     return 0
 

@@ -24,12 +24,15 @@ CLAUSES = ("elif", "else", "except", "finally", "case")  # statement lines that 
 
 
 def cases(tokenizer, n: int = 200, seed: int = 0, max_prompt_tokens: int = 320, reference_tokens: int = 128,
-          files: list[data.SourceFile] | None = None, split: str = "heldout") -> list[dict]:
+          files: list[data.SourceFile] | None = None, split: str = "heldout", min_prompt_tokens: int = 0) -> list[dict]:
     if files is None:
         train, heldout = data.split_files(data.stdlib_files())
         files = heldout if split == "heldout" else train
     rng = random.Random(seed)
     pool = [f for f in files if f.text.count("\n") >= 40]
+    if min_prompt_tokens:  # long prompts: only files that hold one
+        pool = [f for f in pool if len(tokenizer(f.text, add_special_tokens=False)["input_ids"]) >=
+                min_prompt_tokens + reference_tokens]
     rng.shuffle(pool)
     out: list[dict] = []
     per_file = max(1, -(-n // max(len(pool), 1)))  # ceil: spread the cases over the files
@@ -39,7 +42,7 @@ def cases(tokenizer, n: int = 200, seed: int = 0, max_prompt_tokens: int = 320, 
         if not starts:
             continue
         for _ in range(per_file):
-            case = _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens)
+            case = _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens, min_prompt_tokens)
             if case:
                 out.append(case)
         if len(out) >= n:
@@ -63,8 +66,16 @@ def statement_starts(text: str, lines: list[str]) -> list[int]:
     return sorted(found)
 
 
-def _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens) -> dict | None:
+def _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens, min_prompt_tokens=0) -> dict | None:
     cuts = [i for i in starts if 10 <= i < len(lines) - 5]
+    if min_prompt_tokens:  # cut only where enough code comes before
+        before = 0
+        enough = set()
+        for i, line in enumerate(lines):
+            if before >= min_prompt_tokens:
+                enough.add(i)
+            before += len(tokenizer(line, add_special_tokens=False)["input_ids"])
+        cuts = [i for i in cuts if i in enough]
     for _ in range(20):
         if not cuts:
             return None
@@ -88,6 +99,8 @@ def _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens) 
         # (not inside a `try:` whose `except` comes later, say)
         for start in [i for i in starts if first <= i <= cut - 5]:
             prompt, reference = align_to_tokens(tokenizer, "".join(lines[start:cut]), "".join(ref_lines))
+            if min_prompt_tokens and len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) < min_prompt_tokens:
+                break  # later starts are shorter still
             if reference.strip() and parses(prompt, reference):
                 return {"prompt": prompt, "reference": reference, "source": f.relpath, "line": cut + 1,
                         "python_version": data.python_version()}
@@ -111,11 +124,13 @@ def align_to_tokens(tokenizer, prompt: str, reference: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def write_prompts(out: Path, tokenizer_dir: Path, n: int = 200, seed: int = 0, split: str = "heldout") -> int:
+def write_prompts(out: Path, tokenizer_dir: Path, n: int = 200, seed: int = 0, split: str = "heldout",
+                  min_prompt_tokens: int = 0, max_prompt_tokens: int = 320) -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    rows = [dict(r, split=split) for r in cases(tok, n, seed, split=split)]
+    rows = [dict(r, split=split) for r in cases(tok, n, seed, split=split, min_prompt_tokens=min_prompt_tokens,
+                                                max_prompt_tokens=max_prompt_tokens)]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)

@@ -80,11 +80,15 @@ class HFModelDrafter:
     # ------------------------------------------------------------------ a batch of rows
 
     def reset_rows(self, prompts, params, generators) -> None:
-        self.lm.reset(len(prompts), (self.lm.max_positions or max(p.shape[0] for p in prompts) + 512) + 64)
+        self.lm.reset(len(prompts), self.capacity(prompts))
         self.params, self.generators = params, list(generators)
         self.start, self.fed = [0] * len(prompts), [0] * len(prompts)
         if self.prefill_on_reset and any(p.shape[0] > 1 for p in prompts):
             self.lm.forward([p[:-1] for p in prompts], last_only=True)  # prefill: all but each last prompt token
+
+    def capacity(self, prompts) -> int:
+        """Slots to allocate per row: the model's context, or the longest prompt and room to grow."""
+        return (self.lm.max_positions or max(p.shape[0] for p in prompts) + 512) + 64
 
     def keep_rows(self, rows) -> None:
         self.lm.select(rows)

@@ -3,7 +3,9 @@ with a sparse cache").
 
 The drafter is the target itself (its weights handed over through `DrafterContext.target_model`,
 never loaded twice), or the model `model` names, reading only a sparse view of the context: the
-`sink` first tokens and the `window` latest ones (StreamingLLM). Its own KV cache keeps exactly
+`sink` first tokens and the `window` latest ones (StreamingLLM), and with `snap: N` the N tokens of the
+prompt that its last `observe` tokens attend to most (SnapKV, chosen once at prefill, one set for every
+layer and head). Its own KV cache keeps exactly
 those: before each draft the tokens between them are evicted for good (their slots become holes
 and are compacted away), and every later token keeps its true position. So a drafting step reads
 at most sink + window + the block's tokens from its cache, whatever the context's length; the
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade import models
 from cascade.drafter import DrafterContext
@@ -36,8 +39,24 @@ class Options(BaseModel):
 
     sink: int = Field(4, ge=0, le=4096, description="first tokens always kept (attention sinks)")
     window: int = Field(64, ge=1, le=65536, description="latest tokens kept")
+    snap: int = Field(0, ge=0, le=65536, description="also keep this many prompt tokens chosen by SnapKV: those "
+                                                     "the prompt's last `observe` tokens attend to most")
+    observe: int = Field(16, ge=1, le=1024, description="SnapKV's observation window: the prompt's last tokens "
+                                                      "whose attention chooses the `snap` tokens")
     model: str | None = Field(None, min_length=1, description="draft with this model instead of the target")
     runtime: Literal["auto", "lean", "transformers"] = "auto"
+
+
+    @model_validator(mode="after")
+    def _snap_needs_the_targets_prefill(self) -> Options:
+        if self.snap and self.model is not None:
+            raise ValueError("snap chooses tokens from the target's prefill: it needs self-speculation (no model)")
+        if self.snap and self.runtime == "transformers":
+            raise ValueError("snap reads attention scores from cascade's lean forward: use runtime auto or lean")
+        return self
+
+
+POOL = 5  # SnapKV pools the scores over neighbours, so that it keeps whole phrases rather than lone tokens
 
 
 class SparseKVDrafter(HFModelDrafter):
@@ -54,23 +73,62 @@ class SparseKVDrafter(HFModelDrafter):
         else:
             raise CascadeError("drafter 'sparse-kv' drafts with the target's weights, but this engine gave it no "
                                "target (DrafterContext.target_model): name one with options.model")
-        self.sink, self.window = options.sink, options.window
+        self.sink, self.window, self.snap, self.observe = options.sink, options.window, options.snap, options.observe
+        self.context_tokens = options.sink + options.snap + options.window  # the most a drafting step reads
         self.use(model, ctx, options.runtime, options.model or ctx.target_name)
         # drafting with the target's weights, the target's prefill already holds our keys and values
         self.prefill_on_reset = model is not ctx.target_model
+        self.prompts: list = []
+        self.kept = [0]  # row b's SnapKV picks, kept right after its sink
+
+    def reset_rows(self, prompts, params, generators) -> None:
+        super().reset_rows(prompts, params, generators)
+        self.prompts, self.kept = list(prompts), [0] * len(prompts)
+
+    def keep_rows(self, rows) -> None:
+        super().keep_rows(rows)
+        self.prompts, self.kept = [self.prompts[b] for b in rows], [self.kept[b] for b in rows]
+
+    def capacity(self, prompts) -> int:
+        if self.prefill_on_reset:
+            return super().capacity(prompts)
+        return self.context_tokens + 128  # the view, a block and the holes compaction leaves (grown if ever short)
 
     def prompt_cache_rows(self, lm) -> None:
         """The target's cache after its prefill: keep each row's sparse view of it, never prefill again."""
         if self.prefill_on_reset or not (lm.slotted and self.lm.slotted) or lm.model is not self.model:
             return  # another model's cache, or one we cannot copy: our first propose prefills (lazily)
-        self.lm.adopt(lm, [self.view(n) for n in lm.lengths])
+        views = [self.view(n) for n in lm.lengths]
+        if self.snap:
+            views = self.snapkv(lm, views)
+        self.kept = [len(v) - len(self.view(n)) for v, n in zip(views, lm.lengths)]
+        self.lm.adopt(lm, views)
 
     def view(self, n: int) -> list[int]:
         """Indices of the tokens of an n-token context the sparse view keeps: the sink, then the window."""
         return sorted(set(range(min(self.sink, n))) | set(range(max(0, n - self.window), n)))
 
+    def snapkv(self, lm, views: list[list[int]]) -> list[list[int]]:
+        """SnapKV at prefill: add to each row's view the `snap` tokens between its sink and its window that the
+        prompt's last `observe` tokens attend to most (summed over layers, heads and those queries, pooled over
+        POOL neighbours). One forward of `observe` tokens per row over the target's cache, rolled back."""
+        w = [min(self.observe, n + 1) for n in lm.lengths]  # row b's last w[b] prompt tokens: w[b] - 1 cached
+        scores = lm.attention_scores([p[-k:] for p, k in zip(self.prompts, w)], overlap=[k - 1 for k in w])
+        out = []
+        for view, s in zip(views, scores):
+            if s.numel() == 0:
+                out.append(view)
+                continue
+            pooled = torch.nn.functional.avg_pool1d(s[None, None], POOL, 1, POOL // 2, count_include_pad=False)[0, 0]
+            free = torch.ones_like(pooled, dtype=torch.bool)  # (n,) not kept yet
+            free[view] = False
+            top = pooled.masked_fill(~free, -1.0).topk(min(self.snap, int(free.sum()))).indices
+            out.append(sorted(view + top.tolist()))
+        return out
+
     def propose_rows(self, contexts, requests):
-        self.lm.evict(self.sink, self.window)  # the sparse view: sink + window, true positions kept
+        # the sparse view: the sink (and the SnapKV picks right after it) + the window, true positions kept
+        self.lm.evict([self.sink + k for k in self.kept], self.window)
         return super().propose_rows(contexts, requests)
 
 

@@ -106,3 +106,32 @@ def test_self_speculation_takes_the_targets_prefill_instead_of_its_own(family, a
     assert max(fed) > 10
     assert [g.token_ids for g in shared] == [g.token_ids for g in own]
     assert [g.metrics.acceptance_rate for g in shared] == [g.metrics.acceptance_rate for g in own]  # the same drafts
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_snapkv_keeps_the_most_attended_prompt_tokens_and_stays_exact(family, arch):
+    f = family(arch)
+    reference = [g.token_ids for g in Engine.from_policy(parse_policy(
+        policy_dict(target=f["target"], mode="target"))).generate(PROMPTS)]
+    sink, window, snap = 2, 6, 5
+    e = engine(f, sink, window, block_size=3, options={"snap": snap, "observe": 4})
+    assert [g.token_ids for g in e.generate(PROMPTS, batch_size=3)] == reference
+    assert [g.token_ids for g in e.generate(PROMPTS)] == reference
+    d = e.drafter
+    views = {}
+    adopt = d.lm.adopt
+    d.lm.adopt = lambda source, picks: views.setdefault("picks", [list(p) for p in picks]) and adopt(source, picks)
+    e.generate(PROMPTS[0], max_new_tokens=4)
+    n = len(e.encode(PROMPTS[0])) - 1  # cached prompt tokens
+    picks = views["picks"][0]
+    assert len(picks) == sink + window + snap and d.kept == [snap]
+    assert picks[:sink] == list(range(sink)) and picks[-window:] == list(range(n - window, n))
+    middle = picks[sink:-window]
+    assert all(sink <= i < n - window for i in middle)  # chosen from what the sink and window leave out
+
+
+def test_snapkv_options_are_checked():
+    with pytest.raises(ValidationError, match="self-speculation"):
+        Options(snap=4, model="some/drafter")
+    with pytest.raises(ValidationError, match="lean"):
+        Options(snap=4, runtime="transformers")
