@@ -247,11 +247,15 @@ def export(name, model, tok, work, out_root, prog, loss, n_params, minutes, toke
 
 
 def model_card_markdown(card: dict) -> str:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in card.items() if k != "name")
-    return (
+    rows = "\n".join(f"| {k} | {v} |" for k, v in card.items() if k != "name" and not isinstance(v, dict))
+    text = (
         f"# {card['name']}\n\n"
         "A small GPT-2-style causal LM trained on the Python standard library source "
         "(code completion), shipped with cascade so every command runs offline.\n"
         "Held-out files are chosen by path hash (see `cascade/zoo/data.py`).\n\n"
         f"| field | value |\n|---|---|\n{rows}\n"
     )
+    for k, v in card.items():  # later stages (e.g. long_context: `cascade zoo extend`), a table each
+        if isinstance(v, dict):
+            text += f"\n## {k}\n\n| field | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in v.items()) + "\n"
+    return text
