@@ -25,7 +25,8 @@ from cascade.bench.batch import format_batch_result, parse_batch_sizes, run_batc
 from cascade.policy import load_policy
 from cascade.prompts import read_prompts, tail_prompts
 
-POLICIES = ["policies/self-spec-sparse.yaml", "policies/self-spec-sparse-w256.yaml", "policies/speculative-lossless.yaml"]
+POLICIES = ["policies/self-spec-sparse.yaml", "policies/self-spec-sparse-w256.yaml", "policies/self-spec-snapkv.yaml",
+            "policies/speculative-lossless.yaml"]
 
 
 def main(argv: list[str] | None = None) -> int:

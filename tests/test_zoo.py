@@ -117,3 +117,23 @@ def test_training_checkpoints_resumes_and_exports(tmp_path, tokenizer_dir):
     assert second["steps"] == 3 and any("resumed at step 2" in m for m in logs)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "models" / "tiny")
     assert model.config.vocab_size == zoo_train.VOCAB_SIZE and "cascade zoo train tiny" in second["command"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_members_read_long_contexts(name):
+    """`cascade zoo extend`: 2560 positions, trained rows past 512 only, held-out loss reported by context."""
+    config = json.loads((MODELS / name / "config.json").read_text())
+    long = json.loads((MODELS / name / "card.json").read_text())["long_context"]
+    assert config["n_positions"] == long["positions"] >= 2048 and long["from_positions"] == 512
+    assert set(long["heldout_loss_by_context"]) == {"512", "1024", "2048"}
+    assert long["heldout_loss_by_context"]["512"] == long["heldout_loss_by_context_before"]["512"]  # short: as before
+
+
+def test_shipped_long_prompts():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MODELS / "tiny")
+    rows = [json.loads(line) for line in (REPO / "prompts" / "stdlib-heldout-long.jsonl").read_text().splitlines()]
+    assert len(rows) >= 16 and len({r["source"] for r in rows}) >= 16  # one cut per file
+    assert all(data.is_heldout(r["source"]) and r["reference"] for r in rows)
+    assert all(2048 <= len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) <= 2300 for r in rows)

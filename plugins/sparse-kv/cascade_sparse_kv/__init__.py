@@ -31,7 +31,7 @@ from cascade.errors import CascadeError
 from cascade.hookspecs import hookimpl
 from cascade_hf_model import HFModelDrafter
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 class Options(BaseModel):

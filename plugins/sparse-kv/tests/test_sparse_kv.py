@@ -112,9 +112,9 @@ def test_self_speculation_takes_the_targets_prefill_instead_of_its_own(family, a
 def test_snapkv_keeps_the_most_attended_prompt_tokens_and_stays_exact(family, arch):
     f = family(arch)
     reference = [g.token_ids for g in Engine.from_policy(parse_policy(
-        policy_dict(target=f["target"], mode="target"))).generate(PROMPTS)]
+        policy_dict(target=f["target"], mode="target", ignore_eos=True, max_new_tokens=30))).generate(PROMPTS)]
     sink, window, snap = 2, 6, 5
-    e = engine(f, sink, window, block_size=3, options={"snap": snap, "observe": 4})
+    e = engine(f, sink, window, block_size=3, options={"snap": snap, "observe": 4}, ignore_eos=True, max_new_tokens=30)
     assert [g.token_ids for g in e.generate(PROMPTS, batch_size=3)] == reference
     assert [g.token_ids for g in e.generate(PROMPTS)] == reference
     d = e.drafter
@@ -128,6 +128,12 @@ def test_snapkv_keeps_the_most_attended_prompt_tokens_and_stays_exact(family, ar
     assert picks[:sink] == list(range(sink)) and picks[-window:] == list(range(n - window, n))
     middle = picks[sink:-window]
     assert all(sink <= i < n - window for i in middle)  # chosen from what the sink and window leave out
+    seen = []
+    forward = d.lm.forward
+    d.lm.forward = lambda ids, *a, **kw: seen.append(max(m + int(x.shape[0]) for m, x in zip(d.lm.lengths, ids))) \
+        or forward(ids, *a, **kw)
+    e.generate(PROMPTS[0])
+    assert d.lm.evicted[0] > 0 and max(seen) <= sink + snap + window + 1 + 3  # never more than the view + a block
 
 
 def test_snapkv_options_are_checked():
