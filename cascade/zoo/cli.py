@@ -25,6 +25,8 @@ def add_parser(sub) -> None:
     ex.add_argument("--minutes", type=float, help="stop after this much training time")
     ex.add_argument("--tokens", type=int, help="stop after this many training tokens")
     ex.add_argument("--seed", type=int, default=0, help="data order")
+    ex.add_argument("--remeasure", action="store_true", help="only measure an extended member's held-out losses "
+                                                             "by context again and rewrite its card")
     ex.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder holding the member (rewritten in place)")
     ex.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tokenized corpus and checkpoints")
     ex.set_defaults(func=_extend)
@@ -57,8 +59,14 @@ def _train(args) -> int:
 
 
 def _extend(args) -> int:
-    from cascade.zoo.extend import ExtendSettings, extend
+    from cascade.zoo.extend import ExtendSettings, extend, remeasure
 
+    if args.remeasure:
+        try:
+            remeasure(args.size, args.models, args.work, log=lambda m: print(m, flush=True))
+        except (ValueError, OSError) as e:
+            raise SystemExit(f"error: {e}") from e
+        return 0
     if args.minutes is None and args.tokens is None:
         raise SystemExit("error: give a budget with --minutes N or --tokens N")
     s = ExtendSettings(positions=args.positions, minutes=args.minutes, tokens=args.tokens, seed=args.seed)

@@ -17,8 +17,9 @@ the loss at the longest context is measured on validation windows (long training
 the training windows) and the best table so far is the one kept.
 
 Held-out loss is reported with 512, 1024 and 2048 tokens of context: the mean next-token loss of
-the last 256 tokens of windows that long, cut from held-out files, so a model that reads its long
-context well shows a lower loss at longer contexts. Checkpoints are safetensors + JSON (no pickle).
+the same tokens (the 256 before position 2048 of each long held-out file) predicted from that many
+tokens before them, so a model that reads its long context well shows a lower loss at longer
+contexts. Checkpoints are safetensors + JSON (no pickle).
 """
 
 from __future__ import annotations
@@ -154,14 +155,15 @@ def tail_loss(model: Any, ids: torch.Tensor, start: int) -> torch.Tensor:
 
 @torch.no_grad()
 def heldout_losses(model: Any, corpus: LongCorpus, max_windows: int = 24, contexts=CONTEXTS) -> dict[str, float]:
-    """{context: mean loss of the last TAIL tokens of windows that long}, the same files for every context."""
+    """{context: mean loss of the same tokens (the TAIL tokens before position max(CONTEXTS) of each long file)
+    predicted from that many tokens of context}: only the context's length differs between the columns."""
     model.eval()
     limit = model.config.n_positions
-    spans = corpus.long_spans(max(CONTEXTS))[:max_windows]  # the same windows before and after extending
+    ends = corpus.long_spans(max(CONTEXTS))[:max_windows, 0] + max(CONTEXTS)  # the same tokens for every model
     out = {}
     for ctx in (c for c in contexts if c <= limit):
-        losses = [tail_loss(model, torch.from_numpy(corpus.ids[s : s + ctx].astype(np.int64))[None], ctx - TAIL).item()
-                  for s, _ in spans]
+        losses = [tail_loss(model, torch.from_numpy(corpus.ids[e - ctx : e].astype(np.int64))[None], ctx - TAIL).item()
+                  for e in ends]
         out[str(ctx)] = round(float(np.mean(losses)), 4)
     model.train()
     return out
@@ -183,7 +185,8 @@ def extend(name: str, models_dir: Path, work: Path, s: ExtendSettings, log: Call
     train_c, val_c = split_validation(train_c, max(CONTEXTS))
     before = heldout_losses(model, held_c)
     old = grow_positions(model, s.positions)
-    log(f"{name}: {old} -> {s.positions} positions; held-out loss before {before}; "
+    untrained = heldout_losses(model, held_c)
+    log(f"{name}: {old} -> {s.positions} positions; held-out loss before {before}, untrained rows {untrained}; "
         f"{int(train_c.long_spans(s.positions).shape[0])} training files hold a {s.positions}-token window")
     for p in model.parameters():
         p.requires_grad_(False)
@@ -235,7 +238,39 @@ def extend(name: str, models_dir: Path, work: Path, s: ExtendSettings, log: Call
         table.copy_(best[1])  # the best table on validation
     after = heldout_losses(model, held_c)
     log(f"{name}: done; held-out loss by context {after}")
-    return _export(name, model, tok, src, models_dir, s, prog, old, before, after)
+    losses = {"heldout_loss_by_context_before": before, "heldout_loss_by_context_untrained": untrained,
+              "heldout_loss_by_context": after}
+    return _export(name, model, tok, src, models_dir, s, prog, old, losses)
+
+
+def remeasure(name: str, models_dir: Path, work: Path, log: Callable[[str], None] = print) -> dict:
+    """Measure an extended member's held-out losses by context again (and those of its untrained rows, rebuilt
+    from its first rows) and rewrite them in its card: `cascade zoo extend NAME --remeasure`."""
+    from transformers import AutoTokenizer, GPT2LMHeadModel
+
+    folder = models_dir / name
+    card = json.loads((folder / "card.json").read_text())
+    if "long_context" not in card:
+        raise ValueError(f"{folder} was not extended: run cascade zoo extend {name} first")
+    model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
+    _, held_c = corpora(AutoTokenizer.from_pretrained(folder), work, log)
+    long = card["long_context"]
+    old = long["from_positions"]
+    after = heldout_losses(model, held_c)
+    table = model.transformer.wpe.weight
+    with torch.no_grad():
+        table[old:] = table[:old][torch.arange(table.shape[0] - old) % min(PERIOD, old) + old - min(PERIOD, old)]
+    long.update(heldout_loss_by_context_before={str(old): after[str(old)]},
+                heldout_loss_by_context_untrained=heldout_losses(model, held_c), heldout_loss_by_context=after,
+                loss_measure=f"mean next-token loss of the {TAIL} tokens before position {max(CONTEXTS)} of long "
+                             "held-out files, predicted from this many tokens of context")
+    from cascade.zoo.train import model_card_markdown
+
+    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (folder / "README.md").write_text(model_card_markdown(card))
+    log(f"{name}: {long['heldout_loss_by_context_before']} before, {long['heldout_loss_by_context_untrained']} "
+        f"untrained, {after} trained")
+    return long
 
 
 def _checkpoint(folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, prog: Progress,
@@ -273,7 +308,7 @@ def _resume(folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, s: Ex
 
 
 def _export(name: str, model: Any, tok: Any, src: Path, models_dir: Path, s: ExtendSettings, prog: Progress,
-            old: int, before: dict[str, float], after: dict[str, float]) -> Path:
+            old: int, losses: dict[str, dict[str, float]]) -> Path:
     card = json.loads((src / "card.json").read_text()) if (src / "card.json").exists() else {"name": f"cascade-{name}"}
     budget = " ".join(f for f in (f"--tokens {s.tokens}" if s.tokens else "",
                                   f"--minutes {s.minutes}" if s.minutes else "") if f)
@@ -285,9 +320,9 @@ def _export(name: str, model: Any, tok: Any, src: Path, models_dir: Path, s: Ext
         "steps": prog.step,
         "training_minutes": round(prog.seconds / 60, 1),
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}",
-        "heldout_loss_by_context_before": before,
-        "heldout_loss_by_context": after,
-        "loss_measure": f"mean next-token loss of the last {TAIL} tokens of held-out windows this long",
+        **losses,
+        "loss_measure": f"mean next-token loss of the {TAIL} tokens before position {max(CONTEXTS)} of long held-out "
+                        "files, predicted from this many tokens of context",
         "command": f"cascade zoo extend {name} --positions {s.positions} {budget} --seed {s.seed}",
     }
     tmp = models_dir / f".{name}.extending"
