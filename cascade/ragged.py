@@ -41,7 +41,14 @@ from cascade.lean import lean_forward
 from cascade.models import max_positions
 from cascade.tree import attention, depths
 
-COMPACT_SLACK = 32  # compact once a batch's widest row would leave this many hole slots unused
+COMPACT_SLACK = 32  # compact once a batch's widest row would leave this many hole slots unused (short caches)
+
+
+def compact_slack(width: int) -> int:
+    """Unused slots tolerated before compacting: COMPACT_SLACK, or width/16 on long caches. A compaction copies
+    the whole cache (~ one step's attention reads); the unused slots cost their share of every step's attention,
+    ≤ 1/16 here. The cache reserves this much beyond its capacity, so it never has to compact every step."""
+    return max(COMPACT_SLACK, width // 16)
 
 
 class _SlotLayer(DynamicLayer):
@@ -89,9 +96,18 @@ class _SlotLayer(DynamicLayer):
             self._views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
+        if not self.is_initialized:
+            return
+        keep = indices.tolist()
+        if keep == sorted(set(keep)):  # rows leaving: the later rows move up in place (no new buffer), used slots only
+            for row, src in enumerate(keep):
+                if row != src:
+                    self.kbuf[row, :, : self.width] = self.kbuf[src, :, : self.width]
+                    self.vbuf[row, :, : self.width] = self.vbuf[src, :, : self.width]
+            self.kbuf, self.vbuf = self.kbuf[: len(keep)], self.vbuf[: len(keep)]
+        else:
             self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
-            self._views()
+        self._views()
 
     def gather_slots(self, index: torch.Tensor) -> None:
         """Row b's slots become its old slots index[b] (B, W): compaction."""
@@ -163,7 +179,8 @@ class RaggedLM:
         cache = DynamicCache(config=self.model.config)
         self.slotted = all(type(layer) is DynamicLayer for layer in cache.layers) and len(cache.layers) > 0
         if self.slotted:
-            cache.layers = [_SlotLayer(capacity or self.max_positions or 512) for _ in cache.layers]
+            slots = capacity or self.max_positions or 512
+            cache.layers = [_SlotLayer(slots + compact_slack(slots)) for _ in cache.layers]
         elif hasattr(cache, "activate_past_recording"):  # sliding-window layers roll back only what they recorded
             cache.activate_past_recording()
         if rows > 1 and not self.slotted:
@@ -374,11 +391,11 @@ class RaggedLM:
         return self.rows * self.width - sum(self.lengths)
 
     def maybe_compact(self, incoming: int = 0) -> None:
-        """Compact when holes leave COMPACT_SLACK slots of width unused, or the buffers would overflow."""
+        """Compact when holes leave compact_slack(width) slots of width unused, or the buffers would overflow."""
         if self.dense or not self.slotted:
             return
         capacity = min(layer.capacity for layer in self.cache.layers)
-        if self.width - max(self.lengths) >= COMPACT_SLACK or self.width + incoming > capacity:
+        if self.width - max(self.lengths) >= compact_slack(self.width) or self.width + incoming > capacity:
             self.compact()
 
     @torch.inference_mode()

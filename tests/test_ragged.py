@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cascade.ragged import COMPACT_SLACK, RaggedLM
+from cascade.ragged import COMPACT_SLACK, RaggedLM, compact_slack
 from cascade.testing import ARCHS, make_config
 
 ATOL = 1e-4
@@ -78,6 +78,24 @@ def test_holes_never_leak_into_attention(arch):
             layer.keys[holes[:, None, :].expand(-1, layer.keys.shape[1], -1)] = 1e4
             layer.values[holes[:, None, :].expand(-1, layer.values.shape[1], -1)] = -1e4
     check_next(m, lm, rows, [11, 12])
+
+
+def test_a_cache_sized_for_its_tokens_compacts_only_when_the_slack_is_used(monkeypatch):
+    """Capacity as the engine sizes it (longest prompt + budget + block): holes must not force a compaction every
+    step near the end (each one copies the whole cache); the reserve lets them reach the slack first."""
+    m = model("gpt2")
+    rows = seqs([120, 4])
+    lm = RaggedLM(m)
+    lm.reset(2, 120 + 12 + 6 + 2)
+    lm.forward([torch.tensor(r) for r in rows], last_only=True)
+    calls = []
+    monkeypatch.setattr(lm, "compact", lambda real=lm.compact: (calls.append(lm.width - max(lm.lengths)), real()))
+    for i in range(12):  # the long row keeps 1 of 6, the short one all 6: 5 unused slots of width per step
+        step(lm, rows, seqs([6, 6], seed=30 + i), [1, 6])
+        lm.maybe_compact(incoming=7)
+    assert len(calls) == 1 and calls[0] >= compact_slack(lm.width)
+    assert compact_slack(64) == COMPACT_SLACK and compact_slack(2048 + 64) == 132
+    check_next(m, lm, rows, [7, 8])
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -200,3 +218,19 @@ def test_attention_scores_are_snapkvs_and_leave_the_cache_as_it_was(arch):
         assert torch.all(scores[b][len(r) - w :] == 0)  # the observation window's own cached copies: hidden
     assert lm.lengths == [20, 13]
     check_next(m, lm, [r[:-1] for r in rows], [r[-1] for r in rows])  # the cache is as it was
+
+
+def test_rows_leaving_in_order_move_up_in_place_and_stay_exact():
+    m = model("llama")
+    rows = seqs([5, 7, 3, 6])
+    lm = RaggedLM(m)
+    lm.reset(4, 64)
+    lm.forward([torch.tensor(r) for r in rows], last_only=True)
+    step(lm, rows, seqs([4, 4, 4, 4], seed=40), [1, 4, 0, 2])
+    buf = lm.cache.layers[0].kbuf
+    lm.select([1, 3])  # rows 0 and 2 finished (the engine's order): no new buffer
+    assert lm.cache.layers[0].kbuf.data_ptr() == buf.data_ptr() and lm.cache.layers[0].kbuf.shape[0] == 2
+    rows = [rows[1], rows[3]]
+    check_next(m, lm, rows, [9, 10])
+    step(lm, rows, seqs([3, 3], seed=41), [3, 1])
+    check_next(m, lm, rows, [11, 12])

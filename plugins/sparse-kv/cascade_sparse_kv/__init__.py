@@ -46,7 +46,6 @@ class Options(BaseModel):
     model: str | None = Field(None, min_length=1, description="draft with this model instead of the target")
     runtime: Literal["auto", "lean", "transformers"] = "auto"
 
-
     @model_validator(mode="after")
     def _snap_needs_the_targets_prefill(self) -> Options:
         if self.snap and self.model is not None:
