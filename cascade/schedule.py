@@ -21,7 +21,7 @@ draft: the verification stays exactly lossless (or exactly π) as with a constan
                 every draft, shrunk otherwise (one instance per batch: `shared = True`)
     confidence  up to `block_size`; stop when the drafter's top probability < `confidence`
     adaptive    SPEC.md "Adaptive verification length": up to `max_block_size`, stop where
-                one more draft lowers E(k) / C(k) (expected tokens per second) computed from
+                no longer block promises a higher E(k) / C(k) (expected tokens per second) computed from
                 the drafter's calibrated confidences and the measured cost table
                 (`cascade.profile`); or from an acceptance predictor a plugin registers
                 (`register_predictors`, e.g. the learned acceptance head) when
@@ -35,7 +35,7 @@ before x_j is drawn whichever token is then drawn: the stopping rule stays a sto
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -208,13 +208,16 @@ class Confidence(_Base):
 
 @dataclass(frozen=True)
 class SurvivalStop:
-    """SPEC.md's adaptive rule as a stopping time: stop before x_j when E(j)/C(j) < E(j−1)/C(j−1).
+    """SPEC.md's adaptive rule k* = argmax_k E(k)/C(k) as a stopping time.
 
     a_i = the calibrated confidence of draft i, S_j = Π_{i≤j} a_i its survival, E(j) = 1 + Σ_{i≤j} S_i
     the expected emitted tokens of a block of j drafts, C(j) = draft_seconds·(j + lookahead) +
     verify_seconds[j] (one target call over j + 1 tokens) + step_seconds (the loop's own time per
-    step). With E/C unimodal in j (survival falls,
-    costs rise) this stops at SPEC's k* = argmax_k E(k)/C(k) without looking at later drafts.
+    step). Before drawing x_j it knows c_1..c_j only; it stops when no block of m ≥ j drafts, the
+    later ones predicted as likely as x_j (a_i = calibrated(i, c_j) for i > j), beats the block of
+    j − 1 drafts it has. Measured costs are not convex (on a CPU a call over 3 tokens may cost what
+    one over 9 does), so E/C can fall and rise again: stopping at its first drop would stop short.
+    For constant confidences this is exactly the argmax; for falling ones it may draft one more.
     """
 
     draft_seconds: float
@@ -232,17 +235,29 @@ class SurvivalStop:
         t = self.temperatures[j - 1] if j - 1 < len(self.temperatures) else 1.0
         return calibrate(c, t)
 
-    def __call__(self, confidences: Sequence[float]) -> bool:
-        survival, expected = 1.0, 1.0
-        ratio = expected / self.cost(0)
-        for j, c in enumerate(confidences, start=1):
-            survival *= self.calibrated(j, c)
+    @property
+    def max_drafts(self) -> int:
+        return len(self.verify_seconds) - 1
+
+    def best_from(self, j: int, expected: float, survival: float, rate: Callable[[int], float]) -> float:
+        """max over m ≥ j of E(m)/C(m), given E(j − 1) = expected and S(j − 1) = survival, draft i kept
+        with probability rate(i) (0 when no block of j drafts fits the table)."""
+        best = 0.0
+        for i in range(j, self.max_drafts + 1):
+            survival *= rate(i)
             expected += survival
-            new = expected / self.cost(j)
-            if new < ratio:
-                return True  # one more draft would lower the expected tokens per second
-            ratio = new
-        return False
+            best = max(best, expected / self.cost(i))
+        return best
+
+    def __call__(self, confidences: Sequence[float]) -> bool:
+        *before, c = confidences  # c_1..c_{j−1} drafted; c_j = the confidence of x_j, not yet drawn
+        survival, expected = 1.0, 1.0
+        for i, ci in enumerate(before, start=1):
+            survival *= self.calibrated(i, ci)
+            expected += survival
+        have = expected / self.cost(len(before))  # E(j − 1)/C(j − 1): the block if it stops now
+        # stop unless drafting x_j and maybe more, each later one as likely as x_j, promises more tokens per second
+        return self.best_from(len(confidences), expected, survival, lambda i: self.calibrated(i, c)) < have
 
 
 PROBE_EVERY = 8  # adaptive: a step that drafts anyway, however little drafting paid lately
@@ -250,11 +265,11 @@ FORGET = 0.9  # adaptive: weight of older steps in the running first-draft accep
 
 
 class Adaptive(_Base):
-    """DSpark-style: draft while one more token raises the expected tokens per second (SurvivalStop).
+    """DSpark-style: draft while more tokens promise more expected tokens per second (SurvivalStop).
 
     Asking for a confidence costs a drafter step. So before drafting, the schedule checks, from
     this sequence's history only (the acceptance of earlier first drafts, older steps weighing
-    less), whether even one draft can pay; when it cannot, it verifies nothing but the target's
+    less), whether any block of drafts can pay; when none can, it verifies nothing but the target's
     own token (k = 0, no drafter call), except every PROBE_EVERY-th step, which drafts to keep
     the estimate current. Either way the choice never reads the block being verified.
     """
@@ -283,8 +298,8 @@ class Adaptive(_Base):
         probe = self.steps % PROBE_EVERY == 0
         self.steps += 1
         a = self.first_acceptance()
-        if not probe and (1.0 + a) / self.stop.cost(1) < 1.0 / self.stop.cost(0):
-            return DraftPlan(0)  # one draft would not pay at the acceptance seen lately: target step only
+        if not probe and self.stop.best_from(1, 1.0, 1.0, lambda i: a) < 1.0 / self.stop.cost(0):
+            return DraftPlan(0)  # no block of drafts would pay at the acceptance seen lately: target step only
         return DraftPlan(k, stop=self.stop)
 
     def update(self, drafted: int, accepted: int) -> None:

@@ -7,6 +7,9 @@
 # shipped ones into a temporary folder (absolute model paths); the cost tables are measured afresh inside
 # the bench (a private CASCADE_HOME), with the bench's threads.
 # Settings: LIMIT (prompts, default 10), TOKENS (new tokens, 48), REPEATS (timed passes, 2), THREADS (2).
+# BATCH=8 also times the same rows at batch size 8 (`cascade bench --batch-sizes 8`: every row decodes the
+# prompts 8 at a time; their cost tables are timed for a batch of 8) into batch-8.{json,txt}; transformers'
+# assisted generation takes one row, so it has no row there. BATCH_LIMIT prompts (default 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=docs/results/schedules
@@ -16,7 +19,7 @@ trap 'rm -rf "$TMP"' EXIT
 export HF_HUB_OFFLINE=1
 export CASCADE_HOME="$TMP/home"   # fresh cost tables, timed by the bench's engines at its thread count
 FAMILIES=${FAMILIES:-hf ngram}
-.venv/bin/python - "$TMP" <<'PY'
+.venv/bin/python - "$TMP" "${BATCH:-1}" <<'PY'
 import sys
 from pathlib import Path
 
@@ -27,11 +30,16 @@ from cascade.policy import load_policy
 out = Path(sys.argv[1])
 models = Path("models").absolute()
 abs_models = lambda p: {"target": {"model": str(models / "target")}}
+batch = int(sys.argv[2])
 def write(policy, name, decoding, **more):
     d = policy.derive(name, {**abs_models(policy), "decoding": decoding, **more})
     if d.drafter is not None and d.drafter.plugin == "hf-model":
         d = d.derive(name, {"drafter": {"options": {"model": str(models / "tiny")}}})
     (out / f"{name}.yaml").write_text(yaml.safe_dump(d.model_dump(mode="json"), sort_keys=False))
+    if batch > 1:  # the same row for the batched bench: its cost table is a batch's step
+        (out / "batch").mkdir(exist_ok=True)
+        d = d.derive(name, {"decoding": {"batch_size": batch}})
+        (out / "batch" / f"{name}.yaml").write_text(yaml.safe_dump(d.model_dump(mode="json"), sort_keys=False))
 
 target = load_policy("policies/target-only.yaml")
 write(target, "target-only", {})
@@ -68,3 +76,11 @@ for fam in $FAMILIES; do   # the tables the adaptive rows used (cached by the be
   .venv/bin/cascade profile "$TMP/$fam-adaptive.yaml" --max-k 8 | tee "$OUT/profile-$fam.txt"
 done
 .venv/bin/python scripts/schedule_table.py "$OUT/bench.json" | tee "$OUT/table.md"
+if [ "${BATCH:-1}" -gt 1 ]; then   # the same rows at batch size BATCH (the tiny drafter: its table for a batch, from the same log)
+  .venv/bin/cascade profile "$TMP/batch/hf-adaptive.yaml" --max-k 8 --threads "${THREADS:-2}" --calibrate \
+     --store "sqlite:///$TMP/cal.db" > /dev/null
+  BFILES=$(for n in $ORDER; do echo "$TMP/batch/$n.yaml"; done)
+  .venv/bin/cascade bench $BFILES --batch-sizes "$BATCH" --limit "${BATCH_LIMIT:-16}" \
+     --max-new-tokens "${TOKENS:-48}" --repeats "${REPEATS:-2}" --threads "${THREADS:-2}" --no-store \
+     --json "$OUT/batch-$BATCH.json" | tee "$OUT/batch-$BATCH.txt"
+fi

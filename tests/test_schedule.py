@@ -356,3 +356,18 @@ def test_bass_grows_after_a_row_kept_everything_and_shrinks_faster_when_shrinkin
     assert s.plan(100).k == 6  # 8 − ⌈8/10⌉ − 1: shrinking again
     s.update(6, 5)
     assert s.plan(100).k == 5  # never below the best row's x_max
+
+
+def test_survival_stop_looks_past_a_dip_in_measured_costs():
+    """Costs measured on a CPU: a call over 3 tokens costs what one over 9 does, so E/C dips at 2 drafts and
+    rises again. For constant confidences (the later drafts then are as likely as the one in hand) the stop
+    is exactly SPEC's argmax; stopping at the first drop would verify one draft."""
+    stepped = SurvivalStop(0.0, (1.0, 1.5, 1.95, 1.95, 1.97, 2.07, 2.12, 2.12, 2.14))
+    for a in (0.3, 0.45, 0.55, 2 / 3, 0.8, 0.95):
+        confs = [a] * 8
+        expected = [1.0 + sum(a**i for i in range(1, k + 1)) for k in range(9)]
+        ratio = [e / stepped.cost(k) for k, e in enumerate(expected)]
+        assert cut(confs, stepped) == max(range(9), key=ratio.__getitem__), a
+    assert cut([2 / 3] * 8, stepped) == 8 and cut([0.3] * 8, stepped) == 0
+    assert cut([0.9, 0.9, 0.05], stepped) == 3  # a 4-token call costs what a 3-token one does: a free draft
+    assert cut([0.9, 0.9, 0.9, 0.9, 0.05, 0.9], stepped) == 4  # where it costs more, a doubted draft ends the block
