@@ -270,8 +270,8 @@ class Adaptive(_Base):
     Asking for a confidence costs a drafter step. So before drafting, the schedule checks, from
     this sequence's history only (the acceptance of earlier first drafts, older steps weighing
     less), whether any block of drafts can pay; when none can, it verifies nothing but the target's
-    own token (k = 0, no drafter call), except every PROBE_EVERY-th step, which drafts to keep
-    the estimate current. Either way the choice never reads the block being verified.
+    own token (k = 0, no drafter call), except every PROBE_EVERY-th step, which drafts one token
+    to keep the estimate current. Either way the choice never reads the block being verified.
     """
 
     name = "adaptive"
@@ -298,9 +298,11 @@ class Adaptive(_Base):
         probe = self.steps % PROBE_EVERY == 0
         self.steps += 1
         a = self.first_acceptance()
-        if not probe and self.stop.best_from(1, 1.0, 1.0, lambda i: a) < 1.0 / self.stop.cost(0):
-            return DraftPlan(0)  # no block of drafts would pay at the acceptance seen lately: target step only
-        return DraftPlan(k, stop=self.stop)
+        if self.stop.best_from(1, 1.0, 1.0, lambda i: a) >= 1.0 / self.stop.cost(0):
+            return DraftPlan(k, stop=self.stop)
+        # no block of drafts would pay at the acceptance seen lately: the target's step alone, or on a probe
+        # step one draft, the least that keeps the estimate current
+        return DraftPlan(min(1, k) if probe else 0)
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted:
