@@ -269,7 +269,7 @@ class Adaptive(_Base):
 
     Asking for a confidence costs a drafter step. So before drafting, the schedule checks, from
     this sequence's history only (the acceptance of earlier first drafts, older steps weighing
-    less), whether any block of drafts can pay; when none can, it verifies nothing but the target's
+    less), whether its first draft can pay; when it cannot, it verifies nothing but the target's
     own token (k = 0, no drafter call), except every PROBE_EVERY-th step, which drafts one token
     to keep the estimate current. Either way the choice never reads the block being verified.
     """
@@ -298,7 +298,10 @@ class Adaptive(_Base):
         probe = self.steps % PROBE_EVERY == 0
         self.steps += 1
         a = self.first_acceptance()
-        if self.stop.best_from(1, 1.0, 1.0, lambda i: a) >= 1.0 / self.stop.cost(0):
+        # does the first draft pay at that acceptance? (only the first: later drafts of a model drafter are
+        # kept less often, so extrapolating a to them would call the drafter where it does not pay; the stop
+        # rule then decides, from each draft's own confidence, how far past the first to go)
+        if (1.0 + a) / self.stop.cost(1) >= 1.0 / self.stop.cost(0):
             return DraftPlan(k, stop=self.stop)
         # no block of drafts would pay at the acceptance seen lately: the target's step alone, or on a probe
         # step one draft, the least that keeps the estimate current
