@@ -303,7 +303,7 @@ class Adaptive(_Base):
         # rule then decides, from each draft's own confidence, how far past the first to go)
         if (1.0 + a) / self.stop.cost(1) >= 1.0 / self.stop.cost(0):
             return DraftPlan(k, stop=self.stop)
-        # no block of drafts would pay at the acceptance seen lately: the target's step alone, or on a probe
+        # the first draft would not pay at the acceptance seen lately: the target's step alone, or on a probe
         # step one draft, the least that keeps the estimate current
         return DraftPlan(min(1, k) if probe else 0)
 

@@ -31,15 +31,15 @@ out = Path(sys.argv[1])
 models = Path("models").absolute()
 abs_models = lambda p: {"target": {"model": str(models / "target")}}
 batch = int(sys.argv[2])
+dump = lambda d, path: path.write_text(yaml.safe_dump(d.model_dump(mode="json"), sort_keys=False))
 def write(policy, name, decoding, **more):
     d = policy.derive(name, {**abs_models(policy), "decoding": decoding, **more})
     if d.drafter is not None and d.drafter.plugin == "hf-model":
         d = d.derive(name, {"drafter": {"options": {"model": str(models / "tiny")}}})
-    (out / f"{name}.yaml").write_text(yaml.safe_dump(d.model_dump(mode="json"), sort_keys=False))
+    dump(d, out / f"{name}.yaml")
     if batch > 1:  # the same row for the batched bench: its cost table is a batch's step
         (out / "batch").mkdir(exist_ok=True)
-        d = d.derive(name, {"decoding": {"batch_size": batch}})
-        (out / "batch" / f"{name}.yaml").write_text(yaml.safe_dump(d.model_dump(mode="json"), sort_keys=False))
+        dump(d.derive(name, {"decoding": {"batch_size": batch}}), out / "batch" / f"{name}.yaml")
 
 target = load_policy("policies/target-only.yaml")
 write(target, "target-only", {})
