@@ -13,7 +13,10 @@ one forward pass drafts a token for every row):
 Any other drafter is used one instance per row, built by the engine's factory
 (`Engine.from_policy` builds them as it built the first): a third party's single-row
 drafter batches unchanged. Where a row asks for nothing this step (`None` request:
-no token wanted, no lookahead), it is not called, exactly as when it decodes alone.
+no token wanted, no lookahead), it is not called, exactly as when it decodes alone; a
+drafter with the batch methods gets `DraftRequest(k=0)` for it (and no feedback) while
+other rows ask, and no call at all in a step where no row asks: it catches up on the
+tokens it has not seen when it is next asked (the adaptive schedule's k = 0 steps).
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class RowDrafters:
 
     def propose(self, contexts: Sequence[torch.Tensor], requests: Sequence[DraftRequest | None]) -> list[Draft]:
         if self.native:
+            if all(r is None for r in requests):  # nothing asked of any row: the drafter is not called
+                return [EMPTY_DRAFT] * len(requests)
             asked = [r if r is not None else DraftRequest(k=0) for r in requests]
             drafts = self.pool[0].propose_rows(contexts, asked)  # type: ignore[attr-defined]
             if len(drafts) != len(contexts):
@@ -90,6 +95,8 @@ class RowDrafters:
 
     def observe(self, feedbacks: Sequence[Feedback | None]) -> None:
         if self.native:
+            if all(f is None for f in feedbacks):  # no row was drafted for: nothing to tell
+                return
             self.pool[0].observe_rows([f if f is not None else Feedback(n_accepted=0) for f in feedbacks])  # type: ignore[attr-defined]
             return
         for drafter, feedback in zip(self.live, feedbacks):

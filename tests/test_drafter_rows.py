@@ -84,3 +84,39 @@ def test_the_hf_model_drafter_batches_natively(family):
     f = family("gpt2")
     e = Engine.from_policy(parse_policy(policy_dict(target=f["target"], drafter=f["near"])))
     assert batches_natively(e.drafter) and e.drafters.native
+
+
+class Counting(Echo):
+    """Echo with the batch methods: counts the calls it gets."""
+
+    def __init__(self, options=None, ctx=None):
+        super().__init__(options, ctx)
+        self.proposed, self.observed = [], []
+
+    def reset_rows(self, prompts, params, generators):
+        pass
+
+    def propose_rows(self, contexts, requests):
+        self.proposed.append([r.k for r in requests])
+        return [self.propose(c, r) for c, r in zip(contexts, requests)]
+
+    def observe_rows(self, feedbacks):
+        self.observed.append([f.n_accepted for f in feedbacks])
+
+    def keep_rows(self, rows):
+        pass
+
+
+def test_a_native_drafter_is_not_called_in_a_step_where_no_row_asks():
+    d = Counting()
+    rows = RowDrafters(d, None, "counting")
+    assert rows.native
+    prompts = [torch.tensor([1, 2, 3]), torch.tensor([4, 5])]
+    rows.reset(prompts, None, [None] * 2)
+    assert rows.propose(prompts, [None, None]) == [EMPTY_DRAFT, EMPTY_DRAFT]
+    rows.observe([None, None])
+    assert d.proposed == [] and d.observed == []
+    drafts = rows.propose(prompts, [DraftRequest(k=1), None])  # one row asks: the other gets k = 0
+    assert d.proposed == [[1, 0]] and drafts[1] is EMPTY_DRAFT
+    rows.observe([Feedback(n_accepted=1), None])
+    assert d.observed == [[1, 0]]

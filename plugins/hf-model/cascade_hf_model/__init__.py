@@ -113,7 +113,10 @@ class HFModelDrafter:
             if limit is not None and c.shape[0] + ks[b] + int(look[b]) > limit:
                 ks[b], look[b] = max(0, limit - c.shape[0] - 1), False
                 room[b] = c.shape[0] < limit
+        # a row asking for nothing (k = 0, no lookahead) is not fed: it catches up when it next drafts
+        room = [room[b] and (ks[b] > 0 or look[b]) for b in rows]
         if not any(room):
+            self.start, self.fed = list(self.lm.lengths), [0] * len(contexts)  # observe_rows keeps what is there
             return [Draft(torch.empty(0, dtype=torch.long, device=c.device), None, calls=0) for c in contexts]
         self.lm.maybe_compact(incoming=max(ks) + 2)
         fed = self.lm.seen

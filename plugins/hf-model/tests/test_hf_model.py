@@ -149,3 +149,21 @@ def test_propose_rows_drafts_each_row_as_it_would_alone(dirs):
                 assert torch.allclose(x.next_probs, y.next_probs, atol=1e-5)
     b.keep_rows([2])  # rows 0 and 1 finished: row 2 goes on alone
     assert b.lm.rows == 1 and len(b.generators) == 1
+
+
+def test_a_row_asking_for_nothing_is_not_fed_and_catches_up_when_next_asked(dirs):
+    """k = 0 without lookahead (the adaptive schedule's target-only steps): no forward for that row; the
+    tokens emitted meanwhile are fed when it next drafts, and its q is what drafting from scratch gives."""
+    d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
+    prompts = [torch.tensor([5, 9, 11, 40, 7]), torch.tensor([3, 4])]
+    d.reset_rows(prompts, sampling.SamplingParams(0.0), [None, None])
+    seen = list(d.lm.seen)
+    drafts = d.propose_rows(prompts, [DraftRequest(k=0), DraftRequest(k=0)])
+    assert [x.calls for x in drafts] == [0, 0] and list(d.lm.seen) == seen  # nothing was run
+    d.observe_rows([Feedback(n_accepted=0)] * 2)
+    later = [torch.cat([prompts[0], torch.tensor([12, 13, 14])]), torch.cat([prompts[1], torch.tensor([6])])]
+    drafts = d.propose_rows(later, [DraftRequest(k=1), DraftRequest(k=0)])  # row 1 still asks for nothing
+    assert drafts[0].calls == 1 and drafts[1].calls == 0 and drafts[1].tokens.numel() == 0
+    assert d.lm.seen[0] == later[0].shape[0] and d.lm.seen[1] == seen[1]
+    expected = torch.softmax(logits_from_scratch(d.lm.model, later[0]), -1)
+    assert torch.allclose(drafts[0].probs[0], expected, atol=1e-5)
