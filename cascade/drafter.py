@@ -54,6 +54,11 @@ class DraftRequest:
     # call stop([c_1, .., c_j]) with the confidences so far and stop when it returns True. Optional:
     # the engine cuts the draft where the rule says anyway; honouring it only saves drafting work
     stop: Callable[[Sequence[float]], bool] | None = None
+    # a batch's shared rule (cascade.schedule.BatchStopRule), the same object in every row's request: a
+    # drafter with the batch methods drafting the rows in lockstep may call it once per round, before
+    # drawing round j's tokens, with every row's confidences (a row still drafting: c_1..c_j; one that
+    # ended: all of its drafts'), and stop every row when it returns True. Optional, as `stop` is
+    batch_stop: Callable[[Sequence[Sequence[float]]], bool] | None = None
 
 
 @dataclass(frozen=True)

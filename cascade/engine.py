@@ -57,7 +57,15 @@ from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_o
 from cascade.ragged import RaggedLM
 from cascade.row import Row, Stopper
 from cascade.rules import Rule
-from cascade.schedule import BUILTIN_SCHEDULES, Schedule, ScheduleSettings, cut_draft, predicted_draft
+from cascade.schedule import (
+    BUILTIN_SCHEDULES,
+    DraftPlan,
+    Schedule,
+    ScheduleSettings,
+    cut_batch,
+    cut_draft,
+    predicted_draft,
+)
 from cascade.tree import TreeVerdict, check_parents, verify_tree
 from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
@@ -314,14 +322,14 @@ class Engine:
 
     def _speculative_step(self, rows: list[Row]) -> Results:
         """Draft k per row, verify k + 1 positions of every row in one target call, accept per row, roll back."""
-        plans = [r.schedule.plan(r.remaining - 1) for r in rows]  # k accepted + 1 bonus fit each row's budget
+        plans = self._plans(rows)
         asked = [min(p.k, r.remaining - 1) for p, r in zip(plans, rows)]
         ctxs = [self._block(r) for r in rows]  # where each block sits (rules that read features, the log)
         t0 = time.perf_counter()
         # draft: up to asked_b tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus) for every row;
         # a chain, or a tree when the drafter gives parents (cascade.tree)
         drafts = self._propose(rows, [self._request(p, a) for p, a in zip(plans, asked)])
-        drafts = [self._cut(d, p, c) for d, p, c in zip(drafts, plans, ctxs)]
+        drafts = self._cut_batch([self._cut(d, p, c) for d, p, c in zip(drafts, plans, ctxs)], plans)
         xs = [d.tokens.to(self.device) for d in drafts]  # (k_b,) k_b <= asked_b (a drafter may stop early)
         trees = [self._tree(d) for d in drafts]
         t1 = time.perf_counter()
@@ -394,24 +402,47 @@ class Engine:
             at += 2 + k
         return out
 
+    @staticmethod
+    def _plans(rows: list[Row]) -> list[DraftPlan]:
+        """Each row's plan for this step, k accepted + 1 bonus within its budget: from its own schedule, or from
+        the batch's shared one at once when it plans for a batch (`plan_batch`)."""
+        limits = [r.remaining - 1 for r in rows]
+        shared = rows[0].schedule
+        if hasattr(shared, "plan_batch") and all(r.schedule is shared for r in rows):
+            plans = list(shared.plan_batch(limits))
+            if len(plans) != len(rows):
+                raise PluginError(f"schedule {shared.name!r} planned {len(plans)} rows for a batch of {len(rows)}")
+            return plans
+        return [r.schedule.plan(limit) for r, limit in zip(rows, limits)]
+
     def _request(self, plan: Any, asked: int) -> DraftRequest | None:
         """What to ask a row's drafter; None when it has nothing to do (no token wanted, no lookahead)."""
         if asked <= 0 and not self.lookahead:
             return None
         own = self.predictor is None  # confidences from the drafter itself, else from the predictor
         return DraftRequest(k=max(asked, 0), min_confidence=plan.min_confidence, lookahead=self.lookahead,
-                            confidence=self.schedule_cls.needs_confidence and own, stop=plan.stop if own else None)
+                            confidence=self.schedule_cls.needs_confidence and own, stop=plan.stop if own else None,
+                            batch_stop=plan.batch_stop if own else None)
 
-    def _cut(self, draft: Draft, plan: Any, ctx: BlockContext | None) -> Draft:
-        """Where the schedule's stopping rule says, from confidences only."""
-        if plan.stop is None or draft is EMPTY_DRAFT:
+    def _cut(self, draft: Draft, plan: DraftPlan, ctx: BlockContext | None) -> Draft:
+        """Where the schedule's stopping rule says, from confidences only (a predictor's, when one is named)."""
+        if (plan.stop is None and plan.batch_stop is None) or draft is EMPTY_DRAFT:
             return draft
         if draft.parents is not None:  # a tree is no prefix of confidences: nothing to cut it by
             raise CascadeError(f"drafter {self.drafter_name!r} proposed a tree, and block_schedule "
                                f"{self.policy.decoding.block_schedule!r} cuts chains by confidence: use constant")
         if self.predictor is not None:
             draft = predicted_draft(draft, self.predictor, ctx, self.drafter_name)
+        if plan.stop is None:
+            return draft
         return cut_draft(draft, plan.stop, self.policy.decoding.block_schedule, self.drafter_name)
+
+    def _cut_batch(self, drafts: list[Draft], plans: list[DraftPlan]) -> list[Draft]:
+        """Every row cut to the columns the batch's shared budget keeps, when its schedule shares one."""
+        rule = plans[0].batch_stop if plans else None
+        if rule is None:
+            return drafts
+        return cut_batch(drafts, rule, self.policy.decoding.block_schedule, self.drafter_name)
 
     def _verify(self, row: Row, x: torch.Tensor, draft: Draft, p_logits: torch.Tensor,
                 ctx: BlockContext | None, tree: list[int] | None) -> Verdict | TreeVerdict:

@@ -7,9 +7,10 @@ fields (`block_size`, `min_block_size`, `max_block_size`, `confidence`) and, for
 third party's, `decoding.schedule_options` (validated against its `Options`).
 
 Each generation gets its own instance (a schedule with `shared = True` gets one per batch,
-its `update` called for every row of a step before the next `plan`). Per step the engine asks `plan(limit)` for a
-`DraftPlan`: how many tokens to ask for at most, and optionally a confidence floor or a
-`StopRule`. A stop rule is called with the confidences c_1..c_j of the drafts so far,
+its `update` called for every row of a step before the next `plan`; if it also has
+`plan_batch(limits)`, the engine asks it once per step for every live row's plan). Per step the engine asks `plan(limit)` for a
+`DraftPlan`: how many tokens to ask for at most, and optionally a confidence floor, a
+`StopRule` or, for a whole batch, a `BatchStopRule`. A stop rule is called with the confidences c_1..c_j of the drafts so far,
 each computed *before* its token was drawn, and says whether to stop before drawing x_j;
 the engine applies it to the returned draft too (so a drafter that ignores it is cut to
 the same length). Deciding to draft x_j from c_1..c_j alone is a stopping time of the
@@ -25,7 +26,10 @@ draft: the verification stays exactly lossless (or exactly π) as with a constan
                 the drafter's calibrated confidences and the measured cost table
                 (`cascade.profile`); or from an acceptance predictor a plugin registers
                 (`register_predictors`, e.g. the learned acceptance head) when
-                `schedule_options: {predictor: NAME, predictor_options: {...}}` names one
+                `schedule_options: {predictor: NAME, predictor_options: {...}}` names one.
+                One instance per batch: with B > 1 rows the batch shares one verification
+                budget (`SurvivalStop.stops`: the width that maximises the rows' total expected
+                tokens per second of the batch's step)
 
 An acceptance predictor scores draft j from the drafter-side features of q_j evaluated at
 q's top token (`cascade.features.decision_features(argmax q, q, None)`), which are known
@@ -35,7 +39,7 @@ before x_j is drawn whichever token is then drawn: the stopping rule stays a sto
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -60,6 +64,14 @@ class StopRule(Protocol):
         ...
 
 
+class BatchStopRule(Protocol):
+    def __call__(self, rows: Sequence[Sequence[float]]) -> bool:
+        """Before drawing column j of a batch's drafts, j = the longest list's length: rows[b] holds row b's
+        confidences c_1..c_j when it is still drafting (c_j that of x_j, not yet drawn), or all of its drafts'
+        when its draft ended earlier. True: no row draws its draft j (the batch verifies j − 1 columns)."""
+        ...
+
+
 @dataclass(frozen=True)
 class DraftPlan:
     """What a schedule asks of the next draft."""
@@ -67,6 +79,9 @@ class DraftPlan:
     k: int  # draft at most k tokens
     min_confidence: float = 0.0  # stop when the drafter's top probability falls below this
     stop: StopRule | None = None  # stop where this says (needs the drafter's Draft.confidence)
+    # one rule for every row of the batch (the same object in each row's plan): the batch verifies the columns
+    # it keeps, every row cut to them (needs Draft.confidence)
+    batch_stop: BatchStopRule | None = None
 
 
 class AcceptancePredictor(Protocol):
@@ -208,7 +223,7 @@ class Confidence(_Base):
 
 @dataclass(frozen=True)
 class SurvivalStop:
-    """SPEC.md's adaptive rule k* = argmax_k E(k)/C(k) as a stopping time.
+    """SPEC.md's adaptive rule k* = argmax_k E(k)/C(k) as a stopping time, for one row or a batch.
 
     a_i = the calibrated confidence of draft i, S_j = Π_{i≤j} a_i its survival, E(j) = 1 + Σ_{i≤j} S_i
     the expected emitted tokens of a block of j drafts, C(j) = draft_seconds·(j + lookahead) +
@@ -218,6 +233,14 @@ class SurvivalStop:
     j − 1 drafts it has. Measured costs are not convex (on a CPU a call over 3 tokens may cost what
     one over 9 does), so E/C can fall and rise again: stopping at its first drop would stop short.
     For constant confidences this is exactly the argmax; for falling ones it may draft one more.
+
+    A batch (`stops`) shares one verification budget (SPEC.md): the rows are verified in one call
+    padded to the widest, whose cost C(m) (a batch's table) depends on the width m only, so the
+    top-B* prefixes of the rows' positions ranked by survival are every row's first m drafts, and
+    the budget is the width. The rule is the same with E summed over the rows: before column j it
+    stops when no width m ≥ j beats j − 1 in Σ_b E_b / C. Row b's draft j is kept or not from the
+    confidences known before it was drawn and from the other rows (drawn from their own streams,
+    independent of it given the contexts): still a stopping time for every row, so still exact.
     """
 
     draft_seconds: float
@@ -239,25 +262,40 @@ class SurvivalStop:
     def max_drafts(self) -> int:
         return len(self.verify_seconds) - 1
 
-    def best_from(self, j: int, expected: float, survival: float, rate: Callable[[int], float]) -> float:
-        """max over m ≥ j of E(m)/C(m), given E(j − 1) = expected and S(j − 1) = survival, draft i kept
-        with probability rate(i) (0 when no block of j drafts fits the table)."""
-        best = 0.0
-        for i in range(j, self.max_drafts + 1):
-            survival *= rate(i)
+    def survival(self, confidences: Sequence[float]) -> tuple[float, float]:
+        """(S_j, E(j)) of a block of j = len(confidences) drafts."""
+        survival, expected = 1.0, 1.0
+        for i, c in enumerate(confidences, start=1):
+            survival *= self.calibrated(i, c)
             expected += survival
-            best = max(best, expected / self.cost(i))
-        return best
+        return survival, expected
 
     def __call__(self, confidences: Sequence[float]) -> bool:
-        *before, c = confidences  # c_1..c_{j−1} drafted; c_j = the confidence of x_j, not yet drawn
-        survival, expected = 1.0, 1.0
-        for i, ci in enumerate(before, start=1):
-            survival *= self.calibrated(i, ci)
-            expected += survival
-        have = expected / self.cost(len(before))  # E(j − 1)/C(j − 1): the block if it stops now
-        # stop unless drafting x_j and maybe more, each later one as likely as x_j, promises more tokens per second
-        return self.best_from(len(confidences), expected, survival, lambda i: self.calibrated(i, c)) < have
+        """One row: c_1..c_{j−1} drafted, c_j the confidence of x_j, not yet drawn."""
+        return self.stops([confidences])
+
+    def stops(self, rows: Sequence[Sequence[float]]) -> bool:
+        """A batch (BatchStopRule): stop before column j = the longest row's length?"""
+        j = max((len(c) for c in rows), default=0)
+        if j == 0:
+            return True
+        expected = 0.0  # Σ_b E_b(j − 1): every row's block if the batch stops now
+        drafting: list[tuple[float, float]] = []  # (S_b(j − 1), c_bj) of the rows holding x_j's confidence
+        for confs in rows:
+            survival, e = self.survival(confs[: j - 1])
+            expected += e
+            if len(confs) == j:
+                drafting.append((survival, confs[-1]))
+        have = expected / self.cost(j - 1)
+        # widths m ≥ j, each row's later drafts as likely as its x_j
+        survivals = [s for s, _ in drafting]
+        for m in range(j, self.max_drafts + 1):
+            for b, (_, c) in enumerate(drafting):
+                survivals[b] *= self.calibrated(m, c)
+                expected += survivals[b]
+            if expected / self.cost(m) >= have:
+                return False
+        return True
 
 
 PROBE_EVERY = 8  # adaptive: a step that drafts anyway, however little drafting paid lately
@@ -268,15 +306,18 @@ class Adaptive(_Base):
     """DSpark-style: draft while more tokens promise more expected tokens per second (SurvivalStop).
 
     Asking for a confidence costs a drafter step. So before drafting, the schedule checks, from
-    this sequence's history only (the acceptance of earlier first drafts, older steps weighing
-    less), whether its first draft can pay; when it cannot, it verifies nothing but the target's
+    this batch's history only (the acceptance of earlier first drafts, older steps weighing
+    less), whether a first draft can pay; when it cannot, it verifies nothing but the target's
     own token (k = 0, no drafter call), except every PROBE_EVERY-th step, which drafts one token
     to keep the estimate current. Either way the choice never reads the block being verified.
+    One instance serves a batch (`shared`): its rows draft or not together (a row drafting alone
+    would widen the whole batch's verification), and share one budget (`SurvivalStop.stops`).
     """
 
     name = "adaptive"
     needs_costs = True
     needs_confidence = True
+    shared: ClassVar[bool] = True
     Options = AdaptiveOptions
 
     def __init__(self, settings: ScheduleSettings):
@@ -288,13 +329,22 @@ class Adaptive(_Base):
                                  costs.step_seconds)
         self.steps = 0
         self.tried, self.kept = 0.0, 0.0  # forgetful counts of first drafts verified and accepted
+        self.pending: list[bool] = []  # whether each row's first draft of the step just verified was kept
 
     def first_acceptance(self) -> float:
         """The running acceptance of first drafts (Laplace-smoothed: 1/2 before any)."""
         return (self.kept + 1.0) / (self.tried + 2.0)
 
     def plan(self, limit: int) -> DraftPlan:
-        k = min(self.settings.max_block_size, len(self.stop.verify_seconds) - 1, limit)
+        return self.plan_batch([limit])[0]
+
+    def plan_batch(self, limits: Sequence[int]) -> list[DraftPlan]:
+        """Every live row's plan for one step (`limits[b]`: what row b's budget leaves)."""
+        if self.pending:  # the step just verified, all rows at once: older steps weigh FORGET less
+            self.tried = FORGET * self.tried + len(self.pending)
+            self.kept = FORGET * self.kept + sum(self.pending)
+            self.pending = []
+        cap = min(self.settings.max_block_size, self.stop.max_drafts)
         probe = self.steps % PROBE_EVERY == 0
         self.steps += 1
         a = self.first_acceptance()
@@ -302,29 +352,50 @@ class Adaptive(_Base):
         # kept less often, so extrapolating a to them would call the drafter where it does not pay; the stop
         # rule then decides, from each draft's own confidence, how far past the first to go)
         if (1.0 + a) / self.stop.cost(1) >= 1.0 / self.stop.cost(0):
-            return DraftPlan(k, stop=self.stop)
+            if len(limits) == 1:  # one row: its own stopping rule, which a drafter may apply while drafting
+                return [DraftPlan(min(cap, limits[0]), stop=self.stop)]
+            return [DraftPlan(min(cap, limit), batch_stop=self.stop.stops) for limit in limits]
         # the first draft would not pay at the acceptance seen lately: the target's step alone, or on a probe
         # step one draft, the least that keeps the estimate current
-        return DraftPlan(min(1, k) if probe else 0)
+        return [DraftPlan(min(1, cap, limit) if probe else 0) for limit in limits]
 
     def update(self, drafted: int, accepted: int) -> None:
         if drafted:
-            self.tried = FORGET * self.tried + 1.0
-            self.kept = FORGET * self.kept + float(accepted > 0)
+            self.pending.append(accepted > 0)
 
 
-def cut_draft(draft: Draft, stop: StopRule, schedule: str, drafter: str | None) -> Draft:
-    """The draft up to where `stop` stops on its confidences (each known before its token was drawn)."""
+def confidences(draft: Draft, schedule: str, drafter: str | None) -> list[float]:
+    """A draft's confidences (each known before its token was drawn), or a clear error when it has none."""
     if draft.tokens.shape[0] == 0:
-        return draft
+        return []
     if draft.confidence is None:
         raise PluginError(f"schedule {schedule!r} needs the drafter's per-token confidence (Draft.confidence), "
                           f"and drafter {drafter!r} reports none; use another schedule or a drafter that reports it")
-    k = cut(draft.confidence.tolist(), stop)
-    if k == draft.tokens.shape[0]:
+    return draft.confidence.tolist()
+
+
+def cut_draft(draft: Draft, stop: StopRule, schedule: str, drafter: str | None) -> Draft:
+    """The draft up to where `stop` stops on its confidences."""
+    return truncate(draft, cut(confidences(draft, schedule, drafter), stop))
+
+
+def cut_batch(drafts: Sequence[Draft], stop: BatchStopRule, schedule: str, drafter: str | None) -> list[Draft]:
+    """Every row's draft cut to the columns a batch's rule keeps (`stop` called as drafting in lockstep would)."""
+    confs = [confidences(d, schedule, drafter) for d in drafts]
+    width = max((len(c) for c in confs), default=0)
+    for j in range(1, width + 1):
+        if stop([c[:j] for c in confs]):
+            width = j - 1
+            break
+    return [truncate(d, width) for d in drafts]
+
+
+def truncate(draft: Draft, k: int) -> Draft:
+    """The draft's first k tokens (all when it has no more)."""
+    if k >= draft.tokens.shape[0]:
         return draft
     # q_{k+1} (a cascade's bonus) is the q the drafter computed before drawing the first cut token
-    return replace(draft, tokens=draft.tokens[:k], confidence=draft.confidence[:k],
+    return replace(draft, tokens=draft.tokens[:k], confidence=None if draft.confidence is None else draft.confidence[:k],
                    probs=None if draft.probs is None else draft.probs[:k],  # (k, V)
                    next_probs=None if draft.probs is None else draft.probs[k])  # (V,)
 

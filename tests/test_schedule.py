@@ -11,6 +11,7 @@ from scipy.stats import chisquare
 
 from cascade import profile
 from cascade import sampling as S
+from cascade.drafter import Draft
 from cascade.engine import Engine
 from cascade.errors import PluginError
 from cascade.policy import PolicyError, parse_policy
@@ -23,6 +24,7 @@ from cascade.schedule import (
     ScheduleSettings,
     SurvivalStop,
     cut,
+    cut_batch,
 )
 from cascade.testing import policy_dict
 
@@ -337,8 +339,9 @@ def test_adaptive_skips_the_drafter_when_drafting_has_not_paid_lately():
         a.update(plan.k, 0)  # every draft rejected
     # a probe (every PROBE_EVERY-th step) drafts one token, the least that measures the first draft's acceptance
     assert {i: k for i, k in enumerate(ks) if k} == {i: 1 for i in range(0, 3 * PROBE_EVERY, PROBE_EVERY)}
-    for _ in range(20):  # drafts that keep being accepted make drafting pay again
+    for _ in range(20):  # drafts that keep being accepted make drafting pay again (a step is planned, then verified)
         a.update(2, 2)
+        a.plan(10)
     assert a.first_acceptance() > 0.8 and a.plan(10).k == 2
 
 
@@ -372,3 +375,126 @@ def test_survival_stop_looks_past_a_dip_in_measured_costs():
     assert cut([2 / 3] * 8, stepped) == 8 and cut([0.3] * 8, stepped) == 0
     assert cut([0.9, 0.9, 0.05], stepped) == 3  # a 4-token call costs what a 3-token one does: a free draft
     assert cut([0.9, 0.9, 0.9, 0.9, 0.05, 0.9], stepped) == 4  # where it costs more, a doubted draft ends the block
+
+
+def _drafts(rows: list[list[float]]) -> list[Draft]:
+    return [Draft(torch.arange(len(r)), confidence=torch.tensor(r, dtype=torch.float64)) for r in rows]
+
+
+def test_a_batch_shares_one_budget_the_width_with_the_most_expected_tokens_per_cost():
+    """Rows verified in one call padded to the widest: the budget is the width m maximising Σ_b E_b(m) / C(m)
+    (SPEC.md's top prefixes by survival), exactly for constant confidences; each row keeps its first m drafts."""
+    stepped = SurvivalStop(0.0, (1.0, 1.5, 1.95, 1.95, 1.97, 2.07, 2.12, 2.12, 2.14))
+    for rows in ([[0.9] * 8, [0.2] * 8], [[0.5] * 8, [0.6] * 8, [0.3] * 8], [[0.95] * 8, [0.1] * 3, []],
+                 [[0.3] * 8, [0.35] * 8], [[0.7] * 8] * 4):
+        expected = [sum(1 + sum(math.prod(r[:i]) for i in range(1, min(m, len(r)) + 1)) for r in rows)
+                    for m in range(9)]
+        ratio = [e / stepped.cost(m) for m, e in enumerate(expected)]
+        best = max(range(9), key=ratio.__getitem__)
+        kept = cut_batch(_drafts(rows), stepped.stops, "adaptive", "d")
+        assert [d.tokens.shape[0] for d in kept] == [min(best, len(r)) for r in rows], rows
+    # a doubtful row alone would verify nothing; beside a confident one its drafts ride in the padding
+    assert cut([0.2] * 8, stepped) == 0
+    assert [d.tokens.shape[0] for d in cut_batch(_drafts([[0.9] * 8, [0.2] * 8]), stepped.stops, "a", "d")] == [8, 8]
+    assert stepped.stops([[0.6, 0.5]]) == stepped([0.6, 0.5])  # one row: the row's own rule
+
+
+def test_the_batch_rule_reads_only_the_confidences_so_far():
+    stop = SurvivalStop(TABLE.draft_seconds, TABLE.verify_seconds)
+    head = [[0.9, 0.03], [0.5, 0.04]]
+    widths = {max(d.tokens.shape[0] for d in cut_batch(_drafts([h + t for h in head]), stop.stops, "a", "d"))
+              for t in ([], [0.99, 0.99], [0.1])}
+    assert len(widths) == 1
+
+
+def test_adaptive_shares_one_schedule_across_a_batch():
+    """Rows draft or not together (one row drafting widens the whole batch's call) and share one estimate."""
+    costly = CostTable(0.3, (1.0, 1.5, 1.8))
+    a = Adaptive(ScheduleSettings(max_block_size=2, costs=costly))
+    assert Adaptive.shared
+    plans = a.plan_batch([5, 1, 0])
+    assert [p.k for p in plans] == [1, 1, 0]  # the first step probes: one draft each, within each row's budget
+    for accepted in (0, 0, 0):
+        a.update(1, accepted)
+    assert [p.k for p in a.plan_batch([5, 5, 5])] == [0, 0, 0]  # none kept: the whole batch skips the drafter
+    cheap = Adaptive(ScheduleSettings(max_block_size=4, costs=TABLE))
+    plans = cheap.plan_batch([9, 9])
+    assert {p.batch_stop for p in plans} == {cheap.stop.stops} and all(p.stop is None for p in plans)
+    (one,) = cheap.plan_batch([9])
+    assert one.stop is cheap.stop and one.batch_stop is None  # one row: its own rule, which a drafter applies
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_adaptive_batches_are_lossless_and_share_their_width(family, arch, fixed_costs):
+    f = family(arch)
+    prompts = [PROMPT, "import os\n", "x", "for i in range(10):\n    print(i)\n"]
+    ref = [engine(target=f["target"], mode="target", max_new_tokens=24).generate(p).token_ids for p in prompts]
+    for kw in (dict(drafter=f["near"]), dict(plugin="ngram")):
+        e = engine(target=f["target"], block_schedule="adaptive", max_block_size=6, max_new_tokens=24, **kw)
+        got = e.generate(prompts, batch_size=4)
+        assert [g.token_ids for g in got] == ref, kw
+        steps: dict[int, list] = {}
+        for g in got:
+            for s in g.steps:
+                steps.setdefault(s.index, []).append(s)
+        widths = set()
+        for records in steps.values():
+            if len(records) == 4:  # every row still in the batch: one width, each row's draft cut to it (or a
+                # shorter one: its budget, or the drafter found nothing more)
+                width = max(s.drafted for s in records)
+                assert all(s.drafted in (min(width, s.block_size), *range(s.block_size)) for s in records), [
+                    (s.drafted, s.block_size, s.accepted) for s in records]
+                widths.add(width)
+        assert len(widths) > 1, kw  # the shared budget varied
+
+
+def test_the_hf_model_drafter_stops_drafting_where_the_batch_rule_cuts(family, fixed_costs):
+    """Drafting in lockstep, the drafter applies the batch's rule itself: nothing it drafts is cut away."""
+    f = family("gpt2")
+    e = engine(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_block_size=6,
+               max_new_tokens=24, ignore_eos=True)
+    original = e._cut_batch
+    cut_away = []
+
+    def spy(drafts, plans):
+        out = original(drafts, plans)
+        cut_away.extend(d.tokens.shape[0] - o.tokens.shape[0] for d, o in zip(drafts, out))
+        return out
+
+    e._cut_batch = spy
+    e.generate([PROMPT, "import os\n", "x"], batch_size=3)
+    assert cut_away and set(cut_away) == {0}
+
+
+def test_adaptive_batched_sampling_matches_pi_over_two_tokens(family, fixed_costs):
+    """Row 1 of a batch of two under the shared budget (which verifies 0, 1 or 2 of its drafts depending on
+    both rows' confidences): the joint law of its first two tokens is π(x1)·π(x2 | x1)."""
+    f = family("gpt2")
+    e = engine(target=f["target"], drafter=f["near"], temperature=1.0, top_k=3, block_schedule="adaptive",
+               max_new_tokens=3, ignore_eos=True)
+    ids = e.encode(PROMPT)
+    mate = e.encode("import os\n").tolist()
+
+    def p(prefix: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return S.warp(e.target.model(input_ids=prefix[None]).logits[0, -1], e.params)
+
+    first = p(ids)
+    joint = {}
+    for a in torch.nonzero(first > 1e-9).flatten().tolist():
+        second = p(torch.cat([ids, torch.tensor([a])]))
+        for b in torch.nonzero(second > 1e-9).flatten().tolist():
+            joint[a, b] = float(first[a] * second[b])
+    n = 1000
+    counts = dict.fromkeys(joint, 0)
+    sizes = set()
+    for seed in range(n):
+        g = e.generate([mate, ids.tolist()], seed=seed, record_decisions=False, batch_size=2)[1]
+        pair = tuple(g.token_ids[:2])
+        assert pair in counts, pair
+        counts[pair] += 1
+        sizes.update(s.drafted for s in g.steps)
+    assert len(sizes) > 1
+    keys = sorted(joint)
+    expected = torch.tensor([joint[k] for k in keys], dtype=torch.float64)
+    assert chisquare([counts[k] for k in keys], (expected / expected.sum() * n).numpy()).pvalue > 1e-3

@@ -129,8 +129,10 @@ class HFModelDrafter:
         seen: list[list[float]] = [[] for _ in rows]  # confidences so far (a schedule's stopping rule reads them)
         last_q = list(q)  # (V,) per row: q after the row's last fed token
         drafting = [room[b] and ks[b] > 0 for b in rows]
+        batch_stop = next((r.batch_stop for r in requests if r.batch_stop is not None), None)  # one for the batch
         for i in range(max(ks, default=0)):
-            watch = [b for b in rows if drafting[b] and (requests[b].min_confidence > 0 or requests[b].stop)]
+            watch = [b for b in rows if drafting[b] and (requests[b].min_confidence > 0 or requests[b].stop
+                                                         or requests[b].batch_stop is not None)]
             top = q.max(-1).values.tolist() if watch else []  # predicted acceptance of the next token, before it is drawn
             for b in watch:
                 if top[b] < requests[b].min_confidence:
@@ -140,6 +142,10 @@ class HFModelDrafter:
                 stop = requests[b].stop
                 if stop is not None and stop(seen[b]):
                     drafting[b] = False  # the schedule's stopping rule (`adaptive`): one more draft does not pay
+                    seen[b].pop()  # what it drafted, for the batch's rule
+            if batch_stop is not None and any(drafting[b] for b in watch) and batch_stop(seen):
+                for b in rows:  # the batch's shared budget (`adaptive` at B > 1): no row draws this round
+                    drafting[b] = drafting[b] and requests[b].batch_stop is None
             picks = logits.argmax(-1) if self.params.greedy else None  # (B,)
             feed = [q[b, :0].long() for b in rows]  # (0,) for rows not fed this round
             for b in rows:
