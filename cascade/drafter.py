@@ -87,6 +87,9 @@ class Feedback:
     # before them, for drafters that read the target's features (EAGLE); None unless asked for
     hidden_states: torch.Tensor | None = None
     path: tuple[int, ...] | None = None  # tree drafts: indices into Draft.tokens of the accepted path
+    # how many of the drafted tokens were verified: fewer than it drafted when the engine cut the draft (a
+    # schedule's stopping rule the drafter did not apply, a batch's shared width); None: not said (all of them)
+    verified: int | None = None
 
 
 @dataclass(frozen=True)

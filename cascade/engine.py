@@ -168,7 +168,8 @@ class Engine:
                on_step: Callable[[StepRecord], None] | None = None, record_decisions: bool = True,
                batch_size: int | None = None) -> Iterator[tuple[int, Generation]]:
         """(index of the prompt, its Generation), each as soon as its row finishes. Every row is seeded with
-        `seed` (default decoding.seed), so a row's output does not depend on its batch or its batch-mates;
+        `seed` (default decoding.seed), so a row's output does not depend on its batch or its batch-mates (under a
+        schedule the batch shares, a sampled row's tokens depend on how far the batch drafts; their law does not);
         batches group prompts of similar lengths (less padding), so rows may finish out of order."""
         d = self.policy.decoding
         size = d.batch_size if batch_size is None else batch_size
@@ -346,10 +347,10 @@ class Engine:
         self.target.rollback([r.n + n for r, (n, _, _, _) in zip(rows, accepted)],
                              keep=[None if path is None else k for k, (_, _, _, path) in zip(kept, accepted)])
         states = self.target.hidden  # (B, K + 1, d) when the drafter reads the target's features
-        self._observe([Feedback(n_accepted=n, next_token=nxt, path=path,
+        self._observe([Feedback(n_accepted=n, next_token=nxt, path=path, verified=len(toks),
                                 hidden_states=None if states is None else states[b, kept[b]])
                        if (a > 0 or self.lookahead) else None
-                       for b, (a, (n, nxt, _, path)) in enumerate(zip(asked, accepted))])
+                       for b, (a, (n, nxt, toks, path)) in enumerate(zip(asked, accepted))])
         self.target.maybe_compact(incoming=max(self.policy.decoding.block_size, self.policy.decoding.max_block_size) + 1)
         t2 = time.perf_counter()
         share = 1 / len(rows)  # each row's share of the batch's drafting and verifying time

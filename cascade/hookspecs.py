@@ -71,8 +71,9 @@ def register_schedules(register: Callable[[str, type[Schedule]], None]) -> None:
     ``needs_costs`` (gets the measured cost table), ``needs_confidence`` (asks the
     drafter for ``Draft.confidence``) and ``Options`` (a pydantic model, validated from
     ``decoding.schedule_options``), a constructor ``cls(settings: ScheduleSettings)``
-    (one instance per generation) and the methods ``plan(limit) -> DraftPlan`` and
-    ``update(drafted, accepted)``. The name is what a policy writes under
+    (one instance per generation, or per batch with ``shared = True``) and the methods
+    ``plan(limit) -> DraftPlan`` and ``update(drafted, accepted)`` (a shared schedule may
+    add ``plan_batch(limits) -> list[DraftPlan]``, asked once per step for every row). The name is what a policy writes under
     ``decoding.block_schedule``; duplicates are a ``PluginError`` naming both plugins.
     """
 

@@ -351,7 +351,7 @@ class Adaptive(_Base):
         # does the first draft pay at that acceptance? (only the first: later drafts of a model drafter are
         # kept less often, so extrapolating a to them would call the drafter where it does not pay; the stop
         # rule then decides, from each draft's own confidence, how far past the first to go)
-        if (1.0 + a) / self.stop.cost(1) >= 1.0 / self.stop.cost(0):
+        if self.stop.draft_seconds == 0.0 or (1.0 + a) / self.stop.cost(1) >= 1.0 / self.stop.cost(0):
             if len(limits) == 1:  # one row: its own stopping rule, which a drafter may apply while drafting
                 return [DraftPlan(min(cap, limits[0]), stop=self.stop)]
             return [DraftPlan(min(cap, limit), batch_stop=self.stop.stops) for limit in limits]

@@ -112,6 +112,8 @@ class NgramDrafter:
         # rejected tokens never entered self.ids: propose() reads the emitted context. Learn the acceptance
         # of the positions that were tried: all up to the first rejection
         n, drafted = self.pending
+        if feedback.verified is not None:  # the engine cut the draft (a batch's width): the rest was never tried
+            drafted = min(drafted, feedback.verified)
         self.offered = {key: FORGET * v for key, v in self.offered.items()}  # every verification ages the history
         self.accepted = {key: FORGET * v for key, v in self.accepted.items()}
         for j in range(min(feedback.n_accepted + 1, drafted)):

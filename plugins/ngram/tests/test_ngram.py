@@ -4,7 +4,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from cascade.drafter import DraftRequest
+from cascade.drafter import DraftRequest, Feedback
 from cascade_ngram import NgramDrafter, Options
 
 
@@ -69,3 +69,20 @@ def test_recent_match_too_close_to_the_end_falls_back_to_the_first():
     ctx = torch.tensor([4, 1, 2, 3, 5, 4, 9, 4])  # latest earlier "4" is followed by only 2 tokens
     assert d.propose(ctx, DraftRequest(k=3)).tokens.tolist() == [1, 2, 3]
     assert drafter(min_ngram=1, max_ngram=1).propose(ctx, DraftRequest(k=2)).tokens.tolist() == [9, 4]
+
+
+def test_drafts_the_engine_cut_away_are_not_learned_as_rejected():
+    """A batch's shared width cuts the draft after it was proposed: positions never verified keep their
+    confidence (they are neither offered nor rejected)."""
+    d = NgramDrafter(Options(min_ngram=1, max_ngram=2))
+    ids = torch.tensor([1, 2, 3, 4, 5, 6, 7, 1, 2])
+    d.reset(ids)
+    draft = d.propose(ids, DraftRequest(k=5, confidence=True))
+    assert draft.tokens.tolist() == [3, 4, 5, 6, 7]
+    before = [d.confidence(2, j) for j in range(5)]
+    d.observe(Feedback(n_accepted=2, next_token=5, verified=2))  # both verified drafts kept; 3 cut away
+    after = [d.confidence(2, j) for j in range(5)]
+    assert after[0] > before[0] and after[1] > before[1] and after[2] == before[2]
+    d.propose(torch.cat([ids, torch.tensor([3, 4, 5])]), DraftRequest(k=5, confidence=True))
+    d.observe(Feedback(n_accepted=2, next_token=9))  # not said: all 5 were verified, the third rejected
+    assert d.confidence(2, 2) < after[2]
