@@ -55,7 +55,7 @@ from cascade.features import BlockContext, decision_features
 from cascade.metrics import Decision, Generation, StepRecord, block_decisions, draft_row, emitted_by_target
 from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_options
 from cascade.ragged import RaggedLM
-from cascade.row import Row, Stopper
+from cascade.row import Row, Stopper, plan_rows
 from cascade.rules import Rule
 from cascade.schedule import (
     BUILTIN_SCHEDULES,
@@ -66,7 +66,7 @@ from cascade.schedule import (
     cut_draft,
     predicted_draft,
 )
-from cascade.tree import TreeVerdict, check_parents, verify_tree
+from cascade.tree import TreeVerdict, check_parents, read_verdicts, verdict_deferrals, verify_tree
 from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
 Prompt = str | list[int]
@@ -323,7 +323,7 @@ class Engine:
 
     def _speculative_step(self, rows: list[Row]) -> Results:
         """Draft k per row, verify k + 1 positions of every row in one target call, accept per row, roll back."""
-        plans = self._plans(rows)
+        plans = plan_rows(rows)
         asked = [min(p.k, r.remaining - 1) for p, r in zip(plans, rows)]
         ctxs = [self._block(r) for r in rows]  # where each block sits (rules that read features, the log)
         t0 = time.perf_counter()
@@ -341,7 +341,7 @@ class Engine:
         # bonus; a tree walks from the root through the children it accepts
         verdicts = [self._verify(r, x, d, p_logits[b, : x.shape[0] + 1], c, t)
                     for b, (r, x, d, c, t) in enumerate(zip(rows, xs, drafts, ctxs, trees))]
-        accepted = self._read(verdicts, xs)  # per row: (n, next token, drafted tokens, accepted path); one readback
+        accepted = read_verdicts(verdicts, xs)  # per row: (n, next token, drafted tokens, accepted path); one readback
         # roll back: each row keeps its context, its last token and its n accepted drafts (a tree: its path)
         kept = [list(range(n + 1)) if path is None else [0, *(i + 1 for i in path)] for n, _, _, path in accepted]
         self.target.rollback([r.n + n for r, (n, _, _, _) in zip(rows, accepted)],
@@ -364,9 +364,9 @@ class Engine:
                     r.track(k, n, xs[b], drafts[b].probs)
             # log: emitted = the accepted drafts + the correction or bonus token
             emitted = (toks[:n] if path is None else [toks[i] for i in path]) + [nxt]
-            deferred = int(sum(_deferred(verdicts[b]))) if k > 0 else 0
+            deferred = int(sum(verdict_deferrals(verdicts[b]))) if k > 0 else 0
             decisions = block_decisions(xs[b], toks, drafts[b].probs, drafts[b].parents, p_logits[b, : k + 1],
-                                        _deferred(verdicts[b]), n, nxt, path) if r.record else ()
+                                        verdict_deferrals(verdicts[b]), n, nxt, path) if r.record else ()
             out.append((emitted, StepRecord(index=len(r.steps), block_size=asked[b], drafted=k, accepted=n,
                                             emitted=tuple(emitted), deferred=deferred, target_calls=1,
                                             drafter_calls=drafts[b].calls, draft_seconds=(t1 - t0) * share,
@@ -384,37 +384,6 @@ class Engine:
         parents = draft.parents.tolist()
         check_parents(parents, self.drafter_name)
         return parents
-
-    @staticmethod
-    def _read(verdicts: list[Verdict | TreeVerdict], xs: list[torch.Tensor]
-              ) -> list[tuple[int, int, list[int], tuple[int, ...] | None]]:
-        """(n accepted, next token, drafted tokens, accepted path or None) per row: chains read back at once."""
-        chains = [torch.cat([v.n_accepted.view(1), v.next_token.view(1), x])
-                  for v, x in zip(verdicts, xs) if isinstance(v, Verdict)]
-        flat = torch.cat(chains).tolist() if chains else []
-        out: list[tuple[int, int, list[int], tuple[int, ...] | None]] = []
-        at = 0
-        for v, x in zip(verdicts, xs):
-            if isinstance(v, TreeVerdict):
-                out.append((len(v.path), v.next_token, x.tolist(), v.path))
-                continue
-            k = x.shape[0]
-            out.append((flat[at], flat[at + 1], flat[at + 2 : at + 2 + k], None))
-            at += 2 + k
-        return out
-
-    @staticmethod
-    def _plans(rows: list[Row]) -> list[DraftPlan]:
-        """Each row's plan for this step, k accepted + 1 bonus within its budget: from its own schedule, or from
-        the batch's shared one at once when it plans for a batch (`plan_batch`)."""
-        limits = [r.remaining - 1 for r in rows]
-        shared = rows[0].schedule
-        if hasattr(shared, "plan_batch") and all(r.schedule is shared for r in rows):
-            plans = list(shared.plan_batch(limits))
-            if len(plans) != len(rows):
-                raise PluginError(f"schedule {shared.name!r} planned {len(plans)} rows for a batch of {len(rows)}")
-            return plans
-        return [r.schedule.plan(limit) for r, limit in zip(rows, limits)]
 
     def _request(self, plan: Any, asked: int) -> DraftRequest | None:
         """What to ask a row's drafter; None when it has nothing to do (no token wanted, no lookahead)."""
@@ -467,8 +436,3 @@ class Engine:
         with self._drafter_errors("observe"):
             self.drafters.observe(feedbacks)
 
-
-def _deferred(verdict: Verdict | TreeVerdict) -> list[float]:
-    """r(x_i) of every draft of a block (1 = deferred to the target)."""
-    d = verdict.deferred
-    return d.tolist() if isinstance(d, torch.Tensor) else list(d)

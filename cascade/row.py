@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
+from cascade.errors import PluginError
 from cascade.features import LOGQ_QUANTILES, LOGQ_WINDOW, RECENT_STEPS, BlockContext, quantile
 from cascade.metrics import Generation, Metrics, StepRecord, truncate_step
-from cascade.schedule import Schedule
+from cascade.schedule import DraftPlan, Schedule
 
 STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
 
@@ -123,3 +124,16 @@ class Stopper:
     def trim(self, text: str) -> str:
         cuts = [text.find(s) for s in self.stops if s in text]
         return text[: min(cuts)] if cuts else text
+
+
+def plan_rows(rows: list[Row]) -> list[DraftPlan]:
+    """Each live row's plan for a step, k accepted + 1 bonus within its budget: from its own schedule, or from the
+    batch's shared one at once when it plans for a batch (`plan_batch`)."""
+    limits = [r.remaining - 1 for r in rows]
+    shared = rows[0].schedule
+    if hasattr(shared, "plan_batch") and all(r.schedule is shared for r in rows):
+        plans = list(shared.plan_batch(limits))
+        if len(plans) != len(rows):
+            raise PluginError(f"schedule {shared.name!r} planned {len(plans)} rows for a batch of {len(rows)}")
+        return plans
+    return [r.schedule.plan(limit) for r, limit in zip(rows, limits)]

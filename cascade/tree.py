@@ -29,7 +29,7 @@ from cascade import sampling as S
 from cascade.errors import PluginError
 from cascade.features import BlockContext
 from cascade.rules import Rule
-from cascade.verify import deferral, q_scaled, q_unscaled
+from cascade.verify import Verdict, deferral, q_scaled, q_unscaled
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,27 @@ def verify_tree(
             return TreeVerdict(tuple(path), int(S.sample(w, generator)), tuple(kept))
         path.append(accepted)
         node = accepted + 1
+
+
+def read_verdicts(verdicts: list[Verdict | TreeVerdict], xs: list[torch.Tensor]
+                  ) -> list[tuple[int, int, list[int], tuple[int, ...] | None]]:
+    """(n accepted, next token, drafted tokens, accepted path or None) per row: chains read back at once."""
+    chains = [torch.cat([v.n_accepted.view(1), v.next_token.view(1), x])
+              for v, x in zip(verdicts, xs) if isinstance(v, Verdict)]
+    flat = torch.cat(chains).tolist() if chains else []
+    out: list[tuple[int, int, list[int], tuple[int, ...] | None]] = []
+    at = 0
+    for v, x in zip(verdicts, xs):
+        if isinstance(v, TreeVerdict):
+            out.append((len(v.path), v.next_token, x.tolist(), v.path))
+            continue
+        k = x.shape[0]
+        out.append((flat[at], flat[at + 1], flat[at + 2 : at + 2 + k], None))
+        at += 2 + k
+    return out
+
+
+def verdict_deferrals(verdict: Verdict | TreeVerdict) -> list[float]:
+    """r(x_i) of every draft of a block, chain or tree (1 = deferred to the target)."""
+    d = verdict.deferred
+    return d.tolist() if isinstance(d, torch.Tensor) else list(d)
