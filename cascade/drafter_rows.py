@@ -14,7 +14,7 @@ Any other drafter is used one instance per row, built by the engine's factory
 (`Engine.from_policy` builds them as it built the first): a third party's single-row
 drafter batches unchanged. Where a row asks for nothing this step (`None` request:
 no token wanted, no lookahead), it is not called, exactly as when it decodes alone; a
-drafter with the batch methods gets `DraftRequest(k=0)` for it (and no feedback) while
+drafter with the batch methods gets `DraftRequest(k=0)` for it (and `Feedback(n_accepted=0)`) while
 other rows ask, and no call at all in a step where no row asks: it catches up on the
 tokens it has not seen when it is next asked (the adaptive schedule's k = 0 steps).
 """

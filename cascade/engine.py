@@ -55,7 +55,7 @@ from cascade.features import BlockContext, decision_features
 from cascade.metrics import Decision, Generation, StepRecord, block_decisions, draft_row, emitted_by_target
 from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_options
 from cascade.ragged import RaggedLM
-from cascade.row import Row, Stopper, plan_rows
+from cascade.row import Row, Stopper, plan_rows, stream_seed
 from cascade.rules import Rule
 from cascade.schedule import (
     BUILTIN_SCHEDULES,
@@ -167,9 +167,10 @@ class Engine:
     def stream(self, prompts: Sequence[Prompt], max_new_tokens: int | None = None, seed: int | None = None,
                on_step: Callable[[StepRecord], None] | None = None, record_decisions: bool = True,
                batch_size: int | None = None) -> Iterator[tuple[int, Generation]]:
-        """(index of the prompt, its Generation), each as soon as its row finishes. Every row is seeded with
-        `seed` (default decoding.seed), so a row's output does not depend on its batch or its batch-mates (under a
-        schedule the batch shares, a sampled row's tokens depend on how far the batch drafts; their law does not);
+        """(index of the prompt, its Generation), each as soon as its row finishes. Every row is seeded from
+        `seed` (default decoding.seed) and its prompt (`cascade.row.stream_seed`), so a row's output does not depend
+        on its batch or its batch-mates (under a schedule the batch shares, a sampled row's tokens depend on how far
+        the batch drafts, and their law does not; in lossy mode, whose law depends on where blocks end, both do);
         batches group prompts of similar lengths (less padding), so rows may finish out of order."""
         d = self.policy.decoding
         size = d.batch_size if batch_size is None else batch_size
@@ -193,7 +194,7 @@ class Engine:
         d = self.policy.decoding
         capacity = prompt.shape[0] + budget + max(d.block_size, d.max_block_size) + 2
         generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed)
+        generator.manual_seed(stream_seed(seed, prompt))
         return Row(index, prompt, asked, budget, capacity, generator, self.new_schedule(), record)
 
     def _decode(self, rows: list[Row], on_step: Callable[[StepRecord], None] | None) -> Iterator[tuple[int, Generation]]:

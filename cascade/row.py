@@ -10,6 +10,7 @@ Shapes: P = prompt tokens, n = tokens in the sequence so far.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections import deque
@@ -137,3 +138,12 @@ def plan_rows(rows: list[Row]) -> list[DraftPlan]:
             raise PluginError(f"schedule {shared.name!r} planned {len(plans)} rows for a batch of {len(rows)}")
         return plans
     return [r.schedule.plan(limit) for r, limit in zip(rows, limits)]
+
+
+def stream_seed(seed: int, prompt: torch.Tensor) -> int:
+    """Row b's random stream: the seed mixed with its prompt's tokens. A row's output still depends on neither
+    its batch nor its batch-mates, and rows with different prompts draw from independent streams: a batch's
+    shared decisions (`bass`, `adaptive`'s width) read every row's drafts, and with one stream for all, a row
+    ahead would have drawn the very numbers a row behind draws its next tokens from."""
+    digest = hashlib.sha256(str(int(seed)).encode() + prompt.to("cpu", torch.int64).numpy().tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)

@@ -327,6 +327,7 @@ class Adaptive(_Base):
             raise PluginError("the adaptive schedule needs a cost table (cascade.profile); none was measured")
         self.stop = SurvivalStop(costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead,
                                  costs.step_seconds)
+        self.batch_stop = self.stop.stops  # one object, in every row's plan
         self.steps = 0
         self.tried, self.kept = 0.0, 0.0  # forgetful counts of first drafts verified and accepted
         self.pending: list[bool] = []  # whether each row's first draft of the step just verified was kept
@@ -354,7 +355,7 @@ class Adaptive(_Base):
         if self.stop.draft_seconds == 0.0 or (1.0 + a) / self.stop.cost(1) >= 1.0 / self.stop.cost(0):
             if len(limits) == 1:  # one row: its own stopping rule, which a drafter may apply while drafting
                 return [DraftPlan(min(cap, limits[0]), stop=self.stop)]
-            return [DraftPlan(min(cap, limit), batch_stop=self.stop.stops) for limit in limits]
+            return [DraftPlan(min(cap, limit), batch_stop=self.batch_stop) for limit in limits]
         # the first draft would not pay at the acceptance seen lately: the target's step alone, or on a probe
         # step one draft, the least that keeps the estimate current
         return [DraftPlan(min(1, cap, limit) if probe else 0) for limit in limits]

@@ -419,7 +419,7 @@ def test_adaptive_shares_one_schedule_across_a_batch():
     assert [p.k for p in a.plan_batch([5, 5, 5])] == [0, 0, 0]  # none kept: the whole batch skips the drafter
     cheap = Adaptive(ScheduleSettings(max_block_size=4, costs=TABLE))
     plans = cheap.plan_batch([9, 9])
-    assert {p.batch_stop for p in plans} == {cheap.stop.stops} and all(p.stop is None for p in plans)
+    assert all(p.batch_stop is cheap.batch_stop and p.stop is None for p in plans)
     (one,) = cheap.plan_batch([9])
     assert one.stop is cheap.stop and one.batch_stop is None  # one row: its own rule, which a drafter applies
 

@@ -118,7 +118,9 @@ class HFModelDrafter:
         if not any(room):
             self.start, self.fed = list(self.lm.lengths), [0] * len(contexts)  # observe_rows keeps what is there
             return [Draft(torch.empty(0, dtype=torch.long, device=c.device), None, calls=0) for c in contexts]
-        self.lm.maybe_compact(incoming=max(ks) + 2)
+        # room for the tokens it has not seen (more than one after steps it skipped) and its drafts
+        behind = max(c.shape[0] - n for c, n, r in zip(contexts, self.lm.seen, room) if r)
+        self.lm.maybe_compact(incoming=behind + max(ks) + 1)
         fed = self.lm.seen
         unseen = [c[fed[b] :] if room[b] else c[:0] for b, c in enumerate(contexts)]
         logits = self._fit(self.lm.forward(unseen, last_only=True))  # (B, V) every row's unseen tokens at once
