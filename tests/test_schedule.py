@@ -293,6 +293,22 @@ def test_predictor_refusals(family, fixed_costs):
         Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
 
 
+def _target_joint(e: Engine, ids: torch.Tensor) -> dict[tuple[int, int], float]:
+    """The lossless law of the first two tokens after `ids`: p(x1)·p(x2 | x1) with the engine's warping."""
+
+    def p(prefix: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return S.warp(e.target.model(input_ids=prefix[None]).logits[0, -1], e.params)
+
+    first = p(ids)
+    joint = {}
+    for a in torch.nonzero(first > 1e-9).flatten().tolist():
+        second = p(torch.cat([ids, torch.tensor([a])]))
+        for b in torch.nonzero(second > 1e-9).flatten().tolist():
+            joint[a, b] = float(first[a] * second[b])
+    return joint
+
+
 def test_predictor_driven_sampling_matches_pi(family, fixed_costs):
     """Cutting on predicted acceptance stays exact at T = 1: the first two tokens follow π = p."""
     reg = _predictor_registry([])
@@ -302,17 +318,7 @@ def test_predictor_driven_sampling_matches_pi(family, fixed_costs):
                                                                          "predictor_options": {"scale": 3.0}})
     e = Engine.from_policy(parse_policy(d), registry=reg)
     ids = e.encode(PROMPT)
-
-    def p_of(prefix):
-        with torch.no_grad():
-            return S.warp(e.target.model(input_ids=prefix[None]).logits[0, -1], e.params)
-
-    first = p_of(ids)
-    joint = {}
-    for a in torch.nonzero(first > 1e-9).flatten().tolist():
-        second = p_of(torch.cat([ids, torch.tensor([a])]))
-        for b in torch.nonzero(second > 1e-9).flatten().tolist():
-            joint[a, b] = float(first[a] * second[b])
+    joint = _target_joint(e, ids)
     n = 900
     counts = dict.fromkeys(joint, 0)
     sizes = set()
@@ -474,17 +480,7 @@ def test_adaptive_batched_sampling_matches_pi_over_two_tokens(family, fixed_cost
                max_new_tokens=3, ignore_eos=True)
     ids = e.encode(PROMPT)
     mate = e.encode("import os\n").tolist()
-
-    def p(prefix: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return S.warp(e.target.model(input_ids=prefix[None]).logits[0, -1], e.params)
-
-    first = p(ids)
-    joint = {}
-    for a in torch.nonzero(first > 1e-9).flatten().tolist():
-        second = p(torch.cat([ids, torch.tensor([a])]))
-        for b in torch.nonzero(second > 1e-9).flatten().tolist():
-            joint[a, b] = float(first[a] * second[b])
+    joint = _target_joint(e, ids)
     n = 1000
     counts = dict.fromkeys(joint, 0)
     sizes = set()
