@@ -1,30 +1,35 @@
-"""The drafter contract: what a plugin's drafter receives and returns.
+"""The drafter contract: what a plugin's drafter receives and returns (cascade 0.3).
 
-A drafter is built once per engine from its validated options and a
-`DrafterContext`, then for every sequence:
+The engine owns the draft: how many tokens, when to stop, and every random draw. A
+drafter is a model over rows of a batch that the engine drives round by round, as
+gpt-fast drives its draft model (`decode_n_tokens`):
 
-    reset(prompt_ids, params, generator)   # new sequence; prefill if it has a cache
-    propose(context, request) -> Draft     # up to request.k tokens after `context`
-    observe(feedback)                      # the verdict: roll back, adapt
+    start(prompts)                          # B sequences start (prefill a cache here)
+    step(DraftRound) -> DraftStep          # the next position of each asked row: logits
+                                            # (the engine draws the token) or a token
+    observe(feedbacks)                      # the verdict per row: roll back, adapt
+    keep(rows)                              # only these rows go on (the others finished)
 
-A drafter that reads the target's features sets `wants_hidden_states = True`: each
-Feedback then carries them, and right after `reset` the engine calls its optional
-`prompt_features(hidden_states)` with those of the prompt but its last token,
-(P - 1, H), from the prefill it runs anyway (not called when there is none: a
-one-token prompt, drafter-only mode; the drafter then computes what it needs).
-Likewise a drafter with the batch methods (`cascade.drafter_rows`) that drafts with
-the target's own weights may take the target's prefilled cache through its optional
-`prompt_cache_rows(lm)` instead of prefilling again (the `sparse-kv` drafter does).
+A round's `contexts[i]` is row `rows[i]`'s sequence so far followed by the `drafted` tokens
+this draft has drawn in it (the same count for every asked row: rows draft in lockstep,
+and a row leaves the round once the engine stops it). A drafter with a KV cache feeds
+what it has not seen and answers for the position after it. Nothing the engine asked
+for is cut away afterwards: the verdict covers exactly the tokens it drew.
 
-`context` is always the whole sequence so far (prompt + emitted tokens), a 1-D
-long tensor on the engine's device; a drafter with a KV cache feeds only the
-tokens it has not seen. `Draft.probs is None` marks a deterministic drafter:
-SPEC.md then treats q as one-hot on the drafted tokens, and the rules that read q
-are refused for it at policy load.
+A drafter declares what else it does by class attributes, defaults on `DrafterBase`:
 
-The request, the feedback, the draft and the context are frozen dataclasses that
-grow by optional fields (defaulting to "not asked" / None), so a drafter written
-today keeps working when later engines ask or tell more.
+- `batched = True`: one instance drafts every row (one forward pass for all); otherwise
+  the engine builds one instance per row and calls each as a batch of one;
+- `reads_target_features = True`: the target's last hidden states come in each Feedback,
+  and the prompt's, from the engine's prefill, through `target_features(states)`;
+- `adopts_target_cache = True` (batched drafters over the target's weights): right after
+  `start`, `adopt_target_cache(lm)` hands over the target's prefilled cache;
+- `proposes_trees` (an instance attribute: it may depend on the options): the drafter
+  proposes a whole tree in one call, `propose_trees(TreeRound)` (EAGLE-2); its size is
+  the engine's `budgets`, its shape (and, when it draws its nodes, its draws) the drafter's.
+
+`DraftStep.logits is None` marks a deterministic drafter: SPEC.md then treats q as one-hot
+on the drafted tokens, and the rules that read q are refused for it at policy load.
 """
 
 from __future__ import annotations
@@ -43,60 +48,74 @@ from cascade.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
-class DraftRequest:
-    """What the engine asks of one `propose` call."""
+class DraftRound:
+    """One drafting round: what the engine asks of the drafter (rows draft in lockstep)."""
 
-    k: int  # draft at most k tokens (0 is allowed: only `lookahead` is wanted)
-    min_confidence: float = 0.0  # stop drafting when the top probability of q falls below this
-    lookahead: bool = False  # also return Draft.next_probs: q at T = 1 after the last drafted token
-    confidence: bool = False  # also return Draft.confidence: per-token predicted acceptance
-    # the schedule's stopping rule (cascade.schedule.StopRule): before drawing token j, a drafter may
-    # call stop([c_1, .., c_j]) with the confidences so far and stop when it returns True. Optional:
-    # the engine cuts the draft where the rule says anyway; honouring it only saves drafting work
-    stop: Callable[[Sequence[float]], bool] | None = None
-    # a batch's shared rule (cascade.schedule.BatchStopRule), the same object in every row's request: a
-    # drafter with the batch methods drafting the rows in lockstep may call it once per round, before
-    # drawing round j's tokens, with every row's confidences (a row still drafting: c_1..c_j; one that
-    # ended: all of its drafts'), and stop every row when it returns True. Optional, as `stop` is
-    batch_stop: Callable[[Sequence[Sequence[float]]], bool] | None = None
+    contexts: Sequence[torch.Tensor]  # per asked row: its sequence so far and this draft's `drafted` tokens
+    rows: Sequence[int]  # the asked rows, as indices into the live rows (the order of `start` and `keep`)
+    drafted: int  # tokens this draft has drawn in each asked row before this round (0: a new draft)
+    # per asked row: the most tokens its draft will draw (the engine's plan; it may stop sooner, and a
+    # cascade asks one more round at the limit for q_{k+1}); e.g. the n-gram drafter picks its match by it
+    limits: Sequence[int]
 
 
 @dataclass(frozen=True)
-class Draft:
-    """What a drafter proposes. Only `tokens` is required; every other field may stay None."""
+class TreeRound:
+    """What the engine asks of a tree drafter (`propose_trees`): one tree per live row, in one call."""
 
-    tokens: torch.Tensor  # (k,) long; k may be 0 (nothing to propose)
-    probs: torch.Tensor | None = None  # (k, V) unscaled (T = 1) q at each drafted position; None = deterministic
-    calls: int = 1  # forward passes (or lookups) the drafter spent on this draft
-    next_probs: torch.Tensor | None = None  # (V,) q at T = 1 after the last drafted token (lookahead)
-    # (k,) float in [0, 1]: the drafter's predicted chance that token i is accepted, computed
-    # *before* token i was drawn (so a schedule may stop on it without biasing the output)
+    contexts: Sequence[torch.Tensor]  # per live row: its sequence so far
+    budgets: Sequence[int]  # per live row: at most this many nodes (0: none)
+    params: SamplingParams  # the policy's sampling; a drafter that draws its nodes from q draws with these
+    generators: Sequence[torch.Generator | None]  # row b's random stream (draw row b's nodes from it only)
+
+
+@dataclass(frozen=True)
+class DraftStep:
+    """A drafter's answer for one round: the next position of each asked row, in the asked order.
+
+    Exactly one of `logits` (a model: the engine draws each row's token from it with the row's own
+    random stream, at the policy's temperature / top-k / top-p) and `tokens` (a deterministic drafter).
+    """
+
+    logits: torch.Tensor | None = None  # (R, V) unscaled, over the target's vocabulary
+    tokens: torch.Tensor | None = None  # (R,) long; -1: no proposal here (the row's draft ends)
+    # (R,) in [0, 1]: the predicted chance that the next token is accepted, known before it is drawn;
+    # None: the top probability of softmax(logits) (a deterministic drafter's schedules need its own)
     confidence: torch.Tensor | None = None
-    # (k,) long: tree drafts; parents[i] is the index of token i's parent in `tokens`, -1 = the
-    # last emitted token. None = a chain (parents[i] = i - 1)
-    parents: torch.Tensor | None = None
+    calls: int = 1  # forward passes (or lookups) this round cost
+
+
+@dataclass(frozen=True)
+class TreeDraft:
+    """A tree proposed in one call (`propose_trees`), parents before children."""
+
+    tokens: torch.Tensor  # (k,) long
+    parents: torch.Tensor  # (k,) long: index of token i's parent in `tokens`, -1 = the last emitted token
+    # (k, V) q at T = 1 at node i's parent. Under sampling: node i and its siblings were drawn i.i.d. from it
+    # (None: the children were chosen, e.g. top-k, and the tree is verified losslessly without q); under greedy
+    # decoding only a cascade rule reads it, so chosen children may carry it too
+    probs: torch.Tensor | None = None
+    calls: int = 1
 
 
 @dataclass(frozen=True)
 class Feedback:
-    """What the engine tells the drafter after verification."""
+    """The verdict on one row's draft."""
 
     n_accepted: int  # the first n_accepted drafted tokens were kept
+    drafted: int  # tokens the engine drew in this draft (all verified): where a drafter's offers were taken
     next_token: int | None = None  # the token emitted after them (correction or bonus); None if none was
-    # (n_accepted + 1, H): the target's last hidden states at the accepted positions and the one
-    # before them, for drafters that read the target's features (EAGLE); None unless asked for
+    # (n_accepted + 1, H): the target's last hidden states at the last emitted token and the accepted
+    # positions (a tree: its path); `reads_target_features` drafters only, else None
     hidden_states: torch.Tensor | None = None
-    path: tuple[int, ...] | None = None  # tree drafts: indices into Draft.tokens of the accepted path
-    # how many of the drafted tokens were verified: fewer than it drafted when the engine cut the draft (a
-    # schedule's stopping rule the drafter did not apply, a batch's shared width); None: not said (all of them)
-    verified: int | None = None
+    path: tuple[int, ...] | None = None  # tree drafts: indices into TreeDraft.tokens of the accepted path
 
 
 @dataclass(frozen=True)
 class DrafterContext:
     """What the engine tells a drafter about the target it drafts for."""
 
-    vocab_size: int  # the target's logits width; a drafter's probs must match it
+    vocab_size: int  # the target's logits width; a drafter's logits must match it
     tokenizer: Any  # the target's tokenizer (HF PreTrainedTokenizer)
     target_name: str  # the target's hub id or folder, for error messages
     device: torch.device
@@ -110,50 +129,114 @@ class DrafterContext:
 
 @runtime_checkable
 class Drafter(Protocol):
-    """A drafter class: built as `cls(options, context)`, then used as below.
-
-    An optional instance attribute `model` names the HF model the drafter runs
-    (None or absent for model-free drafters); benchmarks use it to run peers on it.
-    """
+    """A drafter class: built as `cls(options, context)`, then driven by the engine as above."""
 
     name: ClassVar[str]
-    deterministic: ClassVar[bool]  # True: propose() never returns probs
+    deterministic: ClassVar[bool]  # True: step() returns tokens, never logits
     Options: ClassVar[type]  # a pydantic model (extra="forbid") validated from the policy
+    batched: ClassVar[bool]
+    reads_target_features: ClassVar[bool]
+    adopts_target_cache: ClassVar[bool]
+    proposes_trees: bool
+    model: Any  # the HF model it runs, None for model-free drafters (benchmarks run peers on it)
+    max_positions: int | None  # the drafter's own context length, when shorter than the target's (else None)
+    runtime: Any  # the `cascade.ragged.RaggedLM` it runs its model through, None for none (benchmarks read it)
 
-    def reset(self, prompt_ids: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> None:
-        """A new sequence starts with `prompt_ids` (P,), sampled with `params` from `generator`."""
+    def start(self, prompts: Sequence[torch.Tensor]) -> None:
+        """B sequences start, `prompts[b]` (P_b,) long on the engine's device, row b in row b."""
         ...
 
-    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
-        """Up to request.k tokens continuing `context` (n,); stop early when the top probability
-        falls below request.min_confidence. With request.lookahead, a probabilistic drafter also
-        returns `next_probs` (a cascade draws the bonus token from π there)."""
+    def step(self, ask: DraftRound) -> DraftStep:
+        """The next position of each asked row."""
         ...
 
-    def observe(self, feedback: Feedback) -> None:
-        """The verdict on the last draft; the next propose() shows what followed."""
+    def observe(self, feedbacks: Sequence[Feedback | None]) -> None:
+        """The verdict per live row; None for a row nothing was drafted in this step."""
         ...
+
+    def keep(self, rows: Sequence[int]) -> None:
+        """Only these live rows (indices into the live order) go on."""
+        ...
+
+    def target_features(self, states: Sequence[torch.Tensor]) -> None:
+        """`reads_target_features`: right after `start`, each row's prompt features but the last token's."""
+        ...
+
+    def adopt_target_cache(self, lm: Any) -> None:
+        """`adopts_target_cache`: the target's `RaggedLM` after its prefill; copy, never keep or change it."""
+        ...
+
+    def propose_trees(self, ask: TreeRound) -> list[TreeDraft]:
+        """`proposes_trees`: one tree of at most ask.budgets[b] nodes per live row."""
+        ...
+
+
+class DrafterBase:
+    """The contract's defaults: subclass it and override what your drafter does."""
+
+    name: ClassVar[str] = ""
+    deterministic: ClassVar[bool] = False
+    Options: ClassVar[type]
+    batched: ClassVar[bool] = False
+    reads_target_features: ClassVar[bool] = False
+    adopts_target_cache: ClassVar[bool] = False
+    proposes_trees: bool = False
+    model: Any = None
+    max_positions: int | None = None
+    runtime: Any = None
+
+    def start(self, prompts: Sequence[torch.Tensor]) -> None:
+        pass
+
+    def step(self, ask: DraftRound) -> DraftStep:
+        raise NotImplementedError(f"drafter {self.name!r} drafts no chains (it proposes trees)")
+
+    def observe(self, feedbacks: Sequence[Feedback | None]) -> None:
+        pass
+
+    def keep(self, rows: Sequence[int]) -> None:
+        pass
+
+    def target_features(self, states: Sequence[torch.Tensor]) -> None:
+        pass
+
+    def adopt_target_cache(self, lm: Any) -> None:
+        pass
+
+    def propose_trees(self, ask: TreeRound) -> list[TreeDraft]:
+        raise NotImplementedError(f"drafter {self.name!r} proposes no trees")
 
 
 # ---------------------------------------------------------------------- load-time checks
 
 OLD_CONTRACT = (
-    "the drafter contract changed in cascade 0.2: propose(context, k, min_confidence, lookahead) became "
-    "propose(context, request: DraftRequest) (read request.k, request.min_confidence, request.lookahead) "
-    "and observe(n_accepted) became observe(feedback: Feedback) (read feedback.n_accepted); "
-    "see docs/plugins.md"
+    "the drafter contract changed in cascade 0.3: the engine owns the draft's length and its random draws. "
+    "reset/propose/observe(feedback) became start(prompts), step(DraftRound) -> DraftStep "
+    "(one position per round: logits, or tokens for a deterministic drafter) and observe(feedbacks), one "
+    "entry per row; subclass cascade.drafter.DrafterBase for the defaults; see docs/plugins.md"
 )
+OLDER_CONTRACT = (
+    "the drafter contract changed in cascade 0.2 and again in 0.3: propose(context, k, min_confidence, "
+    "lookahead) / observe(n_accepted) became step(DraftRound) -> DraftStep and "
+    "observe(feedbacks); see docs/plugins.md"
+)
+REQUIRED = ("deterministic", "start", "step", "observe", "keep")
+DECLARED = ("batched", "reads_target_features", "adopts_target_cache", "proposes_trees", "model", "max_positions", "runtime")
 
 
 def check_drafter_class(name: str, cls: type[Any]) -> None:
     """Refuse a drafter class that does not follow the contract, naming what to change."""
-    missing = [a for a in ("deterministic", "reset", "propose", "observe") if not hasattr(cls, a)]
+    if hasattr(cls, "propose") and not hasattr(cls, "step"):
+        older = "k" in _params(cls.propose) or _params(getattr(cls, "observe", lambda self, f: None)) == ["n_accepted"]
+        raise PluginError(f"drafter {name!r} ({cls.__name__}): {OLDER_CONTRACT if older else OLD_CONTRACT}")
+    missing = [a for a in REQUIRED + DECLARED if not hasattr(cls, a)]
     if missing:
-        raise PluginError(f"drafter {name!r} ({cls.__name__}) lacks {', '.join(missing)}; see docs/plugins.md")
-    propose = _params(cls.propose)
-    observe = _params(cls.observe)
-    if len(propose) != 2 or "k" in propose or len(observe) != 1 or observe[0] == "n_accepted":
-        raise PluginError(f"drafter {name!r} ({cls.__name__}): {OLD_CONTRACT}")
+        raise PluginError(
+            f"drafter {name!r} ({cls.__name__}) lacks {', '.join(missing)}: subclass cascade.drafter.DrafterBase "
+            "for the defaults; see docs/plugins.md"
+        )
+    if len(_params(cls.step)) != 1:
+        raise PluginError(f"drafter {name!r} ({cls.__name__}): step takes one DraftRound; {OLD_CONTRACT}")
 
 
 def _params(fn: Callable[..., Any]) -> list[str]:
@@ -163,6 +246,6 @@ def _params(fn: Callable[..., Any]) -> list[str]:
     return names[1:] if names and names[0] == "self" else names
 
 
-def drafter_model(drafter: Any) -> Any:
+def drafter_model(drafter: Drafter | None) -> Any:
     """The HF model a drafter runs, or None (n-gram lookup, no drafter)."""
-    return getattr(drafter, "model", None)
+    return None if drafter is None else drafter.model

@@ -48,8 +48,9 @@ import torch
 
 from cascade import models, profile, sampling
 from cascade.build import build_parts
-from cascade.drafter import Draft, Drafter, DraftRequest, Feedback
-from cascade.drafter_rows import EMPTY_DRAFT, RowDrafters
+from cascade.drafter import Drafter, Feedback
+from cascade.drafter_rows import RowDrafters
+from cascade.drafting import Draft, Drafting
 from cascade.errors import CascadeError, PluginError, plugin_errors
 from cascade.features import BlockContext, decision_features
 from cascade.metrics import Decision, Generation, StepRecord, block_decisions, draft_row, emitted_by_target
@@ -57,15 +58,7 @@ from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_o
 from cascade.ragged import RaggedLM
 from cascade.row import Row, Stopper, plan_rows, stream_seed
 from cascade.rules import Rule
-from cascade.schedule import (
-    BUILTIN_SCHEDULES,
-    DraftPlan,
-    Schedule,
-    ScheduleSettings,
-    cut_batch,
-    cut_draft,
-    predicted_draft,
-)
+from cascade.schedule import BUILTIN_SCHEDULES, DraftPlan, Schedule, ScheduleSettings
 from cascade.tree import TreeVerdict, check_parents, read_verdicts, verdict_deferrals, verify_tree
 from cascade.verify import Verdict, deferral, q_unscaled, verify_block
 
@@ -89,14 +82,14 @@ class Engine:
         self.drafters = RowDrafters(drafter, drafter_factory, self.drafter_name) if drafter is not None else None
         self.rule = rule
         # a drafter that reads the target's features (EAGLE) gets its last hidden states in the feedback
-        self.wants_hidden = bool(getattr(drafter, "wants_hidden_states", False))
+        self.wants_hidden = drafter is not None and drafter.reads_target_features
         self.device = self.target.device
         d = policy.decoding
         self.params = sampling.SamplingParams(d.temperature, d.top_k, d.top_p)
         self.lenience = d.lenience if self.mode == "lossy" else None
         # a cascade draws the bonus token from π_{k+1}, which needs the drafter's q there
         self.lookahead = self.mode == "speculative" and rule.name != "none"
-        self.reads_features = bool(getattr(rule, "reads_features", False))  # a BlockContext per block
+        self.reads_features = rule.reads_features  # a BlockContext per block
         self.stopper = Stopper(tokenizer, None if d.ignore_eos else tokenizer.eos_token_id, d.stop)
         self.step_fn: Callable[[list[Row]], Results] = {
             "target": self._target_step,
@@ -107,6 +100,10 @@ class Engine:
         }[self.mode]
         self.predictor = predictor  # an acceptance predictor for the adaptive schedule (else the drafter's confidence)
         self.schedule_cls, self.schedule_settings = self._schedule(schedule)
+        # the one owner of every draft's length and draws (cascade.drafting)
+        self.drafting = None if self.drafters is None or drafter is None else Drafting(
+            self.drafters, self.params, self.lookahead and not drafter.deterministic, drafter.deterministic,
+            drafter.reads_target_features, drafter.max_positions, predictor, self.drafter_name, d.block_schedule)
 
     def _schedule(self, cls: type[Schedule] | None) -> tuple[type[Schedule], ScheduleSettings]:
         """The block schedule's class and what each generation's instance is built from (costs measured
@@ -199,7 +196,7 @@ class Engine:
 
     def _decode(self, rows: list[Row], on_step: Callable[[StepRecord], None] | None) -> Iterator[tuple[int, Generation]]:
         """Decode one batch: every live row steps together; finished rows leave and are yielded."""
-        if getattr(self.schedule_cls, "shared", False):  # one schedule for the batch (BASS)
+        if self.schedule_cls.shared:  # one schedule for the batch (BASS, adaptive)
             for row in rows[1:]:
                 row.schedule = rows[0].schedule
         t0 = time.perf_counter()
@@ -230,11 +227,11 @@ class Engine:
             features = None if states is None else [states[b, states.shape[1] - r.n + 1 :] for b, r in enumerate(rows)]
         if self.drafters is not None:
             with self._drafter_errors("reset"):
-                self.drafters.reset([row.prompt for row in rows], self.params, [row.generator for row in rows])
+                self.drafters.start([row.prompt for row in rows])
                 if features is not None:
-                    self.drafters.prompt_features(features)
+                    self.drafters.target_features(features)
                 if prefilled:
-                    self.drafters.prompt_cache(self.target)
+                    self.drafters.adopt_target_cache(self.target)
 
     def _leave(self, keep: list[int]) -> None:
         """Finished rows leave the batch: the caches keep only the rows in `keep`."""
@@ -266,11 +263,11 @@ class Engine:
         ks = [max(1, min(r.schedule.plan(r.remaining).k, r.remaining)) for r in rows]
         ctxs = [self._block(r) for r in rows]
         t0 = time.perf_counter()
-        drafts = self._propose(rows, [DraftRequest(k=k) for k in ks])
+        drafts = self._draw(rows, [DraftPlan(k) for k in ks], ks, ctxs)
         if any(d.tokens.shape[0] == 0 or d.parents is not None for d in drafts):
             raise PluginError(f"drafter {self.drafter_name!r} proposed no token or a tree in drafter-only mode "
                               "(trees are verified, in mode speculative)")
-        self._observe([Feedback(n_accepted=d.tokens.shape[0]) for d in drafts])
+        self._observe([Feedback(n_accepted=d.tokens.shape[0], drafted=d.tokens.shape[0]) for d in drafts])
         dt = (time.perf_counter() - t0) / len(rows)
         out: Results = []
         for r, k, ctx, draft in zip(rows, ks, ctxs, drafts):
@@ -292,7 +289,7 @@ class Engine:
         (seq,) = rows
         ctx = self._block(seq)
         t0 = time.perf_counter()
-        (draft,) = self._propose(rows, [DraftRequest(k=1)])  # x: (1,), q: (1, V)
+        (draft,) = self._draw(rows, [DraftPlan(1)], [1], [ctx])  # x: (1,), q: (1, V)
         q_raw = q_unscaled(draft.tokens, draft.probs, self.target.vocab_size)  # (1, V)
         _, r_x = deferral(self.rule, draft.tokens, q_raw, None, ctx, real_q=draft.probs is not None)  # r(x) (1,)
         x, deferred = torch.stack([draft.tokens[0].float(), r_x[0]]).tolist()  # one readback (ids < 2^24)
@@ -307,7 +304,7 @@ class Engine:
             target_calls = 1
         else:
             token = x
-        self._observe([Feedback(n_accepted=0 if deferred else 1, next_token=token if deferred else None)])
+        self._observe([Feedback(n_accepted=0 if deferred else 1, drafted=1, next_token=token if deferred else None)])
         if ctx is not None:
             seq.track(1, 0 if deferred else 1, draft.tokens, draft.probs)
         t2 = time.perf_counter()
@@ -330,9 +327,8 @@ class Engine:
         t0 = time.perf_counter()
         # draft: up to asked_b tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus) for every row;
         # a chain, or a tree when the drafter gives parents (cascade.tree)
-        drafts = self._propose(rows, [self._request(p, a) for p, a in zip(plans, asked)])
-        drafts = self._cut_batch([self._cut(d, p, c) for d, p, c in zip(drafts, plans, ctxs)], plans)
-        xs = [d.tokens.to(self.device) for d in drafts]  # (k_b,) k_b <= asked_b (a drafter may stop early)
+        drafts = self._draw(rows, plans, asked, ctxs)
+        xs = [d.tokens for d in drafts]  # (k_b,) k_b <= asked_b (where the schedule's stop rule stopped it)
         trees = [self._tree(d) for d in drafts]
         t1 = time.perf_counter()
         # verify: one target pass over each row's [last emitted, x_1..x_k] gives its p_1..p_{k+1}
@@ -348,10 +344,10 @@ class Engine:
         self.target.rollback([r.n + n for r, (n, _, _, _) in zip(rows, accepted)],
                              keep=[None if path is None else k for k, (_, _, _, path) in zip(kept, accepted)])
         states = self.target.hidden  # (B, K + 1, d) when the drafter reads the target's features
-        self._observe([Feedback(n_accepted=n, next_token=nxt, path=path, verified=len(toks),
+        self._observe([Feedback(n_accepted=n, drafted=len(toks), next_token=nxt, path=path,
                                 hidden_states=None if states is None else states[b, kept[b]])
-                       if (a > 0 or self.lookahead) else None
-                       for b, (a, (n, nxt, toks, path)) in enumerate(zip(asked, accepted))])
+                       if drafts[b].asked or self.wants_hidden else None  # features: every step's
+                       for b, (n, nxt, toks, path) in enumerate(accepted)])
         self.target.maybe_compact(incoming=max(self.policy.decoding.block_size, self.policy.decoding.max_block_size) + 1)
         t2 = time.perf_counter()
         share = 1 / len(rows)  # each row's share of the batch's drafting and verifying time
@@ -386,35 +382,6 @@ class Engine:
         check_parents(parents, self.drafter_name)
         return parents
 
-    def _request(self, plan: Any, asked: int) -> DraftRequest | None:
-        """What to ask a row's drafter; None when it has nothing to do (no token wanted, no lookahead)."""
-        if asked <= 0 and not self.lookahead:
-            return None
-        own = self.predictor is None  # confidences from the drafter itself, else from the predictor
-        return DraftRequest(k=max(asked, 0), min_confidence=plan.min_confidence, lookahead=self.lookahead,
-                            confidence=self.schedule_cls.needs_confidence and own, stop=plan.stop if own else None,
-                            batch_stop=plan.batch_stop if own else None)
-
-    def _cut(self, draft: Draft, plan: DraftPlan, ctx: BlockContext | None) -> Draft:
-        """Where the schedule's stopping rule says, from confidences only (a predictor's, when one is named)."""
-        if (plan.stop is None and plan.batch_stop is None) or draft is EMPTY_DRAFT:
-            return draft
-        if draft.parents is not None:  # a tree is no prefix of confidences: nothing to cut it by
-            raise CascadeError(f"drafter {self.drafter_name!r} proposed a tree, and block_schedule "
-                               f"{self.policy.decoding.block_schedule!r} cuts chains by confidence: use constant")
-        if self.predictor is not None:
-            draft = predicted_draft(draft, self.predictor, ctx, self.drafter_name)
-        if plan.stop is None:
-            return draft
-        return cut_draft(draft, plan.stop, self.policy.decoding.block_schedule, self.drafter_name)
-
-    def _cut_batch(self, drafts: list[Draft], plans: list[DraftPlan]) -> list[Draft]:
-        """Every row cut to the columns the batch's shared budget keeps, when its schedule shares one."""
-        rule = plans[0].batch_stop if plans else None
-        if rule is None:
-            return drafts
-        return cut_batch(drafts, rule, self.policy.decoding.block_schedule, self.drafter_name)
-
     def _verify(self, row: Row, x: torch.Tensor, draft: Draft, p_logits: torch.Tensor,
                 ctx: BlockContext | None, tree: list[int] | None) -> Verdict | TreeVerdict:
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
@@ -427,10 +394,12 @@ class Engine:
         """Where the next block sits, when a rule or a predictor reads it or the decisions are logged (else None)."""
         return row.block if (self.reads_features or row.record or self.predictor is not None) else None
 
-    def _propose(self, rows: list[Row], requests: Sequence[DraftRequest | None]) -> list[Draft]:
-        assert self.drafters is not None
-        with self._drafter_errors("propose"):
-            return self.drafters.propose([r.context for r in rows], requests)
+    def _draw(self, rows: list[Row], plans: Sequence[DraftPlan], ks: Sequence[int],
+              ctxs: Sequence[BlockContext | None]) -> list[Draft]:
+        """Every row's draft: up to ks[b] tokens, drawn from its own stream where its plan's stop rule lets it."""
+        assert self.drafting is not None
+        return self.drafting.draw([r.context for r in rows], [r.buf for r in rows], [r.generator for r in rows],
+                                  plans, ks, ctxs)
 
     def _observe(self, feedbacks: Sequence[Feedback | None]) -> None:
         assert self.drafters is not None

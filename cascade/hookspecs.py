@@ -32,14 +32,13 @@ hookimpl = pluggy.HookimplMarker("cascade")
 def register_drafters(register: Callable[[str, type[Drafter]], None]) -> None:
     """Register drafter classes: call ``register(name, cls)`` once per drafter.
 
-    ``cls`` follows ``cascade.drafter.Drafter``: class attributes ``name``,
-    ``deterministic`` and ``Options`` (a pydantic model with ``extra="forbid"``),
-    a constructor ``cls(options, context: DrafterContext)`` (``context`` also carries
-    ``target_model`` and ``batch_size``), and the methods
-    ``reset(prompt_ids, params, generator)``,
-    ``propose(context, request: DraftRequest) -> Draft`` and
-    ``observe(feedback: Feedback)``. An optional instance attribute ``model`` names
-    the HF model the drafter runs (None for model-free drafters).
+    ``cls`` follows ``cascade.drafter.Drafter`` (subclass ``cascade.drafter.DrafterBase``
+    for its defaults): class attributes ``name``, ``deterministic`` and ``Options`` (a
+    pydantic model with ``extra="forbid"``), a constructor ``cls(options, context:
+    DrafterContext)``, and the methods ``start(prompts)``, ``step(DraftRound) -> DraftStep``
+    (the engine drives the draft round by round and draws every token), ``observe(feedbacks)``
+    and ``keep(rows)``; what else it does is declared (``batched``, ``reads_target_features``,
+    ``adopts_target_cache``, ``proposes_trees``, ``model``, ``max_positions``, ``runtime``).
 
     The name is what a policy writes under ``drafter.plugin``. At registration the
     class is checked against the contract (a drafter written for the old
@@ -67,13 +66,13 @@ def register_rules(register: Callable[[str, type[Rule]], None]) -> None:
 def register_schedules(register: Callable[[str, type[Schedule]], None]) -> None:
     """Register block schedules: call ``register(name, cls)`` once per schedule.
 
-    ``cls`` follows ``cascade.schedule.Schedule``: class attributes ``name``,
-    ``needs_costs`` (gets the measured cost table), ``needs_confidence`` (asks the
-    drafter for ``Draft.confidence``) and ``Options`` (a pydantic model, validated from
-    ``decoding.schedule_options``), a constructor ``cls(settings: ScheduleSettings)``
-    (one instance per generation, or per batch with ``shared = True``) and the methods
-    ``plan(limit) -> DraftPlan`` and ``update(drafted, accepted)`` (a shared schedule may
-    add ``plan_batch(limits) -> list[DraftPlan]``, asked once per step for every row). The name is what a policy writes under
+    ``cls`` follows ``cascade.schedule.Schedule`` (subclass ``cascade.schedule.ScheduleBase``
+    for its defaults): class attributes ``name``, ``needs_costs`` (gets the measured cost
+    table), ``shared`` (one instance per batch, else per generation) and ``Options`` (a
+    pydantic model, validated from ``decoding.schedule_options``), a constructor
+    ``cls(settings: ScheduleSettings)`` and the methods ``plan(limit) -> DraftPlan``,
+    ``plan_batch(limits) -> list[DraftPlan]`` (a shared schedule's, asked once per step
+    for every row) and ``update(drafted, accepted)``. The name is what a policy writes under
     ``decoding.block_schedule``; duplicates are a ``PluginError`` naming both plugins.
     """
 

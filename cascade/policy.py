@@ -252,7 +252,7 @@ def _schedule_class(policy: Policy, registry: Any) -> type:
     if cls is None:
         raise PolicyError(f"{src}: field `decoding.block_schedule`: unknown schedule {name!r}; installed schedules: "
                           f"{', '.join(sorted(schedules))}")
-    if (cls.needs_costs or cls.needs_confidence) and policy.mode not in ("speculative", "lossy"):
+    if cls.needs_costs and policy.mode not in VERIFYING_MODES:
         raise PolicyError(f"{src}: field `decoding.block_schedule`: schedule {name!r} chooses how many drafts to "
                           f"verify, which needs mode speculative or lossy (this policy's mode is {policy.mode!r})")
     return cls

@@ -99,8 +99,8 @@ def identity(engine: Any, max_k: int) -> dict[str, Any]:
 
 def runtimes(engine: Any) -> tuple[str, str]:
     """How the engine runs its target and its model drafter: lean or transformers (cascade.lean)."""
-    lm = getattr(engine.drafter, "lm", None)
-    drafter = "lean" if getattr(lm, "lean", None) is not None else "transformers"
+    lm = engine.drafter.runtime if engine.drafter is not None else None
+    drafter = "lean" if lm is not None and lm.lean is not None else "transformers"
     return ("lean" if engine.target.lean is not None else "transformers", drafter)
 
 

@@ -129,10 +129,10 @@ class Stopper:
 
 def plan_rows(rows: list[Row]) -> list[DraftPlan]:
     """Each live row's plan for a step, k accepted + 1 bonus within its budget: from its own schedule, or from the
-    batch's shared one at once when it plans for a batch (`plan_batch`)."""
+    batch's shared one at once (`plan_batch`)."""
     limits = [r.remaining - 1 for r in rows]
     shared = rows[0].schedule
-    if hasattr(shared, "plan_batch") and all(r.schedule is shared for r in rows):
+    if shared.shared and all(r.schedule is shared for r in rows):
         plans = list(shared.plan_batch(limits))
         if len(plans) != len(rows):
             raise PluginError(f"schedule {shared.name!r} planned {len(plans)} rows for a batch of {len(rows)}")

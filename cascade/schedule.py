@@ -7,14 +7,14 @@ fields (`block_size`, `min_block_size`, `max_block_size`, `confidence`) and, for
 third party's, `decoding.schedule_options` (validated against its `Options`).
 
 Each generation gets its own instance (a schedule with `shared = True` gets one per batch,
-its `update` called for every row of a step before the next `plan`; if it also has
-`plan_batch(limits)`, the engine asks it once per step for every live row's plan). Per step the engine asks `plan(limit)` for a
-`DraftPlan`: how many tokens to ask for at most, and optionally a confidence floor, a
-`StopRule` or, for a whole batch, a `BatchStopRule`. A stop rule is called with the confidences c_1..c_j of the drafts so far,
-each computed *before* its token was drawn, and says whether to stop before drawing x_j;
-the engine applies it to the returned draft too (so a drafter that ignores it is cut to
-the same length). Deciding to draft x_j from c_1..c_j alone is a stopping time of the
-draft: the verification stays exactly lossless (or exactly π) as with a constant block.
+its `update` called for every row of a step before the next `plan_batch`, which the engine
+asks once per step for every live row's plan). A `DraftPlan` says how many tokens to draft at
+most and optionally a `StopRule`: the engine, which draws every drafted token, asks it before
+each draw with the confidences c_1..c_j of the drafts so far (each computed *before* its token
+was drawn) and stops the row before drawing x_j when it says so; rows whose plans share one
+rule object (a batch's shared budget) are judged together. Deciding to draft x_j from
+c_1..c_j alone is a stopping time of the draft: the verification stays exactly lossless (or
+exactly π) as with a constant block.
 
     constant    always `block_size`
     heuristic   +2 after a fully accepted block, −1 otherwise, within [min, max] (transformers')
@@ -40,15 +40,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade.drafter import Draft
-from cascade.errors import PluginError, plugin_errors
-from cascade.features import BlockContext, decision_features
+from cascade.errors import PluginError
 from cascade.profile import CostTable, calibrate
 
 
@@ -59,16 +57,11 @@ class NoOptions(BaseModel):
 
 
 class StopRule(Protocol):
-    def __call__(self, confidences: Sequence[float]) -> bool:
-        """True: stop before drawing token j = len(confidences), whose confidence is the last one."""
-        ...
-
-
-class BatchStopRule(Protocol):
-    def __call__(self, rows: Sequence[Sequence[float]]) -> bool:
-        """Before drawing column j of a batch's drafts, j = the longest list's length: rows[b] holds row b's
-        confidences c_1..c_j when it is still drafting (c_j that of x_j, not yet drawn), or all of its drafts'
-        when its draft ended earlier. True: no row draws its draft j (the batch verifies j − 1 columns)."""
+    def __call__(self, rows: Sequence[Sequence[float]]) -> Sequence[bool]:
+        """Before drawing column j of the drafts of the rows sharing this rule (one row, or a batch sharing one
+        budget): rows[b] holds row b's confidences c_1..c_j when it is still drafting (c_j that of x_j, not yet
+        drawn), or all of its drafts' when its draft ended. -> per row, True: do not draw x_j (its draft ends at
+        j − 1); read for the rows still drafting only."""
         ...
 
 
@@ -77,11 +70,19 @@ class DraftPlan:
     """What a schedule asks of the next draft."""
 
     k: int  # draft at most k tokens
-    min_confidence: float = 0.0  # stop when the drafter's top probability falls below this
-    stop: StopRule | None = None  # stop where this says (needs the drafter's Draft.confidence)
-    # one rule for every row of the batch (the same object in each row's plan): the batch verifies the columns
-    # it keeps, every row cut to them (needs Draft.confidence)
-    batch_stop: BatchStopRule | None = None
+    # stop where this says, from confidences only (the engine asks it before every draw); rows whose plans hold
+    # the same object are judged together (a batch's shared budget)
+    stop: StopRule | None = None
+
+
+@dataclass(frozen=True)
+class ConfidenceFloor:
+    """Stop a row when the confidence of its next token falls below `threshold` (the `confidence` schedule)."""
+
+    threshold: float
+
+    def __call__(self, rows: Sequence[Sequence[float]]) -> list[bool]:
+        return [bool(c) and c[-1] < self.threshold for c in rows]
 
 
 class AcceptancePredictor(Protocol):
@@ -121,7 +122,7 @@ class ScheduleSettings:
 class Schedule(Protocol):
     name: ClassVar[str]
     needs_costs: ClassVar[bool]  # gets `settings.costs` (measured or read from the profile cache)
-    needs_confidence: ClassVar[bool]  # asks the drafter for Draft.confidence
+    shared: ClassVar[bool]  # one instance per batch (its update called for every row of a step), else one per row
     Options: ClassVar[type[BaseModel]]
 
     def __init__(self, settings: ScheduleSettings) -> None: ...
@@ -130,32 +131,44 @@ class Schedule(Protocol):
         """The next draft: at most `limit` tokens (what the token budget leaves)."""
         ...
 
+    def plan_batch(self, limits: Sequence[int]) -> list[DraftPlan]:
+        """A shared schedule: every live row's plan for one step (`limits[b]`: what row b's budget leaves)."""
+        ...
+
     def update(self, drafted: int, accepted: int) -> None:
         """After a verification step that drafted `drafted` tokens and kept `accepted`."""
         ...
 
 
-class _Base:
+class ScheduleBase:
+    """The contract's defaults: subclass it and override what your schedule does."""
+
     name: ClassVar[str] = ""
     needs_costs: ClassVar[bool] = False
-    needs_confidence: ClassVar[bool] = False
+    shared: ClassVar[bool] = False
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, settings: ScheduleSettings):
         self.settings = settings
 
+    def plan(self, limit: int) -> DraftPlan:
+        raise NotImplementedError
+
+    def plan_batch(self, limits: Sequence[int]) -> list[DraftPlan]:
+        return [self.plan(limit) for limit in limits]
+
     def update(self, drafted: int, accepted: int) -> None:
         pass
 
 
-class Constant(_Base):
+class Constant(ScheduleBase):
     name = "constant"
 
     def plan(self, limit: int) -> DraftPlan:
         return DraftPlan(min(self.settings.block_size, limit))
 
 
-class Heuristic(_Base):
+class Heuristic(ScheduleBase):
     """transformers' `heuristic`: +2 after a fully accepted block, −1 otherwise."""
 
     name = "heuristic"
@@ -175,7 +188,7 @@ class Heuristic(_Base):
             self.current = max(s.min_block_size, self.current - 1)
 
 
-class Bass(_Base):
+class Bass(ScheduleBase):
     """BASS's draft-length heuristic (Qian et al. 2024, Algorithm 1): one γ for the whole batch.
 
     One instance serves every row of a batch (`shared`). After each step, with x_max the most drafts
@@ -212,13 +225,13 @@ class Bass(_Base):
             self.current, self.shrunk = max(s.min_block_size, x_max, shrink), 1
 
 
-class Confidence(_Base):
+class Confidence(ScheduleBase):
     """Up to `block_size`; the drafter stops when its top probability falls below `confidence`."""
 
     name = "confidence"
 
     def plan(self, limit: int) -> DraftPlan:
-        return DraftPlan(min(self.settings.block_size, limit), min_confidence=self.settings.confidence)
+        return DraftPlan(min(self.settings.block_size, limit), stop=ConfidenceFloor(self.settings.confidence))
 
 
 @dataclass(frozen=True)
@@ -270,9 +283,9 @@ class SurvivalStop:
             expected += survival
         return survival, expected
 
-    def __call__(self, confidences: Sequence[float]) -> bool:
-        """One row: c_1..c_{j−1} drafted, c_j the confidence of x_j, not yet drawn."""
-        return self.stops([confidences])
+    def __call__(self, rows: Sequence[Sequence[float]]) -> list[bool]:
+        """The StopRule: every row of the batch stops, or none (one row: its own rule)."""
+        return [self.stops(rows)] * len(rows)
 
     def stops(self, rows: Sequence[Sequence[float]]) -> bool:
         """A batch (BatchStopRule): stop before column j = the longest row's length?"""
@@ -302,7 +315,7 @@ PROBE_EVERY = 8  # adaptive: a step that drafts anyway, however little drafting 
 FORGET = 0.9  # adaptive: weight of older steps in the running first-draft acceptance
 
 
-class Adaptive(_Base):
+class Adaptive(ScheduleBase):
     """DSpark-style: draft while more tokens promise more expected tokens per second (SurvivalStop).
 
     Asking for a confidence costs a drafter step. So before drafting, the schedule checks, from
@@ -316,7 +329,6 @@ class Adaptive(_Base):
 
     name = "adaptive"
     needs_costs = True
-    needs_confidence = True
     shared: ClassVar[bool] = True
     Options = AdaptiveOptions
 
@@ -327,7 +339,6 @@ class Adaptive(_Base):
             raise PluginError("the adaptive schedule needs a cost table (cascade.profile); none was measured")
         self.stop = SurvivalStop(costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead,
                                  costs.step_seconds)
-        self.batch_stop = self.stop.stops  # one object, in every row's plan
         self.steps = 0
         self.tried, self.kept = 0.0, 0.0  # forgetful counts of first drafts verified and accepted
         self.pending: list[bool] = []  # whether each row's first draft of the step just verified was kept
@@ -353,9 +364,7 @@ class Adaptive(_Base):
         # kept less often, so extrapolating a to them would call the drafter where it does not pay; the stop
         # rule then decides, from each draft's own confidence, how far past the first to go)
         if self.stop.draft_seconds == 0.0 or (1.0 + a) / self.stop.cost(1) >= 1.0 / self.stop.cost(0):
-            if len(limits) == 1:  # one row: its own stopping rule, which a drafter may apply while drafting
-                return [DraftPlan(min(cap, limits[0]), stop=self.stop)]
-            return [DraftPlan(min(cap, limit), batch_stop=self.batch_stop) for limit in limits]
+            return [DraftPlan(min(cap, limit), stop=self.stop) for limit in limits]  # one rule: one budget
         # the first draft would not pay at the acceptance seen lately: the target's step alone, or on a probe
         # step one draft, the least that keeps the estimate current
         return [DraftPlan(min(1, cap, limit) if probe else 0) for limit in limits]
@@ -363,66 +372,6 @@ class Adaptive(_Base):
     def update(self, drafted: int, accepted: int) -> None:
         if drafted:
             self.pending.append(accepted > 0)
-
-
-def confidences(draft: Draft, schedule: str, drafter: str | None) -> list[float]:
-    """A draft's confidences (each known before its token was drawn), or a clear error when it has none."""
-    if draft.tokens.shape[0] == 0:
-        return []
-    if draft.confidence is None:
-        raise PluginError(f"schedule {schedule!r} needs the drafter's per-token confidence (Draft.confidence), "
-                          f"and drafter {drafter!r} reports none; use another schedule or a drafter that reports it")
-    return draft.confidence.tolist()
-
-
-def cut_draft(draft: Draft, stop: StopRule, schedule: str, drafter: str | None) -> Draft:
-    """The draft up to where `stop` stops on its confidences."""
-    return truncate(draft, cut(confidences(draft, schedule, drafter), stop))
-
-
-def cut_batch(drafts: Sequence[Draft], stop: BatchStopRule, schedule: str, drafter: str | None) -> list[Draft]:
-    """Every row's draft cut to the columns a batch's rule keeps (`stop` called as drafting in lockstep would)."""
-    confs = [confidences(d, schedule, drafter) for d in drafts]
-    width = max((len(c) for c in confs), default=0)
-    for j in range(1, width + 1):
-        if stop([c[:j] for c in confs]):
-            width = j - 1
-            break
-    return [truncate(d, width) for d in drafts]
-
-
-def truncate(draft: Draft, k: int) -> Draft:
-    """The draft's first k tokens (all when it has no more)."""
-    if k >= draft.tokens.shape[0]:
-        return draft
-    # q_{k+1} (a cascade's bonus) is the q the drafter computed before drawing the first cut token
-    return replace(draft, tokens=draft.tokens[:k], confidence=None if draft.confidence is None else draft.confidence[:k],
-                   probs=None if draft.probs is None else draft.probs[:k],  # (k, V)
-                   next_probs=None if draft.probs is None else draft.probs[k])  # (V,)
-
-
-def predicted_draft(draft: Draft, predictor: AcceptancePredictor, context: BlockContext | None,
-                    drafter: str | None) -> Draft:
-    """The draft with a predictor's confidences: the drafter-side features of each q at q's top token,
-    known before that position's token was drawn (so cutting on them stays exact)."""
-    if draft.tokens.shape[0] == 0:
-        return draft
-    if draft.probs is None or context is None:
-        raise PluginError(f"the acceptance predictor needs the drafter's q; drafter {drafter!r} is deterministic")
-    q = draft.probs  # (k, V)
-    feats = decision_features(q.argmax(-1), q, None)  # (k, F) at x = argmax q
-    positions = torch.arange(q.shape[0], device=q.device)  # (k,)
-    with plugin_errors("the acceptance predictor failed"):
-        a = predictor.predict_acceptance(feats, positions, context)  # (k,)
-    return replace(draft, confidence=a.clamp(0, 1))
-
-
-def cut(confidences: Sequence[float], stop: StopRule) -> int:
-    """How many of the drafts a stop rule keeps: the first j where it stops, minus one (else all)."""
-    for j in range(1, len(confidences) + 1):
-        if stop(confidences[:j]):
-            return j - 1
-    return len(confidences)
 
 
 def check_predictor_class(name: str, cls: type[Any]) -> None:
@@ -435,9 +384,10 @@ def check_predictor_class(name: str, cls: type[Any]) -> None:
 
 def check_schedule_class(name: str, cls: type[Any]) -> None:
     """Refuse a schedule class that does not follow the contract, naming what is missing."""
-    missing = [a for a in ("needs_costs", "needs_confidence", "Options", "plan", "update") if not hasattr(cls, a)]
+    missing = [a for a in ("needs_costs", "shared", "Options", "plan", "plan_batch", "update") if not hasattr(cls, a)]
     if missing:
-        raise PluginError(f"schedule {name!r} ({cls.__name__}) lacks {', '.join(missing)}; see docs/plugins.md")
+        raise PluginError(f"schedule {name!r} ({cls.__name__}) lacks {', '.join(missing)}: subclass "
+                          "cascade.schedule.ScheduleBase for the defaults; see docs/plugins.md")
     if not (isinstance(cls.Options, type) and issubclass(cls.Options, BaseModel)):
         raise PluginError(f"schedule {name!r} ({cls.__name__}): `Options` must be a pydantic model; "
                           "see docs/plugins.md")

@@ -153,3 +153,38 @@ def isolate(monkeypatch, home: Path) -> None:
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("CASCADE_HOME", str(home))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class Driver:
+    """A drafter driven exactly as the engine drives it (`cascade.drafting`), for a drafter's own tests:
+    `start(prompts)`, then `draft(contexts, ks)` -> one `Draft` per row, `observe`, `keep`."""
+
+    def __init__(self, drafter, params=None, lookahead: bool = False, factory=None, schedule: str = "constant"):
+        from cascade.drafter_rows import RowDrafters
+        from cascade.drafting import Drafting
+        from cascade.sampling import SamplingParams
+
+        self.rows = RowDrafters(drafter, factory, drafter.name)
+        self.drafting = Drafting(self.rows, params or SamplingParams(), lookahead and not drafter.deterministic,
+                                 drafter.deterministic, drafter.reads_target_features, drafter.max_positions, None,
+                                 drafter.name, schedule)
+        self.generators: list = []
+
+    def start(self, prompts, generators=None) -> None:
+        self.rows.start(prompts)
+        self.generators = list(generators) if generators is not None else [None] * len(prompts)
+
+    def draft(self, contexts, ks, plans=None) -> list:
+        """Row b's draft of up to ks[b] tokens after contexts[b] (plans: `DraftPlan`s with stop rules)."""
+        from cascade.schedule import DraftPlan
+
+        buffers = [torch.cat([c, c.new_zeros(k + 2)]) for c, k in zip(contexts, ks)]
+        plans = plans if plans is not None else [DraftPlan(k) for k in ks]
+        return self.drafting.draw(list(contexts), buffers, self.generators, plans, list(ks), [None] * len(contexts))
+
+    def observe(self, feedbacks) -> None:
+        self.rows.observe(feedbacks)
+
+    def keep(self, rows) -> None:
+        self.rows.keep(rows)
+        self.generators = [self.generators[b] for b in rows]

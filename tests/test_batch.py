@@ -85,7 +85,7 @@ def test_sampling_batched_rows_match_pi(family, rule, alpha):
     ids = e.encode(PROMPTS[1])
     with torch.no_grad():
         p_logits = e.target.model(input_ids=ids[None]).logits[0, -1]
-        q_logits = e.drafter.lm.model(input_ids=ids[None]).logits[0, -1]
+        q_logits = e.drafter.runtime.model(input_ids=ids[None]).logits[0, -1]
     r = e.rule.defer(S.softmax(q_logits)[None], S.softmax(p_logits)[None])
     pi = S.mixture(r, S.warp(q_logits, e.params)[None], S.warp(p_logits, e.params)[None])[0]
     assert_first_tokens_follow(lambda seed: e.generate([PROMPTS[0], PROMPTS[1]], seed=seed, batch_size=2,

@@ -2,18 +2,49 @@
 the command line's own behaviour: help, --version, --debug, closed pipes."""
 
 import argparse
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 import types
 
 import pytest
+import torch
 
+from cascade.drafter import DrafterBase
 from cascade.store import Store, queries
 from cascade.testing import policy_dict, write_policy
 
 
-def cascade(*args, cwd=None, env=None):
+def cascade(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
+    """`cascade ARGS` in this process (what `python -m cascade.cli` runs, without starting an interpreter and
+    importing torch each time): its exit status and what it wrote to stdout and stderr. `cascade_process` runs
+    the real command line, for what only a process shows (exit codes, tracebacks, closed pipes)."""
+    from cascade.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main([str(a) for a in args])
+            except SystemExit as exc:  # argparse's usage errors
+                status = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+    return subprocess.CompletedProcess(list(args), status, out.getvalue(), err.getvalue())
+
+
+def cascade_process(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cascade.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd, env=env)
 
@@ -117,6 +148,15 @@ def test_bad_input_is_refused_without_traceback(policy, tmp_path, args, message)
     assert "secret" not in out.stderr
 
 
+def test_the_command_line_process_exits_2_with_one_error_line(policy, tmp_path):
+    """The real process: a user error is status 2 and one `error:` line, no traceback (the in-process runs above
+    check the messages)."""
+    out = cascade_process("run", policy, "--prompt", "", "--no-store", cwd=tmp_path)
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 2 and last.startswith("error: ") and "empty prompt" in last
+    assert "Traceback" not in out.stderr
+
+
 def test_a_one_letter_password_masks_only_the_password(policy, tmp_path):
     out = cascade("run", policy, "--prompt", "x", "--store", "postgresql+psycopg://u:p@127.0.0.1:1/db", cwd=tmp_path)
     assert out.returncode == 2, out.stderr
@@ -148,8 +188,8 @@ def test_vocabulary_mismatch_names_both_sizes(tmp_path, tokenizer_dir, family):
 # ---------------------------------------------------------------------- a drafter plugin that raises
 
 
-class Flaky:
-    """Drafts the last token again; raises in its third propose() of the second sequence."""
+class Flaky(DrafterBase):
+    """Drafts the last token again; raises in its third draft of the second sequence."""
 
     name, deterministic = "flaky", True
 
@@ -159,19 +199,17 @@ class Flaky:
     def __init__(self, options, ctx):
         self.sequences = self.calls = 0
 
-    def reset(self, prompt_ids, params, generator):
+    def start(self, prompts):
         self.sequences, self.calls = self.sequences + 1, 0
 
-    def propose(self, context, request):
-        from cascade.drafter import Draft
+    def step(self, ask):
+        from cascade.drafter import DraftStep
 
-        self.calls += 1
+        if ask.drafted == 0:
+            self.calls += 1
         if self.sequences == 2 and self.calls == 3:
             raise ZeroDivisionError("boom")
-        return Draft(tokens=context[-1:].repeat(request.k))
-
-    def observe(self, feedback):
-        pass
+        return DraftStep(tokens=torch.stack([c[-1] for c in ask.contexts]))
 
 
 @pytest.fixture
@@ -198,7 +236,7 @@ def test_a_drafter_that_raises_is_one_error_line_and_a_failed_run(family, flaky_
     prompts = tmp_path / "two.jsonl"
     prompts.write_text('{"prompt": "def f(x):"}\n{"prompt": "class A:"}\n')
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    message = "drafter 'flaky' raised in propose(): ZeroDivisionError: boom"
+    message = "drafter 'flaky' raised in step(): ZeroDivisionError: boom"
 
     assert main(["run", str(p), "--prompts", str(prompts), "--store", url]) == 2
     out, err = capsys.readouterr()

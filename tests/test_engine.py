@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cascade import sampling as S
-from cascade.drafter import DraftRequest
+from cascade.drafter import DrafterBase, DraftRound
 from cascade.engine import Engine
 from cascade.policy import parse_policy
 from cascade.rules import BUILTIN_RULES
@@ -131,10 +131,10 @@ def test_caches_hold_exactly_the_emitted_prefix(family, arch, temperature, rule)
     generated: list[int] = []
     e.generate(PROMPT, on_step=check)
     assert checked > 0  # rejections happened
-    # the drafter's cache: after the next propose it has caught up with the emitted prefix
+    # the drafter's cache: after the next draft's first round it has caught up with the emitted prefix
     seq = torch.cat([prompt_ids, torch.tensor(generated)])
-    e.drafter.propose(seq, DraftRequest(k=1))
-    assert_cache_equal(e.drafter.lm, seq)
+    e.drafter.step(DraftRound([seq], [0], 0, [1]))
+    assert_cache_equal(e.drafter.runtime, seq)
 
 
 @pytest.mark.parametrize("mode,rule,plugin", [
@@ -179,7 +179,7 @@ def test_sampling_end_to_end_matches_pi(family, rule):
     ids = e.encode(PROMPT)
     with torch.no_grad():
         p_logits = e.target.model(input_ids=ids[None]).logits[0, -1]
-        q_logits = e.drafter.lm.model(input_ids=ids[None]).logits[0, -1]
+        q_logits = e.drafter.runtime.model(input_ids=ids[None]).logits[0, -1]
     q_raw, p_raw = S.softmax(q_logits)[None], S.softmax(p_logits)[None]
     r = e.rule.defer(q_raw, p_raw)
     pi = S.mixture(r, S.warp(q_logits, params)[None], S.warp(p_logits, params)[None])[0]
@@ -293,7 +293,7 @@ def test_a_rule_that_reads_features_gets_them_per_block(family):
 def test_a_drafter_that_raises_is_named_in_one_error(family):
     from cascade.errors import PluginError
 
-    class Broken:
+    class Broken(DrafterBase):
         name, deterministic = "broken", True
 
         class Options(__import__("pydantic").BaseModel):
@@ -302,17 +302,11 @@ def test_a_drafter_that_raises_is_named_in_one_error(family):
         def __init__(self, options, ctx):
             pass
 
-        def reset(self, prompt_ids, params, generator):
-            pass
-
-        def propose(self, context, request):
+        def step(self, ask):
             raise ZeroDivisionError("boom")
-
-        def observe(self, feedback):
-            pass
 
     reg = _in_process_plugin("broken-drafter", register_drafters=lambda register: register("broken", Broken))
     f = family("gpt2")
     policy = parse_policy(policy_dict(target=f["target"], plugin="broken", drafter_options={}))
-    with pytest.raises(PluginError, match=r"drafter 'broken' raised in propose\(\): ZeroDivisionError: boom"):
+    with pytest.raises(PluginError, match=r"drafter 'broken' raised in step\(\): ZeroDivisionError: boom"):
         Engine.from_policy(policy, registry=reg).generate(PROMPT)

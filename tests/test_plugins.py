@@ -16,6 +16,7 @@ import pluggy
 import pytest
 
 from cascade import hookspecs, plugins
+from cascade.drafter import DrafterBase
 from cascade.errors import PluginError
 from cascade.hookspecs import hookimpl
 from cascade.plugins import add_commands, build_registry
@@ -27,14 +28,12 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 def drafter_class(name):
     """A drafter following the current contract (it never runs here)."""
 
-    class D:
+    class D(DrafterBase):
         deterministic = True
         Options = NoOptions
 
         def __init__(self, options, context): ...
-        def reset(self, prompt_ids, params, generator): ...
-        def propose(self, context, request): ...
-        def observe(self, feedback): ...
+        def step(self, ask): ...
 
     D.name = name
     return D
@@ -140,7 +139,7 @@ def test_cli_lists_plugins_as_json_and_table():
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     names = {p["name"]: p for p in data["plugins"]}
-    assert names["ngram"]["version"] == "0.2.0" and names["ngram"]["hooks"] == ["register_drafters"]
+    assert names["ngram"]["version"] == "0.3.0" and names["ngram"]["hooks"] == ["register_drafters"]
     table = subprocess.run([sys.executable, "-m", "cascade.cli", "plugins"], capture_output=True, text=True).stdout
     assert "hf-model" in table and "register_drafters" in table and "version" in table
 
@@ -230,7 +229,21 @@ def test_old_drafter_signature_is_refused_naming_the_plugin(no_entry_points):
     with pytest.raises(PluginError) as exc:
         build_registry(extra=[("oldplugin", mod)])
     msg = str(exc.value)
-    assert "plugin 'oldplugin'" in msg and "'old'" in msg and "DraftRequest" in msg and "Feedback" in msg
+    assert "plugin 'oldplugin'" in msg and "'old'" in msg and "step(DraftRound) -> DraftStep" in msg and "0.3" in msg
+
+
+def test_a_drafter_of_the_0_2_contract_is_refused_naming_what_changed(no_entry_points):
+    class PreviousDrafter:
+        name, deterministic, Options = "previous", True, NoOptions
+
+        def reset(self, prompt_ids, params, generator): ...
+        def propose(self, context, request): ...
+        def observe(self, feedback): ...
+
+    mod = types.ModuleType("previous")
+    mod.register_drafters = hookimpl(lambda register: register("previous", PreviousDrafter))
+    with pytest.raises(PluginError, match=r"plugin 'previous'.*changed in cascade 0.3.*the engine owns the draft"):
+        build_registry(extra=[("previous", mod)])
 
 
 def test_drafter_missing_methods_is_refused(no_entry_points):
@@ -241,7 +254,7 @@ def test_drafter_missing_methods_is_refused(no_entry_points):
         register("half", type("Half", (), {"name": "half", "deterministic": True, "Options": NoOptions}))
 
     mod.register_drafters = register_drafters
-    with pytest.raises(PluginError, match=r"plugin 'half': drafter 'half' \(Half\) lacks reset, propose, observe"):
+    with pytest.raises(PluginError, match=r"plugin 'half': drafter 'half' \(Half\) lacks start, step, observe, keep, batched"):
         build_registry(extra=[("half", mod)])
 
 

@@ -60,7 +60,7 @@ def test_example_plugin_installs_as_a_third_party(family, tmp_path):
         return out.stdout
 
     listed = json.loads(cascade("plugins", "--json"))["plugins"]
-    assert any(p["name"] == "my-drafter" and p["drafters"] == ["repeat"] and p["version"] == "0.1.0" for p in listed)
+    assert any(p["name"] == "my-drafter" and p["drafters"] == ["repeat"] and p["version"] == "0.2.0" for p in listed)
     f = family("gpt2")
     policy = tmp_path / "repeat.yaml"
     policy.write_text(json.dumps(policy_dict(target=f["target"], plugin="repeat", drafter_options={"token": 5},

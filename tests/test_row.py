@@ -21,7 +21,7 @@ class _Row:
 
 
 class _Shared:
-    name = "shared-test"
+    name, shared = "shared-test", True
 
     def __init__(self, rows_planned):
         self.rows_planned = rows_planned

@@ -11,7 +11,7 @@ from scipy.stats import chisquare
 
 from cascade import profile
 from cascade import sampling as S
-from cascade.drafter import Draft
+from cascade.drafter import DrafterBase, DraftStep
 from cascade.engine import Engine
 from cascade.errors import PluginError
 from cascade.policy import PolicyError, parse_policy
@@ -19,14 +19,13 @@ from cascade.profile import CostTable, calibrate
 from cascade.schedule import (
     BUILTIN_SCHEDULES,
     Adaptive,
+    DraftPlan,
     Heuristic,
     Schedule,
     ScheduleSettings,
     SurvivalStop,
-    cut,
-    cut_batch,
 )
-from cascade.testing import policy_dict
+from cascade.testing import Driver, policy_dict
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 # one drafter step costs 0.02 of a target step; a call over n tokens 1 + 0.05·(n − 1): drafting one more
@@ -36,6 +35,34 @@ TABLE = CostTable(0.02, tuple(1.0 + 0.05 * i for i in range(9)))
 
 def engine(**kw) -> Engine:
     return Engine.from_policy(parse_policy(policy_dict(**kw)))
+
+
+class Scripted(DrafterBase):
+    """Drafts every row of a batch from a script of confidences: token i of row b has confidence rows[b][i]."""
+
+    name, deterministic, batched = "scripted", True, True
+
+    def __init__(self, rows: list[list[float]]):
+        self.script = rows
+
+    def step(self, ask):
+        script = [self.script[b] for b in ask.rows]
+        return DraftStep(tokens=torch.tensor([ask.drafted if ask.drafted < len(s) else -1 for s in script]),
+                         confidence=torch.tensor([s[ask.drafted] if ask.drafted < len(s) else 0.0 for s in script]))
+
+
+def cut_batch(rows: list[list[float]], stop) -> list[int]:
+    """How many drafts of each row the engine draws under one shared stop rule (cascade.drafting)."""
+    driver = Driver(Scripted(rows))
+    prompts = [torch.tensor([1, 2])] * len(rows)
+    driver.start(prompts)
+    ks = [len(r) for r in rows]
+    return [d.tokens.shape[0] for d in driver.draft(prompts, ks, [DraftPlan(k, stop) for k in ks])]
+
+
+def cut(confidences: list[float], stop) -> int:
+    """How many drafts of one row the engine draws under a stop rule."""
+    return cut_batch([confidences], stop)[0]
 
 
 def test_the_builtins_follow_the_protocol():
@@ -128,7 +155,7 @@ def test_adaptive_sampling_matches_pi_over_two_tokens(family, fixed_costs, rule,
     def pi(prefix: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             p_logits = e.target.model(input_ids=prefix[None]).logits[0, -1]
-            q_logits = e.drafter.lm.model(input_ids=prefix[None]).logits[0, -1]
+            q_logits = e.drafter.runtime.model(input_ids=prefix[None]).logits[0, -1]
         r = e.rule.defer(S.softmax(q_logits)[None], S.softmax(p_logits)[None])
         return S.mixture(r, S.warp(q_logits, e.params)[None], S.warp(p_logits, e.params)[None])[0]
 
@@ -167,9 +194,7 @@ def test_adaptive_refused_where_nothing_is_verified(family):
 def test_a_drafter_without_confidence_is_a_clear_error(family, fixed_costs):
     from test_engine import _in_process_plugin
 
-    from cascade.drafter import Draft
-
-    class Silent:  # proposes the target's... anything, but never says how sure it is
+    class Silent(DrafterBase):  # proposes the target's... anything, but never says how sure it is
         name, deterministic = "silent", True
 
         class Options(__import__("pydantic").BaseModel):
@@ -178,14 +203,8 @@ def test_a_drafter_without_confidence_is_a_clear_error(family, fixed_costs):
         def __init__(self, options, ctx):
             pass
 
-        def reset(self, prompt_ids, params, generator):
-            pass
-
-        def propose(self, context, request):
-            return Draft(context[-1:].repeat(request.k))
-
-        def observe(self, feedback):
-            pass
+        def step(self, ask):
+            return DraftStep(tokens=torch.stack([c[-1] for c in ask.contexts]))
 
     reg = _in_process_plugin("silent-drafter", register_drafters=lambda register: register("silent", Silent))
     f = family("gpt2")
@@ -197,13 +216,13 @@ def test_a_drafter_without_confidence_is_a_clear_error(family, fixed_costs):
 def test_a_third_party_schedule_is_selected_by_name(family):
     from test_engine import _in_process_plugin
 
-    from cascade.schedule import DraftPlan, NoOptions
+    from cascade.schedule import DraftPlan, NoOptions, ScheduleBase
 
     class SizeOptions(NoOptions):
         size: int = 2
 
-    class Fixed:
-        name, needs_costs, needs_confidence = "fixed", False, False
+    class Fixed(ScheduleBase):
+        name = "fixed"
         Options = SizeOptions
 
         def __init__(self, settings):
@@ -271,7 +290,10 @@ def test_an_acceptance_predictor_drives_the_adaptive_schedule(family, fixed_cost
     assert g.token_ids == ref and seen
     for feats, positions, ctx in seen:
         assert (feats[:, FEATURES.index("q_rank")] == 0).all() and feats[:, FEATURES.index("p_x")].isnan().all()
-        assert positions.tolist() == list(range(feats.shape[0])) and ctx.sequence_position >= len(e.encode(PROMPT))
+        assert positions.shape == (feats.shape[0],) == (1,) and ctx.sequence_position >= len(e.encode(PROMPT))
+    # asked before each draw: position j of a draft after positions 0..j-1 of the same draft
+    at = [int(p[0]) for _, p, _ in seen]
+    assert at[0] == 0 and all(b in (0, a + 1) for a, b in zip(at, at[1:])) and max(at) > 0
     # scale 0: no draft ever pays, every step is a target step
     d["decoding"]["schedule_options"]["predictor_options"] = {"scale": 0.0}
     g0 = Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
@@ -383,10 +405,6 @@ def test_survival_stop_looks_past_a_dip_in_measured_costs():
     assert cut([0.9, 0.9, 0.9, 0.9, 0.05, 0.9], stepped) == 4  # where it costs more, a doubted draft ends the block
 
 
-def _drafts(rows: list[list[float]]) -> list[Draft]:
-    return [Draft(torch.arange(len(r)), confidence=torch.tensor(r, dtype=torch.float64)) for r in rows]
-
-
 def test_a_batch_shares_one_budget_the_width_with_the_most_expected_tokens_per_cost():
     """Rows verified in one call padded to the widest: the budget is the width m maximising Σ_b E_b(m) / C(m)
     (SPEC.md's top prefixes by survival), exactly for constant confidences; each row keeps its first m drafts."""
@@ -397,19 +415,18 @@ def test_a_batch_shares_one_budget_the_width_with_the_most_expected_tokens_per_c
                     for m in range(9)]
         ratio = [e / stepped.cost(m) for m, e in enumerate(expected)]
         best = max(range(9), key=ratio.__getitem__)
-        kept = cut_batch(_drafts(rows), stepped.stops, "adaptive", "d")
-        assert [d.tokens.shape[0] for d in kept] == [min(best, len(r)) for r in rows], rows
+        kept = cut_batch(rows, stepped)
+        assert kept == [min(best, len(r)) for r in rows], rows
     # a doubtful row alone would verify nothing; beside a confident one its drafts ride in the padding
     assert cut([0.2] * 8, stepped) == 0
-    assert [d.tokens.shape[0] for d in cut_batch(_drafts([[0.9] * 8, [0.2] * 8]), stepped.stops, "a", "d")] == [8, 8]
-    assert stepped.stops([[0.6, 0.5]]) == stepped([0.6, 0.5])  # one row: the row's own rule
+    assert cut_batch([[0.9] * 8, [0.2] * 8], stepped) == [8, 8]
+    assert stepped([[0.6, 0.5], [0.4]]) == [stepped.stops([[0.6, 0.5], [0.4]])] * 2  # the batch stops together
 
 
 def test_the_batch_rule_reads_only_the_confidences_so_far():
     stop = SurvivalStop(TABLE.draft_seconds, TABLE.verify_seconds)
     head = [[0.9, 0.03], [0.5, 0.04]]
-    widths = {max(d.tokens.shape[0] for d in cut_batch(_drafts([h + t for h in head]), stop.stops, "a", "d"))
-              for t in ([], [0.99, 0.99], [0.1])}
+    widths = {max(cut_batch([h + t for h in head], stop)) for t in ([], [0.99, 0.99], [0.1])}
     assert len(widths) == 1
 
 
@@ -425,9 +442,9 @@ def test_adaptive_shares_one_schedule_across_a_batch():
     assert [p.k for p in a.plan_batch([5, 5, 5])] == [0, 0, 0]  # none kept: the whole batch skips the drafter
     cheap = Adaptive(ScheduleSettings(max_block_size=4, costs=TABLE))
     plans = cheap.plan_batch([9, 9])
-    assert all(p.batch_stop is cheap.batch_stop and p.stop is None for p in plans)
+    assert all(p.stop is cheap.stop for p in plans)  # one rule object: the rows are judged together
     (one,) = cheap.plan_batch([9])
-    assert one.stop is cheap.stop and one.batch_stop is None  # one row: its own rule, which a drafter applies
+    assert one.stop is cheap.stop  # one row: the same rule over a batch of one
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -452,24 +469,6 @@ def test_adaptive_batches_are_lossless_and_share_their_width(family, arch, fixed
                     (s.drafted, s.block_size, s.accepted) for s in records]
                 widths.add(width)
         assert len(widths) > 1, kw  # the shared budget varied
-
-
-def test_the_hf_model_drafter_stops_drafting_where_the_batch_rule_cuts(family, fixed_costs):
-    """Drafting in lockstep, the drafter applies the batch's rule itself: nothing it drafts is cut away."""
-    f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_block_size=6,
-               max_new_tokens=24, ignore_eos=True)
-    original = e._cut_batch
-    cut_away = []
-
-    def spy(drafts, plans):
-        out = original(drafts, plans)
-        cut_away.extend(d.tokens.shape[0] - o.tokens.shape[0] for d, o in zip(drafts, out))
-        return out
-
-    e._cut_batch = spy
-    e.generate([PROMPT, "import os\n", "x"], batch_size=3)
-    assert cut_away and set(cut_away) == {0}
 
 
 def test_adaptive_batched_sampling_matches_pi_over_two_tokens(family, fixed_costs):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cascade import sampling as S
-from cascade.drafter import Draft
+from cascade.drafter import DrafterBase, TreeDraft
 from cascade.engine import Engine
 from cascade.errors import CascadeError, PluginError
 from cascade.hookspecs import hookimpl
@@ -20,7 +20,7 @@ PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(sel
 PARENTS = [-1, -1, 0, 2, 1]  # two children of the root; a chain of two under the first, one under the second
 
 
-class TreeDrafter:
+class TreeDrafter(DrafterBase):
     """A test drafter proposing PARENTS-shaped trees from an HF model (recomputed from scratch each time).
 
     deterministic: the top-2 tokens at the root and greedy children (probs None); sampled: siblings drawn
@@ -28,6 +28,7 @@ class TreeDrafter:
     """
 
     name, deterministic, sampled = "tree-test", True, False
+    proposes_trees = True
 
     class Options(pydantic.BaseModel):
         model: str
@@ -35,9 +36,6 @@ class TreeDrafter:
     def __init__(self, options, ctx):
         self.model = ctx.load_model(options.model, ctx.dtype, ctx.device)
         self.paths = []
-
-    def reset(self, prompt_ids, params, generator):
-        self.params, self.generator = params, generator
 
     def _q(self, ids):
         with torch.no_grad():
@@ -48,10 +46,12 @@ class TreeDrafter:
             return torch.topk(logits, n).indices.tolist()
         return [int(S.pick(logits, self.params, self.generator)) for _ in range(n)]
 
-    def propose(self, context, request):
-        k = min(request.k, len(PARENTS))
+    def propose_trees(self, ask):
+        (context,), (k,) = ask.contexts, ask.budgets
+        self.params, self.generator = ask.params, ask.generators[0]
+        k = min(k, len(PARENTS))
         if k < 1:
-            return Draft(context[:0])
+            return [TreeDraft(context[:0], context[:0])]
         root = self._q(context)
         tokens, probs = self._draw(root, 2), [S.softmax(root)] * 2
         for parent in PARENTS[2:]:
@@ -62,11 +62,12 @@ class TreeDrafter:
             logits = self._q(torch.cat([context, torch.tensor(path, device=context.device)]))
             tokens += self._draw(logits, 1)
             probs.append(S.softmax(logits))
-        return Draft(torch.tensor(tokens[:k], device=context.device),
-                     torch.stack(probs[:k]) if self.sampled else None, calls=4,
-                     parents=torch.tensor(PARENTS[:k], device=context.device))
+        return [TreeDraft(torch.tensor(tokens[:k], device=context.device),
+                          torch.tensor(PARENTS[:k], device=context.device),
+                          torch.stack(probs[:k]) if self.sampled else None, calls=4)]
 
-    def observe(self, feedback):
+    def observe(self, feedbacks):
+        (feedback,) = feedbacks
         self.paths.append(feedback.path)
 
 
@@ -182,21 +183,20 @@ def test_trees_are_refused_where_they_are_not_defined(family):
 class FeatureReader(TreeDrafter):
     """A tree drafter that asks for the target's hidden states (as EAGLE's head reads them)."""
 
-    name, wants_hidden_states = "tree-features", True
+    name, reads_target_features = "tree-features", True
 
-    def propose(self, context, request):
-        self.at = context.shape[0]
-        return super().propose(context, request)
-
-    def observe(self, feedback):
+    def observe(self, feedbacks):  # every step's, drafted or not: the sequence grows by n_accepted + 1
+        (feedback,) = feedbacks
         self.paths.append((self.at, feedback.n_accepted, feedback.hidden_states))
+        self.at += feedback.n_accepted + 1
 
-    def prompt_features(self, hidden_states):
+    def target_features(self, states):
+        (hidden_states,) = states
         self.prompts.append(hidden_states)
 
-    def reset(self, prompt_ids, params, generator):
-        super().reset(prompt_ids, params, generator)
+    def start(self, prompts):
         self.prompts = getattr(self, "prompts", [])
+        self.at = prompts[0].shape[0]
 
 
 @pytest.mark.parametrize("runtime", ["lean", "transformers"])

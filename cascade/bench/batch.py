@@ -140,8 +140,8 @@ def _baseline(rows, r):
 
 def _totals(engine) -> dict[str, dict[str, int]]:
     lms = {"target": engine.target}
-    lm = getattr(engine.drafter, "lm", None)
-    if lm is not None and hasattr(lm, "totals"):
+    lm = engine.drafter.runtime if engine.drafter is not None else None
+    if lm is not None:
         lms["drafter"] = lm
     return {k: dict(v.totals) for k, v in lms.items()}
 

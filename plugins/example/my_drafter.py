@@ -2,7 +2,7 @@
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
+from cascade.drafter import DrafterBase, DrafterContext, DraftRound, DraftStep
 from cascade.hookspecs import hookimpl
 
 
@@ -10,22 +10,17 @@ class Options(BaseModel):                     # validated from the policy's draf
     model_config = ConfigDict(extra="forbid")
     token: int = 0
 
-class RepeatDrafter:
-    """Proposes the same token k times (deterministic: no q)."""
+class RepeatDrafter(DrafterBase):
+    """Proposes the same token at every position (deterministic: no q)."""
     name, deterministic, Options = "repeat", True, Options
 
     def __init__(self, options: Options, ctx: DrafterContext):   # ctx: vocab_size, tokenizer, device, target_model, ...
         self.token, self.device = options.token, ctx.device
 
-    def reset(self, prompt_ids, params, generator):               # a new sequence starts
-        pass
-
-    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
-        # context: (n,) every token so far; request.k, .min_confidence, .lookahead, .confidence
-        return Draft(torch.full((request.k,), self.token, dtype=torch.long, device=self.device))
-
-    def observe(self, feedback: Feedback):                        # feedback.n_accepted, .next_token, ...
-        pass
+    def step(self, ask: DraftRound) -> DraftStep:
+        # ask.contexts[i]: row ask.rows[i]'s tokens so far (+ ask.drafted drawn this draft); the engine decides
+        # how far to draft. A model drafter returns DraftStep(logits=...) and the engine draws from them
+        return DraftStep(tokens=torch.full((len(ask.rows),), self.token, dtype=torch.long, device=self.device))
 
 @hookimpl
 def register_drafters(register):

@@ -19,15 +19,13 @@ from typing import Any
 
 import torch
 
-from cascade.drafter import DraftRequest
-
 
 def pass_seconds(engine: Any, prompt: str, width: int, trials: int = 30) -> float:
     """Median seconds of one head pass over `width` frontier nodes (embedding, layer, LM head, top-k)."""
     d = engine.drafter
     ids = engine.encode(prompt)
-    d.reset(ids, engine.params, None)
-    d.propose(ids, DraftRequest(k=1))  # prompt features and the catch-up pass: a realistic cache
+    d.start([ids])
+    d.prepare(ids)  # prompt features and the catch-up pass: a realistic cache
     assert d.past is not None
     g = torch.zeros(1, width, d.head.cfg.hidden, dtype=d.dtype, device=d.device)
     x = ids[-width:].view(1, -1) if ids.shape[0] >= width else ids[:1].repeat(width).view(1, -1)

@@ -17,13 +17,14 @@ A draft:
 3. rerank: the `budget` best nodes of everything expanded (ties: earlier first, so a node's
    ancestors always come with it), in creation order (parents before children).
 
-`tree: static` keeps every root child's greedy chain (k chains) instead; `tree: chain` drafts one
-chain (top-1, or sampled from q under sampling) and is verified as any chain draft.
+`tree: static` keeps every root child's greedy chain (k chains) instead (both are proposed in one
+call, `propose_trees`); `tree: chain` drafts one chain round by round (`step`: the catch-up, then
+one head pass per token the engine drew) and is verified as any chain draft.
 
-What the draft carries: under greedy decoding, `probs` (q at each node's parent, T = 1), so a
-cascade rule can read q; under sampling a tree is deterministic (probs None: the children are
-chosen, not drawn) and verified losslessly by multi-round sampling (SPEC.md "Tree drafts"); a
-sampled chain carries its q as any drafter does.
+What a tree carries: under greedy decoding `probs`, q at each node's parent (T = 1), so a cascade
+rule can read q; under sampling none (the children are chosen, not drawn): it is verified
+losslessly by multi-round sampling (SPEC.md "Tree drafts"). A chain's q is its logits, from which
+the engine draws as from any drafter's.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from cascade import models, sampling
-from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
+from cascade.drafter import DrafterBase, DrafterContext, DraftRound, DraftStep, TreeDraft, TreeRound
 from cascade.errors import CascadeError
 from cascade_eagle import features as T
 from cascade_eagle.head import EagleHead, load_head
@@ -52,11 +53,18 @@ class EagleOptions(BaseModel):
     top_k: int = Field(2, ge=1, le=32, description="children per node and frontier width")
     depth: int = Field(4, ge=1, le=32, description="expansion passes: the deepest draft token (dynamic, static)")
     budget: int | None = Field(None, ge=1, le=512,
-                               description="nodes verified per step (default and cap: the policy's block size)")
+                               description="a tree's nodes verified per step (default and cap: the policy's block "
+                                           "size); a chain's length is the schedule's")
     # the head's arithmetic (its layer and the LM head's matmul): auto = the target's dtype, except on a CPU with
     # hardware bfloat16 (AVX512-BF16: ~5x on the LM head here). Drafts only: verification stays in the target's
     # dtype, so outputs stay exact
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    @model_validator(mode="after")
+    def _budget_sizes_trees(self) -> EagleOptions:
+        if self.budget is not None and self.tree == "chain":
+            raise ValueError("budget sizes trees; a chain's length is the schedule's (decoding.block_size)")
+        return self
 
     @field_validator("head")
     @classmethod
@@ -107,10 +115,12 @@ class _Tree:
     source: list[int] = field(default_factory=list)  # the row of `dists` the node was chosen from
 
 
-class EagleDrafter:
+class EagleDrafter(DrafterBase):
+    """One instance per row (the engine builds them): the head's state is one sequence's."""
+
     name = "eagle"
     deterministic = False
-    wants_hidden_states = True  # the engine sends the target's features of the accepted positions
+    reads_target_features = True  # the engine sends the target's features of the accepted positions
     Options = EagleOptions
 
     def __init__(self, options: EagleOptions, ctx: DrafterContext):
@@ -119,6 +129,7 @@ class EagleDrafter:
                                "but this engine gave it no target (DrafterContext.target_model)")
         folder = Path(models.resolve_model_path(options.head, ctx.base_dir))
         self.opts = options
+        self.proposes_trees = options.tree != "chain"
         self.target = ctx.target_model
         d, v = T.hidden_size(self.target), T.vocab_size(self.target)
         if options.dtype != "auto":
@@ -141,41 +152,64 @@ class EagleDrafter:
 
     # ------------------------------------------------------------------ the contract
 
-    def reset(self, prompt_ids: torch.Tensor, params: sampling.SamplingParams, generator: torch.Generator | None) -> None:
-        self.params, self.generator = params, generator
+    def start(self, prompts) -> None:
         self.past: tuple[torch.Tensor, torch.Tensor] | None = None  # head K/V of the fed pairs (1, H, S, c)
         self.fed = 0  # pairs fed = S
         self.pending: torch.Tensor | None = None  # (m, d) features known but not fed yet; None: none sent yet
         self.known = 0  # features known: f_0 .. f_{known-1}
+        self.g: torch.Tensor | None = None  # (1, d) the chain's last head output
+        self.chain: tuple[torch.Tensor, torch.Tensor] | None = None  # head K/V of the accepted context + the chain
 
-    def prompt_features(self, hidden_states: torch.Tensor) -> None:
+    def target_features(self, states) -> None:
         """The prompt's features but the last token's, (P - 1, d), from the engine's prefill."""
+        (hidden_states,) = states
         self.pending = hidden_states.to(self.dtype, copy=True)  # not a view that keeps the batch's states alive
         self.known = hidden_states.shape[0]
 
-    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
+    def step(self, ask: DraftRound) -> DraftStep:
+        """A chain, round by round: the catch-up gives the first position; each later round feeds the token the
+        engine drew (its parent's output and its own token, at the position after its parent's)."""
+        (context,) = ask.contexts
+        with torch.inference_mode():
+            if ask.drafted == 0:
+                self.g, self.chain = self.prepare(context), self.past
+            else:
+                assert self.g is not None and self.chain is not None
+                position = torch.tensor([[self.fed + ask.drafted - 1]], device=self.device)
+                g, k, v = self.head.step(self.g[None], self._embed(context[-1:].view(1, 1)), position, self.chain,
+                                         None)
+                self.g = g[:, -1]
+                self.chain = (torch.cat([self.chain[0], k], 2), torch.cat([self.chain[1], v], 2))
+            return DraftStep(logits=self._logits(self.g))  # (1, V)
+
+    def propose_trees(self, ask: TreeRound) -> list[TreeDraft]:
+        (context,), (k,) = ask.contexts, ask.budgets
+        with torch.inference_mode():
+            g_root = self.prepare(context)
+            budget = min(k, self.opts.budget or k)
+            if budget < 1:
+                return [TreeDraft(context[:0], context[:0], calls=1)]
+            return [self._tree(g_root, budget, carry_q=ask.params.greedy)]
+
+    def observe(self, feedbacks) -> None:
+        (feedback,) = feedbacks
+        self.g = self.chain = None
+        if feedback.hidden_states is None or self.pending is None:  # not sent: recomputed at the next draft
+            return
+        self.pending = torch.cat([self.pending, feedback.hidden_states.to(self.pending.dtype)])
+        self.known += feedback.hidden_states.shape[0]
+
+    def prepare(self, context: torch.Tensor) -> torch.Tensor:
+        """A new draft: the features of the context known (computed where the engine sent none), fed to the head in
+        one catch-up pass; its last output is g_root. The engine asks only where the context has a feature (n >= 2).
+        (n,) -> (1, d)"""
         n = context.shape[0]
         if self.pending is None:  # no prefill from the engine (drafter-only mode): the prompt's features, here
             self.pending, self.known = self._features(context[: n - 1]), n - 1
         elif self.known != n - 1:  # features went missing (a step without feedback): recompute them
             self.pending = torch.cat([self.pending, self._features(context[: n - 1])[self.known :]])
             self.known = n - 1
-        if self.known == 0:  # a one-token prompt: no feature yet; the target emits the next token alone
-            return Draft(context[:0], calls=0)
-        g_root = self._catch_up(context)  # (1, d)
-        budget = min(request.k, self.opts.budget or request.k)
-        if budget < 1:
-            return Draft(context[:0], calls=1, next_probs=self._q(g_root)[0] if request.lookahead else None)
-        with torch.inference_mode():
-            if self.opts.tree == "chain":
-                return self._chain(g_root, budget, request)
-            return self._tree(g_root, budget)
-
-    def observe(self, feedback: Feedback) -> None:
-        if feedback.hidden_states is None or self.pending is None:  # not sent: recomputed at the next propose
-            return
-        self.pending = torch.cat([self.pending, feedback.hidden_states.to(self.pending.dtype)])
-        self.known += feedback.hidden_states.shape[0]
+        return self._catch_up(context)
 
     # ------------------------------------------------------------------ steps
 
@@ -209,43 +243,7 @@ class EagleDrafter:
         """The target's LM head on head outputs, as float32 logits. (..., d) -> (..., V)"""
         return torch.nn.functional.linear(g, self.lm_w, self.lm_b).float()
 
-    def _chain(self, g_root: torch.Tensor, budget: int, request: DraftRequest) -> Draft:
-        """One chain, a pass per token: top-1 (greedy) or drawn from q (sampling); carries q. Honours the
-        schedule's min_confidence and stopping rule, and gives the head's top probability as confidence."""
-        tokens: list[torch.Tensor] = []
-        probs: list[torch.Tensor] = []
-        seen: list[float] = []  # the head's top probability before each draw: its predicted acceptance
-        g, past, passes = g_root, self.past, 1
-        while True:
-            logits = self._logits(g)[0]  # (V,)
-            q: torch.Tensor | None = sampling.softmax(logits)
-            assert q is not None
-            if len(tokens) == budget:
-                break
-            top = float(q.max())
-            if top < request.min_confidence or (request.stop is not None and request.stop([*seen, top])):
-                break  # the schedule says one more draft does not pay
-            seen.append(top)
-            x = logits.argmax() if self.params.greedy else sampling.pick(logits, self.params, self.generator)
-            tokens.append(x.view(1))
-            probs.append(q)
-            if len(tokens) == budget and not request.lookahead:
-                q = None
-                break
-            # the next node: its parent's output and its own token, at the position after its parent's
-            position = torch.tensor([[self.fed + len(tokens) - 1]], device=self.device)
-            assert past is not None
-            g, k, v = self.head.step(g[None], self._embed(x.view(1, 1)), position, past, None)
-            g, passes = g[:, -1], passes + 1
-            past = (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
-        next_probs = q if (request.lookahead or len(tokens) < budget) else None
-        if not tokens:
-            return Draft(g_root.new_empty(0, dtype=torch.long), calls=passes, next_probs=next_probs)
-        q_drafted = torch.stack(probs)  # (k, V)
-        return Draft(torch.cat(tokens), q_drafted, calls=passes, next_probs=next_probs,
-                     confidence=torch.tensor(seen[: len(tokens)]) if request.confidence else None)
-
-    def _tree(self, g_root: torch.Tensor, budget: int) -> Draft:
+    def _tree(self, g_root: torch.Tensor, budget: int, carry_q: bool) -> TreeDraft:
         """EAGLE-2's dynamic tree (or k static chains): expand by value, keep the `budget` best nodes."""
         dynamic = self.opts.tree == "dynamic"
         width = self.opts.top_k
@@ -290,8 +288,9 @@ class EagleDrafter:
         index = {c: i for i, c in enumerate(keep)}
         parents = [-1 if tree.parents[c] < 0 else index[tree.parents[c]] for c in keep]
         tokens = torch.tensor([tree.tokens[c] for c in keep], device=self.device)
-        probs = torch.stack([dists[tree.source[c]] for c in keep]) if self.params.greedy else None
-        return Draft(tokens, probs, calls=calls, parents=torch.tensor(parents, device=self.device))
+        # greedy: q at each node's parent, for a cascade rule; sampling: none (the children are chosen, not drawn)
+        probs = torch.stack([dists[tree.source[c]] for c in keep]) if carry_q else None  # (k, V)
+        return TreeDraft(tokens, torch.tensor(parents, device=self.device), probs, calls)
 
     def _tree_view(self, fed_keys, ancestors, rows) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor]:
         """The keys a frontier sees (accepted context + every fed tree node) and its bias: the context,

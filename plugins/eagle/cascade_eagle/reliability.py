@@ -21,32 +21,36 @@ from typing import Any
 
 import torch
 
+from cascade.errors import CascadeError
+
 BINS = 10
 
 
 def record(engine: Any, prompts: list[str], max_new_tokens: int | None) -> dict[str, list[tuple[float, bool]]]:
     """(predicted, accepted) pairs per kind, from decoding `prompts` with an eagle engine."""
     drafter = engine.drafter
+    if not drafter.proposes_trees:
+        raise CascadeError("reliability reads the q a tree carries: give a policy with tree: dynamic or static")
     pairs: dict[str, list[tuple[float, bool]]] = {"node": [], "path": []}
     last: dict[str, Any] = {}
-    propose, observe = drafter.propose, drafter.observe
+    propose, observe = drafter.propose_trees, drafter.observe
 
-    def spy_propose(context, request):
-        last["draft"] = d = propose(context, request)
-        return d
+    def spy_propose(ask):
+        last["draft"] = trees = propose(ask)
+        return trees
 
-    def spy_observe(feedback):
-        d = last.pop("draft", None)
+    def spy_observe(feedbacks):
+        (d,) = last.pop("draft", [None])  # a row that was not drafted for (its first step) is told nothing to score
         if d is not None and d.tokens.shape[0] > 0 and d.probs is not None:
-            _score(d, feedback, pairs)
-        observe(feedback)
+            _score(d, feedbacks[0], pairs)
+        observe(feedbacks)
 
-    drafter.propose, drafter.observe = spy_propose, spy_observe
+    drafter.propose_trees, drafter.observe = spy_propose, spy_observe
     try:
         for prompt in prompts:
             engine.generate(prompt, max_new_tokens=max_new_tokens, record_decisions=False)
     finally:
-        drafter.propose, drafter.observe = propose, observe
+        drafter.propose_trees, drafter.observe = propose, observe
     return pairs
 
 

@@ -33,14 +33,14 @@ def test_dynamic_trees_branch_and_keep_to_their_budget(family):
     f = family("gpt2")
     e = eagle(f, "dynamic", options={"budget": 6})
     drafts = []
-    propose = e.drafter.propose
+    propose = e.drafter.propose_trees
 
-    def spy(context, request):
-        d = propose(context, request)
+    def spy(ask):
+        (d,) = propose(ask)
         drafts.append(d)
-        return d
+        return [d]
 
-    e.drafter.propose = spy
+    e.drafter.propose_trees = spy
     e.generate(PROMPT)
     trees = [d for d in drafts if d.parents is not None and d.tokens.shape[0] > 0]
     assert trees and all(d.tokens.shape[0] <= 6 for d in trees)
@@ -58,10 +58,10 @@ def test_static_trees_are_chains_under_each_root_child(family):
     f = family("gpt2")
     e = eagle(f, "static", options={"top_k": 2, "depth": 3, "budget": 6})
     ids = e.encode(PROMPT)
-    e.drafter.reset(ids, e.params, None)
-    from cascade.drafter import DraftRequest
+    e.drafter.start([ids])
+    from cascade.drafter import TreeRound
 
-    d = e.drafter.propose(ids, DraftRequest(k=8))
+    (d,) = e.drafter.propose_trees(TreeRound([ids], [8], e.params, [None]))
     parents = d.parents.tolist()
     assert parents.count(-1) == 2 and len(parents) == 6
     assert all(parents.count(i) <= 1 for i in range(len(parents)))  # below the root: one child each

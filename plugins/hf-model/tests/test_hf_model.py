@@ -5,9 +5,10 @@ import torch
 from pydantic import ValidationError
 
 from cascade import models, sampling
-from cascade.drafter import DrafterContext, DraftRequest, Feedback
+from cascade.drafter import DrafterContext, Feedback
 from cascade.errors import CascadeError
-from cascade.testing import build_model, make_tokenizer
+from cascade.schedule import ConfidenceFloor, DraftPlan
+from cascade.testing import Driver, build_model, make_tokenizer
 from cascade_hf_model import HFModelDrafter, Options
 
 
@@ -35,12 +36,13 @@ def logits_from_scratch(model, ids):
 def test_greedy_draft_equals_greedy_decoding_and_probs_are_q(dirs):
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompt = torch.tensor([5, 9, 11, 40, 7])
-    d.reset(prompt, sampling.SamplingParams(0.0), None)
-    draft = d.propose(prompt, DraftRequest(k=4))
+    drv = Driver(d, sampling.SamplingParams(0.0))
+    drv.start([prompt])
+    (draft,) = drv.draft([prompt], [4])
     assert draft.tokens.shape == (4,) and draft.probs.shape == (4, 320) and draft.calls == 4
     ids = prompt.clone()
     for i in range(4):
-        logits = logits_from_scratch(d.lm.model, ids)
+        logits = logits_from_scratch(d.runtime.model, ids)
         assert draft.tokens[i].item() == logits.argmax().item()
         assert torch.allclose(draft.probs[i], torch.softmax(logits, -1), atol=1e-5)
         ids = torch.cat([ids, draft.tokens[i : i + 1]])
@@ -51,33 +53,42 @@ def test_greedy_draft_equals_greedy_decoding_and_probs_are_q(dirs):
 def test_rollback_keeps_exactly_the_accepted_prefix(dirs, n_accepted, lookahead):
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompt = torch.tensor([5, 9, 11, 40, 7])
-    d.reset(prompt, sampling.SamplingParams(0.0), None)
-    draft = d.propose(prompt, DraftRequest(k=4, lookahead=lookahead))
+    drv = Driver(d, sampling.SamplingParams(0.0), lookahead=lookahead)
+    drv.start([prompt])
+    (draft,) = drv.draft([prompt], [4])
     assert (draft.next_probs is not None) == lookahead
-    d.observe(Feedback(n_accepted=n_accepted))
+    drv.observe([Feedback(n_accepted=n_accepted, drafted=4)])
     context = torch.cat([prompt, draft.tokens[:n_accepted], torch.tensor([3])])  # + the target's token
-    nxt = d.propose(context, DraftRequest(k=1))
-    assert d.lm.length == context.shape[0]
-    assert torch.allclose(nxt.probs[0], torch.softmax(logits_from_scratch(d.lm.model, context), -1), atol=1e-5)
+    (nxt,) = Driver(d, sampling.SamplingParams(0.0)).draft([context], [1])
+    assert d.runtime.length == context.shape[0]
+    assert torch.allclose(nxt.probs[0], torch.softmax(logits_from_scratch(d.runtime.model, context), -1), atol=1e-5)
 
 
 def test_confidence_is_the_top_q_before_each_token(dirs):
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompt = torch.tensor([5, 9, 11, 40, 7])
-    d.reset(prompt, sampling.SamplingParams(1.0), torch.Generator().manual_seed(0))
-    assert d.propose(prompt, DraftRequest(k=3)).confidence is None  # not asked
-    d.observe(Feedback(n_accepted=0, next_token=3))
-    draft = d.propose(torch.cat([prompt, torch.tensor([3])]), DraftRequest(k=3, confidence=True))
-    assert draft.confidence.shape == (3,)
-    assert torch.allclose(draft.confidence, draft.probs.max(-1).values)
-    assert d.model is d.lm.model  # the contract's `model` attribute
+    drv = Driver(d, sampling.SamplingParams(1.0))
+    drv.start([prompt], [torch.Generator().manual_seed(0)])
+    drv.draft([prompt], [3])
+    drv.observe([Feedback(n_accepted=0, drafted=3, next_token=3)])
+    seen = []
+
+    def never(rows):  # a stop rule that records what it is shown and never stops
+        seen.append(list(rows[0]))
+        return [False]
+
+    (draft,) = drv.draft([torch.cat([prompt, torch.tensor([3])])], [3], [DraftPlan(3, never)])
+    assert [len(c) for c in seen] == [1, 2, 3]  # asked before each draw, with the confidences so far
+    assert torch.allclose(torch.tensor(seen[-1]), draft.probs.max(-1).values)
+    assert d.model is d.runtime.model  # the contract's `model` attribute
 
 
 def test_confidence_stops_early(dirs):
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompt = torch.tensor([5, 9, 11])
-    d.reset(prompt, sampling.SamplingParams(0.0), None)
-    assert d.propose(prompt, DraftRequest(k=4, min_confidence=1.01)).tokens.numel() == 0
+    drv = Driver(d, sampling.SamplingParams(0.0))
+    drv.start([prompt])
+    assert drv.draft([prompt], [4], [DraftPlan(4, ConfidenceFloor(1.01))])[0].tokens.numel() == 0
 
 
 def test_vocabulary_mismatch_is_a_clear_error(dirs):
@@ -94,12 +105,14 @@ def test_padded_vocabularies_are_fitted_to_the_target(dirs):
     narrow_target = HFModelDrafter(Options(model=str(dirs / "d")), ctx(352, tok))  # drafter 320 -> target 352
     prompt = torch.tensor([5, 9, 11])
     for d, width in ((wide, 320), (narrow_target, 352)):
-        d.reset(prompt, sampling.SamplingParams(1.0), torch.Generator().manual_seed(0))
-        draft = d.propose(prompt, DraftRequest(k=3, lookahead=True))
+        drv = Driver(d, sampling.SamplingParams(1.0), lookahead=True)
+        drv.start([prompt], [torch.Generator().manual_seed(0)])
+        (draft,) = drv.draft([prompt], [3])
         assert draft.probs.shape == (3, width) and draft.next_probs.shape == (width,)
         assert torch.all(draft.tokens < 320)
-    narrow_target.observe(Feedback(n_accepted=0))
-    assert torch.all(narrow_target.propose(torch.cat([prompt, torch.tensor([4])]), DraftRequest(k=1)).probs[0, 320:] == 0)
+    drv.observe([Feedback(n_accepted=0, drafted=3)])
+    (nxt,) = drv.draft([torch.cat([prompt, torch.tensor([4])])], [1])
+    assert torch.all(nxt.probs[0, 320:] == 0)
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
@@ -116,29 +129,30 @@ def test_options_are_typed():
     assert models.resolve_model_path("no/such-dir") == "no/such-dir"  # a hub id stays as it is
 
 
-def test_propose_rows_drafts_each_row_as_it_would_alone(dirs):
-    """Rows of different lengths, asked for different k (one for nothing), sampled from their own streams."""
+def test_a_batch_drafts_each_row_as_it_would_alone(dirs):
+    """Rows of different lengths, asked for different k (one for q_{k+1} only), sampled from their own streams."""
     prompts = [torch.tensor([5, 9, 11, 40, 7]), torch.tensor([3]), torch.tensor([8, 8, 2])]
-    requests = [DraftRequest(k=3), DraftRequest(k=0, lookahead=True), DraftRequest(k=2, lookahead=True)]
+    ks = [3, 0, 2]
     params = sampling.SamplingParams(1.0, top_k=20)
 
     def gens():
         return [torch.Generator().manual_seed(i) for i in range(3)]
 
     alone = []
-    for p, r, g in zip(prompts, requests, gens()):
-        d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
-        d.reset(p, params, g)
-        first = d.propose(p, r)
-        d.observe(Feedback(n_accepted=min(1, first.tokens.shape[0])))
+    for p, k, g in zip(prompts, ks, gens()):
+        drv = Driver(HFModelDrafter(Options(model=str(dirs / "d")), ctx()), params, lookahead=True)
+        drv.start([p], [g])
+        (first,) = drv.draft([p], [k])
+        drv.observe([Feedback(n_accepted=min(1, first.tokens.shape[0]), drafted=first.tokens.shape[0])])
         nxt = torch.cat([p, first.tokens[:1], torch.tensor([4])])
-        alone.append((first, d.propose(nxt, DraftRequest(k=2))))
+        alone.append((first, drv.draft([nxt], [2])[0]))
     b = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
-    b.reset_rows(prompts, params, gens())
-    firsts = b.propose_rows(prompts, requests)
-    b.observe_rows([Feedback(n_accepted=min(1, x.tokens.shape[0])) for x in firsts])
+    drv = Driver(b, params, lookahead=True)
+    drv.start(prompts, gens())
+    firsts = drv.draft(prompts, ks)
+    drv.observe([Feedback(n_accepted=min(1, x.tokens.shape[0]), drafted=x.tokens.shape[0]) for x in firsts])
     nxts = [torch.cat([p, x.tokens[:1], torch.tensor([4])]) for p, x in zip(prompts, firsts)]
-    seconds = b.propose_rows(nxts, [DraftRequest(k=2)] * 3)
+    seconds = drv.draft(nxts, [2] * 3)
     for (a1, a2), b1, b2 in zip(alone, firsts, seconds):
         for x, y in ((a1, b1), (a2, b2)):
             assert x.tokens.tolist() == y.tokens.tolist() and x.calls == y.calls
@@ -147,8 +161,8 @@ def test_propose_rows_drafts_each_row_as_it_would_alone(dirs):
                 assert torch.allclose(x.probs, y.probs, atol=1e-5)
             if x.next_probs is not None:
                 assert torch.allclose(x.next_probs, y.next_probs, atol=1e-5)
-    b.keep_rows([2])  # rows 0 and 1 finished: row 2 goes on alone
-    assert b.lm.rows == 1 and len(b.generators) == 1
+    drv.keep([2])  # rows 0 and 1 finished: row 2 goes on alone
+    assert b.runtime.rows == 1 and len(b.base) == 1
 
 
 def test_a_row_asking_for_nothing_is_not_fed_and_catches_up_when_next_asked(dirs):
@@ -156,14 +170,15 @@ def test_a_row_asking_for_nothing_is_not_fed_and_catches_up_when_next_asked(dirs
     tokens emitted meanwhile are fed when it next drafts, and its q is what drafting from scratch gives."""
     d = HFModelDrafter(Options(model=str(dirs / "d")), ctx())
     prompts = [torch.tensor([5, 9, 11, 40, 7]), torch.tensor([3, 4])]
-    d.reset_rows(prompts, sampling.SamplingParams(0.0), [None, None])
-    seen = list(d.lm.seen)
-    drafts = d.propose_rows(prompts, [DraftRequest(k=0), DraftRequest(k=0)])
-    assert [x.calls for x in drafts] == [0, 0] and list(d.lm.seen) == seen  # nothing was run
-    d.observe_rows([Feedback(n_accepted=0)] * 2)
+    drv = Driver(d, sampling.SamplingParams(0.0))
+    drv.start(prompts)
+    seen = list(d.runtime.seen)
+    drafts = drv.draft(prompts, [0, 0])
+    assert [x.calls for x in drafts] == [0, 0] and list(d.runtime.seen) == seen  # nothing was run
+    drv.observe([None, None])
     later = [torch.cat([prompts[0], torch.tensor([12, 13, 14])]), torch.cat([prompts[1], torch.tensor([6])])]
-    drafts = d.propose_rows(later, [DraftRequest(k=1), DraftRequest(k=0)])  # row 1 still asks for nothing
+    drafts = drv.draft(later, [1, 0])  # row 1 still asks for nothing
     assert drafts[0].calls == 1 and drafts[1].calls == 0 and drafts[1].tokens.numel() == 0
-    assert d.lm.seen[0] == later[0].shape[0] and d.lm.seen[1] == seen[1]
-    expected = torch.softmax(logits_from_scratch(d.lm.model, later[0]), -1)
+    assert d.runtime.seen[0] == later[0].shape[0] and d.runtime.seen[1] == seen[1]
+    expected = torch.softmax(logits_from_scratch(d.runtime.model, later[0]), -1)
     assert torch.allclose(drafts[0].probs[0], expected, atol=1e-5)

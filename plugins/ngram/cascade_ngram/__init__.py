@@ -7,7 +7,7 @@ would propose a truncated block). Deterministic: the draft carries no
 probabilities, so SPEC.md treats q as one-hot. Indexes of n-gram -> first and
 latest end positions are updated incrementally, so a lookup is O(1).
 
-Asked for confidences (`DraftRequest.confidence`, the `adaptive` schedule), it predicts the
+With each token it gives its confidence (the `adaptive` schedule reads it): the predicted
 acceptance of draft position j from the match length n that proposed it and this
 sequence's history: the posterior mean (accepted + 2) / (offered + 3) of drafts at
 position j of an n-token match whose earlier positions were accepted (prior 2/3), older
@@ -21,10 +21,10 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascade.drafter import Draft, DrafterContext, DraftRequest, Feedback
+from cascade.drafter import DrafterBase, DrafterContext, DraftRound, DraftStep
 from cascade.hookspecs import hookimpl
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 PRIOR_ACCEPTED, PRIOR_OFFERED = 2.0, 3.0  # confidence before any history: 2/3
 FORGET = 0.95  # per verification, the weight left to older history (an untried position drifts back to 2/3)
 
@@ -42,7 +42,9 @@ class Options(BaseModel):
         return self
 
 
-class NgramDrafter:
+class NgramDrafter(DrafterBase):
+    """One instance per row (the engine builds them): a draft is one match, offered a token per round."""
+
     name = "ngram"
     deterministic = True
     Options = Options
@@ -55,11 +57,11 @@ class NgramDrafter:
         self.indexed = 0  # n-grams ending at positions <= indexed are in the index
         self.offered: dict[tuple[int, int], float] = {}  # (match length, position) -> drafts verified there
         self.accepted: dict[tuple[int, int], float] = {}  # ... and accepted (forgetful counts)
-        self.pending: tuple[int, int] = (0, 0)  # the last draft's (match length, tokens)
+        self.current: tuple[int, list[int]] = (0, [])  # the draft's match: (its length n, the tokens it offers)
 
-    def reset(self, prompt_ids, params=None, generator=None) -> None:
+    def start(self, prompts) -> None:
         self.ids, self.index, self.first, self.indexed = [], {}, {}, 0
-        self.offered, self.accepted, self.pending = {}, {}, (0, 0)
+        self.offered, self.accepted, self.current = {}, {}, (0, [])
 
     def _extend(self, context: torch.Tensor) -> None:
         if context.shape[0] > len(self.ids):
@@ -90,36 +92,33 @@ class NgramDrafter:
             return n, self.ids[end : end + k]
         return 0, []
 
-    def propose(self, context: torch.Tensor, request: DraftRequest) -> Draft:
-        self._extend(context)
-        n, tokens = self.match(request.k)
-        confidence = None
-        if request.confidence or request.stop is not None:
-            seen = [self.confidence(n, j) for j in range(len(tokens))]
-            if request.stop is not None:  # the schedule's stopping rule: keep what it keeps
-                keep = next((j for j in range(len(seen)) if request.stop(seen[: j + 1])), len(seen))
-                tokens, seen = tokens[:keep], seen[:keep]
-            confidence = torch.tensor(seen, device=context.device)
-        self.pending = (n, len(tokens))
-        return Draft(torch.tensor(tokens, dtype=torch.long, device=context.device), None, calls=1,
-                     confidence=confidence)
+    def step(self, ask: DraftRound) -> DraftStep:
+        """Token `drafted` of this draft's match (-1: the match has no more), with its confidence."""
+        (context,), (limit,), j = ask.contexts, ask.limits, ask.drafted
+        if j == 0:  # a new draft: the context is all verified; look up the match for up to `limit` tokens
+            self._extend(context)
+            self.current = self.match(limit)
+        n, tokens = self.current
+        token = tokens[j] if j < len(tokens) else -1
+        return DraftStep(tokens=torch.tensor([token], device=context.device),
+                         confidence=torch.tensor([self.confidence(n, j)], device=context.device),
+                         calls=int(j == 0))  # one lookup per draft; later rounds read the match
 
     def confidence(self, n: int, j: int) -> float:
         """Predicted acceptance of draft position j (0-based) of an n-token match, given j − 1 accepted."""
         return (self.accepted.get((n, j), 0) + PRIOR_ACCEPTED) / (self.offered.get((n, j), 0) + PRIOR_OFFERED)
 
-    def observe(self, feedback: Feedback) -> None:
-        # rejected tokens never entered self.ids: propose() reads the emitted context. Learn the acceptance
+    def observe(self, feedbacks) -> None:
+        # rejected tokens never entered self.ids: step() reads the emitted context. Learn the acceptance
         # of the positions that were tried: all up to the first rejection
-        n, drafted = self.pending
-        if feedback.verified is not None:  # the engine cut the draft (a batch's width): the rest was never tried
-            drafted = min(drafted, feedback.verified)
+        (feedback,) = feedbacks
+        n = self.current[0]
         self.offered = {key: FORGET * v for key, v in self.offered.items()}  # every verification ages the history
         self.accepted = {key: FORGET * v for key, v in self.accepted.items()}
-        for j in range(min(feedback.n_accepted + 1, drafted)):
+        for j in range(min(feedback.n_accepted + 1, feedback.drafted)):
             self.offered[n, j] = self.offered.get((n, j), 0) + 1
             self.accepted[n, j] = self.accepted.get((n, j), 0) + int(j < feedback.n_accepted)
-        self.pending = (n, 0)
+        self.current = (n, [])
 
 
 @hookimpl

@@ -12,10 +12,11 @@ at most sink + window + the block's tokens from its cache, whatever the context'
 verification reads the full cache and keeps decoding exact. With a window at least as long as the
 context nothing is evicted and the drafter is the target: it drafts the target's own greedy tokens.
 
-It drafts, batches and rolls back as the `hf-model` drafter does (it is one, over another cache).
-Drafting with the target's weights it never prefills: the engine hands it the target's cache after
-its prefill (`prompt_cache_rows`) and it copies each row's sink and window from it (MagicDec shares
-the prefill the same way), so self-speculation costs no second pass over a long prompt.
+It drafts, batches and rolls back as every model drafter does (it is cascade's `ModelDrafter`, over
+another cache). Drafting with the target's weights it never prefills: the engine hands it the
+target's cache after its prefill (`adopt_target_cache`) and it copies each row's sink and window from
+it (MagicDec shares the prefill the same way), so self-speculation costs no second pass over a long
+prompt.
 """
 
 from __future__ import annotations
@@ -26,12 +27,12 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade import models
-from cascade.drafter import DrafterContext
+from cascade.drafter import DrafterContext, DraftRound, DraftStep
 from cascade.errors import CascadeError
 from cascade.hookspecs import hookimpl
-from cascade_hf_model import HFModelDrafter
+from cascade.model_drafter import ModelDrafter
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 class Options(BaseModel):
@@ -58,12 +59,12 @@ class Options(BaseModel):
 POOL = 5  # SnapKV pools the scores over neighbours, so that it keeps whole phrases rather than lone tokens
 
 
-class SparseKVDrafter(HFModelDrafter):
+class SparseKVDrafter(ModelDrafter):
     name = "sparse-kv"
-    deterministic = False
-    Options = Options  # type: ignore[assignment]
+    adopts_target_cache = True
+    Options = Options
 
-    def __init__(self, options: Options, ctx: DrafterContext):  # type: ignore[override]
+    def __init__(self, options: Options, ctx: DrafterContext):
         if options.model is not None:
             path = models.resolve_model_path(options.model, ctx.base_dir)
             model = ctx.load_model(path, ctx.dtype, ctx.device)
@@ -72,36 +73,36 @@ class SparseKVDrafter(HFModelDrafter):
         else:
             raise CascadeError("drafter 'sparse-kv' drafts with the target's weights, but this engine gave it no "
                                "target (DrafterContext.target_model): name one with options.model")
-        self.sink, self.window, self.snap, self.observe = options.sink, options.window, options.snap, options.observe
+        self.sink, self.window, self.snap, self.observe_window = options.sink, options.window, options.snap, options.observe
         self.context_tokens = options.sink + options.snap + options.window  # the most a drafting step reads
         self.use(model, ctx, options.runtime, options.model or ctx.target_name)
         # drafting with the target's weights, the target's prefill already holds our keys and values
-        self.prefill_on_reset = model is not ctx.target_model
+        self.prefill_on_start = model is not ctx.target_model
         self.prompts: list = []
         self.kept = [0]  # row b's SnapKV picks, kept right after its sink
 
-    def reset_rows(self, prompts, params, generators) -> None:
-        super().reset_rows(prompts, params, generators)
+    def start(self, prompts) -> None:
+        super().start(prompts)
         self.prompts, self.kept = list(prompts), [0] * len(prompts)
 
-    def keep_rows(self, rows) -> None:
-        super().keep_rows(rows)
+    def keep(self, rows) -> None:
+        super().keep(rows)
         self.prompts, self.kept = [self.prompts[b] for b in rows], [self.kept[b] for b in rows]
 
     def capacity(self, prompts) -> int:
-        if self.prefill_on_reset:
+        if self.prefill_on_start:
             return super().capacity(prompts)
         return self.context_tokens + 128  # the view, a block and the holes compaction leaves (grown if ever short)
 
-    def prompt_cache_rows(self, lm) -> None:
+    def adopt_target_cache(self, lm) -> None:
         """The target's cache after its prefill: keep each row's sparse view of it, never prefill again."""
-        if self.prefill_on_reset or not (lm.slotted and self.lm.slotted) or lm.model is not self.model:
-            return  # another model's cache, or one we cannot copy: our first propose prefills (lazily)
+        if self.prefill_on_start or not (lm.slotted and self.runtime.slotted) or lm.model is not self.model:
+            return  # another model's cache, or one we cannot copy: our first step prefills (lazily)
         views = [self.view(n) for n in lm.lengths]
         if self.snap:
             views = self.snapkv(lm, views)
         self.kept = [len(v) - len(self.view(n)) for v, n in zip(views, lm.lengths)]
-        self.lm.adopt(lm, views)
+        self.runtime.adopt(lm, views)
 
     def view(self, n: int) -> list[int]:
         """Indices of the tokens of an n-token context the sparse view keeps: the sink, then the window."""
@@ -111,7 +112,7 @@ class SparseKVDrafter(HFModelDrafter):
         """SnapKV at prefill: add to each row's view the `snap` tokens between its sink and its window that the
         prompt's last `observe` tokens attend to most (summed over layers, heads and those queries, pooled over
         POOL neighbours). One forward of `observe` tokens per row over the target's cache, rolled back."""
-        w = [min(self.observe, n + 1) for n in lm.lengths]  # row b's last w[b] prompt tokens: w[b] - 1 cached
+        w = [min(self.observe_window, n + 1) for n in lm.lengths]  # row b's last w[b] prompt tokens: w[b] - 1 cached
         scores = lm.attention_scores([p[-k:] for p, k in zip(self.prompts, w)], overlap=[k - 1 for k in w])
         out = []
         for view, s in zip(views, scores):
@@ -125,10 +126,10 @@ class SparseKVDrafter(HFModelDrafter):
             out.append(sorted(view + top.tolist()))
         return out
 
-    def propose_rows(self, contexts, requests):
-        # the sparse view: the sink (and the SnapKV picks right after it) + the window, true positions kept
-        self.lm.evict([self.sink + k for k in self.kept], self.window)
-        return super().propose_rows(contexts, requests)
+    def step(self, ask: DraftRound) -> DraftStep:
+        if ask.drafted == 0:  # a new draft reads the sparse view: the sink (and the SnapKV picks) + the window
+            self.runtime.evict([self.sink + k for k in self.kept], self.window)
+        return super().step(ask)
 
 
 @hookimpl

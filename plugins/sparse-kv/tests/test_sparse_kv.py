@@ -46,7 +46,7 @@ def test_the_drafter_reads_only_sink_and_window(family):
     f = family("llama")
     sink, window, k = 3, 5, 4
     e = engine(f, sink, window, block_size=k, ignore_eos=True, max_new_tokens=40)
-    lm = e.drafter.lm
+    lm = e.drafter.runtime
     seen = []
     forward = lm.forward
 
@@ -96,12 +96,12 @@ def test_self_speculation_takes_the_targets_prefill_instead_of_its_own(family, a
     prompts = [PROMPTS[0], PROMPTS[0] + " = x\n", PROMPTS[1]]
     e = engine(f, sink=2, window=6, block_size=3, ignore_eos=True, max_new_tokens=12)
     fed = []
-    forward = e.drafter.lm.forward
-    e.drafter.lm.forward = lambda ids, *a, **kw: fed.append(max(int(x.shape[0]) for x in ids)) or forward(ids, *a, **kw)
+    forward = e.drafter.runtime.forward
+    e.drafter.runtime.forward = lambda ids, *a, **kw: fed.append(max(int(x.shape[0]) for x in ids)) or forward(ids, *a, **kw)
     shared = e.generate(prompts, batch_size=3)
     assert max(fed) <= 1 + 3  # the unseen last prompt token (+ accepted ones) and drafts: never the prompt
-    monkeypatch.setattr(type(e.drafter), "prompt_cache_rows", lambda self, lm: None)
-    e.drafter.prefill_on_reset = True  # its own prefill, then evicted to the same view
+    monkeypatch.setattr(type(e.drafter), "adopt_target_cache", lambda self, lm: None)
+    e.drafter.prefill_on_start = True  # its own prefill, then evicted to the same view
     own = e.generate(prompts, batch_size=3)
     assert max(fed) > 10
     assert [g.token_ids for g in shared] == [g.token_ids for g in own]
@@ -119,8 +119,8 @@ def test_snapkv_keeps_the_most_attended_prompt_tokens_and_stays_exact(family, ar
     assert [g.token_ids for g in e.generate(PROMPTS)] == reference
     d = e.drafter
     views = {}
-    adopt = d.lm.adopt
-    d.lm.adopt = lambda source, picks: views.setdefault("picks", [list(p) for p in picks]) and adopt(source, picks)
+    adopt = d.runtime.adopt
+    d.runtime.adopt = lambda source, picks: views.setdefault("picks", [list(p) for p in picks]) and adopt(source, picks)
     e.generate(PROMPTS[0], max_new_tokens=4)
     n = len(e.encode(PROMPTS[0])) - 1  # cached prompt tokens
     picks = views["picks"][0]
@@ -129,11 +129,11 @@ def test_snapkv_keeps_the_most_attended_prompt_tokens_and_stays_exact(family, ar
     middle = picks[sink:-window]
     assert all(sink <= i < n - window for i in middle)  # chosen from what the sink and window leave out
     seen = []
-    forward = d.lm.forward
-    d.lm.forward = lambda ids, *a, **kw: seen.append(max(m + int(x.shape[0]) for m, x in zip(d.lm.lengths, ids))) \
+    forward = d.runtime.forward
+    d.runtime.forward = lambda ids, *a, **kw: seen.append(max(m + int(x.shape[0]) for m, x in zip(d.runtime.lengths, ids))) \
         or forward(ids, *a, **kw)
     e.generate(PROMPTS[0])
-    assert d.lm.evicted[0] > 0 and max(seen) <= sink + snap + window + 1 + 3  # never more than the view + a block
+    assert d.runtime.evicted[0] > 0 and max(seen) <= sink + snap + window + 1 + 3  # never more than the view + a block
 
 
 def test_snapkv_options_are_checked():
