@@ -77,5 +77,6 @@ def build_parts(policy: Policy | str | Path, registry: Any = None, loader: Any =
         pred_cls = registry.predictor(pname)
         with plugin_errors(f"acceptance predictor {pname!r} failed to build"):
             predictor = pred_cls(predictor_options(policy, pred_cls))
-    return Parts(policy, target, tokenizer, drafter, factory, rule, registry.schedule(policy.decoding.block_schedule),
-                 predictor)
+    return Parts(
+        policy, target, tokenizer, drafter, factory, rule, registry.schedule(policy.decoding.block_schedule), predictor
+    )

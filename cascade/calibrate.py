@@ -77,17 +77,24 @@ def _first(policy: Policy, replayer: Replayer, say) -> tuple[Replay, AlphaMap]:
     reg = replayer.registry or default_registry()
     rule_cls = reg.rule(policy.rule.name)
     if policy.mode not in ("speculative", "sequential") or policy.rule.name == "none":
-        raise CascadeError(f"{policy.name}: nothing to calibrate: mode {policy.mode!r} with rule {policy.rule.name!r} "
-                           "has no α (calibrate a speculative or sequential policy with a deferral rule)")
+        raise CascadeError(
+            f"{policy.name}: nothing to calibrate: mode {policy.mode!r} with rule {policy.rule.name!r} "
+            "has no α (calibrate a speculative or sequential policy with a deferral rule)"
+        )
     first = replayer.replay(policy, policy.rule.alpha)
     scores = critical_alphas(first.rule, first.columns)
     spec, drafter = rule_cls.alpha_range
     amap = AlphaMap(spec, drafter, scores)
-    how = (f"{int(np.isfinite(scores).sum())} logged scores" if scores is not None
-           else f"no scores for rule {policy.rule.name!r}: α moves linearly")
-    say(f"replay 1 at α={policy.rule.alpha:g} (the policy's): target share {first.share:.3f}, "
+    how = (
+        f"{int(np.isfinite(scores).sum())} logged scores"
+        if scores is not None
+        else f"no scores for rule {policy.rule.name!r}: α moves linearly"
+    )
+    say(
+        f"replay 1 at α={policy.rule.alpha:g} (the policy's): target share {first.share:.3f}, "
         f"quality {_f(first.quality)} (run {first.run_id}, {first.seconds:.0f} s); {how}; "
-        f"working α range [{amap.spec_end:.4g}, {amap.drafter_end:.4g}]")
+        f"working α range [{amap.spec_end:.4g}, {amap.drafter_end:.4g}]"
+    )
     return first, amap
 
 
@@ -103,8 +110,9 @@ def _next_u(lo: tuple[float, float] | None, hi: tuple[float, float] | None, goal
     return u if u0 + 0.1 * w <= u <= u1 - 0.1 * w else mid
 
 
-def search_share(policy: Policy, replayer: Replayer, goal: float, tolerance: float, max_replays: int,
-                 say) -> Calibration:
+def search_share(
+    policy: Policy, replayer: Replayer, goal: float, tolerance: float, max_replays: int, say
+) -> Calibration:
     first, amap = _first(policy, replayer, say)
     done = [first]
     lo: tuple[float, float] | None = None  # (u, share) with share < goal (toward the drafter end)
@@ -128,24 +136,38 @@ def search_share(policy: Policy, replayer: Replayer, goal: float, tolerance: flo
         r = replayer.replay(_at(policy, a), a)
         done.append(r)
         place(r, u)
-        say(f"replay {len(done)} at α={a:.6g} (u={u:.3f}): target share {r.share:.3f} (run {r.run_id}, "
-            f"{r.seconds:.0f} s)")
+        say(
+            f"replay {len(done)} at α={a:.6g} (u={u:.3f}): target share {r.share:.3f} (run {r.run_id}, "
+            f"{r.seconds:.0f} s)"
+        )
     best = min(done, key=lambda r: abs(r.share - goal))
     ok = abs(best.share - goal) <= tolerance
-    note = "" if ok else (f"no replay came within {tolerance} of {goal} in {len(done)} replays; the closest "
-                          f"measured {best.share:.3f}")
+    note = (
+        ""
+        if ok
+        else (
+            f"no replay came within {tolerance} of {goal} in {len(done)} replays; the closest measured {best.share:.3f}"
+        )
+    )
     assert best.alpha is not None
     return Calibration("target_share", goal, tolerance, best.alpha, best.share, ok, done, note=note)
 
 
-def search_quality(policy: Policy, replayer: Replayer, floor: float, tolerance: float, max_replays: int,
-                   say) -> Calibration:
-    base = replayer.replay(policy.derive("target-only", {"mode": "target", "rule": {"name": "none", "alpha": 0.0}},
-                                         drop=("description", "rule")), None)
+def search_quality(
+    policy: Policy, replayer: Replayer, floor: float, tolerance: float, max_replays: int, say
+) -> Calibration:
+    base = replayer.replay(
+        policy.derive(
+            "target-only", {"mode": "target", "rule": {"name": "none", "alpha": 0.0}}, drop=("description", "rule")
+        ),
+        None,
+    )
     if base.quality is None or not base.quality:
-        raise CascadeError("--quality-floor compares first-line edit similarity to the prompts' references: the "
-                           "prompts file needs a \"reference\" on every line (target-only scored "
-                           f"{_f(base.quality)})")
+        raise CascadeError(
+            "--quality-floor compares first-line edit similarity to the prompts' references: the "
+            'prompts file needs a "reference" on every line (target-only scored '
+            f"{_f(base.quality)})"
+        )
     say(f"target-only: quality {base.quality:.2f}, parse rate {_f(base.parses)} (run {base.run_id})")
 
     def rel(r: Replay) -> float:
@@ -169,7 +191,9 @@ def search_quality(policy: Policy, replayer: Replayer, floor: float, tolerance: 
 
     place(first, amap.u_of(policy.rule.alpha))
     while len(done) < max_replays:
-        if good is not None and (good[0] <= 0.0 or (bad is not None and abs(good[1].share - bad[1].share) <= tolerance)):
+        if good is not None and (
+            good[0] <= 0.0 or (bad is not None and abs(good[1].share - bad[1].share) <= tolerance)
+        ):
             break
         if bad is None:
             u = 0.0  # nothing failed yet: try the drafter-only end (if it passes, that is the answer)
@@ -182,12 +206,23 @@ def search_quality(policy: Policy, replayer: Replayer, floor: float, tolerance: 
         r = replayer.replay(_at(policy, a), a)
         done.append(r)
         place(r, u)
-        say(f"replay {len(done)} at α={a:.6g} (u={u:.3f}): quality {rel(r):.3f} of target-only, target share "
-            f"{r.share:.3f} (run {r.run_id}, {r.seconds:.0f} s)")
+        say(
+            f"replay {len(done)} at α={a:.6g} (u={u:.3f}): quality {rel(r):.3f} of target-only, target share "
+            f"{r.share:.3f} (run {r.run_id}, {r.seconds:.0f} s)"
+        )
     if good is None:
         a = amap.alpha(1.0)
-        return Calibration("quality_floor", floor, tolerance, a, None, False, done, base,
-                           note=f"no replay kept quality ≥ {floor} of target-only; α set to the speculative end")
+        return Calibration(
+            "quality_floor",
+            floor,
+            tolerance,
+            a,
+            None,
+            False,
+            done,
+            base,
+            note=f"no replay kept quality ≥ {floor} of target-only; α set to the speculative end",
+        )
     u_good, r_good = good
     assert r_good.alpha is not None
     ok = u_good <= 0.0 or (bad is not None and abs(r_good.share - bad[1].share) <= tolerance)
@@ -206,10 +241,19 @@ def prompts_sha256(prompts: list[dict]) -> str:
     return h.hexdigest()
 
 
-def calibrate(policy: Policy, prompts: list[dict], store: Any, *, target_share: float | None = None,
-              quality_floor: float | None = None, tolerance: float = DEFAULT_TOLERANCE,
-              max_replays: int = DEFAULT_MAX_REPLAYS, max_new_tokens: int | None = None, registry: Any = None,
-              say: Any = None) -> Calibration:
+def calibrate(
+    policy: Policy,
+    prompts: list[dict],
+    store: Any,
+    *,
+    target_share: float | None = None,
+    quality_floor: float | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    max_replays: int = DEFAULT_MAX_REPLAYS,
+    max_new_tokens: int | None = None,
+    registry: Any = None,
+    say: Any = None,
+) -> Calibration:
     """Run the search of the module docstring; the store must be open (every replay is logged there)."""
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if (target_share is None) == (quality_floor is None):

@@ -19,7 +19,7 @@ import numpy as np
 from cascade.calibrate_scores import kept_and_emitted, replay_columns, target_share
 from cascade.policy import Policy
 
-QUALITY_METRIC = "edit_similarity"  # the sweep's quality axis (cascade.bench.sweep.QUALITY_METRIC)
+QUALITY_METRIC = "edit_similarity"  # the sweep's quality axis (cascade.bench.sweep_analysis.QUALITY_METRIC)
 GUARD = "parses"  # ... and its guard
 
 
@@ -37,16 +37,30 @@ class Replay:
     rule: Any = field(default=None, repr=False)  # the built rule (scores, artefact)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "share": self.share, "kept": self.kept, "emitted": self.emitted,
-                "quality": self.quality, "parses": self.parses, "run_id": self.run_id,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "alpha": self.alpha,
+            "share": self.share,
+            "kept": self.kept,
+            "emitted": self.emitted,
+            "quality": self.quality,
+            "parses": self.parses,
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 class Replayer:
     """Decode the same prompts again and again at different α, logging each pass as a run."""
 
-    def __init__(self, prompts: list[dict], store: Any, max_new_tokens: int | None = None, registry: Any = None,
-                 with_quality: bool = False, say: Any = None):
+    def __init__(
+        self,
+        prompts: list[dict],
+        store: Any,
+        max_new_tokens: int | None = None,
+        registry: Any = None,
+        with_quality: bool = False,
+        say: Any = None,
+    ):
         from cascade.bench.run import ModelCache
 
         self.prompts = prompts
@@ -70,11 +84,14 @@ class Replayer:
         parses: list[float] = []
         run = self.store.start_run(policy, {**engine_info(engine), "source": "cascade calibrate"})
         with run:
-            for row in self.prompts:
+            texts = [row["prompt"] for row in self.prompts]
+
+            def decode(on_step):  # batched as the policy says
+                return engine.stream(texts, max_new_tokens=self.max_new_tokens, on_step=on_step)
+
+            for index, gen, seq in run.record(self.prompts, decode, seed=policy.decoding.seed):
+                row = self.prompts[index]
                 ref = row.get("reference")
-                seq = run.start_sequence(row["prompt"], reference=ref, seed=policy.decoding.seed)
-                gen = engine.generate(row["prompt"], max_new_tokens=self.max_new_tokens, on_step=run.step_logger(seq))
-                run.end_sequence(seq, gen)
                 steps.extend(gen.steps)
                 if self.with_quality:
                     q = completion.score(row["prompt"], gen.text, ref)
@@ -85,6 +102,15 @@ class Replayer:
                         parses.append(float(q.parses))
         kept, emitted = kept_and_emitted(steps)
         self.count += 1
-        return Replay(alpha, target_share(kept, emitted), kept, emitted,
-                      float(np.mean(qualities)) if qualities else None, float(np.mean(parses)) if parses else None,
-                      run.run_id, time.perf_counter() - t0, replay_columns(steps), engine.rule)
+        return Replay(
+            alpha,
+            target_share(kept, emitted),
+            kept,
+            emitted,
+            float(np.mean(qualities)) if qualities else None,
+            float(np.mean(parses)) if parses else None,
+            run.run_id,
+            time.perf_counter() - t0,
+            replay_columns(steps),
+            engine.rule,
+        )

@@ -15,48 +15,30 @@ drafter-only end, where speculative decoding keeps one target-decided token (the
 block: its floor there is about 1 / (block size + 1), not 0.
 
 **Rule scores.** For the first guess, calibration needs each logged position's *critical α*:
-the α below which the rule defers that drafted token (the rule defers iff α < c). cascade's
-built-in rules have it in closed form from the logged features (`CRITICAL`); any other rule may
-give its own with a method `critical_alpha(columns) -> array` (the learned rule does: its score).
-`columns` are arrays named as the store's columns: FEATURES, `position` and CONTEXT.
+the α below which the rule defers that drafted token (the rule defers iff α < c): each rule's own
+`critical_alpha(columns)` (`cascade.rules`: closed forms for the built-ins, its score for the learned
+rule). `columns` are arrays named as the store's columns: FEATURES, `position` and CONTEXT.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from cascade.features import CONTEXT, FEATURES
+from cascade.rules import DEFAULT_INF_CLIP
 
 Columns = Mapping[str, np.ndarray]
 
 
-def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return a / b
-
-
-CRITICAL: dict[str, Callable[[Columns], np.ndarray]] = {
-    "chow": lambda c: 1.0 - c["q_max"],  # max q < 1 − α
-    "diff": lambda c: c["p_max"] - c["q_max"],  # max q < max p − α
-    "opt": lambda c: _ratio(c["p_max"] - c["q_max"], c["d_tv"]),  # max q < max p − α·D_TV
-    "token_v1": lambda c: c["p_max"] - c["q_x"],  # q(x) < max p − α
-    "token_v2": lambda c: c["p_max"] - c["p_x"],  # p(x) < max p − α
-    "token_v3": lambda c: 1.0 - _ratio(c["p_x"], c["p_max"]),  # p(x) < (1 − α)·max p
-}
-
-
 def critical_alphas(rule: Any, columns: Columns) -> np.ndarray | None:
-    """Each logged position's critical α for `rule` (NaN where its inputs are absent); None when the
-    rule has neither a closed form here nor a `critical_alpha` method."""
-    own = getattr(rule, "critical_alpha", None)
-    if callable(own):
-        return np.asarray(own(columns), dtype=np.float64)
-    fn = CRITICAL.get(getattr(rule, "name", ""))
-    return None if fn is None else np.asarray(fn(columns), dtype=np.float64)
+    """Each logged position's critical α for `rule` (NaN where its inputs are absent); None when the rule
+    cannot be re-applied from logged features (its `critical_alpha` says so)."""
+    out = rule.critical_alpha(columns)
+    return None if out is None else np.asarray(out, dtype=np.float64)
 
 
 def replay_columns(steps: Iterable[Any]) -> dict[str, np.ndarray]:
@@ -107,8 +89,6 @@ class AlphaMap:
 
     def _working_ends(self, spec: float, drafter: float) -> tuple[float, float]:
         """Infinite ends become finite just past the logged scores (or the sweep's clip without scores)."""
-        from cascade.bench.sweep import DEFAULT_INF_CLIP
-
         up = drafter > spec
         lo_s, hi_s = (float(self.scores[0]), float(self.scores[-1])) if len(self.scores) else DEFAULT_INF_CLIP
         pad = max(1e-6, 1e-3 * (hi_s - lo_s))

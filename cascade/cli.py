@@ -30,8 +30,10 @@ def _version(dist: str) -> str:
 
 def version_text() -> str:
     """`cascade X (torch Y, transformers Z, Python W)`, from installed metadata (nothing is imported)."""
-    return (f"cascade {_version('cascade-llm')} (torch {_version('torch')}, "
-            f"transformers {_version('transformers')}, Python {platform.python_version()})")
+    return (
+        f"cascade {_version('cascade-llm')} (torch {_version('torch')}, "
+        f"transformers {_version('transformers')}, Python {platform.python_version()})"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,10 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     from cascade.plugins import add_commands, registry
 
     parser = argparse.ArgumentParser(prog="cascade", description="speculative cascades for HF causal LMs")
-    parser.add_argument("--version", action="version", version=version_text(),
-                        help="print cascade's version (and torch's, transformers') and exit")
-    parser.add_argument("--debug", action="store_true",
-                        help="on an error, print the full traceback as well as the one-line message")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_text(),
+        help="print cascade's version (and torch's, transformers') and exit",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, print the full traceback as well as the one-line message"
+    )
     sub = parser.add_subparsers(dest="cmd", required=False)  # bare `cascade` prints the help (main)
     try:
         reg = registry()

@@ -41,17 +41,25 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("policy", type=Path, help="YAML policy file")
     src = run.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
-    src.add_argument("--prompts", type=Path, help="JSONL file, one {\"prompt\": ...} per line")
+    src.add_argument("--prompts", type=Path, help='JSONL file, one {"prompt": ...} per line')
     run.add_argument("--max-new-tokens", type=int, help="override decoding.max_new_tokens")
     run.add_argument("--seed", type=int, help="override decoding.seed")
-    run.add_argument("--batch-size", type=int, metavar="B",
-                     help="decode B prompts at once (override decoding.batch_size; default 1): each result is "
-                          "printed as its row finishes, with its prompt's index from 0")
-    run.add_argument("--json", action="store_true",
-                     help="print JSON, one object per prompt (with the store's run_id and URL)")
-    run.add_argument("--store", metavar="URL",
-                     help="log to this database (default: $CASCADE_STORE, the policy's store.url, else "
-                          "cascade.db in $CASCADE_HOME or the user data folder)")
+    run.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="B",
+        help="decode B prompts at once (override decoding.batch_size; default 1): each result is "
+        "printed as its row finishes, with its prompt's index from 0",
+    )
+    run.add_argument(
+        "--json", action="store_true", help="print JSON, one object per prompt (with the store's run_id and URL)"
+    )
+    run.add_argument(
+        "--store",
+        metavar="URL",
+        help="log to this database (default: $CASCADE_STORE, the policy's store.url, else "
+        "cascade.db in $CASCADE_HOME or the user data folder)",
+    )
     run.add_argument("--no-store", action="store_true", help="do not log the run")
     run.set_defaults(func=cmd_run)
 
@@ -66,15 +74,17 @@ def generation_json(gen, run_id: int | None = None, store: str | None = None, in
     """One `--json` object: the prompt's index (its position among the prompts, from 0), the generation,
     its metrics (NaN, "does not apply", as null) and where it was logged (`run_id` and the store's URL,
     password masked; both null with --no-store)."""
-    return nan_to_none({
-        "index": index,
-        "text": gen.text,
-        "token_ids": gen.token_ids,
-        "finish_reason": gen.finish_reason,
-        "metrics": gen.metrics.to_dict(),
-        "run_id": run_id,
-        "store": store,
-    })
+    return nan_to_none(
+        {
+            "index": index,
+            "text": gen.text,
+            "token_ids": gen.token_ids,
+            "finish_reason": gen.finish_reason,
+            "metrics": gen.metrics.to_dict(),
+            "run_id": run_id,
+            "store": store,
+        }
+    )
 
 
 def cmd_run(args) -> int:
@@ -113,24 +123,28 @@ def cmd_run(args) -> int:
             # keeping what was logged before
             with run if run else contextlib.nullcontext():
                 seed = args.seed if args.seed is not None else policy.decoding.seed
-                sequences: dict[int, int] = {}  # prompt index -> its sequence in the store, from its first step
+                rows = [row for _, row in prompts]
 
-                def log_step(step) -> None:
-                    assert run is not None
-                    if step.row not in sequences:
-                        row = prompts[step.row][1]
-                        sequences[step.row] = run.start_sequence(row["prompt"], reference=row.get("reference"),
-                                                                 seed=seed)
-                    run.log_step(sequences[step.row], step)
+                def decode(on_step=None):
+                    return engine.stream(
+                        [row["prompt"] for row in rows],
+                        max_new_tokens=args.max_new_tokens,
+                        seed=args.seed,
+                        on_step=on_step,
+                        record_decisions=run is not None,
+                        batch_size=batch,
+                    )
 
-                results = engine.stream([row["prompt"] for _, row in prompts], max_new_tokens=args.max_new_tokens,
-                                        seed=args.seed, on_step=log_step if run else None,
-                                        record_decisions=run is not None, batch_size=batch)
-                for index, gen in results:  # each row as it finishes
-                    if run:
-                        run.end_sequence(sequences[index], gen)
-                    print_generation(gen, args.json, run.run_id if run else None, store.url if store else None,
-                                     index=index, numbered=batch > 1)
+                results = run.record(rows, decode, seed=seed) if run else ((i, g, None) for i, g in decode())
+                for index, gen, _ in results:  # each row as it finishes
+                    print_generation(
+                        gen,
+                        args.json,
+                        run.run_id if run else None,
+                        store.url if store else None,
+                        index=index,
+                        numbered=batch > 1,
+                    )
         finally:
             if run and store:
                 state = "" if run.status == "done" else f" ({run.status})"
@@ -145,12 +159,15 @@ def stats_line(m, index: int | None = None) -> str:
     """`[N tokens, X tok/s, τ=..., target calls/token=...]`; "-" for a metric that does not apply (τ of target-only);
     `[prompt I: ...` when rows of a batch may finish out of order."""
     where = "" if index is None else f"prompt {index}: "
-    return (f"[{where}{m.num_generated_tokens} tokens, {fmt(m.tokens_per_second, '.1f')} tok/s, "
-            f"τ={fmt(m.mean_acceptance_length, '.2f')}, target calls/token={fmt(m.target_calls_per_token, '.2f')}]")
+    return (
+        f"[{where}{m.num_generated_tokens} tokens, {fmt(m.tokens_per_second, '.1f')} tok/s, "
+        f"τ={fmt(m.mean_acceptance_length, '.2f')}, target calls/token={fmt(m.target_calls_per_token, '.2f')}]"
+    )
 
 
-def print_generation(gen, as_json: bool, run_id: int | None = None, store: str | None = None, *, index: int = 0,
-                     numbered: bool = False) -> None:
+def print_generation(
+    gen, as_json: bool, run_id: int | None = None, store: str | None = None, *, index: int = 0, numbered: bool = False
+) -> None:
     if as_json:
         print(json.dumps(generation_json(gen, run_id, store, index)), flush=True)
         return
@@ -165,16 +182,28 @@ def cmd_plugins(args) -> int:
 
     reg = registry()
     rows = [
-        {"name": p.name, "version": p.version, "hooks": list(p.hooks), "drafters": list(p.drafters),
-         "rules": list(p.rules), "schedules": list(p.schedules)}
+        {
+            "name": p.name,
+            "version": p.version,
+            "hooks": list(p.hooks),
+            "drafters": list(p.drafters),
+            "rules": list(p.rules),
+            "schedules": list(p.schedules),
+        }
         for p in reg.plugins
     ]
     if args.json:
         print(json.dumps({"plugins": rows, "failed": reg.failed}, indent=2))
         return 0
-    print(format_table(["name", "version", "hooks", "registers"],
-                       [[r["name"], r["version"], ", ".join(r["hooks"]), ", ".join(r["drafters"] + r["rules"] + r["schedules"])]
-                        for r in rows]))
+    print(
+        format_table(
+            ["name", "version", "hooks", "registers"],
+            [
+                [r["name"], r["version"], ", ".join(r["hooks"]), ", ".join(r["drafters"] + r["rules"] + r["schedules"])]
+                for r in rows
+            ],
+        )
+    )
     for name, err in reg.failed.items():
         print(f"failed to load {name}: {err}", file=sys.stderr)
     return 0

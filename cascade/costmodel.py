@@ -52,8 +52,16 @@ def _timed(fn: Callable[[], object], undo: Callable[[], object], device) -> floa
 
 
 @torch.inference_mode()
-def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, trials: int = 7, rows: int = 1,
-               runtimes: tuple[str, str] = ("auto", "auto"), drafter_context: int | None = None) -> dict:
+def step_costs(
+    target_model,
+    drafter_model,
+    prompt_ids: list[int],
+    gamma: int,
+    trials: int = 7,
+    rows: int = 1,
+    runtimes: tuple[str, str] = ("auto", "auto"),
+    drafter_context: int | None = None,
+) -> dict:
     """c, v(n) for n = 1..γ+1 (`verify_costs`, v(1) = 1) and v = v(γ+1), with the seconds they come from.
 
     Measured with the engine's own cached forward (`cascade.ragged.RaggedLM`) after a prefill on a
@@ -90,12 +98,19 @@ def step_costs(target_model, drafter_model, prompt_ids: list[int], gamma: int, t
             block = [ids[-1:].repeat(n)] * rows  # (n,) per row
             samples[n].append(_timed(lambda: target.forward(block), lambda: target.rollback(base), device))  # noqa: B023
         if drafter is not None:
-            drafter_samples.append(_timed(lambda: drafter.forward([ids[-1:]] * rows),
-                                          lambda: drafter.rollback(dbase), device))
+            drafter_samples.append(
+                _timed(lambda: drafter.forward([ids[-1:]] * rows), lambda: drafter.rollback(dbase), device)
+            )
     seconds = [statistics.median(samples[n]) for n in sizes]
     t1 = seconds[0]
-    out = {"target_step_seconds": t1, "verify_seconds": seconds[-1], "v": seconds[-1] / t1,
-           "verify_costs": [s / t1 for s in seconds], "c": 0.0, "drafter_step_seconds": 0.0}
+    out = {
+        "target_step_seconds": t1,
+        "verify_seconds": seconds[-1],
+        "v": seconds[-1] / t1,
+        "verify_costs": [s / t1 for s in seconds],
+        "c": 0.0,
+        "drafter_step_seconds": 0.0,
+    }
     if drafter is not None:
         td = statistics.median(drafter_samples[1:] or drafter_samples)  # the first call warms the drafter
         out.update(drafter_step_seconds=td, c=td / t1)
@@ -120,8 +135,9 @@ def verify_cost(costs: Sequence[float], tokens: float) -> float:
     return best
 
 
-def speedup_ceiling(*, target_calls_per_token: float, drafter_calls_per_token: float, c: float, v: float,
-                    overhead: float = 0.0) -> float:
+def speedup_ceiling(
+    *, target_calls_per_token: float, drafter_calls_per_token: float, c: float, v: float, overhead: float = 0.0
+) -> float:
     """(1 + ω) / (T·(v + ω) + D·c): the most a row making these calls per token can gain (module docstring).
 
     v is the cost of one of its target calls (`verify_cost` at its mean block), ω = `overhead`.

@@ -221,7 +221,15 @@ OLDER_CONTRACT = (
     "observe(feedbacks); see docs/plugins.md"
 )
 REQUIRED = ("deterministic", "start", "step", "observe", "keep")
-DECLARED = ("batched", "reads_target_features", "adopts_target_cache", "proposes_trees", "model", "max_positions", "runtime")
+DECLARED = (
+    "batched",
+    "reads_target_features",
+    "adopts_target_cache",
+    "proposes_trees",
+    "model",
+    "max_positions",
+    "runtime",
+)
 
 
 def check_drafter_class(name: str, cls: type[Any]) -> None:

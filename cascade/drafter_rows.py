@@ -40,8 +40,10 @@ class RowDrafters:
             return
         while len(self.pool) < len(prompts):
             if self.factory is None:
-                raise CascadeError(f"drafter {self.name!r} decodes one row per instance and this engine cannot "
-                                   "build more: build it with Engine.from_policy to decode batches")
+                raise CascadeError(
+                    f"drafter {self.name!r} decodes one row per instance and this engine cannot "
+                    "build more: build it with Engine.from_policy to decode batches"
+                )
             self.pool.append(self.factory())
         self.live = self.pool[: len(prompts)]
         for drafter, prompt in zip(self.live, prompts):
@@ -70,16 +72,20 @@ class RowDrafters:
         if self.batched:
             step = self.pool[0].step(ask)
             return step, [step.calls] * len(ask.rows)
-        steps = [self.live[b].step(DraftRound([c], [0], ask.drafted, [limit]))
-                 for c, b, limit in zip(ask.contexts, ask.rows, ask.limits)]
+        steps = [
+            self.live[b].step(DraftRound([c], [0], ask.drafted, [limit]))
+            for c, b, limit in zip(ask.contexts, ask.rows, ask.limits)
+        ]
         return _stacked(steps, self.name), [s.calls for s in steps]
 
     def propose_trees(self, ask: TreeRound) -> list[TreeDraft]:
         if self.batched:
             trees = self.pool[0].propose_trees(ask)
         else:
-            trees = [d.propose_trees(TreeRound([c], [k], ask.params, [g]))[0] if k > 0 else TreeDraft(c[:0], c[:0], calls=0)
-                     for d, c, k, g in zip(self.live, ask.contexts, ask.budgets, ask.generators)]
+            trees = [
+                d.propose_trees(TreeRound([c], [k], ask.params, [g]))[0] if k > 0 else TreeDraft(c[:0], c[:0], calls=0)
+                for d, c, k, g in zip(self.live, ask.contexts, ask.budgets, ask.generators)
+            ]
         if len(trees) != len(ask.contexts):
             raise PluginError(f"drafter {self.name!r} returned {len(trees)} trees for {len(ask.contexts)} rows")
         return trees
@@ -103,6 +109,7 @@ class RowDrafters:
 
 def _stacked(steps: list[DraftStep], name: str | None) -> DraftStep:
     """Single-row instances' answers as one round's."""
+
     def cat(parts: list[torch.Tensor | None], what: str) -> torch.Tensor | None:
         if all(p is None for p in parts):
             return None
@@ -110,5 +117,9 @@ def _stacked(steps: list[DraftStep], name: str | None) -> DraftStep:
             raise PluginError(f"drafter {name!r} gave {what} for some rows of a round and not for others")
         return torch.cat([p.reshape(1, *p.shape[1:]) for p in parts])  # type: ignore[union-attr]
 
-    return DraftStep(cat([s.logits for s in steps], "logits"), cat([s.tokens for s in steps], "tokens"),
-                     cat([s.confidence for s in steps], "confidences"), max((s.calls for s in steps), default=0))
+    return DraftStep(
+        cat([s.logits for s in steps], "logits"),
+        cat([s.tokens for s in steps], "tokens"),
+        cat([s.confidence for s in steps], "confidences"),
+        max((s.calls for s in steps), default=0),
+    )

@@ -81,9 +81,15 @@ class Drafting:
     name: str | None  # the drafter's name, for messages
     schedule: str  # the schedule's name, for messages
 
-    def draw(self, contexts: Sequence[torch.Tensor], buffers: Sequence[torch.Tensor],
-             generators: Sequence[torch.Generator | None], plans: Sequence[DraftPlan], ks: Sequence[int],
-             blocks: Sequence[BlockContext | None]) -> list[Draft]:
+    def draw(
+        self,
+        contexts: Sequence[torch.Tensor],
+        buffers: Sequence[torch.Tensor],
+        generators: Sequence[torch.Generator | None],
+        plans: Sequence[DraftPlan],
+        ks: Sequence[int],
+        blocks: Sequence[BlockContext | None],
+    ) -> list[Draft]:
         """Every row's draft: up to ks[b] tokens after contexts[b] (n_b,), drawn with generators[b].
 
         buffers[b] (>= n_b + ks[b],) holds contexts[b] in its first n_b slots: drafted tokens are written after it
@@ -118,22 +124,34 @@ class Drafting:
         k = max(k, 0)
         return _Growing(k, look, [], [], [], done=k == 0 and not look)
 
-    def _step(self, contexts: list[torch.Tensor], rows: list[int], drafted: int,
-              limits: list[int]) -> tuple[DraftStep, list[int]]:
+    def _step(
+        self, contexts: list[torch.Tensor], rows: list[int], drafted: int, limits: list[int]
+    ) -> tuple[DraftStep, list[int]]:
         with plugin_errors(f"drafter {self.name!r} raised in step()"):
             step, calls = self.drafters.step(DraftRound(contexts, rows, drafted, limits))
         width = len(rows)
         if (step.logits is None) == (step.tokens is None):
-            raise PluginError(f"drafter {self.name!r} returned a DraftStep with "
-                              f"{'both' if step.logits is not None else 'neither'} logits and tokens")
+            raise PluginError(
+                f"drafter {self.name!r} returned a DraftStep with "
+                f"{'both' if step.logits is not None else 'neither'} logits and tokens"
+            )
         got = (step.logits if step.logits is not None else step.tokens).shape[0]  # type: ignore[union-attr]
         if got != width or (step.confidence is not None and step.confidence.shape[0] != width):
             raise PluginError(f"drafter {self.name!r} answered {got} rows of a round asking {width}")
         return step, calls
 
-    def _take(self, step: DraftStep, asked: list[int], rows: list[_Growing], plans: Sequence[DraftPlan],
-              blocks: Sequence[BlockContext | None], generators: Sequence[torch.Generator | None],
-              buffers: Sequence[torch.Tensor], contexts: Sequence[torch.Tensor], drafted: int) -> None:
+    def _take(
+        self,
+        step: DraftStep,
+        asked: list[int],
+        rows: list[_Growing],
+        plans: Sequence[DraftPlan],
+        blocks: Sequence[BlockContext | None],
+        generators: Sequence[torch.Generator | None],
+        buffers: Sequence[torch.Tensor],
+        contexts: Sequence[torch.Tensor],
+        drafted: int,
+    ) -> None:
         """One round's answers: q_{k+1} for rows at their k, then the stop rules, then the draws."""
         q = None if step.logits is None else sampling.softmax(step.logits)  # (R, V) T = 1, what the rules read
         tokens = None if step.tokens is None else step.tokens.tolist()
@@ -171,27 +189,38 @@ class Drafting:
             buffers[b][contexts[b].shape[0] + drafted] = x
             row.done = len(row.tokens) == row.k and not (row.lookahead and q is not None)
 
-    def _confidences(self, step: DraftStep, q: torch.Tensor | None, asked: list[int], drawing: list[int],
-                     plans: Sequence[DraftPlan], blocks: Sequence[BlockContext | None],
-                     drafted: int) -> list[float] | None:
+    def _confidences(
+        self,
+        step: DraftStep,
+        q: torch.Tensor | None,
+        asked: list[int],
+        drawing: list[int],
+        plans: Sequence[DraftPlan],
+        blocks: Sequence[BlockContext | None],
+        drafted: int,
+    ) -> list[float] | None:
         """Each asked row's confidence in its next token, when a stop rule will read it (else None)."""
         if not any(plans[asked[i]].stop is not None for i in drawing):
             return None
         if self.predictor is not None:
             if q is None:
-                raise PluginError(f"the acceptance predictor needs the drafter's q; drafter {self.name!r} "
-                                  "is deterministic")
+                raise PluginError(
+                    f"the acceptance predictor needs the drafter's q; drafter {self.name!r} is deterministic"
+                )
             return self._predicted(q, asked, blocks, drafted)
         if step.confidence is not None:
             return step.confidence.tolist()
         if q is None:
-            raise PluginError(f"schedule {self.schedule!r} needs the drafter's per-token confidence "
-                              f"(DraftStep.confidence), and drafter {self.name!r} reports none; use another "
-                              "schedule or a drafter that reports it")
+            raise PluginError(
+                f"schedule {self.schedule!r} needs the drafter's per-token confidence "
+                f"(DraftStep.confidence), and drafter {self.name!r} reports none; use another "
+                "schedule or a drafter that reports it"
+            )
         return q.max(-1).values.tolist()  # the drafter's top probability
 
-    def _predicted(self, q: torch.Tensor, asked: list[int], blocks: Sequence[BlockContext | None],
-                   drafted: int) -> list[float]:
+    def _predicted(
+        self, q: torch.Tensor, asked: list[int], blocks: Sequence[BlockContext | None], drafted: int
+    ) -> list[float]:
         """A predictor's confidences: the drafter-side features of q at q's top token, known before x is drawn."""
         feats = decision_features(q.argmax(-1), q, None)  # (R, F) at x = argmax q
         position = torch.tensor([drafted], device=q.device)  # (1,)
@@ -203,8 +232,13 @@ class Drafting:
         return out
 
     @staticmethod
-    def _stops(drawing: list[int], asked: list[int], rows: list[_Growing], plans: Sequence[DraftPlan],
-               confidences: list[float] | None) -> list[int]:
+    def _stops(
+        drawing: list[int],
+        asked: list[int],
+        rows: list[_Growing],
+        plans: Sequence[DraftPlan],
+        confidences: list[float] | None,
+    ) -> list[int]:
         """Positions in `asked` of the drawing rows whose stop rule says: do not draw x_j. Rows sharing one rule
         (a batch's shared budget) are judged together, with every row's confidences (ended rows: all of theirs)."""
         if confidences is None:
@@ -219,30 +253,44 @@ class Drafting:
         for rule, members in groups.values():
             if not candidates.intersection(members):
                 continue
-            seen = [rows[b].confidences + [confidences[at[b]]] if b in candidates else rows[b].confidences
-                    for b in members]
+            seen = [
+                rows[b].confidences + [confidences[at[b]]] if b in candidates else rows[b].confidences for b in members
+            ]
             verdicts = list(rule(seen))
             stopped += [at[b] for b, stop in zip(members, verdicts) if stop and b in candidates]
         return stopped
 
     # ------------------------------------------------------------------ trees
 
-    def _trees(self, contexts: Sequence[torch.Tensor], generators: Sequence[torch.Generator | None],
-               plans: Sequence[DraftPlan], rows: list[_Growing], device: torch.device) -> list[Draft]:
+    def _trees(
+        self,
+        contexts: Sequence[torch.Tensor],
+        generators: Sequence[torch.Generator | None],
+        plans: Sequence[DraftPlan],
+        rows: list[_Growing],
+        device: torch.device,
+    ) -> list[Draft]:
         if any(p.stop is not None for p in plans):
-            raise CascadeError(f"drafter {self.name!r} proposed a tree, and block_schedule {self.schedule!r} "
-                               "cuts chains by confidence: use constant")
+            raise CascadeError(
+                f"drafter {self.name!r} proposed a tree, and block_schedule {self.schedule!r} "
+                "cuts chains by confidence: use constant"
+            )
         with plugin_errors(f"drafter {self.name!r} raised in propose_trees()"):
-            trees = self.drafters.propose_trees(TreeRound(list(contexts), [r.k for r in rows], self.params,
-                                                          list(generators)))
+            trees = self.drafters.propose_trees(
+                TreeRound(list(contexts), [r.k for r in rows], self.params, list(generators))
+            )
         out = []
         for tree, row in zip(trees, rows):
             k = tree.tokens.shape[0]
             if k > row.k or tree.parents.shape[0] != k:
-                raise PluginError(f"drafter {self.name!r} proposed a tree of {k} nodes ({tree.parents.shape[0]} "
-                                  f"parents) for a budget of {row.k}")
+                raise PluginError(
+                    f"drafter {self.name!r} proposed a tree of {k} nodes ({tree.parents.shape[0]} "
+                    f"parents) for a budget of {row.k}"
+                )
             asked = row.k > 0
-            out.append(Draft(tree.tokens.to(device), tree.probs, None, tree.parents, tree.calls, asked) if k
-                       else Draft(tree.tokens.to(device), calls=tree.calls, asked=asked))
+            out.append(
+                Draft(tree.tokens.to(device), tree.probs, None, tree.parents, tree.calls, asked)
+                if k
+                else Draft(tree.tokens.to(device), calls=tree.calls, asked=asked)
+            )
         return out
-

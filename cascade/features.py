@@ -47,8 +47,7 @@ RECENT_STEPS = 8  # verification steps in a sequence's recent acceptance
 LOGQ_WINDOW = 64  # drafted positions behind the running quantiles of log q(x)
 LOGQ_QUANTILES = (0.1, 0.5)  # logq_q10, logq_q50
 
-MODEL_FEATURES = FEATURES + ("log_ratio", "position", "sequence_position", "recent_acceptance",
-                             "logq_q10", "logq_q50")
+MODEL_FEATURES = FEATURES + ("log_ratio", "position", "sequence_position", "recent_acceptance", "logq_q10", "logq_q50")
 """What `model_features` returns, in order: FEATURES, log p(x) − log q(x), the position in the block,
 the position in the sequence, and the block's recent acceptance and log q quantiles."""
 
@@ -107,8 +106,11 @@ def model_features(features: torch.Tensor, positions: torch.Tensor, context: Blo
     import torch
 
     k = features.shape[0]
-    ctx = torch.tensor([[context.sequence_position, context.recent_acceptance, context.logq_q10,
-                         context.logq_q50]], dtype=features.dtype, device=features.device).expand(k, 4)  # (k, 4)
+    ctx = torch.tensor(
+        [[context.sequence_position, context.recent_acceptance, context.logq_q10, context.logq_q50]],
+        dtype=features.dtype,
+        device=features.device,
+    ).expand(k, 4)  # (k, 4)
     return model_features_rows(features, positions, ctx)
 
 

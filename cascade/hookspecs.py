@@ -53,7 +53,8 @@ def register_rules(register: Callable[[str, type[Rule]], None]) -> None:
 
     ``cls`` follows ``cascade.rules.Rule``: class attributes ``name``, ``reads_q``,
     ``reads_p``, ``reads_features``, ``alpha_range`` and ``Options`` (a pydantic
-    model with ``extra="forbid"``; ``cascade.rules.NoOptions`` for none), a
+    model with ``extra="forbid"``; ``cascade.NoOptions`` for none; subclass ``cascade.rules.RuleBase`` for the
+    defaults of ``critical_alpha``, ``requirements`` and ``provenance``), a
     constructor ``cls(alpha, options)`` and
     ``defer(q, p, inputs: DeferralInputs | None = None) -> r``. The name is what a
     policy writes under ``rule.name``. The class is checked at registration (a rule

@@ -4,7 +4,7 @@ Written from the math, over the Hugging Face model's own weights (referenced, ne
 copied): the same numbers as the transformers forward, without its per-call machinery
 (module dispatch, mask construction, cache bookkeeping, output objects), which is most
 of a small model's step on a CPU (docs/fast-path.md). `RaggedLM` calls it in place of
-`model(...)`, with the same cache (its `_SlotLayer` buffers), masks and true positions,
+`model(...)`, with the same cache (its `SlotLayer` buffers), masks and true positions,
 so batches, holes and rollback work unchanged.
 
     GPT-2:        h = wte[x] + wpe[pos];  per block: h += proj(attn(LN1 h)); h += MLP(LN2 h)
@@ -44,16 +44,24 @@ def lean_forward(model: Any) -> Forward | None:
 
 
 def _gpt2_supported(c: Any) -> bool:
-    return (c.activation_function in GELUS and getattr(c, "scale_attn_weights", True)
-            and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
-            and not getattr(c, "reorder_and_upcast_attn", False) and not getattr(c, "add_cross_attention", False))
+    return (
+        c.activation_function in GELUS
+        and getattr(c, "scale_attn_weights", True)
+        and not getattr(c, "scale_attn_by_inverse_layer_idx", False)
+        and not getattr(c, "reorder_and_upcast_attn", False)
+        and not getattr(c, "add_cross_attention", False)
+    )
 
 
 def _llama_supported(c: Any) -> bool:
     rope = getattr(c, "rope_parameters", None) or {}
-    return (getattr(c, "hidden_act", "silu") == "silu" and rope.get("rope_type", "default") == "default"
-            and not getattr(c, "mlp_bias", False) and not getattr(c, "use_sliding_window", False)
-            and all(t == "full_attention" for t in (getattr(c, "layer_types", None) or ["full_attention"])))
+    return (
+        getattr(c, "hidden_act", "silu") == "silu"
+        and rope.get("rope_type", "default") == "default"
+        and not getattr(c, "mlp_bias", False)
+        and not getattr(c, "use_sliding_window", False)
+        and all(t == "full_attention" for t in (getattr(c, "layer_types", None) or ["full_attention"]))
+    )
 
 
 def _causal(k: int, past: int, ref: torch.Tensor) -> torch.Tensor | None:
@@ -61,7 +69,9 @@ def _causal(k: int, past: int, ref: torch.Tensor) -> torch.Tensor | None:
     if k == 1:
         return None
     allowed = torch.ones(k, past + k, dtype=torch.bool, device=ref.device).tril(past)
-    return torch.zeros(allowed.shape, dtype=ref.dtype, device=ref.device).masked_fill_(~allowed, torch.finfo(ref.dtype).min)
+    return torch.zeros(allowed.shape, dtype=ref.dtype, device=ref.device).masked_fill_(
+        ~allowed, torch.finfo(ref.dtype).min
+    )
 
 
 def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
@@ -90,8 +100,11 @@ class _GPT2:
             mask = _causal(ids.shape[1], past, h)
         for i, blk in enumerate(self.blocks):
             a = F.layer_norm(h, h.shape[-1:], blk.ln_1.weight, blk.ln_1.bias, self.eps)
-            q, k, v = torch.addmm(blk.attn.c_attn.bias, a.flatten(0, 1), blk.attn.c_attn.weight).view(
-                *a.shape[:2], -1).chunk(3, dim=-1)  # Conv1D: x·W + b, W (d, 3d)
+            q, k, v = (
+                torch.addmm(blk.attn.c_attn.bias, a.flatten(0, 1), blk.attn.c_attn.weight)
+                .view(*a.shape[:2], -1)
+                .chunk(3, dim=-1)
+            )  # Conv1D: x·W + b, W (d, 3d)
             keys, values = cache.layers[i].update(_heads(k, self.heads), _heads(v, self.heads))  # (B, H, S + K, D)
             if probe is not None:
                 probe.append(_attention_mass(_heads(q, self.heads), keys, mask))
@@ -141,8 +154,9 @@ class _Llama:
             h = h + F.linear(_merge(o), at.o_proj.weight, at.o_proj.bias)
             a = self._rms(h, layer.post_attention_layernorm.weight)
             mlp = layer.mlp
-            h = h + F.linear(F.silu(F.linear(a, mlp.gate_proj.weight)) * F.linear(a, mlp.up_proj.weight),
-                             mlp.down_proj.weight)
+            h = h + F.linear(
+                F.silu(F.linear(a, mlp.gate_proj.weight)) * F.linear(a, mlp.up_proj.weight), mlp.down_proj.weight
+            )
         h = h[:, -keep:] if keep else h
         return self._rms(h, self.norm.weight)
 
@@ -159,4 +173,3 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     """x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁) over the two halves of the head dimension."""
     half = x.shape[-1] // 2
     return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
-

@@ -127,12 +127,24 @@ def add_counts(a: list[int], b: list[int]) -> list[int]:
 
 
 COUNTERS = (
-    "num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_deferred", "target_calls",
-    "drafter_calls", "num_generated_tokens", "num_prompt_tokens", "decode_seconds", "ttft_seconds",
+    "num_drafts",
+    "num_draft_tokens",
+    "num_accepted_tokens",
+    "num_deferred",
+    "target_calls",
+    "drafter_calls",
+    "num_generated_tokens",
+    "num_prompt_tokens",
+    "decode_seconds",
+    "ttft_seconds",
 )
 DERIVED = (
-    "acceptance_rate", "mean_acceptance_length", "deferral_rate", "tokens_per_second",
-    "target_calls_per_token", "drafter_calls_per_token",
+    "acceptance_rate",
+    "mean_acceptance_length",
+    "deferral_rate",
+    "tokens_per_second",
+    "target_calls_per_token",
+    "drafter_calls_per_token",
 )
 
 
@@ -171,14 +183,20 @@ QUALITY = tuple(f for f in Quality.__dataclass_fields__)
 
 def draft_row(position: int, drafted: int, emitted: int | None, *, deferred: bool, features: list[float]) -> Decision:
     """A drafted position: accepted when it was emitted; `features` in FEATURES order."""
-    return Decision(position=position, kind="draft", drafted_token=drafted, emitted_token=emitted,
-                    accepted=emitted is not None, deferred=deferred, **named(features))
+    return Decision(
+        position=position,
+        kind="draft",
+        drafted_token=drafted,
+        emitted_token=emitted,
+        accepted=emitted is not None,
+        deferred=deferred,
+        **named(features),
+    )
 
 
 def emitted_by_target(position: int, kind: str, token: int) -> Decision:
     """A token the target emitted itself: a correction, a bonus, or a target step / deferred position."""
-    return Decision(position=position, kind=kind, drafted_token=None, emitted_token=token, accepted=None,
-                    deferred=None)
+    return Decision(position=position, kind=kind, drafted_token=None, emitted_token=token, accepted=None, deferred=None)
 
 
 def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
@@ -195,12 +213,14 @@ def truncate_step(step: StepRecord, n_emitted: int) -> StepRecord:
             else:
                 left -= 1
         rows.append(d)
-    return replace(step, emitted=step.emitted[:n_emitted], accepted=min(step.accepted, n_emitted),
-                   decisions=tuple(rows))
+    return replace(
+        step, emitted=step.emitted[:n_emitted], accepted=min(step.accepted, n_emitted), decisions=tuple(rows)
+    )
 
 
-def block_decisions(x, xs: list[int], probs, parents, p_logits, r_x: list[float], n: int, nxt: int,
-                    path: tuple[int, ...] | None) -> tuple[Decision, ...]:
+def block_decisions(
+    x, xs: list[int], probs, parents, p_logits, r_x: list[float], n: int, nxt: int, path: tuple[int, ...] | None
+) -> tuple[Decision, ...]:
     """The Decision rows of one verified block: a row per draft (x (k,) with its q `probs` (k, V) or None,
     `parents` (k,) for a tree), then the correction or bonus token. p_logits (k + 1, V); r_x the rule's
     r(x_i); n drafts accepted (a tree: the nodes of `path`) and `nxt` after them."""
@@ -209,7 +229,8 @@ def block_decisions(x, xs: list[int], probs, parents, p_logits, r_x: list[float]
     at = list(range(k)) if parents is None else [i + 1 for i in parents.tolist()]
     feats = decision_features(x, probs, softmax(p_logits[at])).tolist() if k else []  # (k, F)
     kept = set(range(n)) if path is None else set(path)
-    rows = [draft_row(i, xs[i], xs[i] if i in kept else None, deferred=bool(r_x[i]), features=feats[i])
-            for i in range(k)]
+    rows = [
+        draft_row(i, xs[i], xs[i] if i in kept else None, deferred=bool(r_x[i]), features=feats[i]) for i in range(k)
+    ]
     rows.append(emitted_by_target(n, "correction" if n < k else "bonus", nxt))
     return tuple(rows)

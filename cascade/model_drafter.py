@@ -26,7 +26,8 @@ class ModelDrafter(DrafterBase):
     prefill_on_start = True  # False: the first step feeds the whole prompt (or a subclass fills the cache)
 
     def use(self, model: Any, ctx: DrafterContext, kind: str, label: str) -> None:
-        """Draft with `model` (checked against the target's vocabulary), run as `kind` says (auto, lean, transformers)."""
+        """Draft with `model` (checked against the target's vocabulary), run as `kind` says (auto, lean or
+        transformers)."""
         self.width = model.get_output_embeddings().weight.shape[0]
         self.target_width = ctx.vocab_size
         real = len(ctx.tokenizer) if ctx.tokenizer is not None else ctx.vocab_size
@@ -74,8 +75,9 @@ class ModelDrafter(DrafterBase):
     def observe(self, feedbacks: Sequence[Feedback | None]) -> None:
         # each drafted row's cache holds its context + the drafts fed; keep the context + the accepted ones
         lengths = self.runtime.lengths
-        self.runtime.rollback([n if f is None else min(n, s + f.n_accepted)
-                          for n, s, f in zip(lengths, self.base, feedbacks)])
+        self.runtime.rollback(
+            [n if f is None else min(n, s + f.n_accepted) for n, s, f in zip(lengths, self.base, feedbacks)]
+        )
 
     def _fit(self, logits: torch.Tensor) -> torch.Tensor:
         """Drafter logits (..., W) on the target's vocabulary (..., V): padding ids dropped or never drawn."""

@@ -78,8 +78,9 @@ class Registry:
 
     def predictor(self, name: str) -> type[AcceptancePredictor]:
         if name not in self.predictors:
-            raise PluginError(f"unknown acceptance predictor {name!r}; installed: {_names(self.predictors)}"
-                              f"{self._failed_note()}")
+            raise PluginError(
+                f"unknown acceptance predictor {name!r}; installed: {_names(self.predictors)}{self._failed_note()}"
+            )
         return self.predictors[name]
 
     def _failed_note(self) -> str:
@@ -99,8 +100,12 @@ def _entry_points() -> list[md.EntryPoint]:
         wanted = {n.strip() for n in only.split(",") if n.strip()}
         unknown = sorted(wanted - {e.name for e in eps} - {BUILTIN})
         if unknown:
-            log.warning("%s names no installed plugin called %s; installed: %s", ENV_ONLY, ", ".join(map(repr, unknown)),
-                        ", ".join(e.name for e in eps) or "(none)")
+            log.warning(
+                "%s names no installed plugin called %s; installed: %s",
+                ENV_ONLY,
+                ", ".join(map(repr, unknown)),
+                ", ".join(e.name for e in eps) or "(none)",
+            )
         eps = [e for e in eps if e.name in wanted]
     return eps
 
@@ -134,8 +139,7 @@ def build_registry(extra: list[tuple[str, ModuleType]] | None = None) -> Registr
         drafters = _collect(pm, reg, name, "register_drafters", "drafter", reg.drafters, check_drafter_class)
         rules = _collect(pm, reg, name, "register_rules", "rule", reg.rules, check_rule_class)
         schedules = _collect(pm, reg, name, "register_schedules", "schedule", reg.schedules, check_schedule_class)
-        predictors = _collect(pm, reg, name, "register_predictors", "predictor", reg.predictors,
-                              check_predictor_class)
+        predictors = _collect(pm, reg, name, "register_predictors", "predictor", reg.predictors, check_predictor_class)
         reg.plugins.append(PluginInfo(name, version, hooks, drafters, rules, schedules, predictors))
     return reg
 
@@ -186,7 +190,9 @@ def _collect(
             owner = plugin if name in got else _owner(reg, kind, name)
             raise PluginError(f"{kind} {name!r} is registered twice: by plugin {owner!r} and by plugin {plugin!r}")
         if not isinstance(cls, type):
-            raise PluginError(f"plugin {plugin!r} registers {kind} {name!r} as {cls!r}: register(name, cls) takes a class")
+            raise PluginError(
+                f"plugin {plugin!r} registers {kind} {name!r} as {cls!r}: register(name, cls) takes a class"
+            )
         try:
             check(name, cls)
         except PluginError as exc:  # the check names the class and what changed; add who registered it
@@ -263,7 +269,9 @@ def _trace(pm: pluggy.PluginManager) -> None:
         started.append(time.perf_counter())
         log.info("hook %s(%s) -> %s", hook, ", ".join(kwargs), _impls(impls))
 
-    def after(outcome: pluggy.Result[object], hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object]) -> None:
+    def after(
+        outcome: pluggy.Result[object], hook: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, object]
+    ) -> None:
         ms = (time.perf_counter() - started.pop()) * 1e3 if started else float("nan")
         if outcome.exception is None:
             log.debug("hook %s done in %.1f ms -> %s", hook, ms, _impls(impls))

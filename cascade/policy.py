@@ -84,8 +84,10 @@ class StoreSpec(_Strict):
     enabled: bool = True
 
 
-SEQUENTIAL_BATCH = ("mode 'sequential' decodes one row at a time (each row calls the target only where it defers, "
-                    "so rows share no target call): use decoding.batch_size: 1, or mode speculative")
+SEQUENTIAL_BATCH = (
+    "mode 'sequential' decodes one row at a time (each row calls the target only where it defers, "
+    "so rows share no target call): use decoding.batch_size: 1, or mode speculative"
+)
 
 
 class Policy(_Strict):
@@ -104,7 +106,9 @@ class Policy(_Strict):
     @model_validator(mode="after")
     def _needs_drafter(self):
         if self.mode != "target" and self.drafter is None:
-            raise ValueError(f"mode {self.mode!r} needs a drafter: add `drafter: {{plugin: hf-model, options: {{model: ...}}}}`")
+            raise ValueError(
+                f"mode {self.mode!r} needs a drafter: add `drafter: {{plugin: hf-model, options: {{model: ...}}}}`"
+            )
         if self.mode == "sequential" and self.decoding.batch_size > 1:
             raise ValueError(SEQUENTIAL_BATCH)
         return self
@@ -118,7 +122,9 @@ class Policy(_Strict):
         """Whether the mode has a verification step (speculative, lossy)."""
         return self.mode in VERIFYING_MODES
 
-    def derive(self, name: str, updates: dict[str, Any] | None = None, drop: tuple[str, ...] = ("description",)) -> Policy:
+    def derive(
+        self, name: str, updates: dict[str, Any] | None = None, drop: tuple[str, ...] = ("description",)
+    ) -> Policy:
         """A validated copy named `name`: `updates` merged into the YAML data (nested mappings merge key
         by key), the top-level keys in `drop` removed. A target-only result drops the drafter."""
         data = self.model_dump(mode="json", exclude=set(drop))
@@ -195,14 +201,13 @@ def check_policy(policy: Policy, registry: Any) -> None:
             f"{', '.join(sorted(registry.rules))}"
         )
     options = rule_options(policy, rule_cls)
-    reads_q, reads_p = rule_cls.reads_q, rule_cls.reads_p
-    if callable(getattr(rule_cls, "requirements", None)):  # needs that depend on the options (a learned head)
-        reads_q, reads_p = rule_cls.requirements(options)
+    reads_q, reads_p = rule_cls.requirements(options)  # with these options (a learned head's: from its card)
     lo, hi = rule_cls.alpha_range
     a = policy.rule.alpha
     if not (min(lo, hi) <= a <= max(lo, hi)):
         raise PolicyError(
-            f"{src}: field `rule.alpha`: {a} is outside rule {policy.rule.name!r}'s range [{min(lo, hi)}, {max(lo, hi)}] "
+            f"{src}: field `rule.alpha`: {a} is outside rule {policy.rule.name!r}'s range "
+            f"[{min(lo, hi)}, {max(lo, hi)}] "
             f"({lo} = speculative end, {hi} = drafter-only end)"
         )
     if policy.drafter is not None and policy.mode != "target":
@@ -236,8 +241,10 @@ def check_policy(policy: Policy, registry: Any) -> None:
     if name is not None:
         predictors = getattr(registry, "predictors", {})
         if name not in predictors:
-            raise PolicyError(f"{src}: field `decoding.schedule_options.predictor`: unknown acceptance predictor "
-                              f"{name!r}; installed: {', '.join(sorted(predictors)) or '(none)'}")
+            raise PolicyError(
+                f"{src}: field `decoding.schedule_options.predictor`: unknown acceptance predictor "
+                f"{name!r}; installed: {', '.join(sorted(predictors)) or '(none)'}"
+            )
         predictor_options(policy, predictors[name])
     if policy.mode == "lossy" and policy.rule.name != "none":
         raise PolicyError(f"{src}: field `rule.name`: lossy mode uses `decoding.lenience`, set rule.name to none")
@@ -250,48 +257,70 @@ def _schedule_class(policy: Policy, registry: Any) -> type:
     schedules = getattr(registry, "schedules", BUILTIN_SCHEDULES)
     cls = schedules.get(name)
     if cls is None:
-        raise PolicyError(f"{src}: field `decoding.block_schedule`: unknown schedule {name!r}; installed schedules: "
-                          f"{', '.join(sorted(schedules))}")
+        raise PolicyError(
+            f"{src}: field `decoding.block_schedule`: unknown schedule {name!r}; installed schedules: "
+            f"{', '.join(sorted(schedules))}"
+        )
     if cls.needs_costs and policy.mode not in VERIFYING_MODES:
-        raise PolicyError(f"{src}: field `decoding.block_schedule`: schedule {name!r} chooses how many drafts to "
-                          f"verify, which needs mode speculative or lossy (this policy's mode is {policy.mode!r})")
+        raise PolicyError(
+            f"{src}: field `decoding.block_schedule`: schedule {name!r} chooses how many drafts to "
+            f"verify, which needs mode speculative or lossy (this policy's mode is {policy.mode!r})"
+        )
     return cls
 
 
 def schedule_options(policy: Policy, schedule_cls: type) -> Any:
     """The schedule's typed options, validated from `decoding.schedule_options`."""
-    return _options(getattr(schedule_cls, "Options", None), policy.decoding.schedule_options,
-                    f"{policy.name}: invalid options for schedule {policy.decoding.block_schedule!r}",
-                    "decoding.schedule_options", policy.base_dir)
+    return _options(
+        getattr(schedule_cls, "Options", None),
+        policy.decoding.schedule_options,
+        f"{policy.name}: invalid options for schedule {policy.decoding.block_schedule!r}",
+        "decoding.schedule_options",
+        policy.base_dir,
+    )
 
 
 def predictor_options(policy: Policy, predictor_cls: type) -> Any:
     """The acceptance predictor's typed options, from `decoding.schedule_options.predictor_options`."""
     values = policy.decoding.schedule_options.get("predictor_options") or {}
-    return _options(getattr(predictor_cls, "Options", None), dict(values),
-                    f"{policy.name}: invalid options for acceptance predictor "
-                    f"{policy.decoding.schedule_options.get('predictor')!r}",
-                    "decoding.schedule_options.predictor_options", policy.base_dir)
+    return _options(
+        getattr(predictor_cls, "Options", None),
+        dict(values),
+        f"{policy.name}: invalid options for acceptance predictor "
+        f"{policy.decoding.schedule_options.get('predictor')!r}",
+        "decoding.schedule_options.predictor_options",
+        policy.base_dir,
+    )
 
 
 def drafter_options(policy: Policy, drafter_cls: type) -> Any:
     """The drafter's typed options, validated from the policy."""
     assert policy.drafter is not None
-    return _options(getattr(drafter_cls, "Options", None), policy.drafter.options,
-                    f"{policy.name}: invalid options for drafter {policy.drafter.plugin!r}", "drafter.options",
-                    policy.base_dir)
+    return _options(
+        getattr(drafter_cls, "Options", None),
+        policy.drafter.options,
+        f"{policy.name}: invalid options for drafter {policy.drafter.plugin!r}",
+        "drafter.options",
+        policy.base_dir,
+    )
 
 
 def rule_options(policy: Policy, rule_cls: type) -> Any:
     """The rule's typed options, validated from the policy (a rule without `Options` takes none)."""
     from cascade.rules import NoOptions
 
-    return _options(getattr(rule_cls, "Options", NoOptions), policy.rule.options,
-                    f"{policy.name}: invalid options for rule {policy.rule.name!r}", "rule.options", policy.base_dir)
+    return _options(
+        getattr(rule_cls, "Options", NoOptions),
+        policy.rule.options,
+        f"{policy.name}: invalid options for rule {policy.rule.name!r}",
+        "rule.options",
+        policy.base_dir,
+    )
 
 
-def _options(model: type[BaseModel] | None, values: dict[str, Any], title: str, prefix: str,
-             base_dir: Path | None = None) -> Any:
+def _options(
+    model: type[BaseModel] | None, values: dict[str, Any], title: str, prefix: str, base_dir: Path | None = None
+) -> Any:
     """Validate a plugin's options. Validators see the policy file's folder as the context `base_dir`, so a
     plugin can resolve relative paths against it (as cascade does for model folders)."""
     if model is None:

@@ -1,6 +1,6 @@
 """Cost tables for the adaptive schedule: measured on this machine, cached on disk with provenance.
 
-A `CostTable` holds what one drafter step and one target call over n tokens (n = 1..K+1) cost
+A `CostTable` (`cascade.costs`) holds what one drafter step and one target call over n tokens (n = 1..K+1) cost
 here, in seconds, measured with `cascade.costmodel.step_costs` (the engine's own cached forward,
 median of several timed calls) and forced monotone (a longer call never costs less), and what
 each step of the decode loop costs besides its forwards (timed through the engine's own
@@ -22,59 +22,23 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from cascade.costs import CostTable, monotone
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # the JSON layout's version; another one is re-measured, not misread
 OVERHEAD_TOKENS = 24  # target-only tokens decoded (three times) to time the loop's per-step overhead
 TRIALS = 5
-PROFILE_PROMPT = "import os\nimport sys\n\n\ndef main(argv):\n    \"\"\"Entry point.\"\"\"\n    for name in argv:\n"
-TEMPERATURE_GRID = tuple(round(0.25 * 1.15**i, 4) for i in range(30))  # 0.25 .. ~14
-MIN_ROWS_PER_POSITION = 30  # fewer logged drafts at a position: its temperature stays 1
-
-
-@dataclass(frozen=True)
-class CostTable:
-    draft_seconds: float  # one drafter step (one token); 0 for a model-free drafter
-    verify_seconds: tuple[float, ...]  # [n - 1]: one target call over n tokens, n = 1..K+1, non-decreasing
-    temperatures: tuple[float, ...] = ()  # per draft position (1-based j at [j - 1]); missing = 1
-    step_seconds: float = 0.0  # the decode loop's own time per step beyond the forwards (sampling, bookkeeping)
-    provenance: Mapping[str, Any] = field(default_factory=dict)  # identity, when, host, trials, calibration source
-
-    @property
-    def max_k(self) -> int:
-        return len(self.verify_seconds) - 1
-
-    def relative(self) -> dict[str, Any]:
-        """In units of one target step (cascade.costmodel's c and v(n))."""
-        t1 = self.verify_seconds[0]
-        return {"c": self.draft_seconds / t1, "verify_costs": [v / t1 for v in self.verify_seconds],
-                "target_step_seconds": t1}
-
-
-def calibrate(c: float, temperature: float) -> float:
-    """σ(logit(c) / T): temperature scaling of a probability (T = 1 leaves it, T > 1 softens it)."""
-    if temperature == 1.0 or not 0.0 < c < 1.0:
-        return min(max(c, 0.0), 1.0)
-    return 1.0 / (1.0 + math.exp(-math.log(c / (1.0 - c)) / temperature))
-
-
-def monotone(values: Sequence[float]) -> tuple[float, ...]:
-    """The running maximum: a target call over more tokens never costs less than one over fewer."""
-    out, best = [], -math.inf
-    for v in values:
-        best = max(best, float(v))
-        out.append(best)
-    return tuple(out)
+PROFILE_PROMPT = 'import os\nimport sys\n\n\ndef main(argv):\n    """Entry point."""\n    for name in argv:\n'
 
 
 def identity(engine: Any, max_k: int) -> dict[str, Any]:
@@ -91,9 +55,14 @@ def identity(engine: Any, max_k: int) -> dict[str, Any]:
         "drafter": p.drafter.plugin if p.drafter is not None else None,
         "drafter_options": dict(p.drafter.options) if p.drafter is not None else {},
         "drafter_parameters": sum(x.numel() for x in dm.parameters()) if dm is not None else 0,
-        "device": str(engine.device), "dtype": str(engine.target_model.dtype),
-        "torch": torch.__version__, "host": platform.node(), "max_k": int(max_k), "format": FORMAT,
-        "runtimes": list(runtimes(engine)), "rows": p.decoding.batch_size,
+        "device": str(engine.device),
+        "dtype": str(engine.target_model.dtype),
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "max_k": int(max_k),
+        "format": FORMAT,
+        "runtimes": list(runtimes(engine)),
+        "rows": p.decoding.batch_size,
     }
 
 
@@ -122,9 +91,13 @@ def load(ident: Mapping[str, Any]) -> CostTable | None:
         return None
     try:
         data = json.loads(path.read_text())
-        table = CostTable(float(data["draft_seconds"]), tuple(float(v) for v in data["verify_seconds"]),
-                          tuple(float(t) for t in data.get("temperatures", ())), float(data["step_seconds"]),
-                          data.get("provenance", {}))
+        table = CostTable(
+            float(data["draft_seconds"]),
+            tuple(float(v) for v in data["verify_seconds"]),
+            tuple(float(t) for t in data.get("temperatures", ())),
+            float(data["step_seconds"]),
+            data.get("provenance", {}),
+        )
         if dict(table.provenance.get("identity", {})) != json.loads(json.dumps(dict(ident), default=str)):
             raise ValueError("identity differs")
         if len(table.verify_seconds) != ident["max_k"] + 1 or table.verify_seconds[0] <= 0:
@@ -157,10 +130,18 @@ def measure(engine: Any, max_k: int, trials: int = TRIALS) -> CostTable:
     verify = monotone([v * t1 for v in m["verify_costs"]])
     per_token = loop_seconds_per_token(engine, rows)
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return CostTable(float(m["drafter_step_seconds"]), verify, step_seconds=max(per_token - t1, 0.0),
-                     provenance={"measured_at": when, "trials": trials, "prompt_tokens": len(ids),
-                                 "raw_verify_seconds": [v * t1 for v in m["verify_costs"]],
-                                 "target_only_seconds_per_token": per_token})
+    return CostTable(
+        float(m["drafter_step_seconds"]),
+        verify,
+        step_seconds=max(per_token - t1, 0.0),
+        provenance={
+            "measured_at": when,
+            "trials": trials,
+            "prompt_tokens": len(ids),
+            "raw_verify_seconds": [v * t1 for v in m["verify_costs"]],
+            "target_only_seconds_per_token": per_token,
+        },
+    )
 
 
 def loop_seconds_per_token(engine: Any, rows: int = 1) -> float:
@@ -169,8 +150,9 @@ def loop_seconds_per_token(engine: Any, rows: int = 1) -> float:
     Less one bare (batched) target forward, it is what every step pays besides its forwards."""
     from cascade.rules import NoDeferral
 
-    policy = engine.policy.derive(engine.policy.name, {"mode": "target", "decoding": {"block_schedule": "constant",
-                                                                                      "ignore_eos": True}})
+    policy = engine.policy.derive(
+        engine.policy.name, {"mode": "target", "decoding": {"block_schedule": "constant", "ignore_eos": True}}
+    )
     plain = type(engine)(policy, engine.target_model, engine.tokenizer, None, NoDeferral())  # an Engine
     ids = plain.encode(PROFILE_PROMPT).tolist()
     times = []
@@ -190,18 +172,28 @@ def cost_table(engine: Any, max_k: int, *, remeasure: bool = False) -> tuple[Cos
     if cached is not None and not remeasure:
         return cached, cache_path(ident), False
     table = measure(engine, max_k)
-    table = CostTable(table.draft_seconds, table.verify_seconds,
-                      cached.temperatures if cached is not None else (), table.step_seconds,
-                      {**table.provenance, **_calibration_provenance(cached), "identity": ident})
+    table = CostTable(
+        table.draft_seconds,
+        table.verify_seconds,
+        cached.temperatures if cached is not None else (),
+        table.step_seconds,
+        {**table.provenance, **_calibration_provenance(cached), "identity": ident},
+    )
     return table, save(table, ident), True
 
 
-def with_temperatures(engine: Any, table: CostTable, temperatures: Sequence[float],
-                      source: Mapping[str, Any]) -> tuple[CostTable, Path]:
+def with_temperatures(
+    engine: Any, table: CostTable, temperatures: Sequence[float], source: Mapping[str, Any]
+) -> tuple[CostTable, Path]:
     """The table with a fitted calibration, saved over the cached one."""
     ident = identity(engine, table.max_k)
-    new = CostTable(table.draft_seconds, table.verify_seconds, tuple(temperatures), table.step_seconds,
-                    {**table.provenance, "calibration": dict(source), "identity": ident})
+    new = CostTable(
+        table.draft_seconds,
+        table.verify_seconds,
+        tuple(temperatures),
+        table.step_seconds,
+        {**table.provenance, "calibration": dict(source), "identity": ident},
+    )
     return new, save(new, ident)
 
 
@@ -209,39 +201,3 @@ def _calibration_provenance(cached: CostTable | None) -> dict[str, Any]:
     if cached is None or "calibration" not in cached.provenance:
         return {}
     return {"calibration": cached.provenance["calibration"]}
-
-
-def fit_temperatures(rows: Sequence[tuple[int, float, bool]], max_k: int) -> tuple[list[float], list[dict]]:
-    """Per-position temperatures T_j minimising the log-loss of σ(logit(c)/T_j) against acceptance.
-
-    rows: (position in block, 0-based; the drafter's confidence c; accepted) for drafts whose
-    earlier positions in the block were all accepted (acceptance given the prefix survived). A
-    position with fewer than MIN_ROWS_PER_POSITION rows keeps T = 1. Returns the temperatures
-    (j = 1..max_k) and, per position, n, mean confidence, acceptance, and log-loss before and after.
-    """
-    by_pos: dict[int, list[tuple[float, bool]]] = {}
-    for pos, c, acc in rows:
-        if pos < max_k and c is not None and not math.isnan(c):
-            by_pos.setdefault(int(pos), []).append((float(c), bool(acc)))
-
-    def loss(pairs: list[tuple[float, bool]], t: float) -> float:
-        total = 0.0
-        for c, acc in pairs:
-            a = min(max(calibrate(c, t), 1e-6), 1 - 1e-6)
-            total -= math.log(a if acc else 1 - a)
-        return total / len(pairs)
-
-    temps, report = [], []
-    for j in range(max_k):
-        pairs = by_pos.get(j, [])
-        if len(pairs) < MIN_ROWS_PER_POSITION:
-            temps.append(1.0)
-            report.append({"position": j + 1, "n": len(pairs), "temperature": 1.0})
-            continue
-        best = min(TEMPERATURE_GRID, key=lambda t: loss(pairs, t))
-        temps.append(best)
-        report.append({"position": j + 1, "n": len(pairs), "temperature": best,
-                       "mean_confidence": statistics.fmean(c for c, _ in pairs),
-                       "acceptance": statistics.fmean(float(a) for _, a in pairs),
-                       "logloss_before": loss(pairs, 1.0), "logloss_after": loss(pairs, best)})
-    return temps, report

@@ -41,7 +41,7 @@ def read_numbered_prompts(path: str | Path, limit: int | None = None) -> list[tu
         except json.JSONDecodeError as exc:
             raise CascadeError(f"{where}: not valid JSON ({exc.msg})") from None
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-            raise CascadeError(f"{where}: each line must be an object with a string \"prompt\" field")
+            raise CascadeError(f'{where}: each line must be an object with a string "prompt" field')
         check_prompt(row["prompt"], where)
         rows.append((where, row))
     if not rows:
@@ -70,6 +70,8 @@ def tail_prompts(prompts: list[dict], tokenizer, tokens: int) -> list[dict]:
             out.append(dict(row, prompt=tokenizer.decode(ids[-tokens:]), prompt_tokens=tokens))
     if not out:
         longest = max(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in prompts)
-        raise CascadeError(f"no prompt has {tokens} tokens (the longest has {longest}): use longer prompts "
-                           "(e.g. prompts/stdlib-heldout-long.jsonl) or fewer --prompt-tokens")
+        raise CascadeError(
+            f"no prompt has {tokens} tokens (the longest has {longest}): use longer prompts "
+            "(e.g. prompts/stdlib-heldout-long.jsonl) or fewer --prompt-tokens"
+        )
     return out

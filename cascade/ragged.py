@@ -22,7 +22,7 @@ every row has the same length (always at B = 1) the model gets neither, exactly
 the plain causal path.
 
 Memory: each layer's keys and values live in buffers allocated once per batch for
-`capacity` slots (`_SlotLayer`); a crop moves an index, nothing is copied. Models
+`capacity` slots (`SlotLayer`); a crop moves an index, nothing is copied. Models
 whose caches are not plain full-attention layers (sliding windows, linear
 attention) keep transformers' own cache: they decode one row, and rows that would
 need holes are refused.
@@ -38,91 +38,9 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from cascade.errors import CascadeError
 from cascade.lean import lean_forward
+from cascade.masks import attention, depths
 from cascade.models import max_positions
-from cascade.tree import attention, depths
-
-COMPACT_SLACK = 32  # compact once a batch's widest row would leave this many hole slots unused (short caches)
-
-
-def compact_slack(width: int) -> int:
-    """Unused slots tolerated before compacting: COMPACT_SLACK, or width/16 on long caches. A compaction copies
-    the whole cache (~ one step's attention reads); the unused slots cost their share of every step's attention,
-    ≤ 1/16 here. The cache reserves this much beyond its capacity, so it never has to compact every step."""
-    return max(COMPACT_SLACK, width // 16)
-
-
-class _SlotLayer(DynamicLayer):
-    """A full-attention cache layer whose keys/values are views of buffers allocated once."""
-
-    def __init__(self, capacity: int):
-        super().__init__()
-        self.capacity = capacity
-        self.width = 0  # slots in use
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        super().lazy_initialization(key_states, value_states)
-        b, h, _, d = key_states.shape
-        self.kbuf = key_states.new_empty(b, h, self.capacity, d)  # (B, H, capacity, D)
-        self.vbuf = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
-        self.width = 0
-
-    def _views(self) -> None:
-        self.keys = self.kbuf[:, :, : self.width]  # (B, H, S, D) no copy
-        self.values = self.vbuf[:, :, : self.width]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        n = key_states.shape[-2]
-        if self.width + n > self.capacity:  # only when the engine under-estimated: grow once, by doubling
-            self.capacity = max(2 * self.capacity, self.width + n)
-            grow = (0, 0, 0, self.capacity - self.kbuf.shape[2])
-            self.kbuf = torch.nn.functional.pad(self.kbuf, grow)
-            self.vbuf = torch.nn.functional.pad(self.vbuf, grow)
-        self.kbuf[:, :, self.width : self.width + n] = key_states
-        self.vbuf[:, :, self.width : self.width + n] = value_states
-        self.width += n
-        self._views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.width if self.is_initialized else 0
-
-    def crop(self, tokens_to_remove: int) -> None:
-        if tokens_to_remove > 0:
-            raise ValueError("crop takes the number of positions to remove, as a negative integer")
-        if self.is_initialized and tokens_to_remove:
-            self.width = max(0, self.width + tokens_to_remove)
-            self._views()
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if not self.is_initialized:
-            return
-        keep = indices.tolist()
-        if keep == sorted(set(keep)):  # rows leaving: the later rows move up in place (no new buffer), used slots only
-            for row, src in enumerate(keep):
-                if row != src:
-                    self.kbuf[row, :, : self.width] = self.kbuf[src, :, : self.width]
-                    self.vbuf[row, :, : self.width] = self.vbuf[src, :, : self.width]
-            self.kbuf, self.vbuf = self.kbuf[: len(keep)], self.vbuf[: len(keep)]
-        else:
-            self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
-        self._views()
-
-    def gather_slots(self, index: torch.Tensor) -> None:
-        """Row b's slots become its old slots index[b] (B, W): compaction."""
-        if not self.is_initialized:
-            return
-        w = index.shape[1]
-        for buf, cur in ((self.kbuf, self.keys), (self.vbuf, self.values)):
-            moved = cur.gather(2, index[:, None, :, None].expand(-1, cur.shape[1], -1, cur.shape[-1]))
-            buf[:, :, :w] = moved
-        self.width = w
-        self._views()
-
-    def reset(self) -> None:
-        super().reset()
-        self.width = 0
+from cascade.slots import SlotLayer, compact_slack
 
 
 class RaggedLM:
@@ -133,20 +51,22 @@ class RaggedLM:
         # cascade's lean forward over the same weights where it applies (runtime auto or lean), else transformers'
         self.lean = lean_forward(model) if runtime != "transformers" else None
         if runtime == "lean" and self.lean is None:
-            raise CascadeError(f"runtime 'lean' does not cover {model.config.model_type} models with this "
-                               "configuration: use runtime auto or transformers")
+            raise CascadeError(
+                f"runtime 'lean' does not cover {model.config.model_type} models with this "
+                "configuration: use runtime auto or transformers"
+            )
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.max_positions = max_positions(model.config)
-        self.cache: Any = None  # a DynamicCache (ours: `_SlotLayer` layers) after reset
+        self.cache: Any = None  # a DynamicCache (ours: `SlotLayer` layers) after reset
         self.lengths: list[int] = [0]
         self.evicted: list[int] = [0]
         self.valid = torch.zeros(1, 0, dtype=torch.bool, device=self.device)  # (B, S)
         self.block_start = 0  # the width before the last forward: where its block's slots start
         self.hidden: torch.Tensor | None = None  # the last forward's hidden states, when asked for
         self.dense = True  # no hole anywhere: every row's tokens fill slots 0..lengths[b]-1
-        self.slotted = False  # the cache is ours (`_SlotLayer`): holes, compaction and batches work
+        self.slotted = False  # the cache is ours (`SlotLayer`): holes, compaction and batches work
         self.peak_bytes = 0  # the largest the keys and values have been since reset
         # since this object was built, across batches (what `cascade bench --batch-sizes` reports):
         # real tokens and pad slots fed, slots attended over and those of them that were holes, and
@@ -180,12 +100,14 @@ class RaggedLM:
         self.slotted = all(type(layer) is DynamicLayer for layer in cache.layers) and len(cache.layers) > 0
         if self.slotted:
             slots = capacity or self.max_positions or 512
-            cache.layers = [_SlotLayer(slots + compact_slack(slots)) for _ in cache.layers]
+            cache.layers = [SlotLayer(slots + compact_slack(slots)) for _ in cache.layers]
         elif hasattr(cache, "activate_past_recording"):  # sliding-window layers roll back only what they recorded
             cache.activate_past_recording()
         if rows > 1 and not self.slotted:
-            raise CascadeError(f"batched decoding needs full-attention KV caches; {self.model.config.model_type} "
-                               f"has {type(cache.layers[0]).__name__}: decode it with batch size 1")
+            raise CascadeError(
+                f"batched decoding needs full-attention KV caches; {self.model.config.model_type} "
+                f"has {type(cache.layers[0]).__name__}: decode it with batch size 1"
+            )
         self.cache = cache
         self.lengths = [0] * rows
         self.evicted = [0] * rows  # tokens of row b dropped for good (`evict`): its next position is lengths + evicted
@@ -195,8 +117,13 @@ class RaggedLM:
     # ------------------------------------------------------------------ forward
 
     @torch.inference_mode()
-    def forward(self, ids: Sequence[torch.Tensor], last_only: bool = False,
-                trees: Sequence[list[int] | None] | None = None, hidden: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        ids: Sequence[torch.Tensor],
+        last_only: bool = False,
+        trees: Sequence[list[int] | None] | None = None,
+        hidden: bool = False,
+    ) -> torch.Tensor:
         """Append ids[b] (n_b,) to row b. Logits float32 (B, K, V), row b's in [:n_b]; with last_only, each
         row's last token only (B, V): the rows are then padded on the left, so that token ends the block.
         trees[b], when given, makes row b's block [root, nodes] a tree (`cascade.tree`): node i = ids[b][i + 1]
@@ -223,8 +150,15 @@ class RaggedLM:
             states = self.lean(block, positions, mask, self.cache, 1 if last_only and not hidden else 0)
             raw = (states[:, -1:] if last_only else states) @ self.lean.head.T  # (B, K or 1, V)
         else:
-            out = self.model(input_ids=block, attention_mask=mask, position_ids=positions, output_hidden_states=hidden,
-                             past_key_values=self.cache, use_cache=True, logits_to_keep=1 if last_only else 0)
+            out = self.model(
+                input_ids=block,
+                attention_mask=mask,
+                position_ids=positions,
+                output_hidden_states=hidden,
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1 if last_only else 0,
+            )
             self.cache, raw = out.past_key_values, out.logits
             states = out.hidden_states[-1] if hidden else None  # after the final norm: what the LM head reads
         self.hidden = states if hidden else None
@@ -243,8 +177,9 @@ class RaggedLM:
         logits = raw.float()  # (B, K, V) or (B, 1, V)
         return logits[:, -1] if last_only else logits
 
-    def _mask(self, real: torch.Tensor, trees: Sequence[list[int] | None] | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mask(
+        self, real: torch.Tensor, trees: Sequence[list[int] | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attention mask (B, 1, K, S + K) and true positions (B, K) for a block of K new slots."""
         b, k = real.shape
         causal = torch.ones(k, k, dtype=torch.bool, device=self.device).tril()  # (K, K)
@@ -337,7 +272,7 @@ class RaggedLM:
         row b keeps the tokens of source row b whose indices in its sequence are picks[b] (sorted), at their
         true positions; the others count as evicted. Rows are right-aligned, holes on the left, as `compact`."""
         if not (self.slotted and source.slotted) or source.rows != self.rows or any(source.evicted):
-            raise CascadeError("adopt() takes a full cache of as many rows, both ours (_SlotLayer)")
+            raise CascadeError("adopt() takes a full cache of as many rows, both ours (SlotLayer)")
         width = max((len(p) for p in picks), default=0)
         index = torch.zeros(self.rows, width, dtype=torch.long, device=self.device)  # (B, W) source slots
         valid = torch.zeros(self.rows, width, dtype=torch.bool, device=self.device)  # (B, W)
@@ -349,9 +284,10 @@ class RaggedLM:
         for mine, theirs in zip(self.cache.layers, source.cache.layers):
             if theirs.is_initialized and width:
                 take = index[:, None, :, None]
-                mine.update(theirs.keys.gather(2, take.expand(-1, theirs.keys.shape[1], -1, theirs.keys.shape[-1])),
-                            theirs.values.gather(2, take.expand(-1, theirs.values.shape[1], -1,
-                                                                theirs.values.shape[-1])))
+                mine.update(
+                    theirs.keys.gather(2, take.expand(-1, theirs.keys.shape[1], -1, theirs.keys.shape[-1])),
+                    theirs.values.gather(2, take.expand(-1, theirs.values.shape[1], -1, theirs.values.shape[-1])),
+                )
         self.valid = valid
         self.lengths = [len(p) for p in picks]
         self.evicted = [n - len(p) for n, p in zip(source.lengths, picks)]
@@ -425,7 +361,7 @@ class RaggedLM:
         """Bytes the keys and values occupy now (the allocated buffers for our own layers)."""
         total = 0
         for layer in self.cache.layers if self.cache is not None else ():
-            if isinstance(layer, _SlotLayer) and layer.is_initialized:
+            if isinstance(layer, SlotLayer) and layer.is_initialized:
                 total += layer.kbuf.numel() * layer.kbuf.element_size() + layer.vbuf.numel() * layer.vbuf.element_size()
             elif getattr(layer, "keys", None) is not None:
                 total += layer.keys.numel() * layer.keys.element_size() * 2
@@ -433,5 +369,7 @@ class RaggedLM:
 
     def _need_holes(self) -> None:
         if not self.slotted:
-            raise CascadeError(f"{self.model.config.model_type}'s cache cannot hold rows of different lengths: "
-                               "decode it with batch size 1")
+            raise CascadeError(
+                f"{self.model.config.model_type}'s cache cannot hold rows of different lengths: "
+                "decode it with batch size 1"
+            )

@@ -29,8 +29,17 @@ STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
 class Row:
     """Mutable state of one generation."""
 
-    def __init__(self, index: int, prompt: torch.Tensor, asked: int, budget: int, capacity: int,
-                 generator: torch.Generator, schedule: Schedule, record: bool):
+    def __init__(
+        self,
+        index: int,
+        prompt: torch.Tensor,
+        asked: int,
+        budget: int,
+        capacity: int,
+        generator: torch.Generator,
+        schedule: Schedule,
+        record: bool,
+    ):
         self.index = index  # the prompt's position among those given to the engine
         self.prompt = prompt  # (P,)
         self.asked, self.budget = asked, budget  # max_new_tokens, and what the target's context leaves of it
@@ -98,8 +107,14 @@ class Row:
         self.metrics.decode_seconds = time.perf_counter() - t0  # prefill included, as in transformers' generate()
         self.metrics.num_generated_tokens = len(self.generated)
         text = stop.trim(tokenizer.decode(self.generated, skip_special_tokens=True))
-        return Generation(text=text, token_ids=self.generated, prompt_tokens=int(self.prompt.shape[0]),
-                          finish_reason=self.finish, metrics=self.metrics, steps=self.steps)
+        return Generation(
+            text=text,
+            token_ids=self.generated,
+            prompt_tokens=int(self.prompt.shape[0]),
+            finish_reason=self.finish,
+            metrics=self.metrics,
+            steps=self.steps,
+        )
 
 
 class Stopper:

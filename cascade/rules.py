@@ -15,6 +15,11 @@ A rule with `reads_features = True` also receives `DeferralInputs`: the decision
 features of `cascade.features` for the block and where the block sits (a learned
 rule reads these).
 
+Each rule is also the one home of its semantics on logged features: `critical_alpha(columns)`
+gives, per logged drafted position, the α below which the rule defers it (it defers iff
+α < critical α), in closed form for the built-in rules. Calibration's first guess and the
+dashboard's what-if re-apply a rule through it, so they agree with `defer` by construction.
+
 Rules are registered through the plugin hook `register_rules`, the same way a
 third party (or the learned rule) adds one; this module's `BUILTIN_RULES` is what
 cascade's own built-in plugin registers.
@@ -24,20 +29,17 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from cascade.errors import PluginError
 from cascade.features import FEATURES, BlockContext, model_features
-
-
-class NoOptions(BaseModel):
-    """A rule with no options: `rule.options` must be empty."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from cascade.options import NoOptions
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,9 @@ class Rule(Protocol):
     Options: ClassVar[type[BaseModel]]  # validated from the policy's rule.options (extra="forbid")
     alpha: float
 
-    def defer(self, q: torch.Tensor | None, p: torch.Tensor | None, inputs: DeferralInputs | None = None) -> torch.Tensor:
+    def defer(
+        self, q: torch.Tensor | None, p: torch.Tensor | None, inputs: DeferralInputs | None = None
+    ) -> torch.Tensor:
         """r in [0, 1], float, shape (k, 1) or (k, V) (SPEC's rules give 0 or 1).
 
         q, p: (k, V) at T = 1. q is one-hot for a deterministic drafter. p is None when the rule
@@ -80,8 +84,32 @@ class Rule(Protocol):
         """
         ...
 
+    def critical_alpha(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Per logged drafted position, the α below which this rule defers it (NaN where an input is absent);
+        None: the rule cannot be re-applied from logged features. `columns`: FEATURES, `position` and CONTEXT."""
+        ...
 
-class _RuleBase:
+    @classmethod
+    def requirements(cls, options: BaseModel) -> tuple[bool, bool]:
+        """(reads_q, reads_p) with these options (a learned head's depend on its card): what the policy check reads."""
+        ...
+
+    def provenance(self) -> dict[str, Any]:
+        """What the rule was built from, for the store's records (e.g. a learned head's folder and sha256)."""
+        ...
+
+
+DEFAULT_INF_CLIP = (-2.0, 5.0)  # (lower, upper): the finite stand-ins for an infinite end of a rule's α range
+
+
+def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return a / b
+
+
+class RuleBase:
+    """The contract's defaults: subclass it and override what your rule does."""
+
     name: ClassVar[str] = ""
     reads_q: ClassVar[bool] = True
     reads_p: ClassVar[bool] = True
@@ -94,10 +122,20 @@ class _RuleBase:
         self.options = options if options is not None else self.Options()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(alpha={self.alpha})"
+        return f"{type(self).__name__}(alpha={vars(self).get('alpha')})"
+
+    def critical_alpha(self, columns: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        return None
+
+    @classmethod
+    def requirements(cls, options: BaseModel) -> tuple[bool, bool]:
+        return cls.reads_q, cls.reads_p
+
+    def provenance(self) -> dict[str, Any]:
+        return {}
 
 
-class NoDeferral(_RuleBase):
+class NoDeferral(RuleBase):
     """Lossless speculative decoding: always defer, π = p."""
 
     name = "none"
@@ -109,8 +147,11 @@ class NoDeferral(_RuleBase):
         ref = p if p is not None else q
         return torch.ones(ref.shape[0], 1, device=ref.device)
 
+    def critical_alpha(self, columns):
+        return np.full(len(next(iter(columns.values()))), np.inf)  # every position, whatever α
 
-class Chow(_RuleBase):
+
+class Chow(RuleBase):
     """Chow's rule: defer iff max q < 1 − α (drafter confidence only)."""
 
     name = "chow"
@@ -120,8 +161,11 @@ class Chow(_RuleBase):
     def defer(self, q, p, inputs=None):
         return (q.max(-1, keepdim=True).values < 1 - self.alpha).float()
 
+    def critical_alpha(self, columns):
+        return 1.0 - columns["q_max"]
 
-class Diff(_RuleBase):
+
+class Diff(RuleBase):
     """Defer iff max q < max p − α."""
 
     name = "diff"
@@ -130,8 +174,11 @@ class Diff(_RuleBase):
     def defer(self, q, p, inputs=None):
         return (q.max(-1, keepdim=True).values < p.max(-1, keepdim=True).values - self.alpha).float()
 
+    def critical_alpha(self, columns):
+        return columns["p_max"] - columns["q_max"]
 
-class Opt(_RuleBase):
+
+class Opt(RuleBase):
     """Defer iff max q < max p − α·D_TV(p, q) (the loss gap weighed against the rejection rate)."""
 
     name = "opt"
@@ -141,8 +188,11 @@ class Opt(_RuleBase):
         dtv = (p - q).clamp_min(0).sum(-1, keepdim=True)  # (k, 1)
         return (q.max(-1, keepdim=True).values < p.max(-1, keepdim=True).values - self.alpha * dtv).float()
 
+    def critical_alpha(self, columns):
+        return _ratio(columns["p_max"] - columns["q_max"], columns["d_tv"])
 
-class TokenV1(_RuleBase):
+
+class TokenV1(RuleBase):
     """Token-specific: defer v iff q(v) < max p − α."""
 
     name = "token_v1"
@@ -151,8 +201,11 @@ class TokenV1(_RuleBase):
     def defer(self, q, p, inputs=None):
         return (q < p.max(-1, keepdim=True).values - self.alpha).float()
 
+    def critical_alpha(self, columns):
+        return columns["p_max"] - columns["q_x"]
 
-class TokenV2(_RuleBase):
+
+class TokenV2(RuleBase):
     """Token-specific: defer v iff p(v) < max p − α."""
 
     name = "token_v2"
@@ -162,8 +215,11 @@ class TokenV2(_RuleBase):
     def defer(self, q, p, inputs=None):
         return (p < p.max(-1, keepdim=True).values - self.alpha).float()
 
+    def critical_alpha(self, columns):
+        return columns["p_max"] - columns["p_x"]
 
-class TokenV3(_RuleBase):
+
+class TokenV3(RuleBase):
     """Token-specific: defer v iff p(v) < (1 − α)·max p; drafts in T_α are always accepted."""
 
     name = "token_v3"
@@ -172,6 +228,9 @@ class TokenV3(_RuleBase):
 
     def defer(self, q, p, inputs=None):
         return (p < (1 - self.alpha) * p.max(-1, keepdim=True).values).float()
+
+    def critical_alpha(self, columns):
+        return 1.0 - _ratio(columns["p_x"], columns["p_max"])
 
 
 def check_rule_class(name: str, cls: type[Any]) -> None:
@@ -183,15 +242,21 @@ def check_rule_class(name: str, cls: type[Any]) -> None:
     if not (isinstance(options, type) and issubclass(options, BaseModel)):
         raise PluginError(
             f"rule {name!r} ({cls.__name__}): since cascade 0.2 a rule declares `Options` (a pydantic model, "
-            "extra=\"forbid\"; `cascade.rules.NoOptions` for none) and is built as cls(alpha, options), "
+            'extra="forbid"; `cascade.NoOptions` for none) and is built as cls(alpha, options), '
             "not cls(alpha, **options); see docs/plugins.md"
         )
     init = list(inspect.signature(cls).parameters.values())  # the constructor's, without self
     if any(p.kind is p.VAR_KEYWORD for p in init) or len(init) < 2:
-        raise PluginError(f"rule {name!r} ({cls.__name__}): the constructor must be cls(alpha, options), "
-                          "not cls(alpha, **options); see docs/plugins.md")
+        raise PluginError(
+            f"rule {name!r} ({cls.__name__}): the constructor must be cls(alpha, options), "
+            "not cls(alpha, **options); see docs/plugins.md"
+        )
+    declared = [a for a in ("critical_alpha", "requirements", "provenance") if not hasattr(cls, a)]
+    if declared:
+        raise PluginError(
+            f"rule {name!r} ({cls.__name__}) lacks {', '.join(declared)}: subclass cascade.rules.RuleBase for "
+            "their defaults; see docs/plugins.md"
+        )
 
 
-BUILTIN_RULES: dict[str, type] = {
-    cls.name: cls for cls in (NoDeferral, Chow, Diff, Opt, TokenV1, TokenV2, TokenV3)
-}
+BUILTIN_RULES: dict[str, type] = {cls.name: cls for cls in (NoDeferral, Chow, Diff, Opt, TokenV1, TokenV2, TokenV3)}

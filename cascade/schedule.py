@@ -46,14 +46,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from cascade.costs import CostTable, calibrate
 from cascade.errors import PluginError
-from cascade.profile import CostTable, calibrate
-
-
-class NoOptions(BaseModel):
-    """A schedule with no options of its own: `decoding.schedule_options` must be empty."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from cascade.options import NoOptions
 
 
 class StopRule(Protocol):
@@ -337,8 +332,9 @@ class Adaptive(ScheduleBase):
         costs = settings.costs
         if costs is None:
             raise PluginError("the adaptive schedule needs a cost table (cascade.profile); none was measured")
-        self.stop = SurvivalStop(costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead,
-                                 costs.step_seconds)
+        self.stop = SurvivalStop(
+            costs.draft_seconds, costs.verify_seconds, costs.temperatures, settings.lookahead, costs.step_seconds
+        )
         self.steps = 0
         self.tried, self.kept = 0.0, 0.0  # forgetful counts of first drafts verified and accepted
         self.pending: list[bool] = []  # whether each row's first draft of the step just verified was kept
@@ -378,19 +374,24 @@ def check_predictor_class(name: str, cls: type[Any]) -> None:
     """Refuse an acceptance predictor class that does not follow the contract."""
     options = getattr(cls, "Options", None)
     if not hasattr(cls, "predict_acceptance") or not (isinstance(options, type) and issubclass(options, BaseModel)):
-        raise PluginError(f"acceptance predictor {name!r} ({cls.__name__}) needs a pydantic `Options` and "
-                          "predict_acceptance(features, positions, context); see docs/plugins.md")
+        raise PluginError(
+            f"acceptance predictor {name!r} ({cls.__name__}) needs a pydantic `Options` and "
+            "predict_acceptance(features, positions, context); see docs/plugins.md"
+        )
 
 
 def check_schedule_class(name: str, cls: type[Any]) -> None:
     """Refuse a schedule class that does not follow the contract, naming what is missing."""
     missing = [a for a in ("needs_costs", "shared", "Options", "plan", "plan_batch", "update") if not hasattr(cls, a)]
     if missing:
-        raise PluginError(f"schedule {name!r} ({cls.__name__}) lacks {', '.join(missing)}: subclass "
-                          "cascade.schedule.ScheduleBase for the defaults; see docs/plugins.md")
+        raise PluginError(
+            f"schedule {name!r} ({cls.__name__}) lacks {', '.join(missing)}: subclass "
+            "cascade.schedule.ScheduleBase for the defaults; see docs/plugins.md"
+        )
     if not (isinstance(cls.Options, type) and issubclass(cls.Options, BaseModel)):
-        raise PluginError(f"schedule {name!r} ({cls.__name__}): `Options` must be a pydantic model; "
-                          "see docs/plugins.md")
+        raise PluginError(
+            f"schedule {name!r} ({cls.__name__}): `Options` must be a pydantic model; see docs/plugins.md"
+        )
 
 
 BUILTIN_SCHEDULES: dict[str, type] = {cls.name: cls for cls in (Constant, Heuristic, Bass, Confidence, Adaptive)}

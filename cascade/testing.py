@@ -17,7 +17,8 @@ import yaml
 
 VOCAB = 320
 ARCHS = ("gpt2", "llama", "qwen2")
-CORPUS = '''
+CORPUS = (
+    """
 def add(a, b):
     return a + b
 
@@ -31,7 +32,9 @@ class Point:
 
 for i in range(10):
     print(i, add(i, i))
-''' * 20
+"""
+    * 20
+)
 
 
 def make_tokenizer(out: Path):
@@ -42,12 +45,15 @@ def make_tokenizer(out: Path):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=VOCAB,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator([CORPUS], trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                   pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
     fast.save_pretrained(out)
     return fast
 
@@ -59,12 +65,26 @@ def make_config(arch: str, hidden: int = 64, layers: int = 2, vocab: int = VOCAB
     if arch == "gpt2":
         return GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=positions, **common)
     if arch == "llama":
-        return LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions, **common)
+        return LlamaConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=positions,
+            **common,
+        )
     if arch == "qwen2":
-        return Qwen2Config(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions,
-                           use_sliding_window=False, **common)
+        return Qwen2Config(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=positions,
+            use_sliding_window=False,
+            **common,
+        )
     raise ValueError(arch)
 
 
@@ -93,17 +113,31 @@ def write_policy(path: Path, **fields) -> Path:
     return path
 
 
-def policy_dict(target: Path, drafter: Path | None = None, mode="speculative", rule="none", alpha=0.0,
-                plugin="hf-model", drafter_options=None, **decoding) -> dict:
-    d = {"name": f"test-{mode}-{rule}", "target": {"model": str(target), "dtype": "float32", "device": "cpu"},
-         "mode": mode, "rule": {"name": rule, "alpha": alpha},
-         "decoding": {"temperature": 0.0, "block_size": 4, "max_new_tokens": 24, "seed": 0, **decoding}}
+def policy_dict(
+    target: Path,
+    drafter: Path | None = None,
+    mode="speculative",
+    rule="none",
+    alpha=0.0,
+    plugin="hf-model",
+    drafter_options=None,
+    **decoding,
+) -> dict:
+    d = {
+        "name": f"test-{mode}-{rule}",
+        "target": {"model": str(target), "dtype": "float32", "device": "cpu"},
+        "mode": mode,
+        "rule": {"name": rule, "alpha": alpha},
+        "decoding": {"temperature": 0.0, "block_size": 4, "max_new_tokens": 24, "seed": 0, **decoding},
+    }
     if mode != "target":
-        opts = drafter_options if drafter_options is not None else ({"model": str(drafter)} if plugin == "hf-model" else {})
+        opts = (
+            drafter_options
+            if drafter_options is not None
+            else ({"model": str(drafter)} if plugin == "hf-model" else {})
+        )
         d["drafter"] = {"plugin": plugin, "options": opts}
     return d
-
-
 
 
 def build_family(root: Path, arch: str, tokenizer_dir: Path) -> dict[str, Path]:
@@ -165,9 +199,17 @@ class Driver:
         from cascade.sampling import SamplingParams
 
         self.rows = RowDrafters(drafter, factory, drafter.name)
-        self.drafting = Drafting(self.rows, params or SamplingParams(), lookahead and not drafter.deterministic,
-                                 drafter.deterministic, drafter.reads_target_features, drafter.max_positions, None,
-                                 drafter.name, schedule)
+        self.drafting = Drafting(
+            self.rows,
+            params or SamplingParams(),
+            lookahead and not drafter.deterministic,
+            drafter.deterministic,
+            drafter.reads_target_features,
+            drafter.max_positions,
+            None,
+            drafter.name,
+            schedule,
+        )
         self.generators: list = []
 
     def start(self, prompts, generators=None) -> None:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from cascade import sampling as S
-from cascade.errors import PluginError
 from cascade.features import BlockContext
+from cascade.masks import depths
 from cascade.rules import Rule
 from cascade.verify import Verdict, deferral, q_scaled, q_unscaled
 
@@ -37,32 +37,6 @@ class TreeVerdict:
     path: tuple[int, ...]  # the accepted nodes (indices into Draft.tokens), root to last
     next_token: int  # the correction or bonus token after the path
     deferred: tuple[float, ...]  # r(x_i) for every node (1 = the rule deferred it)
-
-
-def check_parents(parents: list[int], name: str | None) -> None:
-    for i, p in enumerate(parents):
-        if not -1 <= p < i:
-            raise PluginError(f"drafter {name!r} proposed a tree whose node {i} has parent {p}: parents must "
-                              "come before their children (-1 = the last emitted token)")
-
-
-def depths(parents: list[int]) -> list[int]:
-    """Each node's depth below the root (the root's children: 1)."""
-    d: list[int] = []
-    for p in parents:
-        d.append(1 if p < 0 else d[p] + 1)
-    return d
-
-
-def attention(parents: list[int], device: torch.device) -> torch.Tensor:
-    """allowed[a, b] over the block [root, nodes]: b is a or one of its ancestors. (k + 1, k + 1) bool"""
-    k = len(parents)
-    allowed = torch.eye(k + 1, dtype=torch.bool, device=device)
-    allowed[:, 0] = True
-    for i, p in enumerate(parents):
-        if p >= 0:
-            allowed[i + 1] |= allowed[p + 1]
-    return allowed
 
 
 def verify_tree(
@@ -82,8 +56,9 @@ def verify_tree(
     reads_p = rule.reads_p or getattr(rule, "reads_features", False)
     p_raw = S.softmax(p_logits) if reads_p else None  # (k + 1, V)
     positions = torch.tensor(depths(parents), device=tokens.device) - 1  # (k,) position in the path
-    r, r_x = deferral(rule, tokens, q1, None if p_raw is None else p_raw[at], block, real_q=not deterministic,
-                      positions=positions)
+    r, r_x = deferral(
+        rule, tokens, q1, None if p_raw is None else p_raw[at], block, real_q=not deterministic, positions=positions
+    )
     ids, kept = tokens.tolist(), r_x.tolist()
     children: dict[int, list[int]] = {}
     for i, p in enumerate(parents):
@@ -125,11 +100,15 @@ def verify_tree(
         node = accepted + 1
 
 
-def read_verdicts(verdicts: list[Verdict | TreeVerdict], xs: list[torch.Tensor]
-                  ) -> list[tuple[int, int, list[int], tuple[int, ...] | None]]:
+def read_verdicts(
+    verdicts: list[Verdict | TreeVerdict], xs: list[torch.Tensor]
+) -> list[tuple[int, int, list[int], tuple[int, ...] | None]]:
     """(n accepted, next token, drafted tokens, accepted path or None) per row: chains read back at once."""
-    chains = [torch.cat([v.n_accepted.view(1), v.next_token.view(1), x])
-              for v, x in zip(verdicts, xs) if isinstance(v, Verdict)]
+    chains = [
+        torch.cat([v.n_accepted.view(1), v.next_token.view(1), x])
+        for v, x in zip(verdicts, xs)
+        if isinstance(v, Verdict)
+    ]
     flat = torch.cat(chains).tolist() if chains else []
     out: list[tuple[int, int, list[int], tuple[int, ...] | None]] = []
     at = 0

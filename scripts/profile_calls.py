@@ -25,10 +25,19 @@ SHAPES = {"tiny": dict(hidden=128, layers=4, heads=4), "target": dict(hidden=512
 
 
 def build(arch: str, shape: dict, out: Path) -> Path:
-    common = dict(vocab_size=8192, max_position_embeddings=512, bos_token_id=0, eos_token_id=0, pad_token_id=0,
-                  hidden_size=shape["hidden"], intermediate_size=4 * shape["hidden"],
-                  num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-                  num_key_value_heads=shape["heads"] // 2, tie_word_embeddings=False)
+    common = dict(
+        vocab_size=8192,
+        max_position_embeddings=512,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+        hidden_size=shape["hidden"],
+        intermediate_size=4 * shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["heads"] // 2,
+        tie_word_embeddings=False,
+    )
     config = LlamaConfig(**common) if arch == "llama" else Qwen2Config(use_sliding_window=False, **common)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
@@ -42,17 +51,46 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pairs = {"gpt2": (ROOT / "models/target", ROOT / "models/tiny")}
         for arch in ("llama", "qwen2"):
-            pairs[arch] = (build(arch, SHAPES["target"], Path(tmp) / arch / "target"),
-                           build(arch, SHAPES["tiny"], Path(tmp) / arch / "tiny"))
+            pairs[arch] = (
+                build(arch, SHAPES["target"], Path(tmp) / arch / "target"),
+                build(arch, SHAPES["tiny"], Path(tmp) / arch / "tiny"),
+            )
         for arch, (target, tiny) in pairs.items():
             policy = Path(tmp) / f"{arch}.yaml"
-            policy.write_text(yaml.safe_dump({
-                "name": f"{arch}-tiny-drafter", "target": {"model": str(target), "dtype": "float32"},
-                "drafter": {"plugin": "hf-model", "options": {"model": str(tiny)}}, "mode": "speculative"}))
-            run = subprocess.run([sys.executable, "-m", "cascade.cli", "bench", str(policy), "--calls", "6",
-                                  "--prompts", str(ROOT / "prompts/stdlib-heldout.jsonl"), "--limit", "1",
-                                  "--repeats", "15", "--threads", "1", "--no-store",
-                                  "--json", str(OUT / f"{arch}.json")], capture_output=True, text=True)
+            policy.write_text(
+                yaml.safe_dump(
+                    {
+                        "name": f"{arch}-tiny-drafter",
+                        "target": {"model": str(target), "dtype": "float32"},
+                        "drafter": {"plugin": "hf-model", "options": {"model": str(tiny)}},
+                        "mode": "speculative",
+                    }
+                )
+            )
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "cascade.cli",
+                    "bench",
+                    str(policy),
+                    "--calls",
+                    "6",
+                    "--prompts",
+                    str(ROOT / "prompts/stdlib-heldout.jsonl"),
+                    "--limit",
+                    "1",
+                    "--repeats",
+                    "15",
+                    "--threads",
+                    "1",
+                    "--no-store",
+                    "--json",
+                    str(OUT / f"{arch}.json"),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if run.returncode:
                 print(run.stderr, file=sys.stderr)
                 return run.returncode

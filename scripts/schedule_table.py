@@ -28,13 +28,17 @@ def main(path: str) -> None:
         print(f"### {fam}\n\n| row | speed-up vs target-only | τ | target calls / token |\n|---|---|---|---|")
         for n in names:
             r = rows[n]
-            print(f"| {n} | {fmt(ratio(n, base))} | {r.get('mean_acceptance_length') or float('nan'):.2f} | "
-                  f"{r.get('target_calls_per_token') or float('nan'):.3f} |")
+            print(
+                f"| {n} | {fmt(ratio(n, base))} | {r.get('mean_acceptance_length') or float('nan'):.2f} | "
+                f"{r.get('target_calls_per_token') or float('nan'):.3f} |"
+            )
         constants = [n for n in names if n.split("-")[-1].startswith("k")]
         best = max(constants, key=lambda n: statistics.median(rows[n]["tokens_per_second_passes"]))
         ada = f"{fam}-adaptive"
-        print(f"\nbest constant: {best}; adaptive / best constant: "
-              f"{fmt(ratio(ada, rows[best]['tokens_per_second_passes']))}")
+        print(
+            f"\nbest constant: {best}; adaptive / best constant: "
+            f"{fmt(ratio(ada, rows[best]['tokens_per_second_passes']))}"
+        )
         for peer in ("hf-assisted-default", "hf-assisted", "hf-prompt-lookup"):
             if peer in rows and ((fam == "hf") == (peer != "hf-prompt-lookup")):
                 print(f"adaptive / {peer}: {fmt(ratio(ada, rows[peer]['tokens_per_second_passes']))}")

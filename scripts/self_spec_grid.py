@@ -25,8 +25,12 @@ from cascade.bench.batch import format_batch_result, parse_batch_sizes, run_batc
 from cascade.policy import load_policy
 from cascade.prompts import read_prompts, tail_prompts
 
-POLICIES = ["policies/self-spec-sparse.yaml", "policies/self-spec-sparse-w256.yaml", "policies/self-spec-snapkv.yaml",
-            "policies/speculative-lossless.yaml"]
+POLICIES = [
+    "policies/self-spec-sparse.yaml",
+    "policies/self-spec-sparse-w256.yaml",
+    "policies/self-spec-snapkv.yaml",
+    "policies/speculative-lossless.yaml",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,13 +52,28 @@ def main(argv: list[str] | None = None) -> int:
     prompts = read_prompts(args.prompts, args.limit)
     sizes = parse_batch_sizes(args.batch_sizes)
     args.out.mkdir(parents=True, exist_ok=True)
-    grid = {"meta": {"command": " ".join(["python", *sys.argv]), "prompts": args.prompts, "limit": args.limit,
-                     "max_new_tokens": args.max_new_tokens, "repeats": args.repeats, "threads": args.threads,
-                     "torch": torch.__version__}, "lengths": {}}
+    grid = {
+        "meta": {
+            "command": " ".join(["python", *sys.argv]),
+            "prompts": args.prompts,
+            "limit": args.limit,
+            "max_new_tokens": args.max_new_tokens,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "torch": torch.__version__,
+        },
+        "lengths": {},
+    }
     for s in [int(x) for x in args.lengths.split(",")]:
         print(f"== S = {s}", flush=True)
-        result = run_batch_bench(policies, tail_prompts(prompts, tok, s), sizes, repeats=args.repeats,
-                                 max_new_tokens=args.max_new_tokens, progress=True)
+        result = run_batch_bench(
+            policies,
+            tail_prompts(prompts, tok, s),
+            sizes,
+            repeats=args.repeats,
+            max_new_tokens=args.max_new_tokens,
+            progress=True,
+        )
         print(format_batch_result(result), flush=True)
         grid["lengths"][str(s)] = result
         (args.out / "grid.json").write_text(json.dumps(grid, indent=2) + "\n")  # after every S: a partial grid
@@ -65,18 +84,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(grid: dict) -> str:
-    head = ("| row | S | B | tok/s | vs target-only | decode vs target-only | predicted | τ | accept | c | v |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| row | S | B | tok/s | vs target-only | decode vs target-only | predicted | τ | accept | c | v |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     lines = []
     for s, result in grid["lengths"].items():
         base = {x["batch_size"]: x for x in result["rows"] if x["row"] == "target-only"}
         for x in result["rows"]:
             lo, hi = x["speedup_vs_target_range"]
             decode = x["decode_tok_s"] / base[x["batch_size"]]["decode_tok_s"]
-            lines.append(f"| {x['row']} | {s} | {x['batch_size']} | {x['total_tok_s']:.0f} | "
-                         f"{x['speedup_vs_target']:.2f}x [{lo:.2f}-{hi:.2f}] | {decode:.2f}x | "
-                         f"{x['predicted_vs_target']:.2f} | "
-                         f"{x['tau']:.2f} | {_pct(x.get('acceptance'))} | {_num(x.get('c'))} | {_num(x.get('v'))} |")
+            lines.append(
+                f"| {x['row']} | {s} | {x['batch_size']} | {x['total_tok_s']:.0f} | "
+                f"{x['speedup_vs_target']:.2f}x [{lo:.2f}-{hi:.2f}] | {decode:.2f}x | "
+                f"{x['predicted_vs_target']:.2f} | "
+                f"{x['tau']:.2f} | {_pct(x.get('acceptance'))} | {_num(x.get('c'))} | {_num(x.get('v'))} |"
+            )
     return head + "\n".join(lines) + "\n"
 
 
@@ -100,12 +123,20 @@ def plot(grid: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), sharey=True, squeeze=False)
     for ax, row in zip(axes[0], rows):
         for i, b in enumerate(sizes):
-            pick = [next(x for x in grid["lengths"][str(s)]["rows"] if x["row"] == row and x["batch_size"] == b)
-                    for s in lengths]
+            pick = [
+                next(x for x in grid["lengths"][str(s)]["rows"] if x["row"] == row and x["batch_size"] == b)
+                for s in lengths
+            ]
             color = f"C{i}"
             ax.plot(lengths, [x["speedup_vs_target"] for x in pick], "o-", color=color, label=f"B = {b} measured")
-            ax.plot(lengths, [x["predicted_vs_target"] for x in pick], "x--", color=color, alpha=0.6,
-                    label=f"B = {b} cost model")
+            ax.plot(
+                lengths,
+                [x["predicted_vs_target"] for x in pick],
+                "x--",
+                color=color,
+                alpha=0.6,
+                label=f"B = {b} cost model",
+            )
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xticks(lengths, [str(s) for s in lengths])

@@ -38,10 +38,16 @@ def test_lossless_greedy_rows_equal_target_only_for_both_drafters_and_block_size
     assert batched(engine(target=f["target"], mode="target"), PROMPTS, 5) == reference  # batched target-only
     for k in range(1, 7):
         for b in (2, 5):
-            assert batched(engine(target=f["target"], drafter=f["near"], block_size=k), PROMPTS, b) == reference, \
-                ("hf-model", k, b)
-            assert batched(engine(target=f["target"], plugin="ngram", block_size=k), PROMPTS, b) == reference, \
-                ("ngram", k, b)
+            assert batched(engine(target=f["target"], drafter=f["near"], block_size=k), PROMPTS, b) == reference, (
+                "hf-model",
+                k,
+                b,
+            )
+            assert batched(engine(target=f["target"], plugin="ngram", block_size=k), PROMPTS, b) == reference, (
+                "ngram",
+                k,
+                b,
+            )
 
 
 @pytest.mark.parametrize("rule", sorted(set(BUILTIN_RULES) - {"none"}))
@@ -69,27 +75,50 @@ def test_other_modes_batched_equal_alone(family, mode):
 def test_sampling_rows_use_their_own_streams(family):
     """Under sampling a row draws exactly what it draws alone with the same seed: batch-mates change nothing."""
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], rule="token_v3", alpha=0.3, temperature=1.0, top_k=8,
-               block_size=3, ignore_eos=True)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        rule="token_v3",
+        alpha=0.3,
+        temperature=1.0,
+        top_k=8,
+        block_size=3,
+        ignore_eos=True,
+    )
     for seed in range(3):
         assert batched(e, PROMPTS, 5, seed=seed) == alone(e, PROMPTS, seed=seed)
     assert batched(e, PROMPTS, 5, seed=0) != batched(e, PROMPTS, 5, seed=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule,alpha", [("none", 0.0), ("token_v3", 0.5)])
 def test_sampling_batched_rows_match_pi(family, rule, alpha):
     """First token of a batched row (beside a batch-mate): histogram vs π computed from the models."""
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], rule=rule, alpha=alpha, temperature=1.0, top_k=4,
-               block_size=2, max_new_tokens=2, ignore_eos=True)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        rule=rule,
+        alpha=alpha,
+        temperature=1.0,
+        top_k=4,
+        block_size=2,
+        max_new_tokens=2,
+        ignore_eos=True,
+    )
     ids = e.encode(PROMPTS[1])
     with torch.no_grad():
         p_logits = e.target.model(input_ids=ids[None]).logits[0, -1]
         q_logits = e.drafter.runtime.model(input_ids=ids[None]).logits[0, -1]
     r = e.rule.defer(S.softmax(q_logits)[None], S.softmax(p_logits)[None])
     pi = S.mixture(r, S.warp(q_logits, e.params)[None], S.warp(p_logits, e.params)[None])[0]
-    assert_first_tokens_follow(lambda seed: e.generate([PROMPTS[0], PROMPTS[1]], seed=seed, batch_size=2,
-                                                       record_decisions=False)[1].token_ids[0], pi, 800)
+    assert_first_tokens_follow(
+        lambda seed: e.generate([PROMPTS[0], PROMPTS[1]], seed=seed, batch_size=2, record_decisions=False)[1].token_ids[
+            0
+        ],
+        pi,
+        800,
+    )
 
 
 def test_rows_finishing_early_do_not_change_the_others(family):
@@ -115,8 +144,15 @@ def test_rows_finishing_early_do_not_change_the_others(family):
 
 def test_metrics_per_row_add_up_to_the_batch(family):
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], block_schedule="bass", block_size=3, rule="token_v3",
-               alpha=0.4, ignore_eos=True)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        block_schedule="bass",
+        block_size=3,
+        rule="token_v3",
+        alpha=0.4,
+        ignore_eos=True,
+    )
     seen: list[int] = []
     rows = e.generate(PROMPTS, batch_size=5, on_step=lambda s: seen.append(s.row))
     assert sorted(set(seen)) == [0, 1, 2, 3, 4]
@@ -133,8 +169,15 @@ def test_metrics_per_row_add_up_to_the_batch(family):
 
 def test_bass_shares_one_block_size_across_the_batch(family):
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], block_schedule="bass", block_size=3, max_block_size=8,
-               max_new_tokens=60, ignore_eos=True)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        block_schedule="bass",
+        block_size=3,
+        max_block_size=8,
+        max_new_tokens=60,
+        ignore_eos=True,
+    )
     rows = e.generate(PROMPTS[:3], batch_size=3)
     by_step: dict[int, set[int]] = {}
     for g in rows:

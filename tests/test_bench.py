@@ -14,7 +14,10 @@ from cascade.testing import policy_dict, write_policy
 
 PROMPTS = [
     {"prompt": "def add(a, b):\n", "reference": "    return a + b\n"},
-    {"prompt": "class Point:\n    def __init__(self, x, y):\n", "reference": "        self.x = x\n        self.y = y\n"},
+    {
+        "prompt": "class Point:\n    def __init__(self, x, y):\n",
+        "reference": "        self.x = x\n        self.y = y\n",
+    },
 ]
 
 
@@ -36,16 +39,24 @@ def policies(family, tmp_path_factory):
 def result(policies, tmp_path_factory):
     db = tmp_path_factory.mktemp("benchdb") / "b.db"
     store = Store.open(f"sqlite:///{db}")
-    res = bench.run_bench([load_policy(p) for p in policies], PROMPTS, repeats=2, warmup=1, peers=("hf",),
-                          store=store, progress=False)
+    res = bench.run_bench(
+        [load_policy(p) for p in policies], PROMPTS, repeats=2, warmup=1, peers=("hf",), store=store, progress=False
+    )
     yield res, store
     store.close()
 
 
 def test_rows_target_only_added_first_and_models_loaded_once(result):
     res, _ = result
-    assert [r.name for r in res.rows] == ["target-only", "lossless", "v3", "ngram", "hf-assisted",
-                                          "hf-assisted-default", "hf-prompt-lookup"]
+    assert [r.name for r in res.rows] == [
+        "target-only",
+        "lossless",
+        "v3",
+        "ngram",
+        "hf-assisted",
+        "hf-assisted-default",
+        "hf-prompt-lookup",
+    ]
     assert [r.kind for r in res.rows] == ["baseline", "policy", "policy", "policy", "peer", "peer", "peer"]
     assert res.meta["model_loads"] == 2  # target and drafter, shared by every row
     assert all(r.num_generated_tokens == 10 * len(PROMPTS) for r in res.rows)
@@ -68,10 +79,17 @@ def test_lossless_rows_and_peers_produce_identical_greedy_tokens(result):
     for name in ("lossless", "ngram"):
         row = res.row(name)
         assert row.lossless_greedy
-        assert row.identical == {"target-only": True, "hf-assisted": True, "hf-assisted-default": True,
-                                 "hf-prompt-lookup": True}
-    assert res.row("target-only").identical == {"hf-assisted": True, "hf-assisted-default": True,
-                                                "hf-prompt-lookup": True}
+        assert row.identical == {
+            "target-only": True,
+            "hf-assisted": True,
+            "hf-assisted-default": True,
+            "hf-prompt-lookup": True,
+        }
+    assert res.row("target-only").identical == {
+        "hf-assisted": True,
+        "hf-assisted-default": True,
+        "hf-prompt-lookup": True,
+    }
     for peer in ("hf-assisted", "hf-assisted-default", "hf-prompt-lookup"):
         assert res.row(peer).identical == {"target-only": True}
     default = res.row("hf-assisted-default")
@@ -117,14 +135,19 @@ def test_ceiling_comes_from_the_rows_own_counters(result):
         assert 1 <= cm["mean_block_tokens"] <= gamma + 1
         omega = max(1 / base.tokens_per_second / cm["target_step_seconds"] - 1, 0)
         assert cm["overhead"] == pytest.approx(omega)
-        expected = speedup_ceiling(target_calls_per_token=row.target_calls_per_token,
-                                   drafter_calls_per_token=row.drafter_calls_per_token, c=cm["c"],
-                                   v=verify_cost(cm["verify_costs"], cm["mean_block_tokens"]), overhead=omega)
+        expected = speedup_ceiling(
+            target_calls_per_token=row.target_calls_per_token,
+            drafter_calls_per_token=row.drafter_calls_per_token,
+            c=cm["c"],
+            v=verify_cost(cm["verify_costs"], cm["mean_block_tokens"]),
+            overhead=omega,
+        )
         assert cm["speedup_ceiling"] == pytest.approx(expected)
         # in speculative mode: τ·(1 + ω) / (v(n̄) + ω + d·c), d = drafter calls per step
         d = row.drafter_calls_per_token * row.mean_acceptance_length
         assert cm["speedup_ceiling"] == pytest.approx(
-            row.mean_acceptance_length * (1 + omega) / (cm["v_block"] + omega + d * cm["c"]))
+            row.mean_acceptance_length * (1 + omega) / (cm["v_block"] + omega + d * cm["c"])
+        )
     # the cascade asks the drafter for q_{k+1} too: more drafter calls per step than drafted tokens
     v3 = res.row("v3")
     assert v3.drafter_calls_per_token * v3.mean_acceptance_length > v3.cost_model["mean_block_tokens"] - 1
@@ -160,8 +183,19 @@ def test_every_policy_row_is_in_the_store_with_quality(result):
 def test_table_and_json_shape(result, tmp_path):
     res, _ = result
     text = report.format_result(res)
-    for col in ("tok/s", "speed-up", "τ", "accept", "defer", "target/tok", "drafter/tok", "TTFT", "chrF", "logp",
-                "identical"):
+    for col in (
+        "tok/s",
+        "speed-up",
+        "τ",
+        "accept",
+        "defer",
+        "target/tok",
+        "drafter/tok",
+        "TTFT",
+        "chrF",
+        "logp",
+        "identical",
+    ):
         assert col in text
     for r in res.rows:
         assert r.name in text
@@ -175,10 +209,26 @@ def test_table_and_json_shape(result, tmp_path):
     assert set(data) == {"meta", "rows"} and len(data["rows"]) == 7
     assert {"machine", "n_prompts", "repeats", "warmup"} <= set(data["meta"])
     row = data["rows"][1]
-    for key in ("tokens_per_second", "tokens_per_second_min", "tokens_per_second_max", "tokens_per_second_q1",
-                "tokens_per_second_q3", "speedup", "mean_acceptance_length", "acceptance_rate", "deferral_rate",
-                "target_calls_per_token", "drafter_calls_per_token", "ttft_seconds", "chrf", "chrf_rel",
-                "target_logprob", "target_logprob_delta", "identical", "run_id"):
+    for key in (
+        "tokens_per_second",
+        "tokens_per_second_min",
+        "tokens_per_second_max",
+        "tokens_per_second_q1",
+        "tokens_per_second_q3",
+        "speedup",
+        "mean_acceptance_length",
+        "acceptance_rate",
+        "deferral_rate",
+        "target_calls_per_token",
+        "drafter_calls_per_token",
+        "ttft_seconds",
+        "chrf",
+        "chrf_rel",
+        "target_logprob",
+        "target_logprob_delta",
+        "identical",
+        "run_id",
+    ):
         assert key in row, key
 
 
@@ -186,8 +236,26 @@ def test_cli_bench_end_to_end(policies, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
     out = tmp_path / "out.json"
-    rc = cascade_main(["bench", str(policies[0]), "--prompts", str(prompts), "--limit", "1", "--repeats", "1",
-                       "--warmup", "0", "--max-new-tokens", "4", "--no-store", "--no-progress", "--json", str(out)])
+    rc = cascade_main(
+        [
+            "bench",
+            str(policies[0]),
+            "--prompts",
+            str(prompts),
+            "--limit",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--no-store",
+            "--no-progress",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "target-only *" in printed and "lossless" in printed
@@ -201,8 +269,12 @@ def test_cli_bench_refuses_bad_input(policies, tmp_path, capsys):
     assert "prompts file not found" in capsys.readouterr().err
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps(PROMPTS[0]) + "\n")
-    assert cascade_main(["bench", str(policies[0]), "--prompts", str(prompts), "--repeats", "0", "--no-store",
-                         "--no-progress"]) == 2
+    assert (
+        cascade_main(
+            ["bench", str(policies[0]), "--prompts", str(prompts), "--repeats", "0", "--no-store", "--no-progress"]
+        )
+        == 2
+    )
     assert "--repeats" in capsys.readouterr().err
 
 
@@ -269,9 +341,26 @@ def test_speedup_interval_brackets_the_paired_ratio(result):
 def test_sampling_evaluation_with_seeds(policies, tmp_path):
     """--temperature 1 --seeds 2: every prompt decoded with seeds 0 and 1, quality averaged per prompt first."""
     out = tmp_path / "b.json"
-    rc = cascade_main(["bench", *map(str, policies[:2]), "--prompts", str(_prompts_file(tmp_path)), "--no-store",
-                       "--no-progress", "--repeats", "1", "--warmup", "0", "--temperature", "1", "--seeds", "2",
-                       "--json", str(out)])
+    rc = cascade_main(
+        [
+            "bench",
+            *map(str, policies[:2]),
+            "--prompts",
+            str(_prompts_file(tmp_path)),
+            "--no-store",
+            "--no-progress",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--temperature",
+            "1",
+            "--seeds",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     data = json.loads(out.read_text())
     assert data["meta"]["seeds"] == 2
@@ -283,8 +372,19 @@ def test_sampling_evaluation_with_seeds(policies, tmp_path):
 
 
 def test_peers_refuse_sampling(policies, tmp_path):
-    rc = cascade_main(["bench", str(policies[0]), "--prompts", str(_prompts_file(tmp_path)), "--no-store",
-                       "--temperature", "1", "--peers", "hf"])
+    rc = cascade_main(
+        [
+            "bench",
+            str(policies[0]),
+            "--prompts",
+            str(_prompts_file(tmp_path)),
+            "--no-store",
+            "--temperature",
+            "1",
+            "--peers",
+            "hf",
+        ]
+    )
     assert rc == 2
 
 

@@ -23,10 +23,14 @@ def test_batch_sizes_are_parsed_and_checked():
 
 def test_batched_bench_rows(family):
     f = family("gpt2")
-    policies = [parse_policy(dict(policy_dict(target=f["target"], drafter=f["near"], ignore_eos=True, max_new_tokens=10),
-                                  name="hf")),
-                parse_policy(dict(policy_dict(target=f["target"], plugin="ngram", ignore_eos=True, max_new_tokens=10),
-                                  name="ngram"))]
+    policies = [
+        parse_policy(
+            dict(policy_dict(target=f["target"], drafter=f["near"], ignore_eos=True, max_new_tokens=10), name="hf")
+        ),
+        parse_policy(
+            dict(policy_dict(target=f["target"], plugin="ngram", ignore_eos=True, max_new_tokens=10), name="ngram")
+        ),
+    ]
     result = run_batch_bench(policies, PROMPTS, [1, 2, 4], repeats=2, warmup=1, progress=False)
     rows = {(r["row"], r["batch_size"]): r for r in result["rows"]}
     assert set(rows) == {(n, b) for n in ("target-only", "hf", "ngram") for b in (1, 2, 4)}
@@ -46,14 +50,33 @@ def test_batched_bench_rows(family):
     assert "vs target" in format_batch_result(result)
 
 
+@pytest.mark.slow
 def test_the_command_writes_json(family, tmp_path):
     f = family("gpt2")
     policy = write_policy(tmp_path / "p.yaml", **policy_dict(target=f["target"], plugin="ngram", max_new_tokens=6))
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
-    out = subprocess.run([sys.executable, "-m", "cascade.cli", "bench", str(policy), "--batch-sizes", "1,2",
-                          "--prompts", str(prompts), "--repeats", "1", "--no-store", "--no-progress",
-                          "--json", str(tmp_path / "b.json")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cascade.cli",
+            "bench",
+            str(policy),
+            "--batch-sizes",
+            "1,2",
+            "--prompts",
+            str(prompts),
+            "--repeats",
+            "1",
+            "--no-store",
+            "--no-progress",
+            "--json",
+            str(tmp_path / "b.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "vs B=1" in out.stdout
     assert len(json.loads((tmp_path / "b.json").read_text())["rows"]) == 4

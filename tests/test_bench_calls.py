@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from cascade.bench.calls import _is_arithmetic, compare_runtimes, format_calls
 from cascade.engine import Engine
 from cascade.policy import parse_policy
@@ -11,8 +13,16 @@ from cascade.testing import policy_dict, write_policy
 
 
 def test_kernels_that_compute_count_as_arithmetic_and_bookkeeping_does_not():
-    for name in ("aten::mm", "aten::addmm", "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::gelu",
-                 "aten::native_layer_norm", "aten::add", "aten::copy_", "aten::index"):
+    for name in (
+        "aten::mm",
+        "aten::addmm",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::gelu",
+        "aten::native_layer_norm",
+        "aten::add",
+        "aten::copy_",
+        "aten::index",
+    ):
         assert _is_arithmetic(name), name
     for name in ("aten::view", "aten::as_strided", "aten::empty", "aten::transpose", "aten::slice", "aten::expand"):
         assert not _is_arithmetic(name), name
@@ -30,14 +40,30 @@ def test_both_runtimes_are_timed_for_the_drafter_step_and_each_verification_size
     assert "lean speed-up" in format_calls(rows)
 
 
+@pytest.mark.slow
 def test_the_command(family, tmp_path):
     f = family("gpt2")
     policy = write_policy(tmp_path / "p.yaml", **policy_dict(target=f["target"], plugin="ngram"))
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "import os\n"}) + "\n")
-    out = subprocess.run([sys.executable, "-m", "cascade.cli", "bench", str(policy), "--calls", "1", "--prompts",
-                          str(prompts), "--no-store", "--json", str(tmp_path / "c.json")], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cascade.cli",
+            "bench",
+            str(policy),
+            "--calls",
+            "1",
+            "--prompts",
+            str(prompts),
+            "--no-store",
+            "--json",
+            str(tmp_path / "c.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "target, 2 tokens" in out.stdout and "drafter step" not in out.stdout  # n-gram runs no model
     assert len(json.loads((tmp_path / "c.json").read_text())["policies"]["test-speculative-none"]) == 2

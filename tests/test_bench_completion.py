@@ -23,15 +23,18 @@ def test_edit_similarity_is_normalised_levenshtein():
     assert C.edit_similarity("a = 1\nzzzzz\nqqqqq\n", ref, 1) == 100.0
 
 
-@pytest.mark.parametrize("code,status", [
-    ("x = 1\n", "ok"),
-    ("def f(x):\n", "incomplete"),         # the body would come next
-    ("x = f(1,\n", "incomplete"),          # an open bracket
-    ('s = """doc\n', "incomplete"),        # an open string
-    ("x = = 1\n", "error"),
-    ("if x:\ny = 1\n", "error"),           # a missing indent mid-text is not "incomplete"
-    ("def f(:\n    pass\n", "error"),
-])
+@pytest.mark.parametrize(
+    "code,status",
+    [
+        ("x = 1\n", "ok"),
+        ("def f(x):\n", "incomplete"),  # the body would come next
+        ("x = f(1,\n", "incomplete"),  # an open bracket
+        ('s = """doc\n', "incomplete"),  # an open string
+        ("x = = 1\n", "error"),
+        ("if x:\ny = 1\n", "error"),  # a missing indent mid-text is not "incomplete"
+        ("def f(:\n    pass\n", "error"),
+    ],
+)
 def test_syntax_status(code, status):
     assert C.syntax_status(code) == status
 

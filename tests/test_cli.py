@@ -45,8 +45,9 @@ def cascade(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
 
 
 def cascade_process(*args, cwd=None, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cascade.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "cascade.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -60,8 +61,10 @@ def _own_home(tmp_path, monkeypatch):
 def policy(family, tmp_path_factory):
     f = family("gpt2")
     d = tmp_path_factory.mktemp("cli")
-    return write_policy(d / "p.yaml", **policy_dict(f["target"], f["near"], rule="token_v3", alpha=0.3,
-                                                     ignore_eos=True, max_new_tokens=12))
+    return write_policy(
+        d / "p.yaml",
+        **policy_dict(f["target"], f["near"], rule="token_v3", alpha=0.3, ignore_eos=True, max_new_tokens=12),
+    )
 
 
 def test_run_json_and_store(policy, tmp_path):
@@ -72,8 +75,18 @@ def test_run_json_and_store(policy, tmp_path):
     assert set(obj) >= {"text", "token_ids", "metrics"} and len(obj["token_ids"]) == 12
     assert obj["run_id"] == 1 and obj["store"] == f"sqlite:///{db}"
     assert out.stderr.strip().splitlines()[-1] == f"logged run 1 to sqlite:///{db}"
-    for key in ("num_drafts", "num_draft_tokens", "num_accepted_tokens", "accepted_per_position", "num_deferred",
-                "target_calls", "drafter_calls", "num_generated_tokens", "decode_seconds", "tokens_per_second"):
+    for key in (
+        "num_drafts",
+        "num_draft_tokens",
+        "num_accepted_tokens",
+        "accepted_per_position",
+        "num_deferred",
+        "target_calls",
+        "drafter_calls",
+        "num_generated_tokens",
+        "decode_seconds",
+        "tokens_per_second",
+    ):
         assert key in obj["metrics"], key
     with Store.open(f"sqlite:///{db}") as store:
         runs = queries.list_runs(store)
@@ -135,12 +148,15 @@ def test_json_objects_say_where_the_run_was_logged():
     assert generation_json(synthetic.generation(0))["run_id"] is None
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--prompt", ""], "empty prompt"),
-    (["--prompt", "x = 1\n" * 400], "shorten it"),
-    (["--prompts", "missing.jsonl"], "prompts file not found"),
-    (["--prompt", "x", "--store", "postgresql+psycopg://u:secret@127.0.0.1:1/db"], "***"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--prompt", ""], "empty prompt"),
+        (["--prompt", "x = 1\n" * 400], "shorten it"),
+        (["--prompts", "missing.jsonl"], "prompts file not found"),
+        (["--prompt", "x", "--store", "postgresql+psycopg://u:secret@127.0.0.1:1/db"], "***"),
+    ],
+)
 def test_bad_input_is_refused_without_traceback(policy, tmp_path, args, message):
     out = cascade("run", policy, *args, *([] if "--store" in args else ["--no-store"]), cwd=tmp_path)
     assert out.returncode == 2, out.stderr
@@ -148,6 +164,7 @@ def test_bad_input_is_refused_without_traceback(policy, tmp_path, args, message)
     assert "secret" not in out.stderr
 
 
+@pytest.mark.slow
 def test_the_command_line_process_exits_2_with_one_error_line(policy, tmp_path):
     """The real process: a user error is status 2 and one `error:` line, no traceback (the in-process runs above
     check the messages)."""
@@ -166,8 +183,14 @@ def test_a_one_letter_password_masks_only_the_password(policy, tmp_path):
 
 
 def test_bad_policy_and_bad_model_without_traceback(tmp_path, family):
-    bad = write_policy(tmp_path / "bad.yaml", name="b", target={"model": "x"}, mode="speculative",
-                       drafter={"plugin": "ngram"}, rule={"name": "chow", "alpha": 0.5})
+    bad = write_policy(
+        tmp_path / "bad.yaml",
+        name="b",
+        target={"model": "x"},
+        mode="speculative",
+        drafter={"plugin": "ngram"},
+        rule={"name": "chow", "alpha": 0.5},
+    )
     out = cascade("run", bad, "--prompt", "x", "--no-store")
     assert out.returncode == 2 and "needs drafter probabilities" in out.stderr and "Traceback" not in out.stderr
     missing = write_policy(tmp_path / "m.yaml", name="m", target={"model": str(tmp_path / "nope")}, mode="target")
@@ -221,7 +244,9 @@ def flaky_installed(monkeypatch):
     module = types.ModuleType("flaky-plugin")
     module.register_drafters = hookimpl(lambda register: register("flaky", Flaky))
     build = plugins.build_registry
-    monkeypatch.setattr(plugins, "build_registry", lambda extra=None: build(extra=[*(extra or []), ("flaky-plugin", module)]))
+    monkeypatch.setattr(
+        plugins, "build_registry", lambda extra=None: build(extra=[*(extra or []), ("flaky-plugin", module)])
+    )
     plugins.reset_registry()
     yield
     plugins.reset_registry()
@@ -231,8 +256,10 @@ def test_a_drafter_that_raises_is_one_error_line_and_a_failed_run(family, flaky_
     from cascade.cli import main
 
     f = family("gpt2")
-    p = write_policy(tmp_path / "flaky.yaml", **policy_dict(f["target"], plugin="flaky", drafter_options={},
-                                                             ignore_eos=True, max_new_tokens=12))
+    p = write_policy(
+        tmp_path / "flaky.yaml",
+        **policy_dict(f["target"], plugin="flaky", drafter_options={}, ignore_eos=True, max_new_tokens=12),
+    )
     prompts = tmp_path / "two.jsonl"
     prompts.write_text('{"prompt": "def f(x):"}\n{"prompt": "class A:"}\n')
     url = f"sqlite:///{tmp_path / 'runs.db'}"
@@ -271,13 +298,17 @@ def no_model_loading(monkeypatch):
     monkeypatch.setattr(Engine, "from_policy", refuse)
 
 
-@pytest.mark.parametrize("lines,where,message", [
-    (['{"prompt": "ok"}', "", '{"prompt": ""}'], 3, "empty prompt"),
-    (['{"prompt": "  \\n\\t"}'], 1, "empty prompt (whitespace only)"),
-    (['{"prompt": "ok"}', '{"prompt": 7}'], 2, 'string "prompt" field'),
-])
+@pytest.mark.parametrize(
+    "lines,where,message",
+    [
+        (['{"prompt": "ok"}', "", '{"prompt": ""}'], 3, "empty prompt"),
+        (['{"prompt": "  \\n\\t"}'], 1, "empty prompt (whitespace only)"),
+        (['{"prompt": "ok"}', '{"prompt": 7}'], 2, 'string "prompt" field'),
+    ],
+)
 def test_bad_prompt_files_are_refused_with_file_and_line_before_any_model(
-        policy, tmp_path, capsys, no_model_loading, lines, where, message):
+    policy, tmp_path, capsys, no_model_loading, lines, where, message
+):
     from cascade.cli import main
 
     path = tmp_path / "p.jsonl"
@@ -355,8 +386,9 @@ def test_the_stats_line_is_a_line_of_its_own_and_dashes_what_does_not_apply(caps
     from cascade.commands import print_generation
     from cascade.metrics import Metrics
 
-    target_only = types.SimpleNamespace(text="    return x", metrics=Metrics(target_calls=3, num_generated_tokens=3,
-                                                                            decode_seconds=0.5))
+    target_only = types.SimpleNamespace(
+        text="    return x", metrics=Metrics(target_calls=3, num_generated_tokens=3, decode_seconds=0.5)
+    )
     print_generation(target_only, as_json=False)
     out, err = capsys.readouterr()
     assert out == "    return x\n"  # the completion did not end a line: it is ended before the stats

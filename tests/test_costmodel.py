@@ -30,7 +30,8 @@ def simulate(steps, *, gamma, c, curve, overhead, lookahead, prefill=0.0, policy
     accepted = sum(n for _, n in steps)
     drafter_calls = sum(k + int(lookahead) for k, _ in steps)
     policy_time = (prefill if policy_prefill is None else policy_prefill) + sum(
-        curve[k + 1] + overhead + (k + int(lookahead)) * c for k, _ in steps)
+        curve[k + 1] + overhead + (k + int(lookahead)) * c for k, _ in steps
+    )
     target_only_time = prefill + tokens * (1 + overhead)
     base_seconds_per_token = target_only_time / tokens  # what the bench sees: prefill included
     return {
@@ -45,9 +46,13 @@ def simulate(steps, *, gamma, c, curve, overhead, lookahead, prefill=0.0, policy
 
 
 def ceiling_of(s, c, curve):
-    return speedup_ceiling(target_calls_per_token=s["target_calls_per_token"],
-                           drafter_calls_per_token=s["drafter_calls_per_token"], c=c,
-                           v=verify_cost(curve, s["mean_block"]), overhead=s["omega"])
+    return speedup_ceiling(
+        target_calls_per_token=s["target_calls_per_token"],
+        drafter_calls_per_token=s["drafter_calls_per_token"],
+        c=c,
+        v=verify_cost(curve, s["mean_block"]),
+        overhead=s["omega"],
+    )
 
 
 def test_cascade_like_trace_the_old_formula_put_below_the_achieved_speedup():
@@ -61,7 +66,7 @@ def test_cascade_like_trace_the_old_formula_put_below_the_achieved_speedup():
 
     # SPEC.md's formula on the measured acceptance rate, the old "ceiling": 1.36x, below the achieved 1.65x
     old = predicted_speedup(s["acceptance_rate"], gamma, c, curve[gamma + 1])
-    assert expected_tokens_per_call(0.6, gamma) == pytest.approx((1 - 0.6 ** 4) / 0.4)  # 2.176 < τ = 2.8
+    assert expected_tokens_per_call(0.6, gamma) == pytest.approx((1 - 0.6**4) / 0.4)  # 2.176 < τ = 2.8
     assert old == pytest.approx(2.176 / 1.6) and old < s["achieved"] - 0.25
 
     # the ceiling from the row's own counters: τ / (d·c + v(n̄)), here exactly achieved (no overhead)
@@ -79,9 +84,12 @@ def test_ceiling_holds_with_overhead_and_prefill():
     heavy = simulate(steps, gamma=gamma, c=c, curve=curve, overhead=2.0, lookahead=True, prefill=5.0)
     assert heavy["achieved"] > plain["achieved"]
     # ignoring ω would put the bound below the achieved speed-up
-    no_omega = speedup_ceiling(target_calls_per_token=heavy["target_calls_per_token"],
-                               drafter_calls_per_token=heavy["drafter_calls_per_token"], c=c,
-                               v=verify_cost(curve[1:], heavy["mean_block"]))
+    no_omega = speedup_ceiling(
+        target_calls_per_token=heavy["target_calls_per_token"],
+        drafter_calls_per_token=heavy["drafter_calls_per_token"],
+        c=c,
+        v=verify_cost(curve[1:], heavy["mean_block"]),
+    )
     assert no_omega < heavy["achieved"]
     assert ceiling_of(heavy, c, curve[1:]) >= heavy["achieved"]
 
@@ -104,8 +112,16 @@ def test_ceiling_is_never_below_the_achieved_speedup_on_random_traces():
             c = 0.1
         overhead = rng.choice([0.0, rng.uniform(0.0, 3.0)])
         prefill = rng.uniform(0.0, 20.0)
-        s = simulate(steps, gamma=gamma, c=c, curve=curve, overhead=overhead, lookahead=lookahead,
-                     prefill=prefill, policy_prefill=prefill + rng.uniform(0.0, 3.0))
+        s = simulate(
+            steps,
+            gamma=gamma,
+            c=c,
+            curve=curve,
+            overhead=overhead,
+            lookahead=lookahead,
+            prefill=prefill,
+            policy_prefill=prefill + rng.uniform(0.0, 3.0),
+        )
         assert ceiling_of(s, c, curve[1:]) >= s["achieved"] * (1 - 1e-9), (gamma, c, curve, steps, overhead)
 
 
@@ -116,8 +132,9 @@ def test_sequential_row_ceiling():
     assert ceiling == pytest.approx(1 / (0.4 + 0.2))
     # target-only itself: exactly 1, whatever ω
     for w in (0.0, 0.5, 3.0):
-        assert speedup_ceiling(target_calls_per_token=1.0, drafter_calls_per_token=0.0, c=0.0, v=1.0,
-                               overhead=w) == pytest.approx(1.0)
+        assert speedup_ceiling(
+            target_calls_per_token=1.0, drafter_calls_per_token=0.0, c=0.0, v=1.0, overhead=w
+        ) == pytest.approx(1.0)
     # nothing measured, or a row that costs nothing in these units: no number
     assert math.isnan(speedup_ceiling(target_calls_per_token=math.nan, drafter_calls_per_token=1.0, c=0.1, v=1.0))
     assert math.isnan(speedup_ceiling(target_calls_per_token=0.0, drafter_calls_per_token=1.0, c=0.0, v=1.0))

@@ -40,9 +40,9 @@ def test_matches_transformers_assisted_and_prompt_lookup(family, arch):
     ids = e.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     target = AutoModelForCausalLM.from_pretrained(f["target"])
     assistant = AutoModelForCausalLM.from_pretrained(f["near"])
-    hf = target.generate(ids, assistant_model=assistant, do_sample=False, max_new_tokens=20)[0, ids.shape[1]:]
+    hf = target.generate(ids, assistant_model=assistant, do_sample=False, max_new_tokens=20)[0, ids.shape[1] :]
     assert e.generate(PROMPT).token_ids == hf.tolist()
-    hf_pl = target.generate(ids, prompt_lookup_num_tokens=4, do_sample=False, max_new_tokens=20)[0, ids.shape[1]:]
+    hf_pl = target.generate(ids, prompt_lookup_num_tokens=4, do_sample=False, max_new_tokens=20)[0, ids.shape[1] :]
     ours = engine(target=f["target"], plugin="ngram", block_size=4, max_new_tokens=20).generate(PROMPT)
     assert ours.token_ids == hf_pl.tolist()
 
@@ -70,7 +70,9 @@ def test_sequential_cascade_ends(family):
     assert tokens(target=f["target"], drafter=f["near"], mode="sequential", rule="chow", alpha=1.0) == drafter_only
     deferred = []
     for alpha in (0.5, 0.7, 0.8, 0.9, 0.95):
-        mid = engine(target=f["target"], drafter=f["near"], mode="sequential", rule="chow", alpha=alpha).generate(PROMPT)
+        mid = engine(target=f["target"], drafter=f["near"], mode="sequential", rule="chow", alpha=alpha).generate(
+            PROMPT
+        )
         assert mid.metrics.target_calls == mid.metrics.num_deferred
         deferred.append(mid.metrics.num_deferred / mid.metrics.num_draft_tokens)
     assert deferred == sorted(deferred, reverse=True) and any(0 < d < 1 for d in deferred)
@@ -79,7 +81,8 @@ def test_sequential_cascade_ends(family):
 def test_lossy_greedy_equals_lossless(family):
     f = family("llama")
     assert tokens(target=f["target"], drafter=f["near"], mode="lossy", lenience=0.5) == tokens(
-        target=f["target"], drafter=f["near"])
+        target=f["target"], drafter=f["near"]
+    )
 
 
 @pytest.mark.parametrize("schedule", ["heuristic", "confidence"])
@@ -88,7 +91,9 @@ def test_block_schedules_stay_lossless(family, schedule):
     ref = tokens(target=f["target"], mode="target")
     varied = False
     for threshold in (0.3, 0.2, 0.1, 0.05):
-        out = engine(target=f["target"], drafter=f["near"], block_schedule=schedule, confidence=threshold).generate(PROMPT)
+        out = engine(target=f["target"], drafter=f["near"], block_schedule=schedule, confidence=threshold).generate(
+            PROMPT
+        )
         assert out.token_ids == ref
         varied |= len({s.drafted for s in out.steps}) > 1  # the schedule actually changed the block
     assert varied
@@ -115,8 +120,15 @@ def assert_cache_equal(cached, ids):
 @pytest.mark.parametrize("temperature,rule", [(0.0, "none"), (1.0, "none"), (1.0, "token_v3")])
 def test_caches_hold_exactly_the_emitted_prefix(family, arch, temperature, rule):
     f = family(arch)
-    e = engine(target=f["target"], drafter=f["near"], temperature=temperature, block_size=5, ignore_eos=True,
-               rule=rule, alpha=0.3)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        temperature=temperature,
+        block_size=5,
+        ignore_eos=True,
+        rule=rule,
+        alpha=0.3,
+    )
     prompt_ids = e.encode(PROMPT)
     checked = 0
 
@@ -137,15 +149,31 @@ def test_caches_hold_exactly_the_emitted_prefix(family, arch, temperature, rule)
     assert_cache_equal(e.drafter.runtime, seq)
 
 
-@pytest.mark.parametrize("mode,rule,plugin", [
-    ("speculative", "none", "hf-model"), ("speculative", "token_v3", "hf-model"), ("speculative", "none", "ngram"),
-    ("lossy", "none", "hf-model"), ("sequential", "chow", "hf-model"), ("target", "none", "hf-model"),
-    ("drafter", "none", "hf-model"),
-])
+@pytest.mark.parametrize(
+    "mode,rule,plugin",
+    [
+        ("speculative", "none", "hf-model"),
+        ("speculative", "token_v3", "hf-model"),
+        ("speculative", "none", "ngram"),
+        ("lossy", "none", "hf-model"),
+        ("sequential", "chow", "hf-model"),
+        ("target", "none", "hf-model"),
+        ("drafter", "none", "hf-model"),
+    ],
+)
 def test_metrics_add_up(family, mode, rule, plugin):
     f = family("gpt2")
-    g = engine(target=f["target"], drafter=f["near"], mode=mode, rule=rule, alpha=0.5, plugin=plugin,
-               temperature=1.0, ignore_eos=True, max_new_tokens=40).generate(PROMPT)
+    g = engine(
+        target=f["target"],
+        drafter=f["near"],
+        mode=mode,
+        rule=rule,
+        alpha=0.5,
+        plugin=plugin,
+        temperature=1.0,
+        ignore_eos=True,
+        max_new_tokens=40,
+    ).generate(PROMPT)
     m = g.metrics
     assert m.num_generated_tokens == len(g.token_ids) == 40
     assert m.num_accepted_tokens <= m.num_draft_tokens
@@ -164,17 +192,34 @@ def test_metrics_add_up(family, mode, rule, plugin):
         assert [d.emitted_token for d in s.decisions if d.emitted_token is not None] == list(s.emitted)
 
 
-END_TO_END_RULES = {"none": 0.0, "chow": 0.5, "diff": 0.05, "opt": 0.5, "token_v1": 0.05, "token_v2": 0.1,
-                    "token_v3": 0.5}
+END_TO_END_RULES = {
+    "none": 0.0,
+    "chow": 0.5,
+    "diff": 0.05,
+    "opt": 0.5,
+    "token_v1": 0.05,
+    "token_v2": 0.1,
+    "token_v3": 0.5,
+}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", sorted(END_TO_END_RULES))
 def test_sampling_end_to_end_matches_pi(family, rule):
     """First token of speculative sampling with top-k: histogram vs π computed from the models."""
     f = family("gpt2")
     alpha = END_TO_END_RULES[rule]
-    e = engine(target=f["target"], drafter=f["near"], rule=rule, alpha=alpha, temperature=1.0, top_k=4,
-               block_size=1, max_new_tokens=2, ignore_eos=True)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        rule=rule,
+        alpha=alpha,
+        temperature=1.0,
+        top_k=4,
+        block_size=1,
+        max_new_tokens=2,
+        ignore_eos=True,
+    )
     params = e.params
     ids = e.encode(PROMPT)
     with torch.no_grad():
@@ -183,16 +228,18 @@ def test_sampling_end_to_end_matches_pi(family, rule):
     q_raw, p_raw = S.softmax(q_logits)[None], S.softmax(p_logits)[None]
     r = e.rule.defer(q_raw, p_raw)
     pi = S.mixture(r, S.warp(q_logits, params)[None], S.warp(p_logits, params)[None])[0]
-    assert_first_tokens_follow(lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0],
-                               pi, 1500)
+    assert_first_tokens_follow(
+        lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0], pi, 1500
+    )
     if rule == "none":
         assert torch.allclose(pi, S.warp(p_logits, params), atol=1e-6)
 
 
 def test_ngram_with_token_rule_and_sampling_runs(family):
     f = family("gpt2")
-    g = engine(target=f["target"], plugin="ngram", rule="token_v3", alpha=0.5, temperature=0.8,
-               ignore_eos=True).generate(PROMPT)
+    g = engine(
+        target=f["target"], plugin="ngram", rule="token_v3", alpha=0.5, temperature=0.8, ignore_eos=True
+    ).generate(PROMPT)
     assert len(g.token_ids) == 24
 
 
@@ -238,8 +285,15 @@ def test_seeded_sampling_is_reproducible(family):
 def test_one_engine_serves_many_generations_in_turn(family):
     """Nothing about a generation stays on the engine: interleaved calls equal fresh engines' output."""
     f = family("gpt2")
-    kw = dict(target=f["target"], drafter=f["near"], rule="token_v3", alpha=0.3, temperature=1.0,
-              block_schedule="heuristic", ignore_eos=True)
+    kw = dict(
+        target=f["target"],
+        drafter=f["near"],
+        rule="token_v3",
+        alpha=0.3,
+        temperature=1.0,
+        block_schedule="heuristic",
+        ignore_eos=True,
+    )
     other = "import os\n\ndef main():\n"
     shared = engine(**kw)
     first = shared.generate(PROMPT, seed=1).token_ids
@@ -282,8 +336,9 @@ def test_a_rule_that_reads_features_gets_them_per_block(family):
     gen = Engine.from_policy(policy, registry=reg).generate(PROMPT)
     assert gen.token_ids == tokens(target=f["target"], drafter=f["near"], block_size=3)  # r = 1: lossless
     blocks = [i for i in seen if i.positions.numel() and i.positions[0] == 0]
-    assert blocks and all(i.names == FEATURES and i.features.shape == (i.positions.numel(), len(FEATURES))
-                          for i in seen)
+    assert blocks and all(
+        i.names == FEATURES and i.features.shape == (i.positions.numel(), len(FEATURES)) for i in seen
+    )
     assert not torch.isnan(blocks[0].features).any()  # q and p were both there
     starts = [i.sequence_position for i in blocks]
     assert starts == sorted(starts) and starts[1] > starts[0]

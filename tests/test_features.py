@@ -65,7 +65,8 @@ def test_model_features_add_ratio_positions_and_context():
     rows = model_features_rows(feats, torch.arange(3), torch.tensor([[40, 0.75, -2.0, -0.5]] * 3))
     assert torch.equal(rows, model_features(feats, torch.arange(3), ctx))
     assert set(Q_MODEL_FEATURES) < set(MODEL_FEATURES) and not {"p_x", "d_tv", "agree", "log_ratio"} & set(
-        Q_MODEL_FEATURES)
+        Q_MODEL_FEATURES
+    )
 
 
 def test_quantile_is_torch_linear_quantile():
@@ -85,8 +86,11 @@ def test_the_engine_logs_where_each_block_sat(family, mode):
 
     f = family("gpt2")
     rule = "chow" if mode == "sequential" else "diff"
-    policy = parse_policy(policy_dict(target=f["target"], drafter=f["near"], mode=mode, rule=rule, alpha=0.2,
-                                      block_size=3, max_new_tokens=40))
+    policy = parse_policy(
+        policy_dict(
+            target=f["target"], drafter=f["near"], mode=mode, rule=rule, alpha=0.2, block_size=3, max_new_tokens=40
+        )
+    )
     gen = Engine.from_policy(policy).generate(PROMPT)
     assert tuple(f.name for f in __import__("dataclasses").fields(BlockContext)) == CONTEXT
     n, recent, logq = gen.prompt_tokens, [], []

@@ -78,8 +78,9 @@ def test_engine_on_either_runtime_gives_the_same_tokens(family, arch):
     f = family(arch)
 
     def tokens(runtime, **kw):
-        d = policy_dict(target=f["target"], drafter=f["near"], drafter_options={"model": str(f["near"]),
-                                                                               "runtime": runtime}, **kw)
+        d = policy_dict(
+            target=f["target"], drafter=f["near"], drafter_options={"model": str(f["near"]), "runtime": runtime}, **kw
+        )
         d["target"]["runtime"] = runtime
         return Engine.from_policy(parse_policy(d)).generate(["def f(x):\n", "import os\n"], batch_size=2)
 

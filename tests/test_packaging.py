@@ -20,7 +20,7 @@ import pytest
 
 from cascade.store import migrate
 
-pytestmark = pytest.mark.packaging
+pytestmark = [pytest.mark.packaging, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "cascade", "migrations")  # what the build reads

@@ -20,7 +20,7 @@ from cascade.drafter import DrafterBase
 from cascade.errors import PluginError
 from cascade.hookspecs import hookimpl
 from cascade.plugins import add_commands, build_registry
-from cascade.rules import NoOptions
+from cascade.rules import NoOptions, RuleBase
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 
@@ -42,7 +42,7 @@ def drafter_class(name):
 def rule_class(name):
     """A rule following the current contract (it never runs here)."""
 
-    class R:
+    class R(RuleBase):
         reads_q = reads_p = reads_features = False
         alpha_range = (0.0, 1.0)
         Options = NoOptions
@@ -58,18 +58,22 @@ def make_plugin(name, drafters=(), rules=(), boom=False):
     mod = types.ModuleType(name)
 
     if drafters:
+
         @hookimpl
         def register_drafters(register):
             if boom:
                 raise RuntimeError("kaboom")
             for d in drafters:
                 register(d, drafter_class(d))
+
         mod.register_drafters = register_drafters
     if rules:
+
         @hookimpl
         def register_rules(register):
             for r in rules:
                 register(r, rule_class(r))
+
         mod.register_rules = register_rules
     return mod
 
@@ -134,6 +138,7 @@ def test_plugin_that_fails_to_import_is_recorded_not_fatal(monkeypatch, caplog):
         reg.drafter("x")
 
 
+@pytest.mark.slow
 def test_cli_lists_plugins_as_json_and_table():
     out = subprocess.run([sys.executable, "-m", "cascade.cli", "plugins", "--json"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -198,8 +203,11 @@ def test_misspelt_hook_is_refused_and_an_optional_one_allowed(no_entry_points):
     def register_drafter(register): ...
 
     mod.register_drafter = register_drafter
-    with pytest.raises(PluginError, match="plugin 'typo' implements 'register_drafter', which is not a cascade hook "
-                                          r"\(known: register_commands, register_drafters, register_predictors, register_rules, register_schedules\)"):
+    with pytest.raises(
+        PluginError,
+        match="plugin 'typo' implements 'register_drafter', which is not a cascade hook "
+        r"\(known: register_commands, register_drafters, register_predictors, register_rules, register_schedules\)",
+    ):
         build_registry(extra=[("typo", mod)])
 
     newer = types.ModuleType("newer")
@@ -254,7 +262,9 @@ def test_drafter_missing_methods_is_refused(no_entry_points):
         register("half", type("Half", (), {"name": "half", "deterministic": True, "Options": NoOptions}))
 
     mod.register_drafters = register_drafters
-    with pytest.raises(PluginError, match=r"plugin 'half': drafter 'half' \(Half\) lacks start, step, observe, keep, batched"):
+    with pytest.raises(
+        PluginError, match=r"plugin 'half': drafter 'half' \(Half\) lacks start, step, observe, keep, batched"
+    ):
         build_registry(extra=[("half", mod)])
 
 
@@ -383,8 +393,9 @@ def test_cascade_plugins_naming_no_installed_plugin_warns(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="cascade.plugins"):
         reg = build_registry()
     assert "ngram" in reg.drafters
-    assert any("CASCADE_PLUGINS" in r.message and "'ngarm'" in r.message and "hf-model" in r.message
-               for r in caplog.records)
+    assert any(
+        "CASCADE_PLUGINS" in r.message and "'ngarm'" in r.message and "hf-model" in r.message for r in caplog.records
+    )
 
 
 def test_builtin_commands_come_through_the_hook_and_a_plugin_cannot_take_one(monkeypatch):
@@ -403,8 +414,12 @@ def test_builtin_commands_come_through_the_hook_and_a_plugin_cannot_take_one(mon
     module.register_commands = register_commands
     reg = build_registry(extra=[("greedy-cmds", module)])
     parser = argparse.ArgumentParser()
-    with pytest.raises(PluginError, match="command 'run' is added twice: by 'cascade' itself and by plugin 'greedy-cmds'"):
+    with pytest.raises(
+        PluginError, match="command 'run' is added twice: by 'cascade' itself and by plugin 'greedy-cmds'"
+    ):
         add_commands(parser.add_subparsers(), reg, builtin=commands)
     parser = argparse.ArgumentParser()
     added = add_commands(parser.add_subparsers(), build_registry(), builtin=commands)
-    assert {"run", "plugins", "bench", "sweep", "store-cost", "runs", "db", "zoo"} <= {c for c, p in added.items() if p == "cascade"}
+    assert {"run", "plugins", "bench", "sweep", "store-cost", "runs", "db", "zoo"} <= {
+        c for c, p in added.items() if p == "cascade"
+    }

@@ -13,8 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def base(**over):
-    d = {"name": "p", "target": {"model": "some/model"}, "drafter": {"plugin": "hf-model", "options": {"model": "x"}},
-         "mode": "speculative", "rule": {"name": "token_v3", "alpha": 0.3}}
+    d = {
+        "name": "p",
+        "target": {"model": "some/model"},
+        "drafter": {"plugin": "hf-model", "options": {"model": "x"}},
+        "mode": "speculative",
+        "rule": {"name": "token_v3", "alpha": 0.3},
+    }
     d.update(over)
     return d
 
@@ -72,7 +77,9 @@ def test_unknown_drafter_and_rule_list_installed_names():
 
 
 def test_bad_drafter_options():
-    msg = error_of(base(drafter={"plugin": "ngram", "options": {"min_ngram": 4, "max_ngram": 2}}, rule={"name": "none"}))
+    msg = error_of(
+        base(drafter={"plugin": "ngram", "options": {"min_ngram": 4, "max_ngram": 2}}, rule={"name": "none"})
+    )
     assert "drafter 'ngram'" in msg and "min_ngram" in msg
     msg = error_of(base(drafter={"plugin": "hf-model", "options": {"modle": "x"}}))
     assert "`drafter.options.modle`" in msg
@@ -178,8 +185,7 @@ def test_a_rule_whose_needs_depend_on_its_options_is_checked_by_them():
     seq = dict(mode="sequential", rule={"name": "headed", "alpha": 0.5, "options": {"sides": "qp"}})
     with pytest.raises(PolicyError, match="sequential cascade.*reads p with these options.*--features q"):
         check_policy(parse_policy(base(**seq)), reg)
-    check_policy(parse_policy(base(**dict(seq, rule={"name": "headed", "alpha": 0.5, "options": {"sides": "q"}}))),
-                 reg)
+    check_policy(parse_policy(base(**dict(seq, rule={"name": "headed", "alpha": 0.5, "options": {"sides": "q"}}))), reg)
     ngram = base(drafter={"plugin": "ngram", "options": {}}, rule={"name": "headed", "alpha": 0.5})
     with pytest.raises(PolicyError, match="needs drafter probabilities"):
         check_policy(parse_policy(ngram), reg)

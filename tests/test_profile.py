@@ -9,9 +9,9 @@ import random
 import pytest
 
 from cascade import profile
+from cascade.costs import CostTable, calibrate, fit_temperatures, monotone
 from cascade.engine import Engine
 from cascade.policy import parse_policy
-from cascade.profile import CostTable, calibrate, fit_temperatures, monotone
 from cascade.testing import policy_dict
 
 PROMPT = "def add(a, b):\n    return a + b\n"
@@ -113,11 +113,17 @@ def test_cascade_profile_calibrates_from_logged_runs(family, monkeypatch, tmp_pa
 
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
     f = family("gpt2")
-    policy = write_policy(tmp_path / "p.yaml", **policy_dict(target=f["target"], drafter=f["near"],
-                                                             block_size=4, max_new_tokens=40, max_block_size=4))
+    policy = write_policy(
+        tmp_path / "p.yaml",
+        **policy_dict(target=f["target"], drafter=f["near"], block_size=4, max_new_tokens=40, max_block_size=4),
+    )
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in
-                               ["def f(x):\n", "class A:\n", "import os\n", "for i in range(3):\n"]))
+    prompts.write_text(
+        "".join(
+            json.dumps({"prompt": p}) + "\n"
+            for p in ["def f(x):\n", "class A:\n", "import os\n", "for i in range(3):\n"]
+        )
+    )
     store = f"sqlite:///{tmp_path / 'store.db'}"
     assert main(["run", str(policy), "--prompts", str(prompts), "--store", store]) == 0
     capsys.readouterr()

@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cascade.ragged import COMPACT_SLACK, RaggedLM, compact_slack
+from cascade.ragged import RaggedLM
+from cascade.slots import COMPACT_SLACK, compact_slack
 from cascade.testing import ARCHS, make_config
 
 ATOL = 1e-4

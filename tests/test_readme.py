@@ -39,23 +39,47 @@ def test_readme_plugin_example_decodes_losslessly(family):
     f = family("gpt2")
     spec = parse_policy(policy_dict(target=f["target"], plugin="repeat", drafter_options={"token": 5}))
     gen = Engine.from_policy(spec, registry=reg).generate("def f(x):\n")
-    target_only = Engine.from_policy(parse_policy(policy_dict(target=f["target"], mode="target"))).generate("def f(x):\n")
+    target_only = Engine.from_policy(parse_policy(policy_dict(target=f["target"], mode="target"))).generate(
+        "def f(x):\n"
+    )
     assert gen.token_ids == target_only.token_ids
     assert gen.metrics.num_draft_tokens > 0
 
 
+@pytest.mark.slow
 @pytest.mark.packaging
 def test_example_plugin_installs_as_a_third_party(family, tmp_path):
     """pip-install plugins/example into a folder of its own, then the `cascade` CLI finds and runs it."""
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(EXAMPLE)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(EXAMPLE),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert (site / "my_drafter.py").is_file()
     env = dict(os.environ, PYTHONPATH=str(site), HF_HUB_OFFLINE="1", CASCADE_PLUGINS="my-drafter")
 
     def cascade(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "cascade.cli", *args], capture_output=True, text=True, env=env,
-                             cwd=tmp_path, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "cascade.cli", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         return out.stdout
 
@@ -63,8 +87,9 @@ def test_example_plugin_installs_as_a_third_party(family, tmp_path):
     assert any(p["name"] == "my-drafter" and p["drafters"] == ["repeat"] and p["version"] == "0.2.0" for p in listed)
     f = family("gpt2")
     policy = tmp_path / "repeat.yaml"
-    policy.write_text(json.dumps(policy_dict(target=f["target"], plugin="repeat", drafter_options={"token": 5},
-                                             max_new_tokens=8)))
+    policy.write_text(
+        json.dumps(policy_dict(target=f["target"], plugin="repeat", drafter_options={"token": 5}, max_new_tokens=8))
+    )
     out = json.loads(cascade("run", str(policy), "--prompt", "def f(x):\n", "--json", "--no-store"))
     assert len(out["token_ids"]) == 8 and out["metrics"]["num_draft_tokens"] > 0
 

@@ -11,11 +11,11 @@ from scipy.stats import chisquare
 
 from cascade import profile
 from cascade import sampling as S
+from cascade.costs import CostTable, calibrate
 from cascade.drafter import DrafterBase, DraftStep
 from cascade.engine import Engine
 from cascade.errors import PluginError
 from cascade.policy import PolicyError, parse_policy
-from cascade.profile import CostTable, calibrate
 from cascade.schedule import (
     BUILTIN_SCHEDULES,
     Adaptive,
@@ -47,8 +47,10 @@ class Scripted(DrafterBase):
 
     def step(self, ask):
         script = [self.script[b] for b in ask.rows]
-        return DraftStep(tokens=torch.tensor([ask.drafted if ask.drafted < len(s) else -1 for s in script]),
-                         confidence=torch.tensor([s[ask.drafted] if ask.drafted < len(s) else 0.0 for s in script]))
+        return DraftStep(
+            tokens=torch.tensor([ask.drafted if ask.drafted < len(s) else -1 for s in script]),
+            confidence=torch.tensor([s[ask.drafted] if ask.drafted < len(s) else 0.0 for s in script]),
+        )
 
 
 def cut_batch(rows: list[list[float]], stop) -> list[int]:
@@ -126,8 +128,9 @@ def test_adaptive_is_lossless_greedy_for_both_drafters(family, arch, fixed_costs
     f = family(arch)
     ref = engine(target=f["target"], mode="target", max_new_tokens=32).generate(PROMPT).token_ids
     for kw in (dict(drafter=f["near"]), dict(plugin="ngram")):
-        g = engine(target=f["target"], block_schedule="adaptive", max_block_size=8, max_new_tokens=32,
-                   **kw).generate(PROMPT)
+        g = engine(target=f["target"], block_schedule="adaptive", max_block_size=8, max_new_tokens=32, **kw).generate(
+            PROMPT
+        )
         assert g.token_ids == ref
         assert len({s.drafted for s in g.steps[:-1]}) > 1  # the rule chose different block sizes
 
@@ -137,19 +140,29 @@ def test_adaptive_cascade_ends_hold(family, fixed_costs):
     f = family("gpt2")
     kw = dict(target=f["target"], drafter=f["near"], max_new_tokens=24)
     ada = dict(kw, block_schedule="adaptive", rule="token_v3")
-    assert engine(**ada, alpha=0.0).generate(PROMPT).token_ids == engine(**kw, mode="target").generate(
-        PROMPT).token_ids
-    assert engine(**ada, alpha=1.0).generate(PROMPT).token_ids == engine(**kw, mode="drafter").generate(
-        PROMPT).token_ids
+    assert engine(**ada, alpha=0.0).generate(PROMPT).token_ids == engine(**kw, mode="target").generate(PROMPT).token_ids
+    assert (
+        engine(**ada, alpha=1.0).generate(PROMPT).token_ids == engine(**kw, mode="drafter").generate(PROMPT).token_ids
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule,alpha", [("none", 0.0), ("token_v3", 0.4)])
 def test_adaptive_sampling_matches_pi_over_two_tokens(family, fixed_costs, rule, alpha):
     """The joint law of the first two tokens under the adaptive schedule (which drafts 0, 1 or 2
     tokens depending on the drafter's confidences) is π(x1)·π(x2 | x1), computed from the models."""
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], rule=rule, alpha=alpha, temperature=1.0, top_k=3,
-               block_schedule="adaptive", max_new_tokens=3, ignore_eos=True)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        rule=rule,
+        alpha=alpha,
+        temperature=1.0,
+        top_k=3,
+        block_schedule="adaptive",
+        max_new_tokens=3,
+        ignore_eos=True,
+    )
     ids = e.encode(PROMPT)
 
     def pi(prefix: torch.Tensor) -> torch.Tensor:
@@ -236,8 +249,9 @@ def test_a_third_party_schedule_is_selected_by_name(family):
 
     reg = _in_process_plugin("fixed-schedule", register_schedules=lambda register: register("fixed", Fixed))
     f = family("gpt2")
-    d = policy_dict(target=f["target"], drafter=f["near"], block_schedule="fixed", schedule_options={"size": 3},
-                    max_new_tokens=20)
+    d = policy_dict(
+        target=f["target"], drafter=f["near"], block_schedule="fixed", schedule_options={"size": 3}, max_new_tokens=20
+    )
     g = Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
     assert {s.block_size for s in g.steps[:-1]} == {3}
     d["decoding"]["schedule_options"] = {"sise": 3}
@@ -283,8 +297,13 @@ def test_an_acceptance_predictor_drives_the_adaptive_schedule(family, fixed_cost
     reg = _predictor_registry(seen)
     f = family("gpt2")
     ref = engine(target=f["target"], mode="target", max_new_tokens=24).generate(PROMPT).token_ids
-    d = policy_dict(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_new_tokens=24,
-                    schedule_options={"predictor": "fake", "predictor_options": {"scale": 1.0}})
+    d = policy_dict(
+        target=f["target"],
+        drafter=f["near"],
+        block_schedule="adaptive",
+        max_new_tokens=24,
+        schedule_options={"predictor": "fake", "predictor_options": {"scale": 1.0}},
+    )
     e = Engine.from_policy(parse_policy(d), registry=reg)
     g = e.generate(PROMPT, record_decisions=False)
     assert g.token_ids == ref and seen
@@ -303,14 +322,17 @@ def test_an_acceptance_predictor_drives_the_adaptive_schedule(family, fixed_cost
 def test_predictor_refusals(family, fixed_costs):
     reg = _predictor_registry([])
     f = family("gpt2")
-    d = policy_dict(target=f["target"], drafter=f["near"], block_schedule="adaptive",
-                    schedule_options={"predictor": "oracle"})
+    d = policy_dict(
+        target=f["target"], drafter=f["near"], block_schedule="adaptive", schedule_options={"predictor": "oracle"}
+    )
     with pytest.raises(PolicyError, match="unknown acceptance predictor 'oracle'; installed: fake"):
         Engine.from_policy(parse_policy(d), registry=reg)
     d["decoding"]["schedule_options"] = {"predictor": "fake", "predictor_options": {"scal": 2}}
     with pytest.raises(PolicyError, match="predictor_options.scal"):
         Engine.from_policy(parse_policy(d), registry=reg)
-    d = policy_dict(target=f["target"], plugin="ngram", block_schedule="adaptive", schedule_options={"predictor": "fake"})
+    d = policy_dict(
+        target=f["target"], plugin="ngram", block_schedule="adaptive", schedule_options={"predictor": "fake"}
+    )
     with pytest.raises(PluginError, match="needs the drafter's q.*'ngram' is deterministic"):
         Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
 
@@ -331,13 +353,21 @@ def _target_joint(e: Engine, ids: torch.Tensor) -> dict[tuple[int, int], float]:
     return joint
 
 
+@pytest.mark.slow
 def test_predictor_driven_sampling_matches_pi(family, fixed_costs):
     """Cutting on predicted acceptance stays exact at T = 1: the first two tokens follow π = p."""
     reg = _predictor_registry([])
     f = family("gpt2")
-    d = policy_dict(target=f["target"], drafter=f["near"], temperature=1.0, top_k=3, block_schedule="adaptive",
-                    max_new_tokens=3, ignore_eos=True, schedule_options={"predictor": "fake",
-                                                                         "predictor_options": {"scale": 3.0}})
+    d = policy_dict(
+        target=f["target"],
+        drafter=f["near"],
+        temperature=1.0,
+        top_k=3,
+        block_schedule="adaptive",
+        max_new_tokens=3,
+        ignore_eos=True,
+        schedule_options={"predictor": "fake", "predictor_options": {"scale": 3.0}},
+    )
     e = Engine.from_policy(parse_policy(d), registry=reg)
     ids = e.encode(PROMPT)
     joint = _target_joint(e, ids)
@@ -409,10 +439,16 @@ def test_a_batch_shares_one_budget_the_width_with_the_most_expected_tokens_per_c
     """Rows verified in one call padded to the widest: the budget is the width m maximising Σ_b E_b(m) / C(m)
     (SPEC.md's top prefixes by survival), exactly for constant confidences; each row keeps its first m drafts."""
     stepped = SurvivalStop(0.0, (1.0, 1.5, 1.95, 1.95, 1.97, 2.07, 2.12, 2.12, 2.14))
-    for rows in ([[0.9] * 8, [0.2] * 8], [[0.5] * 8, [0.6] * 8, [0.3] * 8], [[0.95] * 8, [0.1] * 3, []],
-                 [[0.3] * 8, [0.35] * 8], [[0.7] * 8] * 4):
-        expected = [sum(1 + sum(math.prod(r[:i]) for i in range(1, min(m, len(r)) + 1)) for r in rows)
-                    for m in range(9)]
+    for rows in (
+        [[0.9] * 8, [0.2] * 8],
+        [[0.5] * 8, [0.6] * 8, [0.3] * 8],
+        [[0.95] * 8, [0.1] * 3, []],
+        [[0.3] * 8, [0.35] * 8],
+        [[0.7] * 8] * 4,
+    ):
+        expected = [
+            sum(1 + sum(math.prod(r[:i]) for i in range(1, min(m, len(r)) + 1)) for r in rows) for m in range(9)
+        ]
         ratio = [e / stepped.cost(m) for m, e in enumerate(expected)]
         best = max(range(9), key=ratio.__getitem__)
         kept = cut_batch(rows, stepped)
@@ -466,17 +502,26 @@ def test_adaptive_batches_are_lossless_and_share_their_width(family, arch, fixed
                 # shorter one: its budget, or the drafter found nothing more)
                 width = max(s.drafted for s in records)
                 assert all(s.drafted in (min(width, s.block_size), *range(s.block_size)) for s in records), [
-                    (s.drafted, s.block_size, s.accepted) for s in records]
+                    (s.drafted, s.block_size, s.accepted) for s in records
+                ]
                 widths.add(width)
         assert len(widths) > 1, kw  # the shared budget varied
 
 
+@pytest.mark.slow
 def test_adaptive_batched_sampling_matches_pi_over_two_tokens(family, fixed_costs):
     """Row 1 of a batch of two under the shared budget (which verifies 0, 1 or 2 of its drafts depending on
     both rows' confidences): the joint law of its first two tokens is π(x1)·π(x2 | x1)."""
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], temperature=1.0, top_k=3, block_schedule="adaptive",
-               max_new_tokens=3, ignore_eos=True)
+    e = engine(
+        target=f["target"],
+        drafter=f["near"],
+        temperature=1.0,
+        top_k=3,
+        block_schedule="adaptive",
+        max_new_tokens=3,
+        ignore_eos=True,
+    )
     ids = e.encode(PROMPT)
     mate = e.encode("import os\n").tolist()
     joint = _target_joint(e, ids)

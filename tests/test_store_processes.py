@@ -8,9 +8,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from test_store_support import count_rows
 
 from cascade.store import Store, queries, synthetic
+
+pytestmark = pytest.mark.slow  # end to end: ./scripts/test.sh runs it, --fast skips it
 
 pytest_plugins = ["test_store_support"]  # the store_url fixture
 
@@ -55,8 +58,9 @@ KILLED = POLICY + textwrap.dedent("""
 
 def _python(script: str, name: str, *args: str, cwd) -> subprocess.Popen:
     code = f"NAME = {name!r}\n" + script
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def test_four_processes_writing_runs_at_once_lose_no_rows(store_url, tmp_path):

@@ -26,8 +26,12 @@ def url(tmp_path) -> str:
 
 def _write_attempts(store: ReadOnlyStore) -> list[str]:
     refused = []
-    for sql in ("INSERT INTO runs (policy_name) VALUES ('x')", "DELETE FROM runs", "CREATE TABLE t (x INTEGER)",
-                "UPDATE cascade_alembic_version SET version_num = 'x'"):
+    for sql in (
+        "INSERT INTO runs (policy_name) VALUES ('x')",
+        "DELETE FROM runs",
+        "CREATE TABLE t (x INTEGER)",
+        "UPDATE cascade_alembic_version SET version_num = 'x'",
+    ):
         try:
             with store.reader.begin() as conn:
                 conn.execute(text(sql))

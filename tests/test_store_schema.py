@@ -81,8 +81,12 @@ def _filler(column) -> object:
 
 
 def _row(table, **values) -> dict:
-    row = {c.name: _filler(c) for c in table.columns if not c.nullable and not (c.primary_key and c.autoincrement
-                                                                                  is not False and len(table.primary_key.columns) == 1)}
+    row = {
+        c.name: _filler(c)
+        for c in table.columns
+        if not c.nullable
+        and not (c.primary_key and c.autoincrement is not False and len(table.primary_key.columns) == 1)
+    }
     row.update(values)
     return row
 
@@ -96,13 +100,29 @@ def test_upgrade_from_the_first_revision_keeps_every_row(store_url):
             meta.reflect(conn)
             runs, seqs, steps, decs = (meta.tables[n] for n in ("runs", "sequences", "steps", "decisions"))
             assert "chrf" not in seqs.c
-            run_ids = [conn.execute(insert(runs).values(**_row(runs, status="done", policy_name=f"old-{i}")))
-                       .inserted_primary_key[0] for i in range(2)]
-            seq_ids = [conn.execute(insert(seqs).values(**_row(seqs, run_id=r, prompt_text=f"p{r}-{j}")))
-                       .inserted_primary_key[0] for r in run_ids for j in range(3)]
+            run_ids = [
+                conn.execute(
+                    insert(runs).values(**_row(runs, status="done", policy_name=f"old-{i}"))
+                ).inserted_primary_key[0]
+                for i in range(2)
+            ]
+            seq_ids = [
+                conn.execute(insert(seqs).values(**_row(seqs, run_id=r, prompt_text=f"p{r}-{j}"))).inserted_primary_key[
+                    0
+                ]
+                for r in run_ids
+                for j in range(3)
+            ]
             conn.execute(insert(steps), [_row(steps, sequence_id=s, index=i) for s in seq_ids for i in range(4)])
-            conn.execute(insert(decs), [_row(decs, sequence_id=s, step=i, position=p, kind="draft")
-                                        for s in seq_ids for i in range(4) for p in range(2)])
+            conn.execute(
+                insert(decs),
+                [
+                    _row(decs, sequence_id=s, step=i, position=p, kind="draft")
+                    for s in seq_ids
+                    for i in range(4)
+                    for p in range(2)
+                ],
+            )
         before = _snapshot(engine)
     finally:
         engine.dispose()
@@ -138,14 +158,29 @@ def test_upgrade_from_0002_keeps_sequences_and_their_quality_and_downgrades_back
             runs, seqs, steps, decs = (meta.tables[n] for n in ("runs", "sequences", "steps", "decisions"))
             assert "seed" not in seqs.c and "exact_match" not in seqs.c and "chrf" in seqs.c
             run_id = conn.execute(insert(runs).values(**_row(runs, status="done"))).inserted_primary_key[0]
-            seq_ids = [conn.execute(insert(seqs).values(**_row(
-                seqs, run_id=run_id, index=i, prompt_text=f"p{i}", output_text=f"out {i}",
-                finished_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
-                reference=f"ref {i}" if i else None, chrf=10.0 * i if i else None, target_logprob=-0.5 * i,
-            ))).inserted_primary_key[0] for i in range(3)]
+            seq_ids = [
+                conn.execute(
+                    insert(seqs).values(
+                        **_row(
+                            seqs,
+                            run_id=run_id,
+                            index=i,
+                            prompt_text=f"p{i}",
+                            output_text=f"out {i}",
+                            finished_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                            reference=f"ref {i}" if i else None,
+                            chrf=10.0 * i if i else None,
+                            target_logprob=-0.5 * i,
+                        )
+                    )
+                ).inserted_primary_key[0]
+                for i in range(3)
+            ]
             conn.execute(insert(steps), [_row(steps, sequence_id=s, index=i) for s in seq_ids for i in range(2)])
-            conn.execute(insert(decs), [_row(decs, sequence_id=s, step=i, position=0, kind="draft")
-                                        for s in seq_ids for i in range(2)])
+            conn.execute(
+                insert(decs),
+                [_row(decs, sequence_id=s, step=i, position=0, kind="draft") for s in seq_ids for i in range(2)],
+            )
         before = _snapshot(engine)
     finally:
         engine.dispose()
@@ -169,7 +204,10 @@ def test_upgrade_from_0002_keeps_sequences_and_their_quality_and_downgrades_back
     with Store.open(store_url) as store:  # usable at head: the old rows read back, quality summed in SQL
         rows = queries.list_sequences(store, run_id)
         assert [(r["reference"], r["chrf"], r["seed"], r["exact_match"]) for r in rows] == [
-            (None, None, None, None), ("ref 1", 10.0, None, None), ("ref 2", 20.0, None, None)]
+            (None, None, None, None),
+            ("ref 1", 10.0, None, None),
+            ("ref 2", 20.0, None, None),
+        ]
         (summary,) = queries.quality_summary(store, [run_id])
         assert (summary["sequences"], summary["with_reference"], summary["chrf"]) == (3, 2, 15.0)
         with store.start_run(make_policy()) as run:
@@ -206,11 +244,14 @@ def test_upgrade_from_0003_adds_feature_and_context_columns_and_calibrations(sto
             assert "calibrations" not in meta.tables and "agree" not in meta.tables["decisions"].c
             runs, seqs, steps, decs = (meta.tables[n] for n in ("runs", "sequences", "steps", "decisions"))
             run_id = conn.execute(insert(runs).values(**_row(runs, status="done"))).inserted_primary_key[0]
-            seq_id = conn.execute(insert(seqs).values(**_row(seqs, run_id=run_id, index=0, prompt_text="p"))
-                                  ).inserted_primary_key[0]
+            seq_id = conn.execute(
+                insert(seqs).values(**_row(seqs, run_id=run_id, index=0, prompt_text="p"))
+            ).inserted_primary_key[0]
             conn.execute(insert(steps), [_row(steps, sequence_id=seq_id, index=i) for i in range(2)])
-            conn.execute(insert(decs), [_row(decs, sequence_id=seq_id, step=i, position=0, kind="draft", q_x=0.5)
-                                        for i in range(2)])
+            conn.execute(
+                insert(decs),
+                [_row(decs, sequence_id=seq_id, step=i, position=0, kind="draft", q_x=0.5) for i in range(2)],
+            )
         before = _snapshot(engine)
     assert migrate.upgrade(store_url) == ("0003", "0004")
     with _at_revision(store_url) as engine:
@@ -223,18 +264,51 @@ def test_upgrade_from_0003_adds_feature_and_context_columns_and_calibrations(sto
     assert set(after["decisions"][0]) - set(before["decisions"][0]) == {"q_margin", "q_rank", "agree"}
     assert all(r[c] is None for r in after["steps"] for c in CONTEXT)
     with Store.open(store_url) as store:
-        cal = store.add_calibration(CalibrationRecord(
-            policy_name="p-cal", policy_yaml="name: p-cal\n", rule="chow", target="t", objective="target_share",
-            goal=0.5, tolerance=0.05, alpha=0.3, measured=0.52, converged=True, replays=3, prompts_sha256="0" * 64,
-            num_prompts=4, run_ids=(run_id,)))
+        cal = store.add_calibration(
+            CalibrationRecord(
+                policy_name="p-cal",
+                policy_yaml="name: p-cal\n",
+                rule="chow",
+                target="t",
+                objective="target_share",
+                goal=0.5,
+                tolerance=0.05,
+                alpha=0.3,
+                measured=0.52,
+                converged=True,
+                replays=3,
+                prompts_sha256="0" * 64,
+                num_prompts=4,
+                run_ids=(run_id,),
+            )
+        )
         (row,) = queries.list_calibrations(store)
-        assert (row["id"], row["rule"], row["alpha"], row["run_ids"], row["converged"]) == (cal, "chow", 0.3,
-                                                                                             [run_id], True)
+        assert (row["id"], row["rule"], row["alpha"], row["run_ids"], row["converged"]) == (
+            cal,
+            "chow",
+            0.3,
+            [run_id],
+            True,
+        )
         assert queries.list_calibrations(store, rule="diff") == []
         with pytest.raises(CascadeError, match="objective"):
-            store.add_calibration(CalibrationRecord(
-                policy_name="x", policy_yaml="", rule="chow", target="t", objective="speed", goal=1, tolerance=0,
-                alpha=0, measured=None, converged=False, replays=0, prompts_sha256="", num_prompts=0))
+            store.add_calibration(
+                CalibrationRecord(
+                    policy_name="x",
+                    policy_yaml="",
+                    rule="chow",
+                    target="t",
+                    objective="speed",
+                    goal=1,
+                    tolerance=0,
+                    alpha=0,
+                    measured=None,
+                    converged=False,
+                    replays=0,
+                    prompts_sha256="",
+                    num_prompts=0,
+                )
+            )
     with _at_revision(store_url) as engine:
         with engine.begin() as conn:
             command.downgrade(migrate.config(conn), "0003")

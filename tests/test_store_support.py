@@ -16,15 +16,22 @@ import pytest
 from cascade.policy import Policy, parse_policy
 
 PG_ENV = "CASCADE_TEST_PG_URL"
-PG_HINT = (f"PostgreSQL store tests need {PG_ENV}=postgresql+psycopg://user:pass@host:port/db; "
-           "start a local server with: eval \"$(.ci/postgres.sh start)\"")
+PG_HINT = (
+    f"PostgreSQL store tests need {PG_ENV}=postgresql+psycopg://user:pass@host:port/db; "
+    'start a local server with: eval "$(.ci/postgres.sh start)"'
+)
 
 
-def make_policy(name: str = "store-test", mode: str = "speculative", rule: str = "token_v3",
-                alpha: float = 0.3) -> Policy:
-    data = {"name": name, "target": {"model": "models/target", "dtype": "float32", "device": "cpu"},
-            "mode": mode, "rule": {"name": rule, "alpha": alpha},
-            "decoding": {"temperature": 0.0, "block_size": 4}}
+def make_policy(
+    name: str = "store-test", mode: str = "speculative", rule: str = "token_v3", alpha: float = 0.3
+) -> Policy:
+    data = {
+        "name": name,
+        "target": {"model": "models/target", "dtype": "float32", "device": "cpu"},
+        "mode": mode,
+        "rule": {"name": rule, "alpha": alpha},
+        "decoding": {"temperature": 0.0, "block_size": 4},
+    }
     if mode != "target":
         data["drafter"] = {"plugin": "hf-model", "options": {"model": "models/tiny"}}
     return parse_policy(data, text=f"name: {name}\n# synthetic test policy\n")
@@ -113,7 +120,9 @@ def test_only_the_password_field_is_masked_even_a_one_letter_one():
     driver = 'connection to server at "127.0.0.1", port 1 failed: Connection refused (dsn postgresql://u:p@h/db)'
     exc = OperationalError("SELECT 1", {}, Exception(driver + "\nIs the server running?"))
     reason = db.short_reason(exc, db.parse_url("postgresql+psycopg://u:p@127.0.0.1:1/db"))
-    assert reason == 'connection to server at "127.0.0.1", port 1 failed: Connection refused (dsn postgresql://u:***@h/db)'
+    assert (
+        reason == 'connection to server at "127.0.0.1", port 1 failed: Connection refused (dsn postgresql://u:***@h/db)'
+    )
     assert db.mask_passwords("host=h port=1 password=p user=u") == "host=h port=1 password=*** user=u"
     assert db.mask_passwords("password='p q' port") == "password=*** port"
     assert db.mask_passwords("port passed, pp") == "port passed, pp"  # no URL, no conninfo password: untouched

@@ -40,14 +40,22 @@ def test_steps_and_decisions_add_up_to_sequence_and_run_totals(store_url):
         assert queries.check_totals(store, run.run_id) == []
         shown = queries.show_run(store, run.run_id)
         total = Metrics.total([g.metrics for g in gens])
-        for name in ("num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_deferred",
-                     "num_generated_tokens", "target_calls", "drafter_calls"):
+        for name in (
+            "num_drafts",
+            "num_draft_tokens",
+            "num_accepted_tokens",
+            "num_deferred",
+            "num_generated_tokens",
+            "target_calls",
+            "drafter_calls",
+        ):
             assert shown["totals"][name] == getattr(total, name), name
         assert shown["totals"]["accepted_per_position"] == total.accepted_per_position
         assert shown["deferral_rate"] == pytest.approx(total.deferral_rate)
         assert shown["totals"]["mean_acceptance_length"] == pytest.approx(total.mean_acceptance_length)
-        assert [p["accepted"] for p in shown["per_position"]][: len(total.accepted_per_position)] == \
-            total.accepted_per_position
+        assert [p["accepted"] for p in shown["per_position"]][
+            : len(total.accepted_per_position)
+        ] == total.accepted_per_position
         n_steps = sum(len(g.steps) for g in gens)
         n_decisions = sum(len(s.decisions) for g in gens for s in g.steps)
         assert shown["rows"] == {"sequences": 4, "finished_sequences": 4, "steps": n_steps}
@@ -57,8 +65,9 @@ def test_steps_and_decisions_add_up_to_sequence_and_run_totals(store_url):
         # the check is live: one step row that disagrees with its sequence is reported
         seq_id = queries.list_sequences(store, run.run_id)[0]["id"]
         with store.engine.begin() as conn:
-            conn.execute(text("UPDATE steps SET accepted = accepted + 1 WHERE sequence_id = :s AND \"index\" = 0"),
-                         {"s": seq_id})
+            conn.execute(
+                text('UPDATE steps SET accepted = accepted + 1 WHERE sequence_id = :s AND "index" = 0'), {"s": seq_id}
+            )
         problems = queries.check_totals(store, run.run_id)
         assert len(problems) == 1 and f"sequence {seq_id} (steps): num_accepted_tokens" in problems[0]
 
@@ -77,8 +86,9 @@ def test_rows_are_written_in_batches_not_one_commit_per_row(store_url):
     with Store.open(store_url) as store:
         commits, executemany = [], []
         event.listen(store.engine, "commit", lambda conn: commits.append(1))
-        event.listen(store.engine, "before_cursor_execute",
-                     lambda conn, cur, stmt, params, ctx, many: executemany.append(many))
+        event.listen(
+            store.engine, "before_cursor_execute", lambda conn, cur, stmt, params, ctx, many: executemany.append(many)
+        )
         with store.start_run(make_policy(), flush_rows=500, flush_seconds=1e9) as run:
             run.log_generation("p", gen)
         # start_run, start_sequence, ~n_rows/500 flushes, end_sequence, finish
@@ -153,12 +163,29 @@ def test_quality_fields_are_filled_later(store_url):
         assert all(row[name] is None for name in QUALITY[2:]) and row["seed"] is None
 
         # every field by its QUALITY name; None leaves a column as it is, NaN is stored as NULL
-        store.set_quality(seq, Quality(exact_match=1.0, edit_similarity=87.5, edit_similarity_lines=60.0,
-                                       parses=True, distinct_2=0.75, repeat_4=math.nan), reference="new ref")
+        store.set_quality(
+            seq,
+            Quality(
+                exact_match=1.0,
+                edit_similarity=87.5,
+                edit_similarity_lines=60.0,
+                parses=True,
+                distinct_2=0.75,
+                repeat_4=math.nan,
+            ),
+            reference="new ref",
+        )
         (row,) = queries.list_sequences(store, run.run_id)
     assert {name: row[name] for name in QUALITY} == {
-        "chrf": 51.5, "target_logprob": -1.25, "exact_match": 1.0, "edit_similarity": 87.5,
-        "edit_similarity_lines": 60.0, "parses": 1.0, "distinct_2": 0.75, "repeat_4": None}
+        "chrf": 51.5,
+        "target_logprob": -1.25,
+        "exact_match": 1.0,
+        "edit_similarity": 87.5,
+        "edit_similarity_lines": 60.0,
+        "parses": 1.0,
+        "distinct_2": 0.75,
+        "repeat_4": None,
+    }
     assert row["reference"] == "new ref"
 
 
@@ -174,18 +201,26 @@ def test_sequences_keep_the_seed_they_were_decoded_with(store_url):
                 run.start_sequence("too big", seed=2**32)
         rows = queries.list_sequences(store, run.run_id)
     assert [(r["prompt_text"], r["seed"]) for r in rows] == [
-        ("same prompt", 0), ("same prompt", 1), ("same prompt", 2**31 - 1), ("no seed", None), ("logged", None)]
+        ("same prompt", 0),
+        ("same prompt", 1),
+        ("same prompt", 2**31 - 1),
+        ("no seed", None),
+        ("logged", None),
+    ]
     assert rows[0]["reference"] == "r" and rows[3]["num_prompt_tokens"] == 5
 
 
 def test_quality_summary_averages_finished_sequences_per_run(store_url):
     with Store.open(store_url) as store:
         with store.start_run(make_policy("a")) as a:
-            seqs = [a.log_generation(f"p{i}", synthetic.generation(i), reference=f"r{i}" if i < 3 else None)
-                    for i in range(4)]
+            seqs = [
+                a.log_generation(f"p{i}", synthetic.generation(i), reference=f"r{i}" if i < 3 else None)
+                for i in range(4)
+            ]
             a.start_sequence("unfinished", seed=9)  # not finished: left out
-        for i, (seq, chrf, em, rep) in enumerate(zip(seqs, (40.0, 50.0, 90.0, None), (1.0, 0.0, 1.0, None),
-                                                     (0.1, math.nan, 0.3, 0.5))):
+        for i, (seq, chrf, em, rep) in enumerate(
+            zip(seqs, (40.0, 50.0, 90.0, None), (1.0, 0.0, 1.0, None), (0.1, math.nan, 0.3, 0.5))
+        ):
             store.set_quality(seq, Quality(chrf=chrf, exact_match=em, repeat_4=rep, target_logprob=-1.0 - i))
         with store.engine.begin() as conn:  # two seeds among a's finished sequences
             conn.execute(update(Sequence).where(Sequence.id.in_(seqs[:2])).values(seed=3))

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cascade.bench import sweep
+from cascade.bench import sweep, sweep_analysis
 from cascade.cli import main as cascade_main
 from cascade.errors import CascadeError
 from cascade.policy import load_policy
@@ -19,13 +19,13 @@ def test_pareto_front_on_synthetic_points():
     xs = [1.0, 2.0, 1.5, 1.2, 2.0, 0.5, math.nan]
     ys = [50.0, 45.0, 48.0, 40.0, 44.0, 51.0, 99.0]
     # 3 is dominated by 0 and 2; 4 by 1 (same x, lower y); 6 is NaN
-    assert sweep.pareto_front(xs, ys) == [5, 0, 2, 1]
+    assert sweep_analysis.pareto_front(xs, ys) == [5, 0, 2, 1]
     # fewer target calls is better: minimize x
     calls = [0.5, 0.2, 0.3, 0.9, 0.2, 1.0, math.nan]
-    assert sweep.pareto_front(calls, ys, maximize_x=False) == [1, 2, 0, 5]
+    assert sweep_analysis.pareto_front(calls, ys, maximize_x=False) == [1, 2, 0, 5]
     # duplicates of a frontier point are both kept; a single point is its own frontier
-    assert sweep.pareto_front([1.0, 1.0], [2.0, 2.0]) == [0, 1]
-    assert sweep.pareto_front([3.0], [1.0]) == [0]
+    assert sweep_analysis.pareto_front([1.0, 1.0], [2.0, 2.0]) == [0, 1]
+    assert sweep_analysis.pareto_front([3.0], [1.0]) == [0]
 
 
 def test_pareto_front_brute_force_agrees():
@@ -34,7 +34,7 @@ def test_pareto_front_brute_force_agrees():
     rng = random.Random(0)
     for _ in range(20):
         pts = [(rng.random(), rng.random()) for _ in range(15)]
-        front = set(sweep.pareto_front([p[0] for p in pts], [p[1] for p in pts]))
+        front = set(sweep_analysis.pareto_front([p[0] for p in pts], [p[1] for p in pts]))
         for i, (x, y) in enumerate(pts):
             dominated = any(a >= x and b >= y and (a, b) != (x, y) for a, b in pts)
             assert (i in front) == (not dominated)
@@ -45,10 +45,12 @@ def test_crossing_interpolates_at_the_quality_threshold():
     curve = [(1.2, 50.0), (1.5, 49.8), (1.9, 48.0), (2.5, 40.0)]
     thr = 0.99 * 50.0  # 49.5
     # between (1.5, 49.8) and (1.9, 48.0): t = (49.5 - 49.8) / (48.0 - 49.8) = 1/6
-    assert sweep.crossing(curve, thr) == pytest.approx(1.5 + (1.9 - 1.5) / 6)
-    assert sweep.crossing([(1.0, 10.0)], thr) != sweep.crossing([(1.0, 10.0)], thr)  # NaN: never reaches it
+    assert sweep_analysis.crossing(curve, thr) == pytest.approx(1.5 + (1.9 - 1.5) / 6)
+    assert sweep_analysis.crossing([(1.0, 10.0)], thr) != sweep_analysis.crossing(
+        [(1.0, 10.0)], thr
+    )  # NaN: never reaches it
     calls = [(1.0, 50.0), (0.6, 49.9), (0.3, 45.0)]
-    assert sweep.crossing(calls, thr, maximize=False) == pytest.approx(0.6 - 0.3 * (0.4 / 4.9))
+    assert sweep_analysis.crossing(calls, thr, maximize=False) == pytest.approx(0.6 - 0.3 * (0.4 / 4.9))
 
 
 def test_alpha_and_lenience_grids():
@@ -74,8 +76,12 @@ def v3_policy(family, tmp_path_factory):
 def test_plan_curves_adds_the_baselines(v3_policy, family, tmp_path):
     curves = sweep.plan_curves([load_policy(v3_policy)], n=3)
     assert [(c.label, c.role, c.knob) for c in curves] == [
-        ("target-only", "reference", None), ("v3", "rule", "alpha"), ("speculative-lossless", "reference", None),
-        ("sequential-chow", "baseline", "alpha"), ("lossy-speculative", "baseline", "lenience")]
+        ("target-only", "reference", None),
+        ("v3", "rule", "alpha"),
+        ("speculative-lossless", "reference", None),
+        ("sequential-chow", "baseline", "alpha"),
+        ("lossy-speculative", "baseline", "lenience"),
+    ]
     assert curves[1].values == [0.0, 0.5, 1.0]
     assert [p.rule.alpha for p in curves[1].policies] == [0.0, 0.5, 1.0]
     assert [p.decoding.lenience for p in curves[4].policies] == [1.0, 0.667, 0.333]
@@ -86,28 +92,53 @@ def test_plan_curves_adds_the_baselines(v3_policy, family, tmp_path):
         sweep.plan_curves([load_policy(v3_policy)], alphas=[7.0])
     # a deterministic drafter only: no sequential/lossy baseline can be built from it
     ngram = write_policy(tmp_path / "ng.yaml", **policy_dict(family("gpt2")["target"], plugin="ngram", rule="token_v3"))
-    assert [c.label for c in sweep.plan_curves([load_policy(ngram)], n=2)] == ["target-only", "test-speculative-token_v3"]
+    assert [c.label for c in sweep.plan_curves([load_policy(ngram)], n=2)] == [
+        "target-only",
+        "test-speculative-token_v3",
+    ]
 
 
 def test_sweep_writes_csv_json_png(v3_policy, tmp_path, capsys):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "def add(a, b):\n", "reference": "    return a + b\n"}) + "\n")
     out = tmp_path / "out"
-    rc = cascade_main(["sweep", str(v3_policy), "--alphas", "2", "--prompts", str(prompts), "--no-store",
-                       "--no-progress", "--warmup", "0", "--out", str(out)])
+    rc = cascade_main(
+        [
+            "sweep",
+            str(v3_policy),
+            "--alphas",
+            "2",
+            "--prompts",
+            str(prompts),
+            "--no-store",
+            "--no-progress",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr()
     assert "speed-up @1%" in printed.out
     # the plan and an estimate up front (stderr), even without the progress bar
-    eta = re.search(r"sweep: 8 points × \(0 warm-up \+ 1 prompt × \(1 recorded \+ 1 timed\)\) = 16 generations; "
-                    r"about (\d+ s|\d+ min|\d+ h \d+ min) on this machine \(the first took [\d.]+ s", printed.err)
+    eta = re.search(
+        r"sweep: 8 points × \(0 warm-up \+ 1 prompt × \(1 recorded \+ 1 timed\)\) = 16 generations; "
+        r"about (\d+ s|\d+ min|\d+ h \d+ min) on this machine \(the first took [\d.]+ s",
+        printed.err,
+    )
     assert eta, printed.err
     with (out / "sweep.csv").open() as f:
         rows = list(csv.DictReader(f))
     # target-only, v3 x2, lossless, sequential x2, lossy x2
     assert len(rows) == 8
-    assert {r["curve"] for r in rows} == {"target-only", "v3", "speculative-lossless", "sequential-chow",
-                                          "lossy-speculative"}
+    assert {r["curve"] for r in rows} == {
+        "target-only",
+        "v3",
+        "speculative-lossless",
+        "sequential-chow",
+        "lossy-speculative",
+    }
     target = next(r for r in rows if r["mode"] == "target")
     assert float(target["speedup"]) == pytest.approx(1.0) and float(target["chrf_rel"]) == pytest.approx(1.0)
     data = json.loads((out / "sweep.json").read_text())
@@ -116,23 +147,43 @@ def test_sweep_writes_csv_json_png(v3_policy, tmp_path, capsys):
     # the flagged frontier is exactly the non-dominated set
     pts = data["points"]
     for p in pts:
-        dominated = any(q["speedup"] >= p["speedup"] and q["quality"] >= p["quality"]
-                        and (q["speedup"] > p["speedup"] or q["quality"] > p["quality"]) for q in pts)
+        dominated = any(
+            q["speedup"] >= p["speedup"]
+            and q["quality"] >= p["quality"]
+            and (q["speedup"] > p["speedup"] or q["quality"] > p["quality"])
+            for q in pts
+        )
         assert p["pareto_speedup"] == (not dominated)
     png = (out / "sweep.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def synthetic_sweep(seed: int = 0) -> sweep.SweepResult:
+def synthetic_sweep(seed: int = 0) -> sweep_analysis.SweepResult:
     """Six curves whose low-α ends pile up near (1.0x, chrF 14.4), as in a real sweep, plus references."""
     import random
 
     rng = random.Random(seed)
     points, curves = [], []
-    specs = [("v3", "rule", "alpha"), ("opt", "rule", "alpha"), ("diff", "rule", "alpha"), ("chow", "rule", "alpha"),
-             ("sequential-chow", "baseline", "alpha"), ("lossy", "baseline", "lenience")]
-    points.append({"curve": "target-only", "role": "reference", "knob": None, "value": None, "mode": "target",
-                   "speedup": 1.0, "quality": 14.4, "target_calls_per_token": 1.0})
+    specs = [
+        ("v3", "rule", "alpha"),
+        ("opt", "rule", "alpha"),
+        ("diff", "rule", "alpha"),
+        ("chow", "rule", "alpha"),
+        ("sequential-chow", "baseline", "alpha"),
+        ("lossy", "baseline", "lenience"),
+    ]
+    points.append(
+        {
+            "curve": "target-only",
+            "role": "reference",
+            "knob": None,
+            "value": None,
+            "mode": "target",
+            "speedup": 1.0,
+            "quality": 14.4,
+            "target_calls_per_token": 1.0,
+        }
+    )
     curves.append({"curve": "target-only", "role": "reference", "knob": None, "values": [None]})
     for j, (name, role, knob) in enumerate(specs):
         values = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -141,25 +192,50 @@ def synthetic_sweep(seed: int = 0) -> sweep.SweepResult:
             speed = 1.0 + 0.01 * rng.random() if cluster else 1.0 + v * (1 + 0.3 * j)
             quality = 14.4 + 0.02 * rng.random() if cluster else 14.4 - 3 * (v - 0.4) - 0.2 * j
             calls = 0.55 + 0.005 * rng.random() if cluster else 0.55 - 0.4 * v + 0.02 * j
-            points.append({"curve": name, "role": role, "knob": knob, "value": v, "mode": "speculative",
-                           "speedup": speed, "quality": quality, "target_calls_per_token": calls})
+            points.append(
+                {
+                    "curve": name,
+                    "role": role,
+                    "knob": knob,
+                    "value": v,
+                    "mode": "speculative",
+                    "speedup": speed,
+                    "quality": quality,
+                    "target_calls_per_token": calls,
+                }
+            )
         curves.append({"curve": name, "role": role, "knob": knob, "values": values})
-    points.append({"curve": "lossless", "role": "reference", "knob": None, "value": None, "mode": "speculative",
-                   "speedup": 1.004, "quality": 14.41, "target_calls_per_token": 0.552})
+    points.append(
+        {
+            "curve": "lossless",
+            "role": "reference",
+            "knob": None,
+            "value": None,
+            "mode": "speculative",
+            "speedup": 1.004,
+            "quality": 14.41,
+            "target_calls_per_token": 0.552,
+        }
+    )
     curves.append({"curve": "lossless", "role": "reference", "knob": None, "values": [None]})
     threshold = 0.99 * 14.4
-    for front_key, xkey, maximize in (("pareto_speedup", "speedup", True), ("pareto_calls", "target_calls_per_token",
-                                                                              False)):
-        front = set(sweep.pareto_front([p[xkey] for p in points], [p["quality"] for p in points], maximize, True))
+    for front_key, xkey, maximize in (
+        ("pareto_speedup", "speedup", True),
+        ("pareto_calls", "target_calls_per_token", False),
+    ):
+        front = set(
+            sweep_analysis.pareto_front([p[xkey] for p in points], [p["quality"] for p in points], maximize, True)
+        )
         for i, p in enumerate(points):
             p[front_key] = i in front
     for c in curves:
         mine = [p for p in points if p["curve"] == c["curve"]]
-        c["speedup_within_1pct"] = sweep.crossing([(p["speedup"], p["quality"]) for p in mine], threshold)
-        c["target_calls_per_token_within_1pct"] = sweep.crossing(
-            [(p["target_calls_per_token"], p["quality"]) for p in mine], threshold, maximize=False)
+        c["speedup_within_1pct"] = sweep_analysis.crossing([(p["speedup"], p["quality"]) for p in mine], threshold)
+        c["target_calls_per_token_within_1pct"] = sweep_analysis.crossing(
+            [(p["target_calls_per_token"], p["quality"]) for p in mine], threshold, maximize=False
+        )
     summary = {"target_only_quality": 14.4, "quality_threshold": threshold}
-    return sweep.SweepResult(points, curves, summary, {"n_prompts": 3, "machine": {"torch_threads": 2}})
+    return sweep_analysis.SweepResult(points, curves, summary, {"n_prompts": 3, "machine": {"torch_threads": 2}})
 
 
 def test_plot_labels_do_not_overlap_and_every_line_is_in_the_legend(tmp_path):
@@ -190,7 +266,9 @@ def test_plot_labels_do_not_overlap_and_every_line_is_in_the_legend(tmp_path):
                 for j in range(i):
                     assert not a.overlaps(boxes[j]), (texts[i].get_text(), texts[j].get_text())
         # every frontier point of a swept curve is labelled in its panel (frontier labels are placed first)
-        for ax, front_key, xkey in zip(fig.axes, ("pareto_speedup", "pareto_calls"), ("speedup", "target_calls_per_token")):
+        for ax, front_key, xkey in zip(
+            fig.axes, ("pareto_speedup", "pareto_calls"), ("speedup", "target_calls_per_token")
+        ):
             labelled = {tuple(t.xy) for t in ax.texts if t.get_visible()}
             front = [p for p in result.points if p[front_key] and p["knob"]]
             assert front and all((p[xkey], p["quality"]) in labelled for p in front)
@@ -205,19 +283,30 @@ def test_plot_labels_do_not_overlap_and_every_line_is_in_the_legend(tmp_path):
 
 
 def _pt(curve, value, quality, parses, calls, speed, mode="speculative", role="rule", knob="alpha"):
-    return {"curve": curve, "role": role, "knob": knob, "value": value, "mode": mode, "rule": "token_v3",
-            "policy": f"{curve}@{value}", "temperature": 0.0, "quality": quality, "parses": parses,
-            "target_calls_per_token": calls, "speedup": speed}
+    return {
+        "curve": curve,
+        "role": role,
+        "knob": knob,
+        "value": value,
+        "mode": mode,
+        "rule": "token_v3",
+        "policy": f"{curve}@{value}",
+        "temperature": 0.0,
+        "quality": quality,
+        "parses": parses,
+        "target_calls_per_token": calls,
+        "speedup": speed,
+    }
 
 
 def test_within_1pct_needs_the_quality_and_the_parse_rate_and_ships_the_fewest_calls():
     points = [
         _pt("target-only", None, 20.0, 0.80, 1.0, 1.0, mode="target", role="reference", knob=None),
         _pt("c", 0.0, 20.0, 0.80, 0.50, 0.9),
-        _pt("c", 0.5, 19.9, 0.80, 0.40, 1.1),   # within 1% on both: qualifies
-        _pt("c", 1.0, 30.0, 0.40, 0.20, 1.6),   # a closer first line, but half the code breaks: does not
+        _pt("c", 0.5, 19.9, 0.80, 0.40, 1.1),  # within 1% on both: qualifies
+        _pt("c", 1.0, 30.0, 0.40, 0.20, 1.6),  # a closer first line, but half the code breaks: does not
     ]
-    result = sweep.analyze(points, {})
+    result = sweep_analysis.analyze(points, {})
     c = next(r for r in result.curves if r["curve"] == "c")
     assert [p["within_1pct"] for p in result.points] == [True, True, True, False]
     assert c["value_within_1pct"] == 0.5 and c["policy_within_1pct"] == "c@0.5"
@@ -228,13 +317,15 @@ def test_within_1pct_needs_the_quality_and_the_parse_rate_and_ships_the_fewest_c
 def test_sweep_from_json_reanalyses_and_replots(tmp_path, capsys):
     points = [
         _pt("target-only", None, 20.0, 0.80, 1.0, 1.0, mode="target", role="reference", knob=None),
-        _pt("c", 0.0, 20.0, 0.80, 0.50, 0.9), _pt("c", 0.5, 19.9, 0.80, 0.40, 1.1), _pt("c", 1.0, 30.0, 0.4, 0.2, 1.6),
+        _pt("c", 0.0, 20.0, 0.80, 0.50, 0.9),
+        _pt("c", 0.5, 19.9, 0.80, 0.40, 1.1),
+        _pt("c", 1.0, 30.0, 0.4, 0.2, 1.6),
     ]
     for p in points:
         p.update(quality_low=p["quality"] - 1, quality_high=p["quality"] + 1)
     src = tmp_path / "old" / "sweep.json"
     src.parent.mkdir()
-    src.write_text(json.dumps(sweep.analyze(points, {"n_prompts": 4}).to_dict()))
+    src.write_text(json.dumps(sweep_analysis.analyze(points, {"n_prompts": 4}).to_dict()))
     out = tmp_path / "new"
     assert cascade_main(["sweep", "--from", str(src), "--out", str(out)]) == 0
     data = json.loads((out / "sweep.json").read_text())

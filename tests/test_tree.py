@@ -11,10 +11,10 @@ from cascade.drafter import DrafterBase, TreeDraft
 from cascade.engine import Engine
 from cascade.errors import CascadeError, PluginError
 from cascade.hookspecs import hookimpl
+from cascade.masks import attention, check_parents, depths
 from cascade.plugins import build_registry
 from cascade.policy import parse_policy
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
-from cascade.tree import attention, check_parents, depths
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 PARENTS = [-1, -1, 0, 2, 1]  # two children of the root; a chain of two under the first, one under the second
@@ -62,9 +62,14 @@ class TreeDrafter(DrafterBase):
             logits = self._q(torch.cat([context, torch.tensor(path, device=context.device)]))
             tokens += self._draw(logits, 1)
             probs.append(S.softmax(logits))
-        return [TreeDraft(torch.tensor(tokens[:k], device=context.device),
-                          torch.tensor(PARENTS[:k], device=context.device),
-                          torch.stack(probs[:k]) if self.sampled else None, calls=4)]
+        return [
+            TreeDraft(
+                torch.tensor(tokens[:k], device=context.device),
+                torch.tensor(PARENTS[:k], device=context.device),
+                torch.stack(probs[:k]) if self.sampled else None,
+                calls=4,
+            )
+        ]
 
     def observe(self, feedbacks):
         (feedback,) = feedbacks
@@ -87,8 +92,12 @@ def registry():
 
 
 def engine(f, sampled=False, runtime="auto", **kw) -> Engine:
-    d = policy_dict(target=f["target"], plugin="tree-sampled" if sampled else "tree-test",
-                    drafter_options={"model": str(f["near"])}, **kw)
+    d = policy_dict(
+        target=f["target"],
+        plugin="tree-sampled" if sampled else "tree-test",
+        drafter_options={"model": str(f["near"])},
+        **kw,
+    )
     d["target"]["runtime"] = runtime
     return Engine.from_policy(parse_policy(d), registry=registry())
 
@@ -144,20 +153,31 @@ def test_the_target_cache_holds_exactly_the_accepted_path(family):
     assert any(s.accepted > 0 for s in g.steps) and max(holes) > 0  # rejected nodes left holes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampled,rule,alpha", [(False, "none", 0.0), (True, "none", 0.0), (True, "token_v3", 0.5)])
 def test_sampling_through_a_tree_matches_pi(family, sampled, rule, alpha):
     """The first emitted token after a tree (multi-round acceptance at the root) is distributed as π."""
     f = family("gpt2")
-    e = engine(f, sampled=sampled, rule=rule, alpha=alpha, temperature=1.0, top_k=4, block_size=5,
-               max_new_tokens=2, ignore_eos=True)
+    e = engine(
+        f,
+        sampled=sampled,
+        rule=rule,
+        alpha=alpha,
+        temperature=1.0,
+        top_k=4,
+        block_size=5,
+        max_new_tokens=2,
+        ignore_eos=True,
+    )
     ids = e.encode(PROMPT)
     with torch.no_grad():
         p_logits = e.target_model(input_ids=ids[None]).logits[0, -1]
         q_logits = e.drafter.model(input_ids=ids[None]).logits[0, -1]
     r = e.rule.defer(S.softmax(q_logits)[None], S.softmax(p_logits)[None])
     pi = S.mixture(r, S.warp(q_logits, e.params)[None], S.warp(p_logits, e.params)[None])[0]
-    assert_first_tokens_follow(lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0],
-                               pi, 1200)
+    assert_first_tokens_follow(
+        lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0], pi, 1200
+    )
 
 
 def test_a_cascade_rule_on_a_sampled_tree_decodes_and_logs(family):
@@ -204,8 +224,14 @@ def test_a_drafter_that_reads_features_gets_the_targets_hidden_states_on_the_acc
     module = types.ModuleType("tree-features")
     module.register_drafters = hookimpl(lambda register: register("tree-features", FeatureReader))
     f = family("qwen2")
-    d = policy_dict(target=f["target"], plugin="tree-features", drafter_options={"model": str(f["near"])},
-                    block_size=5, ignore_eos=True, max_new_tokens=20)
+    d = policy_dict(
+        target=f["target"],
+        plugin="tree-features",
+        drafter_options={"model": str(f["near"])},
+        block_size=5,
+        ignore_eos=True,
+        max_new_tokens=20,
+    )
     d["target"]["runtime"] = runtime
     e = Engine.from_policy(parse_policy(d), registry=build_registry(extra=[("tree-features", module)]))
     g = e.generate(PROMPT)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: ./scripts/test.sh runs it, --fast skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ("engine", "sampling", "verify", "rules", "drafter", "policy", "plugins", "hookspecs", "features", "metrics")
 

@@ -24,10 +24,18 @@ def test_shipped_model_loads_and_decodes(name):
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ids = tok("def fibonacci(n):\n    ", return_tensors="pt")["input_ids"]
     out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.eos_token_id)
-    assert out.shape[1] == ids.shape[1] + 8 or tok.eos_token_id in out[0, ids.shape[1]:].tolist()
+    assert out.shape[1] == ids.shape[1] + 8 or tok.eos_token_id in out[0, ids.shape[1] :].tolist()
     assert model.config.vocab_size == len(tok) == 8192
     card = json.loads((folder / "card.json").read_text())
-    for key in ("parameters", "tokens_seen", "training_minutes", "machine", "heldout_loss", "heldout_perplexity", "command"):
+    for key in (
+        "parameters",
+        "tokens_seen",
+        "training_minutes",
+        "machine",
+        "heldout_loss",
+        "heldout_perplexity",
+        "command",
+    ):
         assert key in card
     assert (folder / "README.md").exists()
 
@@ -84,8 +92,10 @@ def test_prompts_open_at_a_statement_and_cut_before_one(tokenizer_dir):
     from cascade.zoo.prompts import cases
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    body = "".join(f"    def m{i}(self, x):\n        if x:\n            return x + {i}\n        return ({i},\n                x)\n"
-                   for i in range(30))
+    body = "".join(
+        f"    def m{i}(self, x):\n        if x:\n            return x + {i}\n        return ({i},\n                x)\n"
+        for i in range(30)
+    )
     text = "class C:\n" + body
     for case in cases(tok, n=6, seed=3, files=[data.SourceFile("c.py", text)], max_prompt_tokens=60):
         first = case["prompt"].splitlines()[0].strip()
@@ -93,6 +103,7 @@ def test_prompts_open_at_a_statement_and_cut_before_one(tokenizer_dir):
         assert case["reference"].lstrip().startswith(("def ", "if ", "return ")), case["reference"][:30]
 
 
+@pytest.mark.slow
 def test_training_checkpoints_resumes_and_exports(tmp_path, tokenizer_dir):
     """Two short runs: the second resumes the first's checkpoint; the export loads with from_pretrained."""
     import shutil

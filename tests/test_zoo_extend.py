@@ -19,8 +19,16 @@ def member(tmp_path, tokenizer_dir):
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=0,
-                     eos_token_id=0, pad_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     folder = tmp_path / "models" / "tiny"
     GPT2LMHeadModel(cfg).to(torch.float16).save_pretrained(folder)
     tok.save_pretrained(folder)
@@ -36,6 +44,7 @@ def member(tmp_path, tokenizer_dir):
     return folder, work
 
 
+@pytest.mark.slow
 def test_extending_trains_only_the_new_rows_and_keeps_the_model_on_short_contexts(tmp_path, tokenizer_dir):
     from transformers import GPT2LMHeadModel
 
@@ -59,18 +68,24 @@ def test_extending_trains_only_the_new_rows_and_keeps_the_model_on_short_context
         assert torch.equal(model(input_ids=short).logits, old_logits)  # the same model on 64 tokens
         model(input_ids=torch.randint(1, 300, (1, POSITIONS)))  # and it reads 2560
     trained = load_file(work / f"tiny-extend-{POSITIONS}" / "state.safetensors")["table"]
-    start = torch.cat([before["transformer.wpe.weight"].float(), before["transformer.wpe.weight"].float()[-64:].repeat(39, 1)])
+    start = torch.cat(
+        [before["transformer.wpe.weight"].float(), before["transformer.wpe.weight"].float()[-64:].repeat(39, 1)]
+    )
     assert torch.equal(trained[:64], start[:64]) and not torch.equal(trained[64:], start[64:])  # new rows moved
     card = json.loads((folder / "card.json").read_text())
     assert card["heldout_loss"] == 5.0  # the member's own card, with the extension added
     long = card["long_context"]
-    assert long["positions"] == POSITIONS and long["steps"] == 3 and set(long["heldout_loss_by_context"]) == {
-        "512", "1024", "2048"}
+    assert (
+        long["positions"] == POSITIONS
+        and long["steps"] == 3
+        and set(long["heldout_loss_by_context"]) == {"512", "1024", "2048"}
+    )
     assert "cascade zoo extend tiny --positions 2560" in long["command"]
     assert json.loads((folder / "tokenizer_config.json").read_text())["model_max_length"] == POSITIONS
     assert any("validation loss" in m for m in logs)
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_only_with_the_same_settings(tmp_path, tokenizer_dir):
     folder, work = member(tmp_path, tokenizer_dir)
     backup = tmp_path / "backup"
@@ -79,8 +94,9 @@ def test_a_rerun_resumes_only_with_the_same_settings(tmp_path, tokenizer_dir):
     shutil.rmtree(folder)
     shutil.copytree(backup, folder)
     logs: list[str] = []
-    ext.extend("tiny", folder.parent, work, ext.ExtendSettings(positions=POSITIONS, tokens=4 * POSITIONS),
-               log=logs.append)
+    ext.extend(
+        "tiny", folder.parent, work, ext.ExtendSettings(positions=POSITIONS, tokens=4 * POSITIONS), log=logs.append
+    )
     assert any("resumed at step 1" in m for m in logs)
     shutil.rmtree(folder)
     shutil.copytree(backup, folder)

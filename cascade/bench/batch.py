@@ -48,7 +48,9 @@ class Cell:
     seconds: list[float] = field(default_factory=list)  # wall time per timed pass
     tokens: int = 0  # tokens per pass (all rows)
     row_tok_s: list[float] = field(default_factory=list)  # per pass: mean over rows of tokens / time to finish
-    decode_seconds: list[float] = field(default_factory=list)  # per pass: wall time less each batch's time to first token
+    decode_seconds: list[float] = field(
+        default_factory=list
+    )  # per pass: wall time less each batch's time to first token
     counts: dict[str, float] = field(default_factory=dict)  # τ, d, n̄ of the last pass
     waste: dict[str, float] = field(default_factory=dict)  # pad waste, holes, KV bytes per row
 
@@ -63,14 +65,21 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
-def run_batch_bench(policies, prompts: list[dict], batch_sizes: Sequence[int], *, repeats: int = 3,
-                    warmup: int = 1, max_new_tokens: int | None = None, progress: bool = True,
-                    meta: dict | None = None) -> dict:
+def run_batch_bench(
+    policies,
+    prompts: list[dict],
+    batch_sizes: Sequence[int],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    max_new_tokens: int | None = None,
+    progress: bool = True,
+    meta: dict | None = None,
+) -> dict:
     rows = [r for r in plan_rows(policies, ModelCache()) if r.kind == "policy"]
     for r in rows:
         if r.policy.mode == "sequential":
-            raise CascadeError(f"{r.name}: mode 'sequential' decodes one row at a time; bench it without "
-                               "--batch-sizes")
+            raise CascadeError(f"{r.name}: mode 'sequential' decodes one row at a time; bench it without --batch-sizes")
     n = max(batch_sizes)
     texts = [prompts[i % len(prompts)]["prompt"] for i in range(n)]
     cells = {(r.name, b): Cell(r.name, b) for r in rows for b in batch_sizes}
@@ -104,18 +113,35 @@ def run_batch_bench(policies, prompts: list[dict], batch_sizes: Sequence[int], *
         cell = cells[r.name, b]
         sec = statistics.median(cell.seconds)
         vs_t, vs_1 = ratios[r.name, b], ratios[r.name, -b]
-        out.append({
-            "row": r.name, "batch_size": b, "prompts": n, "tokens": cell.tokens, "seconds": sec,
-            "total_tok_s": cell.tokens / sec, "row_tok_s": statistics.median(cell.row_tok_s),
-            "decode_tok_s": cell.tokens / statistics.median(cell.decode_seconds),
-            "speedup_vs_target": statistics.median(vs_t), "speedup_vs_target_range": [min(vs_t), max(vs_t)],
-            "speedup_vs_b1": statistics.median(vs_1), "speedup_vs_b1_range": [min(vs_1), max(vs_1)],
-            **cell.counts, **cell.waste, "predicted_vs_target": predicted[r.name, b],
-        })
-    return {"meta": dict(meta or {}, batch_sizes=list(batch_sizes), repeats=repeats, prompts_per_pass=n,
-                         note="speed-ups are medians of per-round ratios [min-max]; min(batch_sizes) is the "
-                              "'vs B=1' base"),
-            "rows": out}
+        out.append(
+            {
+                "row": r.name,
+                "batch_size": b,
+                "prompts": n,
+                "tokens": cell.tokens,
+                "seconds": sec,
+                "total_tok_s": cell.tokens / sec,
+                "row_tok_s": statistics.median(cell.row_tok_s),
+                "decode_tok_s": cell.tokens / statistics.median(cell.decode_seconds),
+                "speedup_vs_target": statistics.median(vs_t),
+                "speedup_vs_target_range": [min(vs_t), max(vs_t)],
+                "speedup_vs_b1": statistics.median(vs_1),
+                "speedup_vs_b1_range": [min(vs_1), max(vs_1)],
+                **cell.counts,
+                **cell.waste,
+                "predicted_vs_target": predicted[r.name, b],
+            }
+        )
+    return {
+        "meta": dict(
+            meta or {},
+            batch_sizes=list(batch_sizes),
+            repeats=repeats,
+            prompts_per_pass=n,
+            note="speed-ups are medians of per-round ratios [min-max]; min(batch_sizes) is the 'vs B=1' base",
+        ),
+        "rows": out,
+    }
 
 
 def _pass(engine, texts: list[str], b: int, max_new_tokens: int | None):
@@ -151,9 +177,11 @@ def _waste(before: dict, after: dict, engine) -> dict[str, float]:
     computed = (t1["fed"] - t0["fed"]) + (t1["padded"] - t0["padded"])
     attended = t1["attended"] - t0["attended"]
     kv = sum(a["peak_row_bytes"] for a in after.values())
-    return {"pad_waste": (t1["padded"] - t0["padded"]) / computed if computed else float("nan"),
-            "hole_fraction": (t1["holes"] - t0["holes"]) / attended if attended else float("nan"),
-            "kv_bytes_per_row": kv}
+    return {
+        "pad_waste": (t1["padded"] - t0["padded"]) / computed if computed else float("nan"),
+        "hole_fraction": (t1["holes"] - t0["holes"]) / attended if attended else float("nan"),
+        "kv_bytes_per_row": kv,
+    }
 
 
 def _counts(gens) -> dict[str, float]:
@@ -163,10 +191,12 @@ def _counts(gens) -> dict[str, float]:
     verified = sum(s.drafted + 1 for g in gens for s in g.steps)
     drafted = sum(s.drafted for g in gens for s in g.steps)
     drafter_calls = sum(g.metrics.drafter_calls for g in gens)
-    return {"tau": tokens / target_calls if target_calls else float("nan"),
-            "acceptance": sum(s.accepted for g in gens for s in g.steps) / drafted if drafted else float("nan"),
-            "drafter_calls_per_step": drafter_calls / steps if steps else 0.0,
-            "tokens_per_verification": verified / steps if steps else float("nan")}
+    return {
+        "tau": tokens / target_calls if target_calls else float("nan"),
+        "acceptance": sum(s.accepted for g in gens for s in g.steps) / drafted if drafted else float("nan"),
+        "drafter_calls_per_step": drafter_calls / steps if steps else 0.0,
+        "tokens_per_verification": verified / steps if steps else float("nan"),
+    }
 
 
 def _predict(r, b: int, counts: dict[str, float], prompt: str) -> float:
@@ -174,28 +204,64 @@ def _predict(r, b: int, counts: dict[str, float], prompt: str) -> float:
     if r.policy.mode == "target":
         return 1.0
     e = r.engine
-    gamma = max(r.policy.decoding.block_size, r.policy.decoding.max_block_size if
-                r.policy.decoding.block_schedule != "constant" else 0)
-    costs = costmodel.step_costs(e.target_model, drafter_model(e.drafter), e.encode(prompt).tolist(),
-                                 gamma, trials=5, rows=b, runtimes=profile.runtimes(e),
-                                 drafter_context=getattr(e.drafter, "context_tokens", None))
+    gamma = max(
+        r.policy.decoding.block_size,
+        r.policy.decoding.max_block_size if r.policy.decoding.block_schedule != "constant" else 0,
+    )
+    costs = costmodel.step_costs(
+        e.target_model,
+        drafter_model(e.drafter),
+        e.encode(prompt).tolist(),
+        gamma,
+        trials=5,
+        rows=b,
+        runtimes=profile.runtimes(e),
+        drafter_context=getattr(e.drafter, "context_tokens", None),
+    )
     v = costmodel.verify_cost(costs["verify_costs"], counts["tokens_per_verification"])
     counts.update(c=costs["c"], v=v)
     return counts["tau"] / (counts["drafter_calls_per_step"] * costs["c"] + v)
 
 
 def format_batch_result(result: dict) -> str:
-    head = ["row", "B", "total tok/s", "decode tok/s", "row tok/s", "vs target", "vs B=1", "predicted", "τ", "accept",
-            "c", "v", "pad waste", "holes", "KV/row"]
+    head = [
+        "row",
+        "B",
+        "total tok/s",
+        "decode tok/s",
+        "row tok/s",
+        "vs target",
+        "vs B=1",
+        "predicted",
+        "τ",
+        "accept",
+        "c",
+        "v",
+        "pad waste",
+        "holes",
+        "KV/row",
+    ]
     body: list[list[Any]] = []
     for x in result["rows"]:
         lo, hi = x["speedup_vs_target_range"]
         lo1, hi1 = x["speedup_vs_b1_range"]
-        body.append([x["row"], x["batch_size"], fmt(x["total_tok_s"], ".0f"), fmt(x["decode_tok_s"], ".0f"),
-                     fmt(x["row_tok_s"], ".1f"),
-                     f"{x['speedup_vs_target']:.2f}x [{lo:.2f}-{hi:.2f}]",
-                     f"{x['speedup_vs_b1']:.2f}x [{lo1:.2f}-{hi1:.2f}]", fmt(x["predicted_vs_target"], ".2f"),
-                     fmt(x["tau"], ".2f"), fmt(x.get("acceptance"), ".0%"), fmt(x.get("c"), ".2f"),
-                     fmt(x.get("v"), ".2f"), fmt(x["pad_waste"], ".1%"), fmt(x["hole_fraction"], ".1%"),
-                     f"{x['kv_bytes_per_row'] / 2**20:.1f} MiB"])
+        body.append(
+            [
+                x["row"],
+                x["batch_size"],
+                fmt(x["total_tok_s"], ".0f"),
+                fmt(x["decode_tok_s"], ".0f"),
+                fmt(x["row_tok_s"], ".1f"),
+                f"{x['speedup_vs_target']:.2f}x [{lo:.2f}-{hi:.2f}]",
+                f"{x['speedup_vs_b1']:.2f}x [{lo1:.2f}-{hi1:.2f}]",
+                fmt(x["predicted_vs_target"], ".2f"),
+                fmt(x["tau"], ".2f"),
+                fmt(x.get("acceptance"), ".0%"),
+                fmt(x.get("c"), ".2f"),
+                fmt(x.get("v"), ".2f"),
+                fmt(x["pad_waste"], ".1%"),
+                fmt(x["hole_fraction"], ".1%"),
+                f"{x['kv_bytes_per_row'] / 2**20:.1f} MiB",
+            ]
+        )
     return format_table(head, body)

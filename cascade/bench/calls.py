@@ -21,9 +21,37 @@ import torch
 
 from cascade.ragged import RaggedLM
 
-ARITHMETIC = ("mm", "addmm", "bmm", "matmul", "linear", "scaled_dot_product", "flash_attention", "layer_norm",
-              "native_layer_norm", "gelu", "silu", "add", "mul", "sub", "div", "neg", "rsqrt", "pow", "mean",
-              "cos", "sin", "cat", "index", "embedding", "copy_", "masked_fill", "softmax", "baddbmm", "exp")
+ARITHMETIC = (
+    "mm",
+    "addmm",
+    "bmm",
+    "matmul",
+    "linear",
+    "scaled_dot_product",
+    "flash_attention",
+    "layer_norm",
+    "native_layer_norm",
+    "gelu",
+    "silu",
+    "add",
+    "mul",
+    "sub",
+    "div",
+    "neg",
+    "rsqrt",
+    "pow",
+    "mean",
+    "cos",
+    "sin",
+    "cat",
+    "index",
+    "embedding",
+    "copy_",
+    "masked_fill",
+    "softmax",
+    "baddbmm",
+    "exp",
+)
 RUNTIMES = ("transformers", "lean")
 
 
@@ -85,8 +113,11 @@ def compare_runtimes(engine: Any, prompt: str, max_k: int, trials: int = 15) -> 
     for what, model, sizes in jobs:
         result = measure_calls(model, ids, sizes, trials)
         for n in sizes:
-            row = {"call": what if what != "target" else f"target, {n} token{'s' if n > 1 else ''}",
-                   "model": model.config.model_type, "tokens": n}
+            row = {
+                "call": what if what != "target" else f"target, {n} token{'s' if n > 1 else ''}",
+                "model": model.config.model_type,
+                "tokens": n,
+            }
             for rt, by_n in result.items():
                 row[f"{rt}_ms"] = by_n[n]["ms"]
                 row[f"{rt}_arithmetic"] = by_n[n]["arithmetic"]
@@ -100,6 +131,17 @@ def format_calls(rows: list[dict]) -> str:
     from cascade.tables import fmt, format_table
 
     head = ["call", "transformers ms", "arithmetic", "lean ms", "arithmetic", "lean speed-up"]
-    return format_table(head, [[r["call"], fmt(r["transformers_ms"], ".2f"), fmt(r["transformers_arithmetic"], ".0%"),
-                                fmt(r.get("lean_ms"), ".2f"), fmt(r.get("lean_arithmetic"), ".0%"),
-                                fmt(r.get("speedup"), ".2f", "x")] for r in rows])
+    return format_table(
+        head,
+        [
+            [
+                r["call"],
+                fmt(r["transformers_ms"], ".2f"),
+                fmt(r["transformers_arithmetic"], ".0%"),
+                fmt(r.get("lean_ms"), ".2f"),
+                fmt(r.get("lean_arithmetic"), ".0%"),
+                fmt(r.get("speedup"), ".2f", "x"),
+            ]
+            for r in rows
+        ],
+    )

@@ -27,79 +27,136 @@ from cascade.errors import CascadeError
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser(
-        "bench", help="policies side by side on the same prompts: speed, acceptance, quality, peers",
+        "bench",
+        help="policies side by side on the same prompts: speed, acceptance, quality, peers",
         description="Load each policy once, warm up, record one pass (store + quality), then time repeated passes "
-                    "round-robin. With no POLICY: the shipped set (" + ", ".join(DEFAULT_POLICIES) + ").")
+        "round-robin. With no POLICY: the shipped set (" + ", ".join(DEFAULT_POLICIES) + ").",
+    )
     bench.add_argument("policies", nargs="*", type=Path, metavar="POLICY", help="YAML policy files")
     _common(bench, repeats=3)
     _seeds(bench)
-    bench.add_argument("--peers", choices=PEERS, action="append", default=[],
-                       help="also run transformers' assisted generation and prompt lookup on the same models")
-    bench.add_argument("--batch-sizes", metavar="B,B,..",
-                       help="measure batched decoding instead: every row (and target-only) decodes the same prompts "
-                            "at each batch size (e.g. 1,4,8,16): total and per-row tok/s, speed-ups over target-only "
-                            "at the same B and over B=1, padding and hole waste, KV memory per row, and the cost "
-                            "model's prediction")
-    bench.add_argument("--calls", type=int, metavar="K",
-                       help="measure single model calls instead: the drafter's step and target calls over 1..K+1 "
-                            "tokens, transformers' forward against cascade's lean one, with the arithmetic share")
+    bench.add_argument(
+        "--peers",
+        choices=PEERS,
+        action="append",
+        default=[],
+        help="also run transformers' assisted generation and prompt lookup on the same models",
+    )
+    bench.add_argument(
+        "--batch-sizes",
+        metavar="B,B,..",
+        help="measure batched decoding instead: every row (and target-only) decodes the same prompts "
+        "at each batch size (e.g. 1,4,8,16): total and per-row tok/s, speed-ups over target-only "
+        "at the same B and over B=1, padding and hole waste, KV memory per row, and the cost "
+        "model's prediction",
+    )
+    bench.add_argument(
+        "--calls",
+        type=int,
+        metavar="K",
+        help="measure single model calls instead: the drafter's step and target calls over 1..K+1 "
+        "tokens, transformers' forward against cascade's lean one, with the arithmetic share",
+    )
     bench.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results to this JSON file")
     bench.set_defaults(func=cmd_bench)
 
     cost = sub.add_parser(
-        "store-cost", help="what logging every decision to the store costs (alternating passes)",
+        "store-cost",
+        help="what logging every decision to the store costs (alternating passes)",
         description="Time POLICY on the prompts with and without logging to the store, in alternating passes "
-                    "(one process, so drift hits both sides alike); prints the ratio of median pass times.")
+        "(one process, so drift hits both sides alike); prints the ratio of median pass times.",
+    )
     cost.add_argument("policy", type=Path, metavar="POLICY", help="YAML policy file")
     _common(cost, repeats=3)
     cost.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the figures to this JSON file")
     cost.set_defaults(func=cmd_store_cost)
 
     sweep = sub.add_parser(
-        "sweep", help="trace rules' speed/quality trade-off over α; CSV, JSON and a PNG plot",
+        "sweep",
+        help="trace rules' speed/quality trade-off over α; CSV, JSON and a PNG plot",
         description="Vary α of each policy's rule (lenience for lossy policies), measure chrF against speed-up and "
-                    "target calls per token, mark the Pareto frontier; target-only, lossless speculative, the "
-                    "sequential cascade and lossy speculative decoding are added as baselines. Every point runs the "
-                    "prompts like a bench row; a line up front gives the number of generations and an estimate of "
-                    "the time (--limit N prompts and --alphas N points per curve make it shorter).")
-    sweep.add_argument("policies", nargs="*", type=Path, metavar="POLICY",
-                       help="YAML policy files (default: the shipped token_v3 and chow cascades, the n-gram cascade "
-                            "and lossless n-gram lookup)")
+        "target calls per token, mark the Pareto frontier; target-only, lossless speculative, the "
+        "sequential cascade and lossy speculative decoding are added as baselines. Every point runs the "
+        "prompts like a bench row; a line up front gives the number of generations and an estimate of "
+        "the time (--limit N prompts and --alphas N points per curve make it shorter).",
+    )
+    sweep.add_argument(
+        "policies",
+        nargs="*",
+        type=Path,
+        metavar="POLICY",
+        help="YAML policy files (default: the shipped token_v3 and chow cascades, the n-gram cascade "
+        "and lossless n-gram lookup)",
+    )
     grid = sweep.add_mutually_exclusive_group()
     grid.add_argument("--alpha", metavar="A,B,C", help="these α values (each rule keeps those in its range)")
-    grid.add_argument("--alphas", type=int, default=5, metavar="N",
-                      help="N evenly spaced α over each rule's range (default 5)")
-    sweep.add_argument("--lenience", metavar="A,B,C", help="lenience values for lossy policies (default: like --alphas)")
+    grid.add_argument(
+        "--alphas", type=int, default=5, metavar="N", help="N evenly spaced α over each rule's range (default 5)"
+    )
+    sweep.add_argument(
+        "--lenience", metavar="A,B,C", help="lenience values for lossy policies (default: like --alphas)"
+    )
     sweep.add_argument("--no-baselines", action="store_true", help="do not add the baseline curves")
-    sweep.add_argument("--from", dest="from_json", type=Path, metavar="SWEEP_JSON",
-                       help="measure nothing: re-analyse and re-plot a sweep.json written earlier (into --out)")
-    sweep.add_argument("--out", type=Path, default=Path("sweep"), metavar="DIR",
-                       help="where sweep.csv, sweep.json and sweep.png go (default ./sweep)")
+    sweep.add_argument(
+        "--from",
+        dest="from_json",
+        type=Path,
+        metavar="SWEEP_JSON",
+        help="measure nothing: re-analyse and re-plot a sweep.json written earlier (into --out)",
+    )
+    sweep.add_argument(
+        "--out",
+        type=Path,
+        default=Path("sweep"),
+        metavar="DIR",
+        help="where sweep.csv, sweep.json and sweep.png go (default ./sweep)",
+    )
     _common(sweep, repeats=1)
     _seeds(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
 
 def _seeds(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seeds", type=int, default=1, metavar="N",
-                   help="recorded generations per prompt, seeds 0..N-1 (default 1; use several with --temperature > 0)")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="recorded generations per prompt, seeds 0..N-1 (default 1; use several with --temperature > 0)",
+    )
 
 
 def _common(p: argparse.ArgumentParser, repeats: int) -> None:
     p.add_argument("--prompts", type=Path, help=f"JSONL prompts with references (default: {DEFAULT_PROMPTS})")
-    p.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
-                   help=f"the first N prompts only (default {DEFAULT_LIMIT}; 0 = all of them)")
-    p.add_argument("--prompt-tokens", type=int, metavar="S",
-                   help="cut every prompt to its last S tokens (the first policy's tokenizer), leaving out shorter "
-                        "ones: measures at one context length")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"the first N prompts only (default {DEFAULT_LIMIT}; 0 = all of them)",
+    )
+    p.add_argument(
+        "--prompt-tokens",
+        type=int,
+        metavar="S",
+        help="cut every prompt to its last S tokens (the first policy's tokenizer), leaving out shorter "
+        "ones: measures at one context length",
+    )
     p.add_argument("--repeats", type=int, default=repeats, metavar="N", help=f"timed passes (default {repeats})")
     p.add_argument("--warmup", type=int, default=1, metavar="N", help="untimed warm-up generations per row (default 1)")
     p.add_argument("--max-new-tokens", type=int, metavar="N", help="override decoding.max_new_tokens for every row")
-    p.add_argument("--temperature", type=float, metavar="T",
-                   help="override decoding.temperature for every row (e.g. 1 to evaluate sampling; 0 = greedy)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        metavar="T",
+        help="override decoding.temperature for every row (e.g. 1 to evaluate sampling; 0 = greedy)",
+    )
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--store", metavar="URL",
-                   help="log runs to this database (default: $CASCADE_STORE, else cascade.db in the user's folder)")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="log runs to this database (default: $CASCADE_STORE, else cascade.db in the user's folder)",
+    )
     p.add_argument("--no-store", action="store_true", help="do not log the runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -138,13 +195,17 @@ def _setup(args, paths: list[Path]) -> _Setup:
         from cascade.prompts import tail_prompts
 
         spec = policies[0].target
-        tokenizer = models.load_tokenizer(models.resolve_model_path(spec.model, policies[0].base_dir),
-                                          spec.trust_remote_code, spec.revision)
+        tokenizer = models.load_tokenizer(
+            models.resolve_model_path(spec.model, policies[0].base_dir), spec.trust_remote_code, spec.revision
+        )
         prompts = tail_prompts(prompts, tokenizer, args.prompt_tokens)
     url = resolve_url(args.store, no_store=args.no_store, policy=policies[0])
     store = Store.open(url) if url else None  # a bad URL fails here, before any model loads
-    meta = {"prompts": str(prompts_path), "policies": [str(p) for p in paths],
-            "command": " ".join(["cascade", *sys.argv[1:]])}
+    meta = {
+        "prompts": str(prompts_path),
+        "policies": [str(p) for p in paths],
+        "command": " ".join(["cascade", *sys.argv[1:]]),
+    }
     return _Setup(policies, prompts, store, meta)
 
 
@@ -158,9 +219,19 @@ def cmd_bench(args) -> int:
         return _bench_calls(args)
     s = _setup(args, list(args.policies) or default_policies())
     try:
-        result = run_bench(s.policies, s.prompts, repeats=args.repeats, warmup=args.warmup, seeds=args.seeds,
-                           max_new_tokens=args.max_new_tokens, peers=args.peers, store=s.store,
-                           progress=not args.no_progress, meta=s.meta, eta="bench")
+        result = run_bench(
+            s.policies,
+            s.prompts,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            seeds=args.seeds,
+            max_new_tokens=args.max_new_tokens,
+            peers=args.peers,
+            store=s.store,
+            progress=not args.no_progress,
+            meta=s.meta,
+            eta="bench",
+        )
     finally:
         if s.store:
             s.store.close()
@@ -180,8 +251,16 @@ def _bench_batches(args) -> int:
     s = _setup(args, list(args.policies) or default_policies())
     if s.store:
         s.store.close()  # batched passes are timed without logging
-    result = run_batch_bench(s.policies, s.prompts, sizes, repeats=args.repeats, warmup=args.warmup,
-                             max_new_tokens=args.max_new_tokens, progress=not args.no_progress, meta=s.meta)
+    result = run_batch_bench(
+        s.policies,
+        s.prompts,
+        sizes,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.no_progress,
+        meta=s.meta,
+    )
     print(format_batch_result(result))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
@@ -200,8 +279,9 @@ def _bench_calls(args) -> int:
         s.store.close()
     results = {}
     for policy in s.policies:
-        rows = compare_runtimes(Engine.from_policy(policy), s.prompts[0]["prompt"], args.calls,
-                                trials=max(args.repeats, 5))
+        rows = compare_runtimes(
+            Engine.from_policy(policy), s.prompts[0]["prompt"], args.calls, trials=max(args.repeats, 5)
+        )
         results[policy.name] = rows
         print(f"{policy.name}\n{format_calls(rows)}\n")
     if args.json_out:
@@ -218,8 +298,13 @@ def cmd_store_cost(args) -> int:
     if s.store is None:
         raise CascadeError("store-cost compares against the store: drop --no-store, or name one with --store URL")
     try:
-        cost = measure(Engine.from_policy(s.policies[0]), s.store, [p["prompt"] for p in s.prompts],
-                       passes=args.repeats, max_new_tokens=args.max_new_tokens)
+        cost = measure(
+            Engine.from_policy(s.policies[0]),
+            s.store,
+            [p["prompt"] for p in s.prompts],
+            passes=args.repeats,
+            max_new_tokens=args.max_new_tokens,
+        )
     finally:
         s.store.close()
     print(cost.summary())
@@ -229,28 +314,38 @@ def cmd_store_cost(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from cascade.bench import sweep
+    from cascade.bench import sweep, sweep_analysis
     from cascade.bench.sweep_plot import write_outputs
 
     if args.from_json:
-        result = sweep.load(args.from_json)
+        result = sweep_analysis.load(args.from_json)
         paths = write_outputs(result, args.out)
-        print(sweep.format_summary(result))
+        print(sweep_analysis.format_summary(result))
         print("\nwrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
         return 0
     s = _setup(args, list(args.policies) or default_policies(DEFAULT_SWEEP))
     alphas = sweep.parse_values(args.alpha, "--alpha") if args.alpha else None
     lenience = sweep.parse_values(args.lenience, "--lenience") if args.lenience else None
-    curves = sweep.plan_curves(s.policies, alphas=alphas, n=args.alphas, lenience=lenience,
-                               baselines=not args.no_baselines)
+    curves = sweep.plan_curves(
+        s.policies, alphas=alphas, n=args.alphas, lenience=lenience, baselines=not args.no_baselines
+    )
     try:
-        result = sweep.run_sweep(curves, s.prompts, repeats=args.repeats, warmup=args.warmup, seeds=args.seeds,
-                                 max_new_tokens=args.max_new_tokens, store=s.store, progress=not args.no_progress,
-                                 meta=s.meta, eta="sweep")
+        result = sweep.run_sweep(
+            curves,
+            s.prompts,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            seeds=args.seeds,
+            max_new_tokens=args.max_new_tokens,
+            store=s.store,
+            progress=not args.no_progress,
+            meta=s.meta,
+            eta="sweep",
+        )
     finally:
         if s.store:
             s.store.close()
     paths = write_outputs(result, args.out)
-    print(sweep.format_summary(result))
+    print(sweep_analysis.format_summary(result))
     print("\nwrote " + ", ".join(str(p) for p in paths.values()), file=sys.stderr)
     return 0

@@ -83,7 +83,7 @@ def complete_lines(text: str) -> str:
 
 
 def syntax_status(code: str) -> str:
-    """"ok" (parses), "incomplete" (fails only because it ends early) or "error"."""
+    """ "ok" (parses), "incomplete" (fails only because it ends early) or "error"."""
     try:
         ast.parse(code)
         return "ok"

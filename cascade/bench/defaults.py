@@ -8,8 +8,14 @@ from cascade.errors import CascadeError
 
 # `cascade bench` with no POLICY: the shipped policies, in this order
 DEFAULT_POLICIES = (
-    "target-only", "speculative-lossless", "speculative-ngram", "eagle-chain", "cascade-token-v3",
-    "cascade-ngram-token-v3", "sequential-chow", "lossy-speculative",
+    "target-only",
+    "speculative-lossless",
+    "speculative-ngram",
+    "eagle-chain",
+    "cascade-token-v3",
+    "cascade-ngram-token-v3",
+    "sequential-chow",
+    "lossy-speculative",
 )
 # `cascade sweep` with no POLICY
 DEFAULT_SWEEP = ("cascade-token-v3", "cascade-chow", "cascade-ngram-token-v3", "speculative-ngram")
@@ -24,8 +30,10 @@ def shipped(relative: str) -> Path:
         candidate = base / relative
         if candidate.exists():
             return candidate
-    raise CascadeError(f"{relative} not found in {Path.cwd()} or next to the cascade package: "
-                       "run from the cascade checkout or name the files explicitly")
+    raise CascadeError(
+        f"{relative} not found in {Path.cwd()} or next to the cascade package: "
+        "run from the cascade checkout or name the files explicitly"
+    )
 
 
 def default_policies(names: tuple[str, ...] = DEFAULT_POLICIES) -> list[Path]:

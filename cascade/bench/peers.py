@@ -75,8 +75,16 @@ class HFPeerRow:
     kind = "peer"
     lossless = True  # greedy assisted generation and prompt lookup reproduce the target's greedy output
 
-    def __init__(self, name: str, like: PolicyRow, *, assistant=None, lookup_ngram: int | None = None,
-                 block_size: int | None = None, transformers_defaults: bool = False):
+    def __init__(
+        self,
+        name: str,
+        like: PolicyRow,
+        *,
+        assistant=None,
+        lookup_ngram: int | None = None,
+        block_size: int | None = None,
+        transformers_defaults: bool = False,
+    ):
         from transformers import GenerationConfig
 
         self.name, self.like, self.auto = name, like, False
@@ -85,7 +93,9 @@ class HFPeerRow:
         self.assistant = assistant
         # one model object as both target and assistant: forward passes cannot be told apart
         self.shared = assistant is not None and assistant is like.target_model
-        self.block_size = HF_DEFAULT_TOKENS if transformers_defaults else (block_size or like.policy.decoding.block_size)
+        self.block_size = (
+            HF_DEFAULT_TOKENS if transformers_defaults else (block_size or like.policy.decoding.block_size)
+        )
         self.lookup_ngram = lookup_ngram
         d = like.policy.decoding
         tok = like.engine.tokenizer
@@ -102,8 +112,9 @@ class HFPeerRow:
                 cfg.num_assistant_tokens_schedule = HF_DEFAULT_SCHEDULE
                 cfg.assistant_confidence_threshold = HF_DEFAULT_CONFIDENCE
             else:
-                cfg.num_assistant_tokens_schedule = ("heuristic_transient" if d.block_schedule == "heuristic"
-                                                     else "constant")
+                cfg.num_assistant_tokens_schedule = (
+                    "heuristic_transient" if d.block_schedule == "heuristic" else "constant"
+                )
                 cfg.assistant_confidence_threshold = 0.0
             self.assistant_config = cfg
             self.kwargs["assistant_model"] = assistant
@@ -116,10 +127,21 @@ class HFPeerRow:
 
     def describe(self) -> dict[str, Any]:
         like = self.like.policy
-        drafter = (f"hf-assistant:{like.drafter.options.get('model')}" if self.assistant is not None
-                   else f"hf-prompt-lookup:max_ngram={self.lookup_ngram or 3}")
-        return {"mode": "peer", "rule": None, "alpha": None, "lenience": None, "block_size": self.block_size,
-                "temperature": 0.0, "target": like.target.model, "drafter": drafter}
+        drafter = (
+            f"hf-assistant:{like.drafter.options.get('model')}"
+            if self.assistant is not None
+            else f"hf-prompt-lookup:max_ngram={self.lookup_ngram or 3}"
+        )
+        return {
+            "mode": "peer",
+            "rule": None,
+            "alpha": None,
+            "lenience": None,
+            "block_size": self.block_size,
+            "temperature": 0.0,
+            "target": like.target.model,
+            "drafter": drafter,
+        }
 
     @contextlib.contextmanager
     def _assistant_config(self):
@@ -133,8 +155,9 @@ class HFPeerRow:
         finally:
             self.assistant.generation_config = saved
 
-    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False,
-                 seed: int | None = None):
+    def generate(
+        self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False, seed: int | None = None
+    ):
         ids = self.encode(prompt)  # greedy: `seed` changes nothing
         budget = max_new_tokens or self.like.policy.decoding.max_new_tokens
         if self.max_positions is not None:
@@ -157,7 +180,7 @@ class HFPeerRow:
             out = self.target_model.generate(input_ids, streamer=streamer, **kwargs)
             models.sync(self.device)
             metrics.decode_seconds = time.perf_counter() - t0
-        tokens = out[0, len(ids):].tolist()
+        tokens = out[0, len(ids) :].tolist()
         metrics.num_generated_tokens = len(tokens)
         if streamer is not None and streamer.at is not None:
             metrics.ttft_seconds = streamer.at - t0
@@ -191,8 +214,11 @@ def hf_peers(rows: list) -> list:
     if like is not None:
         peers.append(HFPeerRow(HF_ASSISTED, like, assistant=like.drafter_model))
         peers.append(HFPeerRow(HF_ASSISTED_DEFAULT, like, assistant=like.drafter_model, transformers_defaults=True))
-    ngram = [r for r in ours if r.policy.drafter is not None and r.policy.drafter.plugin == "ngram"
-             and r.policy.mode == "speculative"]
+    ngram = [
+        r
+        for r in ours
+        if r.policy.drafter is not None and r.policy.drafter.plugin == "ngram" and r.policy.mode == "speculative"
+    ]
     base = ngram[0] if ngram else (like or next((r for r in ours if r.policy.mode == "target"), ours[0]))
     max_ngram = int(ngram[0].policy.drafter.options.get("max_ngram", 3)) if ngram else 3
     peers.append(HFPeerRow(HF_LOOKUP, base, lookup_ngram=max_ngram))

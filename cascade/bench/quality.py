@@ -40,8 +40,11 @@ def corpus_chrf(hypotheses: Sequence[str], references: Sequence[str | None]) -> 
 
 
 @torch.inference_mode()
-def token_logprobs(model, prompt_ids: Sequence[int] | torch.Tensor, generated: Sequence[int] | torch.Tensor,
-                   ) -> torch.Tensor:
+def token_logprobs(
+    model,
+    prompt_ids: Sequence[int] | torch.Tensor,
+    generated: Sequence[int] | torch.Tensor,
+) -> torch.Tensor:
     """log p_target(x_i | prompt, x_<i) for every generated token, at T = 1. (n,) float32 on the CPU.
 
     One forward pass over prompt + generated (no cache); only the n positions that predict

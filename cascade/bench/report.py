@@ -8,9 +8,25 @@ from pathlib import Path
 from cascade.bench.results import BenchResult, Row
 from cascade.tables import fmt, format_table, is_missing
 
-COLUMNS = ("policy", "tok/s (median [min-max])", "speed-up [95% CI]", "τ", "accept", "defer", "target/tok",
-           "drafter/tok", "TTFT ms", "edit sim ±CI (Δ target ±CI)", "EM", "parses", "rep-4", "chrF (vs target)",
-           "logp (Δ target)", "identical", "ceiling")
+COLUMNS = (
+    "policy",
+    "tok/s (median [min-max])",
+    "speed-up [95% CI]",
+    "τ",
+    "accept",
+    "defer",
+    "target/tok",
+    "drafter/tok",
+    "TTFT ms",
+    "edit sim ±CI (Δ target ±CI)",
+    "EM",
+    "parses",
+    "rep-4",
+    "chrF (vs target)",
+    "logp (Δ target)",
+    "identical",
+    "ceiling",
+)
 
 
 def _estimate(d: dict | None, spec: str, signed: bool = False) -> str:
@@ -44,27 +60,29 @@ def table_rows(result: BenchResult) -> list[list[str]]:
     out = []
     for r in result.rows:
         ceiling = r.cost_model.get("speedup_ceiling") if r.cost_model else None
-        out.append([
-            r.name + (" *" if r.kind == "baseline" else ""),
-            f"{fmt(r.tokens_per_second, '.1f')} [{fmt(r.tokens_per_second_min, '.1f')}-"
-            f"{fmt(r.tokens_per_second_max, '.1f')}]",
-            fmt(r.speedup, ".2f", "x") + ("" if is_missing(r.speedup_low) else
-                                          f" [{fmt(r.speedup_low, '.2f')}-{fmt(r.speedup_high, '.2f')}]"),
-            fmt(r.mean_acceptance_length, ".2f"),
-            fmt(r.acceptance_rate, ".2f"),
-            fmt(r.deferral_rate, ".2f"),
-            fmt(r.target_calls_per_token, ".2f"),
-            fmt(r.drafter_calls_per_token, ".2f"),
-            fmt(r.ttft_seconds * 1e3 if r.ttft_seconds is not None else None, ".1f"),
-            quality_cell(r, "edit_similarity", ".1f"),
-            _estimate(r.quality.get("exact_match"), ".2f"),
-            _estimate(r.quality.get("parses"), ".2f"),
-            _estimate(r.quality.get("repeat_4"), ".2f"),
-            f"{fmt(r.chrf, '.1f')} ({fmt(r.chrf_rel * 100 if not is_missing(r.chrf_rel) else None, '.1f')}%)",
-            f"{fmt(r.target_logprob, '.3f')} ({fmt(r.target_logprob_delta, '+.3f')})",
-            identical_cell(r),
-            "" if is_missing(ceiling) else fmt(ceiling, ".2f", "x"),
-        ])
+        out.append(
+            [
+                r.name + (" *" if r.kind == "baseline" else ""),
+                f"{fmt(r.tokens_per_second, '.1f')} [{fmt(r.tokens_per_second_min, '.1f')}-"
+                f"{fmt(r.tokens_per_second_max, '.1f')}]",
+                fmt(r.speedup, ".2f", "x")
+                + ("" if is_missing(r.speedup_low) else f" [{fmt(r.speedup_low, '.2f')}-{fmt(r.speedup_high, '.2f')}]"),
+                fmt(r.mean_acceptance_length, ".2f"),
+                fmt(r.acceptance_rate, ".2f"),
+                fmt(r.deferral_rate, ".2f"),
+                fmt(r.target_calls_per_token, ".2f"),
+                fmt(r.drafter_calls_per_token, ".2f"),
+                fmt(r.ttft_seconds * 1e3 if r.ttft_seconds is not None else None, ".1f"),
+                quality_cell(r, "edit_similarity", ".1f"),
+                _estimate(r.quality.get("exact_match"), ".2f"),
+                _estimate(r.quality.get("parses"), ".2f"),
+                _estimate(r.quality.get("repeat_4"), ".2f"),
+                f"{fmt(r.chrf, '.1f')} ({fmt(r.chrf_rel * 100 if not is_missing(r.chrf_rel) else None, '.1f')}%)",
+                f"{fmt(r.target_logprob, '.3f')} ({fmt(r.target_logprob_delta, '+.3f')})",
+                identical_cell(r),
+                "" if is_missing(ceiling) else fmt(ceiling, ".2f", "x"),
+            ]
+        )
     return out
 
 
@@ -73,20 +91,25 @@ def format_result(result: BenchResult) -> str:
     m = meta.get("machine", {})
     device = m.get("cuda") or f"CPU {m.get('processor')} ({m.get('torch_threads')} torch threads)"
     seeds = meta.get("seeds") or 1
-    head = (f"{meta.get('n_prompts')} prompts" + (f" × {seeds} seeds" if seeds > 1 else "") +
-            f", {meta.get('repeats')} timed passes (median [min-max]), "
-            f"warm-up {meta.get('warmup')}; {device}; torch {m.get('torch')}, transformers {m.get('transformers')}")
-    notes = ["* added by the bench: target-only on the same target, the reference for speed-up and quality",
-             "speed-up: median tokens/s over target-only's; [95% CI]: the ratio of tokens/s over all timed passes, "
-             "bootstrapped over prompts",
-             "edit sim: normalised Levenshtein similarity (0-100) of the first generated line to the reference's "
-             "(CodeXGLUE line-level), mean over prompts ±95% CI, (paired difference to target-only ±95% CI); "
-             "EM: first line exact; parses: prompt + completion is Python (or only unfinished); "
-             "rep-4: share of repeated code-token 4-grams (loops; the references score about 0.1)",
-             "identical: greedy lossless rows vs target-only and the peers, token for token on every prompt",
-             "ceiling: upper bound on the speed-up from the row's own calls per token and forward costs measured "
-             "here: (1+ω)/(target/tok·(v+ω) + drafter/tok·c), v for its mean block, ω target-only's overhead "
-             "(cascade/costmodel.py)"]
+    head = (
+        f"{meta.get('n_prompts')} prompts"
+        + (f" × {seeds} seeds" if seeds > 1 else "")
+        + f", {meta.get('repeats')} timed passes (median [min-max]), "
+        f"warm-up {meta.get('warmup')}; {device}; torch {m.get('torch')}, transformers {m.get('transformers')}"
+    )
+    notes = [
+        "* added by the bench: target-only on the same target, the reference for speed-up and quality",
+        "speed-up: median tokens/s over target-only's; [95% CI]: the ratio of tokens/s over all timed passes, "
+        "bootstrapped over prompts",
+        "edit sim: normalised Levenshtein similarity (0-100) of the first generated line to the reference's "
+        "(CodeXGLUE line-level), mean over prompts ±95% CI, (paired difference to target-only ±95% CI); "
+        "EM: first line exact; parses: prompt + completion is Python (or only unfinished); "
+        "rep-4: share of repeated code-token 4-grams (loops; the references score about 0.1)",
+        "identical: greedy lossless rows vs target-only and the peers, token for token on every prompt",
+        "ceiling: upper bound on the speed-up from the row's own calls per token and forward costs measured "
+        "here: (1+ω)/(target/tok·(v+ω) + drafter/tok·c), v for its mean block, ω target-only's overhead "
+        "(cascade/costmodel.py)",
+    ]
     return "\n".join([head, "", format_table(list(COLUMNS), table_rows(result)), ""] + notes)
 
 

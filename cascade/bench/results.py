@@ -80,9 +80,14 @@ def machine_info() -> dict[str, Any]:
     import transformers
 
     info = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "cpu_count": _cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": None,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cpu_count": _cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": None,
     }
     if torch.cuda.is_available():
         info["cuda"] = torch.cuda.get_device_name(0)

@@ -24,9 +24,11 @@ def is_lossless_greedy(policy: Policy) -> bool:
     d = policy.decoding
     if d.temperature != 0.0:
         return False
-    return (policy.mode == "target"
-            or (policy.mode == "speculative" and policy.rule.name == "none")
-            or (policy.mode == "lossy" and d.lenience == 1.0))
+    return (
+        policy.mode == "target"
+        or (policy.mode == "speculative" and policy.rule.name == "none")
+        or (policy.mode == "lossy" and d.lenience == 1.0)
+    )
 
 
 class PolicyRow:
@@ -51,26 +53,36 @@ class PolicyRow:
         """
         d = self.policy.decoding
         # a schedule that varies the block may reach max_block_size
-        gamma = (d.block_size if d.block_schedule == "constant" else max(d.block_size, d.max_block_size)) \
-            if self.policy.verifies else 0
+        gamma = (
+            (d.block_size if d.block_schedule == "constant" else max(d.block_size, d.max_block_size))
+            if self.policy.verifies
+            else 0
+        )
         return (id(self.target_model), id(self.drafter_model), gamma)
 
     def encode(self, prompt: str) -> list[int]:
         return self.engine.encode(prompt).tolist()
 
-    def generate(self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False,
-                 seed: int | None = None):
-        gen = self.engine.generate(prompt, max_new_tokens=max_new_tokens, seed=seed, on_step=on_step,
-                                   record_decisions=record)
+    def generate(
+        self, prompt: str, max_new_tokens: int | None, *, on_step=None, record: bool = False, seed: int | None = None
+    ):
+        gen = self.engine.generate(
+            prompt, max_new_tokens=max_new_tokens, seed=seed, on_step=on_step, record_decisions=record
+        )
         models.sync(self.device)
         return gen
 
     def describe(self) -> dict[str, Any]:
         p = self.policy
         return {
-            "mode": p.mode, "rule": p.rule.name, "alpha": p.rule.alpha, "lenience": p.decoding.lenience,
-            "block_size": p.decoding.block_size, "temperature": p.decoding.temperature,
-            "target": p.target.model, "drafter": _drafter_label(p),
+            "mode": p.mode,
+            "rule": p.rule.name,
+            "alpha": p.rule.alpha,
+            "lenience": p.decoding.lenience,
+            "block_size": p.decoding.block_size,
+            "temperature": p.decoding.temperature,
+            "target": p.target.model,
+            "drafter": _drafter_label(p),
         }
 
 

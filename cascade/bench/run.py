@@ -134,10 +134,14 @@ def plan_rows(policies: Sequence[Policy], cache: ModelCache, registry=None, peer
 def _target_only(like: Policy, name: str, taken: set[str]) -> Policy:
     while name in taken:
         name += "'"
-    return like.derive(name, {
-        "mode": "target",
-        "description": f"target-only baseline added by `cascade bench` ({like.name}'s target)",
-    }, drop=("drafter", "rule", "description"))
+    return like.derive(
+        name,
+        {
+            "mode": "target",
+            "description": f"target-only baseline added by `cascade bench` ({like.name}'s target)",
+        },
+        drop=("drafter", "rule", "description"),
+    )
 
 
 # ---------------------------------------------------------------------- the run
@@ -183,8 +187,10 @@ def run_bench(
     if eta:
         budget = f" of up to {max_new_tokens} new tokens" if max_new_tokens else ""
         recorded = f"{seeds} recorded seeds" if seeds > 1 else "1 recorded"
-        plan = (f"{eta}: {len(rows)} {unit} × ({warmup} warm-up + {n} prompt{'s' if n != 1 else ''} × "
-                f"({recorded} + {repeats} timed)) = {total} generations{budget}")
+        plan = (
+            f"{eta}: {len(rows)} {unit} × ({warmup} warm-up + {n} prompt{'s' if n != 1 else ''} × "
+            f"({recorded} + {repeats} timed)) = {total} generations{budget}"
+        )
     with _progress(total, progress, plan) as bar:
         for r in rows:  # warm-up: caches, allocator, kernels; nothing kept
             bar.set_description(f"warm-up {r.name}")
@@ -208,9 +214,16 @@ def run_bench(
     cost = _costs(rows, prompts) if costs else {}
     result = summarize(rows, measures, cost, n)
     result.meta = {
-        "machine": machine_info(), "n_prompts": n, "repeats": repeats, "warmup": warmup, "seeds": seeds,
-        "max_new_tokens": max_new_tokens, "peers": list(peers), "model_loads": cache.loads,
-        "store": getattr(store, "url", None), **(meta or {}),
+        "machine": machine_info(),
+        "n_prompts": n,
+        "repeats": repeats,
+        "warmup": warmup,
+        "seeds": seeds,
+        "max_new_tokens": max_new_tokens,
+        "peers": list(peers),
+        "model_loads": cache.loads,
+        "store": getattr(store, "url", None),
+        **(meta or {}),
     }
     return result
 
@@ -243,8 +256,11 @@ class _Clock:
         self.done += 1
         if self.done == 1 and self.plan:
             first = time.perf_counter() - self.start
-            self.bar.write(f"{self.plan}; about {duration(first * self.total)} on this machine "
-                           f"(the first took {first:.2f} s; rows differ)", file=sys.stderr)
+            self.bar.write(
+                f"{self.plan}; about {duration(first * self.total)} on this machine "
+                f"(the first took {first:.2f} s; rows differ)",
+                file=sys.stderr,
+            )
 
 
 def duration(seconds: float) -> str:
@@ -269,11 +285,16 @@ def _record(r, prompts, max_new_tokens, store, m: Measure, bar, seeds: int = 1) 
             m.run_id = run.run_id
         for i, row in enumerate(prompts):
             for seed in range(seeds):
-                seq = run.start_sequence(row["prompt"], reference=row.get("reference"), seed=seed) if run else None
-                gen = r.generate(row["prompt"], max_new_tokens, on_step=run.step_logger(seq) if run else None,
-                                 record=run is not None or r.kind == "peer", seed=seed)
+
+                def decode(on_step=None, row=row, seed=seed):  # one prompt at a time, as the timed passes decode
+                    record = run is not None or r.kind == "peer"
+                    gen = r.generate(row["prompt"], max_new_tokens, on_step=on_step, record=record, seed=seed)
+                    return [(0, gen)]
+
                 if run:
-                    run.end_sequence(seq, gen)
+                    ((_, gen, seq),) = run.record([row], decode, seed=seed)
+                else:
+                    ((_, gen),), seq = decode(), None
                 q = quality_of(r, row, gen)
                 m.outputs.append(gen)
                 m.prompt_index.append(i)
@@ -282,8 +303,9 @@ def _record(r, prompts, max_new_tokens, store, m: Measure, bar, seeds: int = 1) 
                     store.set_quality(seq, q, reference=row.get("reference"))
                 bar.update()
         m.chrf = quality.corpus_chrf([g.text for g in m.outputs], [prompts[i].get("reference") for i in m.prompt_index])
-        total_lp = sum(q.target_logprob * len(g.token_ids) for q, g in zip(m.quality, m.outputs)
-                       if q.target_logprob is not None)
+        total_lp = sum(
+            q.target_logprob * len(g.token_ids) for q, g in zip(m.quality, m.outputs) if q.target_logprob is not None
+        )
         total_n = sum(len(g.token_ids) for q, g in zip(m.quality, m.outputs) if q.target_logprob is not None)
         m.logprob = total_lp / total_n if total_n else math.nan
 
@@ -293,8 +315,11 @@ def quality_of(r, row: dict, gen: Generation) -> Quality:
     ref = row.get("reference")
     lp = quality.token_logprobs(r.target_model, r.encode(row["prompt"]), gen.token_ids)
     scores = completion.score(row["prompt"], gen.text, ref)
-    return replace(scores, chrf=quality.chrf(gen.text, ref) if ref is not None else None,
-                   target_logprob=float(lp.mean()) if lp.numel() else None)
+    return replace(
+        scores,
+        chrf=quality.chrf(gen.text, ref) if ref is not None else None,
+        target_logprob=float(lp.mean()) if lp.numel() else None,
+    )
 
 
 def _costs(rows, prompts) -> dict[tuple, dict]:
@@ -311,8 +336,14 @@ def _costs(rows, prompts) -> dict[tuple, dict]:
             table, path, measured = profile.cost_table(r.engine, max(key[2], 1))
             rel = table.relative()
             verify = rel["verify_costs"][: key[2] + 1] if key[2] else rel["verify_costs"][:1]
-            out[key] = {"target_step_seconds": rel["target_step_seconds"], "verify_costs": verify,
-                        "v": verify[-1], "verify_seconds": table.verify_seconds[len(verify) - 1],
-                        "c": rel["c"], "drafter_step_seconds": table.draft_seconds,
-                        "cost_table": str(path), "cost_table_measured_at": table.provenance.get("measured_at")}
+            out[key] = {
+                "target_step_seconds": rel["target_step_seconds"],
+                "verify_costs": verify,
+                "v": verify[-1],
+                "verify_seconds": table.verify_seconds[len(verify) - 1],
+                "c": rel["c"],
+                "drafter_step_seconds": table.draft_seconds,
+                "cost_table": str(path),
+                "cost_table_measured_at": table.provenance.get("measured_at"),
+            }
     return out

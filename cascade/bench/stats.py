@@ -77,8 +77,13 @@ def paired(values: Mapping[str, float], baseline: Mapping[str, float], level: fl
     return estimate([values[k] - baseline[k] for k in keys], level)
 
 
-def speedup(tokens: Mapping[int, float], seconds: Mapping[int, float], base_tokens: Mapping[int, float],
-            base_seconds: Mapping[int, float], level: float = LEVEL) -> Estimate:
+def speedup(
+    tokens: Mapping[int, float],
+    seconds: Mapping[int, float],
+    base_tokens: Mapping[int, float],
+    base_seconds: Mapping[int, float],
+    level: float = LEVEL,
+) -> Estimate:
     """(Σ tokens / Σ seconds) / (Σ base tokens / Σ base seconds) over the shared prompts, bootstrapped over prompts."""
     keys = [k for k in tokens if k in base_tokens and seconds.get(k) and base_seconds.get(k)]
     if not keys:

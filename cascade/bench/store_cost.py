@@ -25,10 +25,12 @@ class StoreCost:
     overhead: float  # seconds_with / seconds_without - 1
 
     def summary(self) -> str:
-        return (f"logging cost for {self.policy} on {self.store}: {100 * self.overhead:+.2f}% decode time "
-                f"(median of {self.passes} alternating passes over {self.prompts} prompts, "
-                f"{self.tokens_per_pass} tokens per pass: {self.seconds_without:.3f}s without, "
-                f"{self.seconds_with:.3f}s with)")
+        return (
+            f"logging cost for {self.policy} on {self.store}: {100 * self.overhead:+.2f}% decode time "
+            f"(median of {self.passes} alternating passes over {self.prompts} prompts, "
+            f"{self.tokens_per_pass} tokens per pass: {self.seconds_without:.3f}s without, "
+            f"{self.seconds_with:.3f}s with)"
+        )
 
 
 def measure(engine, store, prompts: list[str], passes: int = 5, max_new_tokens: int | None = None) -> StoreCost:

@@ -97,27 +97,51 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
         base_seconds = 1 / statistics.median(base_tps) if base_tps else math.nan
         cost_model = ceiling(cost[r.cost_key()], timed, tcpt, dcpt, base_seconds, r.policy.verifies)
     return Row(
-        name=r.name, kind="peer" if r.kind == "peer" else ("baseline" if r.auto else "policy"),
-        mode=desc["mode"], rule=desc["rule"], alpha=desc["alpha"], lenience=desc["lenience"],
-        block_size=desc["block_size"], temperature=desc["temperature"], target=desc["target"],
+        name=r.name,
+        kind="peer" if r.kind == "peer" else ("baseline" if r.auto else "policy"),
+        mode=desc["mode"],
+        rule=desc["rule"],
+        alpha=desc["alpha"],
+        lenience=desc["lenience"],
+        block_size=desc["block_size"],
+        temperature=desc["temperature"],
+        target=desc["target"],
         drafter=desc["drafter"],
-        tokens_per_second=statistics.median(tps), tokens_per_second_min=min(tps), tokens_per_second_max=max(tps),
-        tokens_per_second_q1=q1, tokens_per_second_q3=q3, tokens_per_second_passes=tps,
-        speedup=speedup, speedup_min=min(paired), speedup_max=max(paired), baseline=base_name,
-        mean_acceptance_length=tau, acceptance_rate=acc, deferral_rate=defer,
-        target_calls_per_token=tcpt, drafter_calls_per_token=dcpt, ttft_seconds=ttft,
+        tokens_per_second=statistics.median(tps),
+        tokens_per_second_min=min(tps),
+        tokens_per_second_max=max(tps),
+        tokens_per_second_q1=q1,
+        tokens_per_second_q3=q3,
+        tokens_per_second_passes=tps,
+        speedup=speedup,
+        speedup_min=min(paired),
+        speedup_max=max(paired),
+        baseline=base_name,
+        mean_acceptance_length=tau,
+        acceptance_rate=acc,
+        deferral_rate=defer,
+        target_calls_per_token=tcpt,
+        drafter_calls_per_token=dcpt,
+        ttft_seconds=ttft,
         num_generated_tokens=timed.num_generated_tokens,
         decode_seconds=statistics.median(p.decode_seconds for p in m.passes),
-        chrf=m.chrf, chrf_rel=math.nan, target_logprob=m.logprob, target_logprob_delta=math.nan,
-        lossless_greedy=bool(r.lossless), cost_model=cost_model, run_id=m.run_id,
-        speedup_low=speed_ci.low, speedup_high=speed_ci.high,
+        chrf=m.chrf,
+        chrf_rel=math.nan,
+        target_logprob=m.logprob,
+        target_logprob_delta=math.nan,
+        lossless_greedy=bool(r.lossless),
+        cost_model=cost_model,
+        run_id=m.run_id,
+        speedup_low=speed_ci.low,
+        speedup_high=speed_ci.high,
         seeds=len(m.outputs) // max(len(set(m.prompt_index)), 1),
         quality={k: stats.estimate(list(m.per_prompt(k).values())).as_dict() for k in QUALITY},
     )
 
 
-def ceiling(cost: dict, timed: Metrics, tcpt: float, dcpt: float, base_seconds_per_token: float,
-            verifies: bool) -> dict:
+def ceiling(
+    cost: dict, timed: Metrics, tcpt: float, dcpt: float, base_seconds_per_token: float, verifies: bool
+) -> dict:
     """The cost model's numbers for one row and its ceiling (`cascade.costmodel`, module docstring there).
 
     `cost`: `step_costs` for the row's models; `timed`: its counters; tcpt, dcpt: its target and drafter
@@ -129,10 +153,17 @@ def ceiling(cost: dict, timed: Metrics, tcpt: float, dcpt: float, base_seconds_p
     v_block = verify_cost(cost.get("verify_costs") or [1.0, cost["v"]], block)
     overhead = base_seconds_per_token / cost["target_step_seconds"] - 1.0
     overhead = 0.0 if math.isnan(overhead) else max(overhead, 0.0)
-    return {**cost, "mean_block_tokens": block, "v_block": v_block, "overhead": overhead,
-            "target_calls_per_token": tcpt, "drafter_calls_per_token": dcpt,
-            "speedup_ceiling": speedup_ceiling(target_calls_per_token=tcpt, drafter_calls_per_token=dcpt,
-                                               c=cost["c"], v=v_block, overhead=overhead)}
+    return {
+        **cost,
+        "mean_block_tokens": block,
+        "v_block": v_block,
+        "overhead": overhead,
+        "target_calls_per_token": tcpt,
+        "drafter_calls_per_token": dcpt,
+        "speedup_ceiling": speedup_ceiling(
+            target_calls_per_token=tcpt, drafter_calls_per_token=dcpt, c=cost["c"], v=v_block, overhead=overhead
+        ),
+    }
 
 
 def _compare(rows, out_rows: list[Row], outputs: dict[str, list[list[int]]], measures: list[Measure]) -> None:
@@ -146,8 +177,7 @@ def _compare(rows, out_rows: list[Row], outputs: dict[str, list[list[int]]], mea
             row.target_logprob_delta = quality.delta(row.target_logprob, base.target_logprob)
             mine, theirs = measure_of[r.name], measure_of[row.baseline]
             # paired over the prompts both decoded: row − target-only, with its interval
-            row.quality_delta = {k: stats.paired(mine.per_prompt(k), theirs.per_prompt(k)).as_dict()
-                                 for k in QUALITY}
+            row.quality_delta = {k: stats.paired(mine.per_prompt(k), theirs.per_prompt(k)).as_dict() for k in QUALITY}
         if not r.lossless:
             continue
         # greedy lossless rows on one target must agree token for token: say so for every pair

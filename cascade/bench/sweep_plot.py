@@ -1,5 +1,5 @@
 """A sweep's outputs: `sweep.csv` (one row per point), `sweep.json` (`SweepResult.to_dict`) and
-`sweep.png`: the quality axis (`sweep.QUALITY_METRIC`, mean over prompts with a vertical bar
+`sweep.png`: the quality axis (`sweep_analysis.QUALITY_METRIC`, mean over prompts with a vertical bar
 for its 95% interval) against speed-up and against target calls per token.
 
 Every line in the plot has an entry in the legend below it: one per curve (its knob
@@ -19,16 +19,45 @@ import csv
 import json
 from pathlib import Path
 
-from cascade.bench.sweep import QUALITY_LABEL, QUALITY_TOLERANCE, SweepResult
+from cascade.bench.sweep_analysis import QUALITY_LABEL, QUALITY_TOLERANCE, SweepResult
 from cascade.tables import is_missing
 
 CSV_FIELDS = (
-    "curve", "role", "policy", "mode", "rule", "knob", "value", "tokens_per_second", "tokens_per_second_min",
-    "tokens_per_second_max", "speedup", "quality", "quality_low", "quality_high", "quality_delta", "quality_delta_low",
-    "quality_delta_high", "exact_match", "edit_similarity_lines", "parses", "distinct_2", "repeat_4", "seeds",
-    "chrf", "chrf_rel", "target_logprob", "target_logprob_delta",
-    "target_calls_per_token", "drafter_calls_per_token", "tau", "acceptance_rate", "deferral_rate",
-    "pareto_speedup", "pareto_calls", "run_id",
+    "curve",
+    "role",
+    "policy",
+    "mode",
+    "rule",
+    "knob",
+    "value",
+    "tokens_per_second",
+    "tokens_per_second_min",
+    "tokens_per_second_max",
+    "speedup",
+    "quality",
+    "quality_low",
+    "quality_high",
+    "quality_delta",
+    "quality_delta_low",
+    "quality_delta_high",
+    "exact_match",
+    "edit_similarity_lines",
+    "parses",
+    "distinct_2",
+    "repeat_4",
+    "seeds",
+    "chrf",
+    "chrf_rel",
+    "target_logprob",
+    "target_logprob_delta",
+    "target_calls_per_token",
+    "drafter_calls_per_token",
+    "tau",
+    "acceptance_rate",
+    "deferral_rate",
+    "pareto_speedup",
+    "pareto_calls",
+    "run_id",
 )
 
 
@@ -46,8 +75,11 @@ def write_outputs(result: SweepResult, out_dir: Path, title: str | None = None) 
     return paths
 
 
-ROLE_STYLE = {"rule": dict(marker="o", linestyle="-"), "baseline": dict(marker="s", linestyle="--"),
-              "reference": dict(marker="*", linestyle="none", markersize=14)}
+ROLE_STYLE = {
+    "rule": dict(marker="o", linestyle="-"),
+    "baseline": dict(marker="s", linestyle="--"),
+    "reference": dict(marker="*", linestyle="none", markersize=14),
+}
 CROSSING_LABEL = "where a swept curve crosses the 1% line (its best x within 1%)"
 FRONTIER_LABEL = "Pareto frontier (circled points)"
 INTERVAL_LABEL = "95% interval of a point's mean quality (bootstrap over prompts)"
@@ -71,10 +103,24 @@ def figure(result: SweepResult, title: str | None = None):
     from matplotlib.lines import Line2D
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 7), dpi=DPI, layout="constrained")
-    panels = [("speedup", "speed-up over target-only (tokens/s, same process)", True, "speedup_within_1pct",
-               "pareto_speedup", "{:.2f}x"),
-              ("target_calls_per_token", "target calls per emitted token", False,
-               "target_calls_per_token_within_1pct", "pareto_calls", "{:.2f}")]
+    panels = [
+        (
+            "speedup",
+            "speed-up over target-only (tokens/s, same process)",
+            True,
+            "speedup_within_1pct",
+            "pareto_speedup",
+            "{:.2f}x",
+        ),
+        (
+            "target_calls_per_token",
+            "target calls per emitted token",
+            False,
+            "target_calls_per_token_within_1pct",
+            "pareto_calls",
+            "{:.2f}",
+        ),
+    ]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     curve_color = {c["curve"]: colors[i % len(colors)] for i, c in enumerate(result.curves)}
     threshold = result.summary["quality_threshold"]
@@ -87,13 +133,24 @@ def figure(result: SweepResult, title: str | None = None):
             pts.sort(key=lambda p: order.get(p["value"], 0))
             color = curve_color[c["curve"]]
             label = c["curve"] + (f" ({c['knob']} swept)" if c["knob"] else "")
-            (line,) = ax.plot([_num(p[xkey]) for p in pts], [_num(p["quality"]) for p in pts], color=color,
-                              label=label, **ROLE_STYLE[c["role"]])
+            (line,) = ax.plot(
+                [_num(p[xkey]) for p in pts],
+                [_num(p["quality"]) for p in pts],
+                color=color,
+                label=label,
+                **ROLE_STYLE[c["role"]],
+            )
             legend.setdefault(label, line)
             bars = [p for p in pts if not any(is_missing(p.get(k)) for k in (xkey, "quality_low", "quality_high"))]
             if bars:  # the 95% interval of each point's mean quality
-                ax.vlines([p[xkey] for p in bars], [p["quality_low"] for p in bars], [p["quality_high"] for p in bars],
-                          color=color, alpha=0.35, linewidth=2)
+                ax.vlines(
+                    [p[xkey] for p in bars],
+                    [p["quality_low"] for p in bars],
+                    [p["quality_high"] for p in bars],
+                    color=color,
+                    alpha=0.35,
+                    linewidth=2,
+                )
                 legend.setdefault(INTERVAL_LABEL, Line2D([], [], color="gray", alpha=0.5, linewidth=2))
             if c["knob"]:
                 sym = "α" if c["knob"] == "alpha" else "l"
@@ -103,19 +160,43 @@ def figure(result: SweepResult, title: str | None = None):
                         panel_labels.append((prio, p[xkey], p["quality"], f"{sym}={p['value']:.3g}", color))
             x_cross = c[cross_key]
             if c["knob"] and not is_missing(x_cross) and not is_missing(threshold):
-                ax.plot([x_cross], [threshold], marker="D", markersize=7, color=color, markeredgecolor="black",
-                        linestyle="none", label=CROSSING_LABEL, zorder=6)
+                ax.plot(
+                    [x_cross],
+                    [threshold],
+                    marker="D",
+                    markersize=7,
+                    color=color,
+                    markeredgecolor="black",
+                    linestyle="none",
+                    label=CROSSING_LABEL,
+                    zorder=6,
+                )
                 panel_labels.append((1, x_cross, threshold, xfmt.format(x_cross), color))
         front = sorted((p for p in result.points if p[front_key]), key=lambda p: p[xkey])
         if front:
-            (line,) = ax.plot([p[xkey] for p in front], [p["quality"] for p in front],
-                              drawstyle="steps-pre" if maximize else "steps-post", color="black", linewidth=1,
-                              alpha=0.6, marker="o", markersize=13, markerfacecolor="none", markeredgewidth=1.2,
-                              label=FRONTIER_LABEL, zorder=5)
+            (line,) = ax.plot(
+                [p[xkey] for p in front],
+                [p["quality"] for p in front],
+                drawstyle="steps-pre" if maximize else "steps-post",
+                color="black",
+                linewidth=1,
+                alpha=0.6,
+                marker="o",
+                markersize=13,
+                markerfacecolor="none",
+                markeredgewidth=1.2,
+                label=FRONTIER_LABEL,
+                zorder=5,
+            )
             legend.setdefault(FRONTIER_LABEL, line)
         if not is_missing(threshold):
-            line = ax.axhline(threshold, color="gray", linestyle="--", linewidth=1,
-                              label=f"within {QUALITY_TOLERANCE:.0%} of target-only ({threshold:.1f})")
+            line = ax.axhline(
+                threshold,
+                color="gray",
+                linestyle="--",
+                linewidth=1,
+                label=f"within {QUALITY_TOLERANCE:.0%} of target-only ({threshold:.1f})",
+            )
             legend.setdefault(line.get_label(), line)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(QUALITY_LABEL)
@@ -131,8 +212,13 @@ def figure(result: SweepResult, title: str | None = None):
     seeds = result.meta.get("seeds") or 1
     temps = sorted({p["temperature"] for p in result.points if p.get("temperature") is not None})
     at = f", T = {'/'.join(f'{t:g}' for t in temps)}" if temps else ""
-    fig.suptitle(title or f"speed/quality trade-off: {result.meta.get('n_prompts')} prompts"
-                 + (f" × {seeds} seeds" if seeds > 1 else "") + f"{at}, {device}", fontsize=11)
+    fig.suptitle(
+        title
+        or f"speed/quality trade-off: {result.meta.get('n_prompts')} prompts"
+        + (f" × {seeds} seeds" if seeds > 1 else "")
+        + f"{at}, {device}",
+        fontsize=11,
+    )
     fig.canvas.draw()  # lay out once (legend, titles), then freeze it so the labels placed below stay put
     fig.set_layout_engine("none")
     for ax in axes:
@@ -148,9 +234,16 @@ def _num(x):
 
 
 # ring offsets (points) around a point, nearest first: (dx, dy, horizontal, vertical alignment)
-_DIRECTIONS = ((1, 1, "left", "bottom"), (1, -1, "left", "top"), (-1, 1, "right", "bottom"),
-               (-1, -1, "right", "top"), (0, 1, "center", "bottom"), (0, -1, "center", "top"),
-               (1, 0, "left", "center"), (-1, 0, "right", "center"))
+_DIRECTIONS = (
+    (1, 1, "left", "bottom"),
+    (1, -1, "left", "top"),
+    (-1, 1, "right", "bottom"),
+    (-1, -1, "right", "top"),
+    (0, 1, "center", "bottom"),
+    (0, -1, "center", "top"),
+    (1, 0, "left", "center"),
+    (-1, 0, "right", "center"),
+)
 OFFSETS = tuple((dx * r, dy * r, ha, va) for r in (6, 11, 17, 24) for dx, dy, ha, va in _DIRECTIONS)
 MARKER_PAD = 0.5  # points added around a marker's half size: the box around a data point no label may cover
 
@@ -177,12 +270,25 @@ def place_labels(ax, requests, renderer, fontsize: float = 7) -> list:
     placed_boxes, placed = [], []
     for _, x, y, text, color in sorted(requests, key=lambda r: r[0]):
         for dx, dy, ha, va in OFFSETS:
-            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va,
-                              fontsize=fontsize, color=color, annotation_clip=False)
+            ann = ax.annotate(
+                text,
+                (x, y),
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha=ha,
+                va=va,
+                fontsize=fontsize,
+                color=color,
+                annotation_clip=False,
+            )
             ann.set_in_layout(False)
             box = ann.get_window_extent(renderer).padded(1.0)
-            inside = (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1)
-            if inside and not any(box.overlaps(b) for b in placed_boxes) and not any(box.overlaps(o) for o in obstacles):
+            inside = box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1
+            if (
+                inside
+                and not any(box.overlaps(b) for b in placed_boxes)
+                and not any(box.overlaps(o) for o in obstacles)
+            ):
                 placed_boxes.append(box)
                 placed.append(ann)
                 break

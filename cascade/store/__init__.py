@@ -14,10 +14,21 @@ Callers never import SQLAlchemy: they use
 from cascade.store.db import mask_url
 from cascade.store.migrate import current, history, upgrade
 from cascade.store.runinfo import engine_info
+from cascade.store.runlog import RunLogger
 from cascade.store.urls import ENV_VAR, HOME_ENV, default_url, resolve_url, user_dir
-from cascade.store.writer import RunLogger, Store
+from cascade.store.writer import Store
 
 __all__ = [
-    "ENV_VAR", "HOME_ENV", "RunLogger", "Store", "current", "default_url", "engine_info", "history", "mask_url",
-    "resolve_url", "upgrade", "user_dir",
+    "ENV_VAR",
+    "HOME_ENV",
+    "RunLogger",
+    "Store",
+    "current",
+    "default_url",
+    "engine_info",
+    "history",
+    "mask_url",
+    "resolve_url",
+    "upgrade",
+    "user_dir",
 ]

@@ -36,8 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ls = rsub.add_parser("list", help="the newest runs with their totals")
     ls.add_argument("--store", metavar="URL", help=store_help)
     ls.add_argument("--limit", type=int, default=20, help="show at most this many runs, newest first (default: 20)")
-    ls.add_argument("--status", choices=["running", "done", "failed", "interrupted"],
-                    help="only runs with this status")
+    ls.add_argument("--status", choices=["running", "done", "failed", "interrupted"], help="only runs with this status")
     ls.add_argument("--json", action="store_true", help="print JSON: one object per run")
     ls.set_defaults(func=cmd_runs_list)
     show = rsub.add_parser("show", help="one run: totals, per-position acceptance, deferral rate")
@@ -87,9 +86,15 @@ def cmd_db_history(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(revs, indent=2))
     else:
-        print(format_table(["revision", "down", "message"],
-                           [[r["revision"] + (" (head)" if r["is_head"] else ""), r["down_revision"] or "",
-                             r["message"]] for r in revs]))
+        print(
+            format_table(
+                ["revision", "down", "message"],
+                [
+                    [r["revision"] + (" (head)" if r["is_head"] else ""), r["down_revision"] or "", r["message"]]
+                    for r in revs
+                ],
+            )
+        )
     return 0
 
 
@@ -104,13 +109,43 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
-    print(format_table(
-        ["id", "status", "policy", "mode", "rule", "alpha", "seqs", "tokens", "accept", "tau", "defer", "tok/s",
-         "started"],
-        [[r["id"], r["status"], r["policy_name"], r["mode"], r["rule"], fmt(r["alpha"], ".3f"), r["num_sequences"],
-          r["num_generated_tokens"], fmt(r["acceptance_rate"], ".3f"), fmt(r["mean_acceptance_length"], ".3f"),
-          fmt(r["deferral_rate"], ".3f"), fmt(r["tokens_per_second"], ".1f"), (r["started_at"] or "")[:19]] for r in runs],
-    ))
+    print(
+        format_table(
+            [
+                "id",
+                "status",
+                "policy",
+                "mode",
+                "rule",
+                "alpha",
+                "seqs",
+                "tokens",
+                "accept",
+                "tau",
+                "defer",
+                "tok/s",
+                "started",
+            ],
+            [
+                [
+                    r["id"],
+                    r["status"],
+                    r["policy_name"],
+                    r["mode"],
+                    r["rule"],
+                    fmt(r["alpha"], ".3f"),
+                    r["num_sequences"],
+                    r["num_generated_tokens"],
+                    fmt(r["acceptance_rate"], ".3f"),
+                    fmt(r["mean_acceptance_length"], ".3f"),
+                    fmt(r["deferral_rate"], ".3f"),
+                    fmt(r["tokens_per_second"], ".1f"),
+                    (r["started_at"] or "")[:19],
+                ]
+                for r in runs
+            ],
+        )
+    )
     return 0
 
 
@@ -126,26 +161,45 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     facts = [
         ("run", f"{run['id']}  {run['status']}" + (f"  ({run['error']})" if run["error"] else "")),
         ("policy", f"{run['policy_name']}  sha256 {run['policy_sha256'][:12]}"),
-        ("mode / rule", (f"{run['mode']}  {run['rule']}  alpha={fmt(run['alpha'], '.3f')}  "
-                         f"T={fmt(run['temperature'], '.3f')}  block={run['block_size']}")),
+        (
+            "mode / rule",
+            (
+                f"{run['mode']}  {run['rule']}  alpha={fmt(run['alpha'], '.3f')}  "
+                f"T={fmt(run['temperature'], '.3f')}  block={run['block_size']}"
+            ),
+        ),
         ("target", run["target"]),
         ("drafter", run["drafter"] or "-"),
         ("device", f"{run['device'] or '?'}  {run['dtype'] or ''}".rstrip()),
         ("started", f"{run['started_at']}  finished {run['finished_at'] or '-'}"),
-        ("sequences", (f"{out['rows']['finished_sequences']} finished of {out['rows']['sequences']}, "
-                       f"{out['rows']['steps']} steps")),
+        (
+            "sequences",
+            (
+                f"{out['rows']['finished_sequences']} finished of {out['rows']['sequences']}, "
+                f"{out['rows']['steps']} steps"
+            ),
+        ),
         ("tokens", f"{t['num_generated_tokens']} generated, {t['num_prompt_tokens']} prompt"),
         ("drafts", f"{t['num_drafts']} steps, {t['num_draft_tokens']} drafted, {t['num_accepted_tokens']} accepted"),
         ("acceptance", f"{fmt(t['acceptance_rate'], '.3f')}  tau={fmt(t['mean_acceptance_length'], '.3f')}"),
         ("deferral rate", fmt(out["deferral_rate"], ".3f")),
-        ("calls/token", f"target {fmt(t['target_calls_per_token'], '.3f')}  drafter {fmt(t['drafter_calls_per_token'], '.3f')}"),
+        (
+            "calls/token",
+            f"target {fmt(t['target_calls_per_token'], '.3f')}  drafter {fmt(t['drafter_calls_per_token'], '.3f')}",
+        ),
         ("speed", f"{fmt(t['tokens_per_second'], '.1f')} tok/s over {fmt(t['decode_seconds'], '.2f')} s"),
     ]
     width = max(len(k) for k, _ in facts)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in facts))
     if out["per_position"]:
         print()
-        print(format_table(["position", "drafted", "accepted", "deferred", "acceptance"],
-                           [[p["position"], p["drafted"], p["accepted"], p["deferred"], fmt(p["acceptance_rate"], ".3f")]
-                            for p in out["per_position"]]))
+        print(
+            format_table(
+                ["position", "drafted", "accepted", "deferred", "acceptance"],
+                [
+                    [p["position"], p["drafted"], p["accepted"], p["deferred"], fmt(p["acceptance_rate"], ".3f")]
+                    for p in out["per_position"]
+                ],
+            )
+        )
     return 0

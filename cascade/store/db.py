@@ -40,8 +40,10 @@ def parse_url(url: str | URL) -> URL:
     try:
         return make_url(url)
     except (ArgumentError, ValueError) as exc:
-        raise CascadeError(f"store URL {mask_url(url)!r} is not a database URL ({exc}); "
-                           "use e.g. sqlite:///cascade.db or postgresql+psycopg://user:pass@host/db") from None
+        raise CascadeError(
+            f"store URL {mask_url(url)!r} is not a database URL ({exc}); "
+            "use e.g. sqlite:///cascade.db or postgresql+psycopg://user:pass@host/db"
+        ) from None
 
 
 def is_sqlite(url: URL) -> bool:
@@ -62,8 +64,9 @@ def check_sqlite_file(url: URL, *, create: bool) -> None:
     if path is None:
         return
     if not path.exists() and not create:
-        raise CascadeError(f"no store at {path.resolve()} (nothing logged there yet); run something first "
-                           "or pass --store URL")
+        raise CascadeError(
+            f"no store at {path.resolve()} (nothing logged there yet); run something first or pass --store URL"
+        )
     if not path.parent.is_dir():
         raise CascadeError(f"cannot open store {mask_url(url)}: folder {path.parent} does not exist")
 
@@ -81,8 +84,10 @@ def make_engine(url: str | URL, *, immediate: bool = True) -> Engine:
     try:
         engine = create_engine(parsed, pool_pre_ping=not is_sqlite(parsed), **kwargs)
     except NoSuchModuleError as exc:
-        raise CascadeError(f"store URL {mask_url(parsed)!r}: no SQLAlchemy dialect or driver for it ({exc}); "
-                           "for PostgreSQL use postgresql+psycopg://... and pip install 'psycopg[binary]'") from None
+        raise CascadeError(
+            f"store URL {mask_url(parsed)!r}: no SQLAlchemy dialect or driver for it ({exc}); "
+            "for PostgreSQL use postgresql+psycopg://... and pip install 'psycopg[binary]'"
+        ) from None
     except ImportError as exc:
         raise CascadeError(f"store URL {mask_url(parsed)!r}: its database driver is not installed ({exc})") from None
     except ArgumentError as exc:

@@ -120,8 +120,10 @@ def _upgrade(conn: Connection, revision: str) -> None:
     _lock(conn)
     _refuse_unknown(conn, revision_of(conn))
     if revision_of(conn) is None and inspect(conn).has_table("runs"):
-        raise CascadeError(f"store {db.mask_url(conn.engine.url)} has a `runs` table but no cascade schema "
-                           "revision: it is not a cascade store; use another database")
+        raise CascadeError(
+            f"store {db.mask_url(conn.engine.url)} has a `runs` table but no cascade schema "
+            "revision: it is not a cascade store; use another database"
+        )
     command.upgrade(config(conn), revision)
 
 
@@ -140,8 +142,10 @@ def ensure_schema(engine: Engine, reader: Engine | None = None) -> None:
         _refuse_unknown(conn, rev)
         if rev != head():
             url = db.mask_url(engine.url)
-            raise CascadeError(f"store {url} is at schema revision {rev!r}, this cascade needs {head()!r}: "
-                               f"run `cascade db upgrade --store {url}` (back it up first if it matters)")
+            raise CascadeError(
+                f"store {url} is at schema revision {rev!r}, this cascade needs {head()!r}: "
+                f"run `cascade db upgrade --store {url}` (back it up first if it matters)"
+            )
 
     if reader is not None:
         with reader.connect() as conn:  # the usual case, already at head: one read, no lock
@@ -162,8 +166,9 @@ def upgrade(url: str, revision: str = "head") -> tuple[str | None, str | None]:
             try:
                 _upgrade(conn, revision)
             except CommandError as exc:
-                raise CascadeError(f"cannot upgrade store {db.mask_url(url)} to {revision!r}: "
-                                   f"{db.mask_passwords(str(exc))}") from None
+                raise CascadeError(
+                    f"cannot upgrade store {db.mask_url(url)} to {revision!r}: {db.mask_passwords(str(exc))}"
+                ) from None
             return before, revision_of(conn)
 
         return db.write(engine, go)

@@ -76,8 +76,10 @@ def readonly_engine(url: str | URL) -> Engine:
         return engine
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
-        kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on",
-                                  "connect_timeout": db.PG_CONNECT_TIMEOUT_S}
+        kwargs["connect_args"] = {
+            "options": "-c default_transaction_read_only=on",
+            "connect_timeout": db.PG_CONNECT_TIMEOUT_S,
+        }
     try:
         return create_engine(parsed, pool_pre_ping=True, **kwargs)
     except (ImportError, SQLAlchemyError) as exc:
@@ -116,20 +118,38 @@ def check(store: Store) -> StoreStatus:
     except SQLAlchemyError as exc:
         reason = db.short_reason(exc, store.engine.url)
         if db.is_locked(exc):
-            return StoreStatus("locked", f"store {url} is locked by a writer ({reason}); reload in a moment", None, head)
+            return StoreStatus(
+                "locked", f"store {url} is locked by a writer ({reason}); reload in a moment", None, head
+            )
         return StoreStatus("unreachable", f"cannot read store {url}: {reason}", None, head)
     if rev is None:
         if has_runs:
-            return StoreStatus("foreign", f"store {url} has a `runs` table but no cascade schema revision: "
-                                          "it is not a cascade store", None, head)
-        return StoreStatus("empty", f"store {url} is empty: nothing has been logged there yet "
-                                    "(`cascade run POLICY --prompt ...` logs a run)", None, head)
+            return StoreStatus(
+                "foreign",
+                f"store {url} has a `runs` table but no cascade schema revision: it is not a cascade store",
+                None,
+                head,
+            )
+        return StoreStatus(
+            "empty",
+            f"store {url} is empty: nothing has been logged there yet (`cascade run POLICY --prompt ...` logs a run)",
+            None,
+            head,
+        )
     known = {h["revision"] for h in migrate.history()}
     if rev not in known:
-        return StoreStatus("newer", f"store {url} has schema revision {rev!r}, newer than this cascade knows "
-                                    f"({head!r}): upgrade cascade", rev, head)
+        return StoreStatus(
+            "newer",
+            f"store {url} has schema revision {rev!r}, newer than this cascade knows ({head!r}): upgrade cascade",
+            rev,
+            head,
+        )
     if rev != head:
-        return StoreStatus("older", f"store {url} is at schema revision {rev!r}, this dashboard needs {head!r}: "
-                                    f"run `cascade db upgrade --store {url}` (back it up first if it matters)",
-                           rev, head)
+        return StoreStatus(
+            "older",
+            f"store {url} is at schema revision {rev!r}, this dashboard needs {head!r}: "
+            f"run `cascade db upgrade --store {url}` (back it up first if it matters)",
+            rev,
+            head,
+        )
     return StoreStatus("ok", f"store {url} (schema {rev})", rev, head)

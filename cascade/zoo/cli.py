@@ -25,16 +25,25 @@ def add_parser(sub) -> None:
     ex.add_argument("--minutes", type=float, help="stop after this much training time")
     ex.add_argument("--tokens", type=int, help="stop after this many training tokens")
     ex.add_argument("--seed", type=int, default=0, help="data order")
-    ex.add_argument("--remeasure", action="store_true", help="only measure an extended member's held-out losses "
-                                                             "by context again and rewrite its card")
-    ex.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder holding the member (rewritten in place)")
+    ex.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="only measure an extended member's held-out losses by context again and rewrite its card",
+    )
+    ex.add_argument(
+        "--models", type=Path, default=DEFAULT_MODELS, help="folder holding the member (rewritten in place)"
+    )
     ex.add_argument("--work", type=Path, default=DEFAULT_WORK, help="tokenized corpus and checkpoints")
     ex.set_defaults(func=_extend)
     pr = zsub.add_parser("prompts", help="write code-completion prompts (held-out or train split) as JSONL")
     pr.add_argument("--tokenizer", type=Path, default=DEFAULT_MODELS / "tiny", help="any family member (they share it)")
     pr.add_argument("-n", type=int, default=200, help="number of prompts")
-    pr.add_argument("--split", choices=["heldout", "train"], default="heldout",
-                    help="held-out files (evaluation) or training files (learning and calibrating rules)")
+    pr.add_argument(
+        "--split",
+        choices=["heldout", "train"],
+        default="heldout",
+        help="held-out files (evaluation) or training files (learning and calibrating rules)",
+    )
     pr.add_argument("--out", type=Path, help="JSONL file (default: prompts/stdlib-SPLIT.jsonl)")
     pr.add_argument("--seed", type=int, default=0, help="which cuts are drawn")
     pr.add_argument("--min-prompt-tokens", type=int, default=0, help="long-context prompts: at least this many tokens")
@@ -52,8 +61,9 @@ def _train(args) -> int:
 
     if args.minutes is None and args.tokens is None:
         raise SystemExit("error: give a budget with --minutes N or --tokens N")
-    out = train(args.size, args.out, args.work, args.minutes, args.tokens, args.seed,
-                log=lambda m: print(m, flush=True))
+    out = train(
+        args.size, args.out, args.work, args.minutes, args.tokens, args.seed, log=lambda m: print(m, flush=True)
+    )
     print(f"wrote {out}")
     return 0
 
@@ -84,8 +94,9 @@ def _prompts(args) -> int:
     out = args.out or Path(f"prompts/stdlib-{args.split}.jsonl")
     if args.min_prompt_tokens > args.max_prompt_tokens:
         raise SystemExit("error: --min-prompt-tokens is above --max-prompt-tokens")
-    n = write_prompts(out, args.tokenizer, args.n, args.seed, args.split, args.min_prompt_tokens,
-                      args.max_prompt_tokens)
+    n = write_prompts(
+        out, args.tokenizer, args.n, args.seed, args.split, args.min_prompt_tokens, args.max_prompt_tokens
+    )
     print(f"wrote {n} prompts to {out}")
     return 0
 
@@ -94,6 +105,7 @@ def _eval(args) -> int:
     import json
 
     from cascade.zoo.evaluate import evaluate, markdown
+
     results = evaluate(args.models, args.prompts, log=lambda m: print(m, flush=True))
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))

@@ -80,9 +80,7 @@ def train_tokenizer(files: list[SourceFile], vocab_size: int, out_dir: Path):
         show_progress=False,
     )
     tok.train_from_iterator((f.text for f in files), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS, unk_token=None
-    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS, unk_token=None)
     fast.model_max_length = 1024
     out_dir.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out_dir)

@@ -42,13 +42,16 @@ def tau(models_dir: Path, drafter: str, prompts: list[str], block_size: int = 4,
     from cascade.metrics import Metrics
     from cascade.policy import parse_policy
 
-    policy = parse_policy({
-        "name": f"zoo-eval-{drafter}",
-        "target": {"model": str(models_dir / "target"), "dtype": "float32", "device": "cpu"},
-        "drafter": {"plugin": "hf-model", "options": {"model": str(models_dir / drafter)}},
-        "mode": "speculative", "rule": {"name": "none"},
-        "decoding": {"temperature": 0.0, "block_size": block_size, "max_new_tokens": max_new_tokens},
-    })
+    policy = parse_policy(
+        {
+            "name": f"zoo-eval-{drafter}",
+            "target": {"model": str(models_dir / "target"), "dtype": "float32", "device": "cpu"},
+            "drafter": {"plugin": "hf-model", "options": {"model": str(models_dir / drafter)}},
+            "mode": "speculative",
+            "rule": {"name": "none"},
+            "decoding": {"temperature": 0.0, "block_size": block_size, "max_new_tokens": max_new_tokens},
+        }
+    )
     engine = Engine.from_policy(policy)
     runs = [engine.generate(p, record_decisions=False).metrics for p in prompts]
     return Metrics.total(runs).mean_acceptance_length
@@ -72,8 +75,11 @@ def evaluate(models_dir: Path, prompts_file: Path, names=("tiny", "mid", "target
     for name in names:
         model = target if name == "target" else load(models_dir / name)
         loss = heldout_loss(model, held)
-        row = {"parameters": sum(p.numel() for p in model.parameters()), "heldout_loss": round(loss, 4),
-               "heldout_perplexity": round(math.exp(loss), 2)}
+        row = {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "heldout_loss": round(loss, 4),
+            "heldout_perplexity": round(math.exp(loss), 2),
+        }
         if name != "target":
             row["greedy_agreement_with_target"] = round(agreement(model, target, held), 4)
             row["tau_lossless_block4"] = round(tau(models_dir, name, prompts), 3)
@@ -83,9 +89,13 @@ def evaluate(models_dir: Path, prompts_file: Path, names=("tiny", "mid", "target
 
 
 def markdown(results: dict) -> str:
-    lines = ["| model | parameters | held-out loss | perplexity | greedy agreement with target | τ (lossless, γ=4) |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| model | parameters | held-out loss | perplexity | greedy agreement with target | τ (lossless, γ=4) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['parameters'] / 1e6:.1f}M | {r['heldout_loss']:.3f} | {r['heldout_perplexity']:.1f} | "
-                     f"{r.get('greedy_agreement_with_target', '—')} | {r.get('tau_lossless_block4', '—')} |")
+        lines.append(
+            f"| {name} | {r['parameters'] / 1e6:.1f}M | {r['heldout_loss']:.3f} | {r['heldout_perplexity']:.1f} | "
+            f"{r.get('greedy_agreement_with_target', '—')} | {r.get('tau_lossless_block4', '—')} |"
+        )
     return "\n".join(lines)

@@ -162,8 +162,10 @@ def heldout_losses(model: Any, corpus: LongCorpus, max_windows: int = 24, contex
     ends = corpus.long_spans(max(CONTEXTS))[:max_windows, 0] + max(CONTEXTS)  # the same tokens for every model
     out = {}
     for ctx in (c for c in contexts if c <= limit):
-        losses = [tail_loss(model, torch.from_numpy(corpus.ids[e - ctx : e].astype(np.int64))[None], ctx - TAIL).item()
-                  for e in ends]
+        losses = [
+            tail_loss(model, torch.from_numpy(corpus.ids[e - ctx : e].astype(np.int64))[None], ctx - TAIL).item()
+            for e in ends
+        ]
         out[str(ctx)] = round(float(np.mean(losses)), 4)
     model.train()
     return out
@@ -186,8 +188,10 @@ def extend(name: str, models_dir: Path, work: Path, s: ExtendSettings, log: Call
     before = heldout_losses(model, held_c)
     old = grow_positions(model, s.positions)
     untrained = heldout_losses(model, held_c)
-    log(f"{name}: {old} -> {s.positions} positions; held-out loss before {before}, untrained rows {untrained}; "
-        f"{int(train_c.long_spans(s.positions).shape[0])} training files hold a {s.positions}-token window")
+    log(
+        f"{name}: {old} -> {s.positions} positions; held-out loss before {before}, untrained rows {untrained}; "
+        f"{int(train_c.long_spans(s.positions).shape[0])} training files hold a {s.positions}-token window"
+    )
     for p in model.parameters():
         p.requires_grad_(False)
     table = model.transformer.wpe.weight
@@ -199,8 +203,9 @@ def extend(name: str, models_dir: Path, work: Path, s: ExtendSettings, log: Call
     gen = np.random.default_rng([s.seed, prog.step])
 
     def frac() -> float:
-        return max(prog.seconds / (s.minutes * 60) if s.minutes else 0.0,
-                   prog.tokens_seen / s.tokens if s.tokens else 0.0)
+        return max(
+            prog.seconds / (s.minutes * 60) if s.minutes else 0.0, prog.tokens_seen / s.tokens if s.tokens else 0.0
+        )
 
     best = (validation_loss(model, val_c), table.detach().clone())
     log(f"{name}: validation loss with {max(CONTEXTS)} tokens of context {best[0]:.4f} at the start")
@@ -224,8 +229,10 @@ def extend(name: str, models_dir: Path, work: Path, s: ExtendSettings, log: Call
         prog.seconds += now - t0
         if now - last_log > 30:
             prog.last_loss = float(np.mean(losses[-20:]))
-            log(f"{name}: step {prog.step} loss past {old} {prog.last_loss:.3f} {prog.tokens_seen / 1e6:.2f}M tok "
-                f"{x.numel() / (now - t0):,.0f} tok/s {100 * frac():.1f}% of budget")
+            log(
+                f"{name}: step {prog.step} loss past {old} {prog.last_loss:.3f} {prog.tokens_seen / 1e6:.2f}M tok "
+                f"{x.numel() / (now - t0):,.0f} tok/s {100 * frac():.1f}% of budget"
+            )
             last_log = now
         if now - last_save > 300 or frac() >= 1.0:
             _checkpoint(ckpt, table, opt, prog, s)
@@ -238,8 +245,11 @@ def extend(name: str, models_dir: Path, work: Path, s: ExtendSettings, log: Call
         table.copy_(best[1])  # the best table on validation
     after = heldout_losses(model, held_c)
     log(f"{name}: done; held-out loss by context {after}")
-    losses = {"heldout_loss_by_context_before": before, "heldout_loss_by_context_untrained": untrained,
-              "heldout_loss_by_context": after}
+    losses = {
+        "heldout_loss_by_context_before": before,
+        "heldout_loss_by_context_untrained": untrained,
+        "heldout_loss_by_context": after,
+    }
     return _export(name, model, tok, src, models_dir, s, prog, old, losses)
 
 
@@ -260,21 +270,27 @@ def remeasure(name: str, models_dir: Path, work: Path, log: Callable[[str], None
     table = model.transformer.wpe.weight
     with torch.no_grad():
         table[old:] = table[:old][torch.arange(table.shape[0] - old) % min(PERIOD, old) + old - min(PERIOD, old)]
-    long.update(heldout_loss_by_context_before={str(old): after[str(old)]},
-                heldout_loss_by_context_untrained=heldout_losses(model, held_c), heldout_loss_by_context=after,
-                loss_measure=f"mean next-token loss of the {TAIL} tokens before position {max(CONTEXTS)} of long "
-                             "held-out files, predicted from this many tokens of context")
+    long.update(
+        heldout_loss_by_context_before={str(old): after[str(old)]},
+        heldout_loss_by_context_untrained=heldout_losses(model, held_c),
+        heldout_loss_by_context=after,
+        loss_measure=f"mean next-token loss of the {TAIL} tokens before position {max(CONTEXTS)} of long "
+        "held-out files, predicted from this many tokens of context",
+    )
     from cascade.zoo.train import model_card_markdown
 
     (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (folder / "README.md").write_text(model_card_markdown(card))
-    log(f"{name}: {long['heldout_loss_by_context_before']} before, {long['heldout_loss_by_context_untrained']} "
-        f"untrained, {after} trained")
+    log(
+        f"{name}: {long['heldout_loss_by_context_before']} before, {long['heldout_loss_by_context_untrained']} "
+        f"untrained, {after} trained"
+    )
     return long
 
 
-def _checkpoint(folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, prog: Progress,
-                s: ExtendSettings) -> None:
+def _checkpoint(
+    folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, prog: Progress, s: ExtendSettings
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     state = opt.state[table]
     tensors = {"table": table.detach().contiguous()}
@@ -282,14 +298,18 @@ def _checkpoint(folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, p
         tensors |= {"exp_avg": state["exp_avg"], "exp_avg_sq": state["exp_avg_sq"]}
     save_file(tensors, folder / "state.tmp.safetensors")
     os.replace(folder / "state.tmp.safetensors", folder / "state.safetensors")
-    meta = {"progress": asdict(prog), "settings": {k: v for k, v in asdict(s).items() if k not in ("minutes", "tokens")},
-            "adam_step": float(state["step"]) if state else 0.0}
+    meta = {
+        "progress": asdict(prog),
+        "settings": {k: v for k, v in asdict(s).items() if k not in ("minutes", "tokens")},
+        "adam_step": float(state["step"]) if state else 0.0,
+    }
     (folder / "progress.tmp.json").write_text(json.dumps(meta))
     os.replace(folder / "progress.tmp.json", folder / "progress.json")
 
 
-def _resume(folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, s: ExtendSettings,
-            log: Callable[[str], None]) -> Progress:
+def _resume(
+    folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, s: ExtendSettings, log: Callable[[str], None]
+) -> Progress:
     if not (folder / "progress.json").exists():
         return Progress()
     meta = json.loads((folder / "progress.json").read_text())
@@ -300,18 +320,31 @@ def _resume(folder: Path, table: torch.Tensor, opt: torch.optim.Optimizer, s: Ex
     with torch.no_grad():
         table.copy_(tensors["table"])
     if "exp_avg" in tensors:
-        opt.state[table] = {"step": torch.tensor(meta["adam_step"]), "exp_avg": tensors["exp_avg"],
-                            "exp_avg_sq": tensors["exp_avg_sq"]}
+        opt.state[table] = {
+            "step": torch.tensor(meta["adam_step"]),
+            "exp_avg": tensors["exp_avg"],
+            "exp_avg_sq": tensors["exp_avg_sq"],
+        }
     prog = Progress(**meta["progress"])
     log(f"resumed at step {prog.step}, {prog.tokens_seen:,} tokens, {prog.seconds / 60:.1f} min")
     return prog
 
 
-def _export(name: str, model: Any, tok: Any, src: Path, models_dir: Path, s: ExtendSettings, prog: Progress,
-            old: int, losses: dict[str, dict[str, float]]) -> Path:
+def _export(
+    name: str,
+    model: Any,
+    tok: Any,
+    src: Path,
+    models_dir: Path,
+    s: ExtendSettings,
+    prog: Progress,
+    old: int,
+    losses: dict[str, dict[str, float]],
+) -> Path:
     card = json.loads((src / "card.json").read_text()) if (src / "card.json").exists() else {"name": f"cascade-{name}"}
-    budget = " ".join(f for f in (f"--tokens {s.tokens}" if s.tokens else "",
-                                  f"--minutes {s.minutes}" if s.minutes else "") if f)
+    budget = " ".join(
+        f for f in (f"--tokens {s.tokens}" if s.tokens else "", f"--minutes {s.minutes}" if s.minutes else "") if f
+    )
     card["long_context"] = {
         "positions": s.positions,
         "from_positions": old,
@@ -322,7 +355,7 @@ def _export(name: str, model: Any, tok: Any, src: Path, models_dir: Path, s: Ext
         "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}",
         **losses,
         "loss_measure": f"mean next-token loss of the {TAIL} tokens before position {max(CONTEXTS)} of long held-out "
-                        "files, predicted from this many tokens of context",
+        "files, predicted from this many tokens of context",
         "command": f"cascade zoo extend {name} --positions {s.positions} {budget} --seed {s.seed}",
     }
     tmp = models_dir / f".{name}.extending"

@@ -23,16 +23,27 @@ SPLITS = ("heldout", "train")
 CLAUSES = ("elif", "else", "except", "finally", "case")  # statement lines that cannot open a window
 
 
-def cases(tokenizer, n: int = 200, seed: int = 0, max_prompt_tokens: int = 320, reference_tokens: int = 128,
-          files: list[data.SourceFile] | None = None, split: str = "heldout", min_prompt_tokens: int = 0) -> list[dict]:
+def cases(
+    tokenizer,
+    n: int = 200,
+    seed: int = 0,
+    max_prompt_tokens: int = 320,
+    reference_tokens: int = 128,
+    files: list[data.SourceFile] | None = None,
+    split: str = "heldout",
+    min_prompt_tokens: int = 0,
+) -> list[dict]:
     if files is None:
         train, heldout = data.split_files(data.stdlib_files())
         files = heldout if split == "heldout" else train
     rng = random.Random(seed)
     pool = [f for f in files if f.text.count("\n") >= 40]
     if min_prompt_tokens:  # long prompts: only files that hold one
-        pool = [f for f in pool if len(tokenizer(f.text, add_special_tokens=False)["input_ids"]) >=
-                min_prompt_tokens + reference_tokens]
+        pool = [
+            f
+            for f in pool
+            if len(tokenizer(f.text, add_special_tokens=False)["input_ids"]) >= min_prompt_tokens + reference_tokens
+        ]
     rng.shuffle(pool)
     out: list[dict] = []
     per_file = max(1, -(-n // max(len(pool), 1)))  # ceil: spread the cases over the files
@@ -60,8 +71,11 @@ def statement_starts(text: str, lines: list[str]) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.stmt):
             i = node.lineno - 1
-            if i < len(lines) and lines[i][: node.col_offset].strip() == "" and \
-                    not lines[i].lstrip().startswith(CLAUSES):
+            if (
+                i < len(lines)
+                and lines[i][: node.col_offset].strip() == ""
+                and not lines[i].lstrip().startswith(CLAUSES)
+            ):
                 found.add(i)
     return sorted(found)
 
@@ -102,8 +116,13 @@ def _cut(f, lines, starts, rng, tokenizer, max_prompt_tokens, reference_tokens, 
             if min_prompt_tokens and len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) < min_prompt_tokens:
                 break  # later starts are shorter still
             if reference.strip() and parses(prompt, reference):
-                return {"prompt": prompt, "reference": reference, "source": f.relpath, "line": cut + 1,
-                        "python_version": data.python_version()}
+                return {
+                    "prompt": prompt,
+                    "reference": reference,
+                    "source": f.relpath,
+                    "line": cut + 1,
+                    "python_version": data.python_version(),
+                }
     return None
 
 
@@ -124,13 +143,24 @@ def align_to_tokens(tokenizer, prompt: str, reference: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def write_prompts(out: Path, tokenizer_dir: Path, n: int = 200, seed: int = 0, split: str = "heldout",
-                  min_prompt_tokens: int = 0, max_prompt_tokens: int = 320) -> int:
+def write_prompts(
+    out: Path,
+    tokenizer_dir: Path,
+    n: int = 200,
+    seed: int = 0,
+    split: str = "heldout",
+    min_prompt_tokens: int = 0,
+    max_prompt_tokens: int = 320,
+) -> int:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    rows = [dict(r, split=split) for r in cases(tok, n, seed, split=split, min_prompt_tokens=min_prompt_tokens,
-                                                max_prompt_tokens=max_prompt_tokens)]
+    rows = [
+        dict(r, split=split)
+        for r in cases(
+            tok, n, seed, split=split, min_prompt_tokens=min_prompt_tokens, max_prompt_tokens=max_prompt_tokens
+        )
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)

@@ -226,7 +226,9 @@ def export(name, model, tok, work, out_root, prog, loss, n_params, minutes, toke
     model.to(torch.float16).save_pretrained(out, safe_serialization=True)
     model.to(torch.float32)
     tok.save_pretrained(out)
-    budget = " ".join(f for f in (f"--tokens {tokens}" if tokens else "", f"--minutes {minutes}" if minutes else "") if f)
+    budget = " ".join(
+        f for f in (f"--tokens {tokens}" if tokens else "", f"--minutes {minutes}" if minutes else "") if f
+    )
     card = {
         "name": f"cascade-{name}",
         "architecture": "GPT2LMHeadModel",
@@ -257,5 +259,7 @@ def model_card_markdown(card: dict) -> str:
     )
     for k, v in card.items():  # later stages (e.g. long_context: `cascade zoo extend`), a table each
         if isinstance(v, dict):
-            text += f"\n## {k}\n\n| field | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in v.items()) + "\n"
+            text += (
+                f"\n## {k}\n\n| field | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in v.items()) + "\n"
+            )
     return text

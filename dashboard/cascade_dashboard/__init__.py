@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from cascade.hookspecs import hookimpl
+from cascade import hookimpl
 
 
 @hookimpl

@@ -19,7 +19,7 @@ def _num(x: Any) -> float | None:
 
 
 def alarm(row: dict[str, Any]) -> str:
-    """"garbled", "loop" or "" for one sequence (a `list_sequences` row)."""
+    """ "garbled", "loop" or "" for one sequence (a `list_sequences` row)."""
     drafted = row.get("num_draft_tokens") or 0
     rate = _num(row.get("acceptance_rate"))
     if rate is None or drafted < MIN_DRAFTS:

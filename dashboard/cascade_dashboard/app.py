@@ -21,6 +21,10 @@ PAGES = [
 ]
 
 st.set_page_config(page_title="cascade dashboard", page_icon=":material/bolt:", layout="wide")
-nav = st.navigation([st.Page(HERE / path, title=title, icon=icon, url_path=url, default=(i == 0))
-                     for i, (path, title, icon, url) in enumerate(PAGES)])
+nav = st.navigation(
+    [
+        st.Page(HERE / path, title=title, icon=icon, url_path=url, default=(i == 0))
+        for i, (path, title, icon, url) in enumerate(PAGES)
+    ]
+)
 nav.run()

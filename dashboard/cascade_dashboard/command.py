@@ -19,24 +19,47 @@ DEFAULT_HOST = "127.0.0.1"
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dashboard", help="inspect runs and tune α in a Streamlit dashboard (read-only)")
-    p.add_argument("--store", metavar="URL",
-                   help="store to show (default: $CASCADE_STORE, else cascade.db in $CASCADE_HOME or the user "
-                        "data folder, as `cascade run`)")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="store to show (default: $CASCADE_STORE, else cascade.db in $CASCADE_HOME or the user "
+        "data folder, as `cascade run`)",
+    )
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to serve on (default: {DEFAULT_PORT})")
-    p.add_argument("--host", default=DEFAULT_HOST,
-                   help=f"address to bind (default: {DEFAULT_HOST}, this machine only; 0.0.0.0 exposes it)")
+    p.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to bind (default: {DEFAULT_HOST}, this machine only; 0.0.0.0 exposes it)",
+    )
     p.set_defaults(func=cmd_dashboard)
 
 
 def streamlit_argv(host: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "streamlit", "run", str(APP),
-            "--server.headless", "true", "--server.address", host, "--server.port", str(port),
-            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            "--runner.magicEnabled", "false", "--client.toolbarMode", "minimal"]
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.headless",
+        "true",
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--runner.magicEnabled",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+    ]
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from cascade.errors import CascadeError
+    from cascade import CascadeError
     from cascade.store import mask_url, resolve_url
     from cascade.store.urls import absolute_url
 

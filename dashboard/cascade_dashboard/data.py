@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from cascade.errors import CascadeError
+from cascade import CascadeError
 from cascade.store.queries import dashboard as Q
 from cascade.store.readonly import ReadOnlyStore, StoreStatus, check, open_readonly
 

@@ -14,9 +14,14 @@ def _slug(name: str) -> str:
 
 
 def table(df: pd.DataFrame, name: str) -> None:
-    st.download_button(f"Download {name} (CSV)", df.to_csv(index=False).encode("utf-8"),
-                       file_name=f"{_slug(name)}.csv", mime="text/csv", key=f"dl-csv-{_slug(name)}",
-                       on_click="ignore")
+    st.download_button(
+        f"Download {name} (CSV)",
+        df.to_csv(index=False).encode("utf-8"),
+        file_name=f"{_slug(name)}.csv",
+        mime="text/csv",
+        key=f"dl-csv-{_slug(name)}",
+        on_click="ignore",
+    )
 
 
 def chart(c: alt.TopLevelMixin, name: str) -> None:
@@ -27,6 +32,11 @@ def chart(c: alt.TopLevelMixin, name: str) -> None:
 
 def chart_button(c: alt.TopLevelMixin, name: str) -> None:
     """The Vega-Lite spec download of a chart shown elsewhere (e.g. with a selection)."""
-    st.download_button(f"Download {name} (Vega-Lite JSON)", c.to_json().encode("utf-8"),
-                       file_name=f"{_slug(name)}.vl.json", mime="application/json", key=f"dl-vl-{_slug(name)}",
-                       on_click="ignore")
+    st.download_button(
+        f"Download {name} (Vega-Lite JSON)",
+        c.to_json().encode("utf-8"),
+        file_name=f"{_slug(name)}.vl.json",
+        mime="application/json",
+        key=f"dl-vl-{_slug(name)}",
+        on_click="ignore",
+    )

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from cascade.policy import Policy, parse_policy
+from cascade import Policy, parse_policy
 
 
 def derived_policy(policy_yaml: str, rule: str, alpha: float, name: str | None = None) -> Policy:
@@ -31,8 +31,7 @@ def derived_policy(policy_yaml: str, rule: str, alpha: float, name: str | None =
     base = parse_policy(data, "<logged policy>")
     name = name or f"{base.name}-{rule}-a{alpha:g}"
     # the rule is replaced whole (its options belong to the old rule); the run must be logged to be seen
-    return base.derive(name, {"rule": {"name": rule, "alpha": float(alpha), "options": {}},
-                              "store": {"enabled": True}})
+    return base.derive(name, {"rule": {"name": rule, "alpha": float(alpha), "options": {}}, "store": {"enabled": True}})
 
 
 def policy_yaml(policy: Policy) -> str:
@@ -83,8 +82,13 @@ class Job:
 
     def state(self) -> dict[str, Any]:
         rc = self.returncode()
-        return {"done": self.done_prompts(), "total": self.total, "returncode": rc, "run_id": self.run_id(),
-                "seconds": time.time() - self.started}
+        return {
+            "done": self.done_prompts(),
+            "total": self.total,
+            "returncode": rc,
+            "run_id": self.run_id(),
+            "seconds": time.time() - self.started,
+        }
 
 
 def guess_base_dir(model: str, recorded: str | None = None) -> Path:
@@ -92,23 +96,42 @@ def guess_base_dir(model: str, recorded: str | None = None) -> Path:
     (`runs.info["policy_dir"]`, runs logged since cascade 0.2), else the first of the current folder, its
     `policies/` and the checkout's `policies/` that holds it."""
     here = Path.cwd()
-    candidates = ([Path(recorded)] if recorded else []) + [here, here / "policies",
-                                                            Path(__file__).resolve().parents[2] / "policies"]
+    candidates = ([Path(recorded)] if recorded else []) + [
+        here,
+        here / "policies",
+        Path(__file__).resolve().parents[2] / "policies",
+    ]
     return next((c for c in candidates if (c / model).exists()), here)
 
 
-def launch(policy: Policy, prompts: list[dict[str, Any]], store_url: str, *, max_new_tokens: int | None = None,
-           base_dir: Path | None = None, root: Path | None = None) -> Job:
+def launch(
+    policy: Policy,
+    prompts: list[dict[str, Any]],
+    store_url: str,
+    *,
+    max_new_tokens: int | None = None,
+    base_dir: Path | None = None,
+    root: Path | None = None,
+) -> Job:
     """Start the run in the background (relative model folders resolve against `base_dir`); returns at once."""
     folder = Path(tempfile.mkdtemp(prefix="cascade-dashboard-run-", dir=root))
     (folder / "policy.yaml").write_text(policy_yaml(policy), encoding="utf-8")
     (folder / "prompts.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts), encoding="utf-8")
-    argv = [sys.executable, "-m", "cascade.cli", "run", str(folder / "policy.yaml"),
-            "--prompts", str(folder / "prompts.jsonl"), "--json"]
+    argv = [
+        sys.executable,
+        "-m",
+        "cascade.cli",
+        "run",
+        str(folder / "policy.yaml"),
+        "--prompts",
+        str(folder / "prompts.jsonl"),
+        "--json",
+    ]
     if max_new_tokens is not None:
         argv += ["--max-new-tokens", str(max_new_tokens)]
     env = {**os.environ, "CASCADE_STORE": store_url}
     with open(folder / "stdout.jsonl", "wb") as out, open(folder / "stderr.txt", "wb") as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=base_dir or Path.cwd(),
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=err, env=env, cwd=base_dir or Path.cwd(), start_new_session=True
+        )
     return Job(folder, len(prompts), proc)

@@ -40,6 +40,14 @@ def cards(run: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str
             delta = ("+" if d >= 0 else "") + fmt.format(d)
             if key == "tokens_per_second" and b:
                 delta += f" ({v / b:.2f}x)"
-        out.append({"key": key, "label": label, "value": "–" if v is None else fmt.format(v), "raw": v,
-                    "delta": delta, "delta_color": "normal" if higher else "inverse"})
+        out.append(
+            {
+                "key": key,
+                "label": label,
+                "value": "–" if v is None else fmt.format(v),
+                "raw": v,
+                "delta": delta,
+                "delta_color": "normal" if higher else "inverse",
+            }
+        )
     return out

@@ -20,16 +20,27 @@ import statistics
 import time
 from pathlib import Path
 
-RULES = [("chow", 0.0, 1.0), ("diff", -0.5, 0.5), ("opt", 0.0, 3.0), ("token_v1", -0.2, 0.5),
-         ("token_v2", -0.2, 0.5), ("token_v3", 0.0, 0.6), ("none", 0.0, 0.0)]
+RULES = [
+    ("chow", 0.0, 1.0),
+    ("diff", -0.5, 0.5),
+    ("opt", 0.0, 3.0),
+    ("token_v1", -0.2, 0.5),
+    ("token_v2", -0.2, 0.5),
+    ("token_v3", 0.0, 0.6),
+    ("none", 0.0, 0.0),
+]
 PAGES = ["runs", "run_detail", "token_view", "tradeoff", "whatif", "calibrate"]
 
 
 def _policy(i: int, rng: random.Random, target_only: bool):
-    from cascade.policy import parse_policy
+    from cascade import parse_policy
 
-    d = {"name": f"load-{i}", "target": {"model": "models/target"}, "mode": "target" if target_only else "speculative",
-         "decoding": {"temperature": 0.0, "block_size": 4, "max_new_tokens": 128}}
+    d = {
+        "name": f"load-{i}",
+        "target": {"model": "models/target"},
+        "mode": "target" if target_only else "speculative",
+        "decoding": {"temperature": 0.0, "block_size": 4, "max_new_tokens": 128},
+    }
     if target_only:
         d["rule"] = {"name": "none", "alpha": 0.0}
     else:
@@ -43,42 +54,69 @@ def _policy(i: int, rng: random.Random, target_only: bool):
 def target_only_generation(g):
     """The same tokens as `g` decoded by the target alone, as the engine logs it: one step and one
     `target` decision per token."""
-    from cascade.metrics import Decision, Generation, Metrics, StepRecord
+    from cascade import Decision, Generation, Metrics, StepRecord
 
     m = Metrics(num_prompt_tokens=g.prompt_tokens)
     steps = []
     dt = 3 * g.metrics.decode_seconds / max(len(g.token_ids), 1)  # slower per token than speculative decoding
     for i, tok in enumerate(g.token_ids):
         row = Decision(position=0, kind="target", drafted_token=None, emitted_token=tok, accepted=None, deferred=None)
-        step = StepRecord(index=i, block_size=0, drafted=0, accepted=0, emitted=(tok,), deferred=0, target_calls=1,
-                          drafter_calls=0, draft_seconds=0.0, verify_seconds=dt, decisions=(row,))
+        step = StepRecord(
+            index=i,
+            block_size=0,
+            drafted=0,
+            accepted=0,
+            emitted=(tok,),
+            deferred=0,
+            target_calls=1,
+            drafter_calls=0,
+            draft_seconds=0.0,
+            verify_seconds=dt,
+            decisions=(row,),
+        )
         m.add_step(step, verification=False)
         m.decode_seconds += dt
         steps.append(step)
     m.num_generated_tokens = len(g.token_ids)
     m.ttft_seconds = dt
-    return Generation(text=g.text, token_ids=g.token_ids, prompt_tokens=g.prompt_tokens, finish_reason="length",
-                      metrics=m, steps=steps)
+    return Generation(
+        text=g.text,
+        token_ids=g.token_ids,
+        prompt_tokens=g.prompt_tokens,
+        finish_reason="length",
+        metrics=m,
+        steps=steps,
+    )
 
 
-def generate(url: str, runs: int = 1000, sequences: int = 20, steps: int = 71, templates: int = 120,
-             prompt_sets: int = 10, seed: int = 0) -> dict[str, float]:
+def generate(
+    url: str,
+    runs: int = 1000,
+    sequences: int = 20,
+    steps: int = 71,
+    templates: int = 120,
+    prompt_sets: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
     """Fill the store at `url`; returns counts and seconds."""
-    from cascade.metrics import Quality
+    from cascade import Quality
     from cascade.store import Store, synthetic
 
     t0 = time.perf_counter()
     rng = random.Random(seed)
     gens = [synthetic.generation(seed * 100_003 + j, n_steps=steps, block_size=4) for j in range(templates)]
-    prompts = [[f"def f_{s}_{j}(x):\n    # prompt {j} of set {s}\n" for j in range(sequences)] for s in range(prompt_sets)]
+    prompts = [
+        [f"def f_{s}_{j}(x):\n    # prompt {j} of set {s}\n" for j in range(sequences)] for s in range(prompt_sets)
+    ]
     decisions = 0
     with Store.open(url) as store:
         for i in range(runs):
             target_only = i % 10 == 0
             policy = _policy(i, rng, target_only)
             pset = prompts[(i // 10) % prompt_sets]
-            with store.start_run(policy, {"source": "cascade_dashboard.loadtest"}, flush_rows=50_000,
-                                 flush_seconds=1e9) as run:
+            with store.start_run(
+                policy, {"source": "cascade_dashboard.loadtest"}, flush_rows=50_000, flush_seconds=1e9
+            ) as run:
                 for prompt in pset:
                     g = gens[rng.randrange(templates)]
                     if target_only:
@@ -86,8 +124,15 @@ def generate(url: str, runs: int = 1000, sequences: int = 20, steps: int = 71, t
                     decisions += sum(len(s.decisions) for s in g.steps)
                     seq = run.log_generation(prompt, g, reference="    return x\n")
                     base = 60.0 if target_only else rng.uniform(40, 62)
-                    store.set_quality(seq, Quality(edit_similarity=base + rng.uniform(-2, 2), chrf=base,
-                                                   parses=1.0 if rng.random() < 0.95 else 0.0, exact_match=0.0))
+                    store.set_quality(
+                        seq,
+                        Quality(
+                            edit_similarity=base + rng.uniform(-2, 2),
+                            chrf=base,
+                            parses=1.0 if rng.random() < 0.95 else 0.0,
+                            exact_match=0.0,
+                        ),
+                    )
             if (i + 1) % 100 == 0:
                 print(f"{i + 1} runs, {decisions:,} decision rows, {time.perf_counter() - t0:.0f} s", flush=True)
     return {"runs": runs, "decisions": decisions, "seconds": time.perf_counter() - t0}

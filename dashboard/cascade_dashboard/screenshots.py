@@ -43,8 +43,12 @@ def take(store: str, out: Path, run: int, seq: int, width: int = 1500, height: i
 
     port = _port()
     cascade = Path(sys.executable).with_name("cascade")
-    proc = subprocess.Popen([str(cascade), "dashboard", "--store", store, "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(cascade), "dashboard", "--store", store, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -55,8 +59,14 @@ def take(store: str, out: Path, run: int, seq: int, width: int = 1500, height: i
                 time.sleep(0.3)
         opts = webdriver.ChromeOptions()
         opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  f"--window-size={width},{height}", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+        for a in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--window-size={width},{height}",
+            f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
+        ):
             opts.add_argument(a)
         drv = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=opts)
         out.mkdir(parents=True, exist_ok=True)
@@ -65,7 +75,8 @@ def take(store: str, out: Path, run: int, seq: int, width: int = 1500, height: i
             for name, path, text in SHOTS:
                 drv.get(base + path.format(run=run, seq=seq))
                 WebDriverWait(drv, 120).until(
-                    EC.text_to_be_present_in_element((By.CSS_SELECTOR, '[data-testid="stMain"]'), text))
+                    EC.text_to_be_present_in_element((By.CSS_SELECTOR, '[data-testid="stMain"]'), text)
+                )
                 time.sleep(2.5)  # charts finish drawing
                 drv.save_screenshot(str(out / name))
                 written.append(out / name)

@@ -51,5 +51,10 @@ def pick_run(runs, label: str, key: str) -> int:
     ids = runs["id"].tolist()
     chosen = get(RUN)
     names = runs.set_index("id")["policy_name"]
-    return st.selectbox(label, ids, index=ids.index(chosen) if chosen in ids else 0, key=key,
-                        format_func=lambda i: f"{i} · {names.loc[i]}")
+    return st.selectbox(
+        label,
+        ids,
+        index=ids.index(chosen) if chosen in ids else 0,
+        key=key,
+        format_func=lambda i: f"{i} · {names.loc[i]}",
+    )

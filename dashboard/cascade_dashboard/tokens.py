@@ -49,18 +49,34 @@ def table_rows(decisions: list[dict[str, Any]], texts: dict[int, str]) -> list[d
     out = []
     for i, d in enumerate(decisions):
         tok = d["emitted_token"] if d["emitted_token"] is not None else d["drafted_token"]
-        out.append({"#": i, "step": d["step"], "position": d["position"], "token": texts.get(tok, f"⟨{tok}⟩"),
-                    "how": HOW[how(d)][0], "q(x)": d.get("q_x"), "p(x)": d.get("p_x"), "max q": d.get("q_max"),
-                    "max p": d.get("p_max"), "D_TV": d.get("d_tv"), "deferred": d.get("deferred"),
-                    "accepted": d.get("accepted")})
+        out.append(
+            {
+                "#": i,
+                "step": d["step"],
+                "position": d["position"],
+                "token": texts.get(tok, f"⟨{tok}⟩"),
+                "how": HOW[how(d)][0],
+                "q(x)": d.get("q_x"),
+                "p(x)": d.get("p_x"),
+                "max q": d.get("q_max"),
+                "max p": d.get("p_max"),
+                "D_TV": d.get("d_tv"),
+                "deferred": d.get("deferred"),
+                "accepted": d.get("accepted"),
+            }
+        )
     return out
 
 
-def spans_html(decisions: list[dict[str, Any]], texts: dict[int, str], *, show_rejected: bool = False,
-               highlight: int | None = None) -> str:
+def spans_html(
+    decisions: list[dict[str, Any]], texts: dict[int, str], *, show_rejected: bool = False, highlight: int | None = None
+) -> str:
     """The output as spans (block boundaries as a bar before each step's first token); `highlight`: the
     index of a decision row to outline."""
-    out = ['<div style="font-family: monospace; white-space: pre-wrap; overflow-wrap: anywhere; word-break: break-all; line-height: 1.9">']
+    out = [
+        '<div style="font-family: monospace; white-space: pre-wrap; overflow-wrap: anywhere; word-break: break-all; '
+        'line-height: 1.9">'
+    ]
     last_step = None
     for i, d in enumerate(decisions):
         kind = how(d)
@@ -76,15 +92,20 @@ def spans_html(decisions: list[dict[str, Any]], texts: dict[int, str], *, show_r
             style += "; text-decoration: line-through; opacity: 0.7"
         if i == highlight:
             style += "; outline: 2px solid #d62728"
-        out.append(f'<span class="tok tok-{kind}" data-i="{i}" title="{html.escape(tooltip(d))}" '
-                   f'style="{style}">{html.escape(text)}</span>')
+        out.append(
+            f'<span class="tok tok-{kind}" data-i="{i}" title="{html.escape(tooltip(d))}" '
+            f'style="{style}">{html.escape(text)}</span>'
+        )
     out.append("</div>")
     return "".join(out)
 
 
 def legend_html() -> str:
-    items = "".join(f'<span style="background: {c}; padding: 1px 6px; margin-right: 8px; border-radius: 2px">'
-                    f"{html.escape(label)}</span>" for label, c in HOW.values())
+    items = "".join(
+        f'<span style="background: {c}; padding: 1px 6px; margin-right: 8px; border-radius: 2px">'
+        f"{html.escape(label)}</span>"
+        for label, c in HOW.values()
+    )
     return f'<div style="font-size: 0.85em; line-height: 2">{items}</div>'
 
 

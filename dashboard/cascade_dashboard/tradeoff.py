@@ -1,5 +1,5 @@
 """Trade-off points: quality relative to target-only against speed-up and target calls per token, the
-Pareto frontier and the "within 1% of target-only" test (cascade.bench.sweep's definitions)."""
+Pareto frontier and the "within 1% of target-only" test (cascade.bench.sweep_analysis's definitions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-TOLERANCE = 0.01  # cascade.bench.sweep.QUALITY_TOLERANCE
+TOLERANCE = 0.01  # cascade.bench.sweep_analysis.QUALITY_TOLERANCE
 METRICS = {  # quality column -> (relative column, label)
     "edit_similarity": "first-line edit similarity / target-only's",
     "chrf": "chrF / target-only's",
@@ -23,8 +23,7 @@ def pareto_front(xs: Sequence[float | None], ys: Sequence[float | None], maximiz
     """Indices of points no other point dominates (y always maximised); None/NaN left out."""
     sx = 1 if maximize_x else -1
     pts = [(sx * x, y, i) for i, (x, y) in enumerate(zip(xs, ys)) if _ok(x) and _ok(y)]
-    return [i for x, y, i in pts
-            if not any(ox >= x and oy >= y and (ox > x or oy > y) for ox, oy, _ in pts)]
+    return [i for x, y, i in pts if not any(ox >= x and oy >= y and (ox > x or oy > y) for ox, oy, _ in pts)]
 
 
 def curve_label(row: dict[str, Any]) -> str:
@@ -42,13 +41,23 @@ def points(runs: list[dict[str, Any]], metric: str = "edit_similarity") -> list[
         base = by_id.get(r.get("baseline_run_id"))
         if base is None or not _ok(r.get(metric)) or not _ok(base.get(metric)) or not base[metric]:
             continue
-        parses_ok = not (_ok(r.get("parses")) and _ok(base.get("parses"))) or \
-            r["parses"] >= (1 - TOLERANCE) * base["parses"]
+        parses_ok = (
+            not (_ok(r.get("parses")) and _ok(base.get("parses"))) or r["parses"] >= (1 - TOLERANCE) * base["parses"]
+        )
         rel = r[metric] / base[metric]
-        out.append({"run_id": r["id"], "policy": r["policy_name"], "curve": curve_label(r), "rule": r["rule"],
-                    "alpha": r["alpha"], "speedup": r.get("speedup"),
-                    "target_calls_per_token": r.get("target_calls_per_token"), "quality_rel": rel,
-                    "within_1pct": bool(rel >= 1 - TOLERANCE and parses_ok)})
+        out.append(
+            {
+                "run_id": r["id"],
+                "policy": r["policy_name"],
+                "curve": curve_label(r),
+                "rule": r["rule"],
+                "alpha": r["alpha"],
+                "speedup": r.get("speedup"),
+                "target_calls_per_token": r.get("target_calls_per_token"),
+                "quality_rel": rel,
+                "within_1pct": bool(rel >= 1 - TOLERANCE and parses_ok),
+            }
+        )
     front_s = set(pareto_front([p["speedup"] for p in out], [p["quality_rel"] for p in out], True))
     front_c = set(pareto_front([p["target_calls_per_token"] for p in out], [p["quality_rel"] for p in out], False))
     for i, p in enumerate(out):

@@ -1,8 +1,10 @@
 """Re-applying a deferral rule to logged features: a first-order estimate of what another α would do.
 
-The closed-form rules of SPEC.md (`cascade.rules`) decide the drafted token x from quantities the
-store logs per drafted position: q(x), max q, p(x), max p and D_TV(p, q). `defer(rule, alpha, f)`
-computes r(x) for every logged position, as `cascade.rules` would (a test checks they agree).
+Each rule decides the drafted token x from quantities the store logs per drafted position (q(x), max q,
+p(x), max p, D_TV(p, q), ...), and says how in one place: its `critical_alpha(columns)`, the α below
+which it defers each logged position (`cascade.rules`; the learned rule's is its score). `defer(rule,
+alpha, f)` is r(x) = [α < critical α] for every logged position: `defer` and calibration agree with the
+rule by construction (a test checks it against the rule's own `defer`).
 
 Estimated acceptance of a drafted token under the new r:
 - r(x) = 0: the cascade keeps the draft (π(x) ≥ q(x)): accepted;
@@ -22,34 +24,40 @@ from typing import Any
 
 import numpy as np
 
-ALPHA_RANGES: dict[str, tuple[float, float]] = {  # (speculative end, drafter-only end), as cascade.rules
-    "none": (-math.inf, math.inf),
-    "chow": (0.0, 1.0),
-    "diff": (-1.0, 1.0),
-    "opt": (-math.inf, math.inf),
-    "token_v1": (-1.0, 1.0),
-    "token_v2": (-1.0, 1.0),
-    "token_v3": (0.0, 1.0),
+from cascade import BUILTIN_RULES, CONTEXT, DEFAULT_INF_CLIP, FEATURES
+
+ALPHA_RANGES: dict[str, tuple[float, float]] = {  # (speculative end, drafter-only end): the rules' own
+    name: tuple(cls.alpha_range) for name, cls in BUILTIN_RULES.items()
 }
 RULES = tuple(ALPHA_RANGES)
-INF_CLIP = (-2.0, 5.0)  # finite stand-ins for an infinite end (cascade.bench.sweep.DEFAULT_INF_CLIP)
-NEEDS = {"none": (), "chow": ("q_max",), "diff": ("q_max", "p_max"), "opt": ("q_max", "p_max", "d_tv"),
-         "token_v1": ("q_x", "p_max"), "token_v2": ("p_x", "p_max"), "token_v3": ("p_x", "p_max")}
 GREEDY_EPS = 1e-6  # p(x) within this of max p counts as the target's top token
 
 
-def slider_range(rule: str) -> tuple[float, float]:
+def rule_of(rule: str | Any) -> Any:
+    """A rule instance: a built-in's by name (α does not matter here), or the rule object given."""
+    return BUILTIN_RULES[rule]() if isinstance(rule, str) else rule
+
+
+def slider_range(rule: str | Any) -> tuple[float, float]:
     """The rule's α range with infinite ends clipped, low to high."""
-    lo, hi = ALPHA_RANGES[rule]
+    lo, hi = rule_of(rule).alpha_range
     lo, hi = min(lo, hi), max(lo, hi)
-    return (INF_CLIP[0] if lo == -math.inf else lo, INF_CLIP[1] if hi == math.inf else hi)
+    return (DEFAULT_INF_CLIP[0] if lo == -math.inf else lo, DEFAULT_INF_CLIP[1] if hi == math.inf else hi)
 
 
-def computable(rule: str, f: Mapping[str, Any]) -> bool:
-    """Whether the logged features hold what `rule` reads (a deterministic drafter logs no q)."""
-    if rule not in NEEDS:
+def critical(rule: str | Any, f: Mapping[str, Any]) -> np.ndarray | None:
+    """Each logged position's critical α for the rule (None: it cannot be re-applied from logged features)."""
+    columns = {n: np.asarray(v, dtype=float) for n, v in f.items() if n in FEATURES or n in ("position", *CONTEXT)}
+    out = rule_of(rule).critical_alpha(columns)
+    return None if out is None else np.asarray(out, dtype=float)
+
+
+def computable(rule: str | Any, f: Mapping[str, Any]) -> bool:
+    """Whether the logged features hold what the rule reads (a deterministic drafter logs no q)."""
+    if isinstance(rule, str) and rule not in BUILTIN_RULES:
         return False
-    return all(len(f[n]) and not np.isnan(np.asarray(f[n], dtype=float)).all() for n in NEEDS[rule])
+    c = critical(rule, f)
+    return c is not None and c.size > 0 and not np.isnan(c).all()
 
 
 def arrays(f: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -61,27 +69,13 @@ def arrays(f: Mapping[str, Any]) -> dict[str, np.ndarray]:
     return out
 
 
-def defer(rule: str, alpha: float, a: Mapping[str, np.ndarray]) -> np.ndarray:
-    """r(x) in {0, 1} per logged drafted position (float array)."""
-    q_x, q_max, p_x, p_max, d_tv = (a[n] for n in ("q_x", "q_max", "p_x", "p_max", "d_tv"))
+def defer(rule: str | Any, alpha: float, a: Mapping[str, np.ndarray]) -> np.ndarray:
+    """r(x) in {0, 1} per logged drafted position (float array): 1 where α < the rule's critical α."""
+    c = critical(rule, a)
+    if c is None:
+        raise ValueError(f"rule {rule!r} cannot be re-applied from logged features")
     with np.errstate(invalid="ignore"):
-        if rule == "none":
-            r = np.ones_like(p_max)
-        elif rule == "chow":
-            r = q_max < 1 - alpha
-        elif rule == "diff":
-            r = q_max < p_max - alpha
-        elif rule == "opt":
-            r = q_max < p_max - alpha * d_tv
-        elif rule == "token_v1":
-            r = q_x < p_max - alpha
-        elif rule == "token_v2":
-            r = p_x < p_max - alpha
-        elif rule == "token_v3":
-            r = p_x < (1 - alpha) * p_max
-        else:
-            raise ValueError(f"rule {rule!r} cannot be re-applied from logged features")
-    return np.asarray(r, dtype=float)
+        return (alpha < c).astype(float)
 
 
 def accept_probs(r: np.ndarray, a: Mapping[str, np.ndarray], temperature: float) -> np.ndarray:
@@ -108,8 +102,14 @@ def expected_accepted(acc: np.ndarray, step_key: np.ndarray) -> np.ndarray:
     return out
 
 
-def estimate(rule: str, alpha: float, a: Mapping[str, np.ndarray], temperature: float,
-             steps: int | None = None, target_calls: int | None = None) -> dict[str, float]:
+def estimate(
+    rule: str,
+    alpha: float,
+    a: Mapping[str, np.ndarray],
+    temperature: float,
+    steps: int | None = None,
+    target_calls: int | None = None,
+) -> dict[str, float]:
     """Estimated deferral rate, acceptance rate, τ and target calls per token at `alpha`.
 
     `steps`, `target_calls`: the run's logged verification steps and target calls (steps that drafted
@@ -117,8 +117,13 @@ def estimate(rule: str, alpha: float, a: Mapping[str, np.ndarray], temperature: 
     """
     n = a["p_max"].size
     if n == 0:
-        return {"alpha": alpha, "deferral_rate": math.nan, "acceptance_rate": math.nan,
-                "mean_acceptance_length": math.nan, "target_calls_per_token": math.nan}
+        return {
+            "alpha": alpha,
+            "deferral_rate": math.nan,
+            "acceptance_rate": math.nan,
+            "mean_acceptance_length": math.nan,
+            "target_calls_per_token": math.nan,
+        }
     r = defer(rule, alpha, a)
     per_step = expected_accepted(accept_probs(r, a, temperature), a["step_key"])
     accepted = float(per_step.sum())
@@ -133,8 +138,15 @@ def estimate(rule: str, alpha: float, a: Mapping[str, np.ndarray], temperature: 
     }
 
 
-def curve(rule: str, a: Mapping[str, np.ndarray], temperature: float, n: int = 41, steps: int | None = None,
-          target_calls: int | None = None, extra: Sequence[float] = ()) -> list[dict[str, float]]:
+def curve(
+    rule: str,
+    a: Mapping[str, np.ndarray],
+    temperature: float,
+    n: int = 41,
+    steps: int | None = None,
+    target_calls: int | None = None,
+    extra: Sequence[float] = (),
+) -> list[dict[str, float]]:
     lo, hi = slider_range(rule)
     grid = sorted({round(float(x), 6) for x in np.linspace(lo, hi, n)} | {float(x) for x in extra})
     return [estimate(rule, x, a, temperature, steps, target_calls) for x in grid]

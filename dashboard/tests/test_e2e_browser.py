@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end to end: ./scripts/test.sh runs it, --fast skips it
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
 
@@ -42,8 +44,12 @@ def server(filled_store, tmp_path):
     port = free_port()
     cascade = Path(sys.executable).with_name("cascade")
     log = open(tmp_path / "dashboard.log", "w+")
-    proc = subprocess.Popen([str(cascade), "dashboard", "--store", filled_store.url, "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(cascade), "dashboard", "--store", filled_store.url, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -72,8 +78,14 @@ def _driver():
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}",
+    ):
         opts.add_argument(arg)
     os.environ.setdefault("SE_OFFLINE", "true")
     return webdriver.Chrome(service=Service(DRIVER), options=opts)

@@ -10,8 +10,9 @@ from cascade_dashboard import alarms, jobs, kpis, tokens, tradeoff
 def test_alarms_flag_garbled_and_loops_only():
     assert alarms.alarm({"num_draft_tokens": 40, "acceptance_rate": 0.01}) == "garbled"
     loop = "x = 1\n" * 20
-    assert alarms.alarm({"num_draft_tokens": 40, "acceptance_rate": 0.99, "repeat_4": None, "output_text": loop}) \
-        == "loop"
+    assert (
+        alarms.alarm({"num_draft_tokens": 40, "acceptance_rate": 0.99, "repeat_4": None, "output_text": loop}) == "loop"
+    )
     assert alarms.alarm({"num_draft_tokens": 40, "acceptance_rate": 0.99, "repeat_4": 0.1}) == ""
     assert alarms.alarm({"num_draft_tokens": 3, "acceptance_rate": 0.0}) == ""  # too few drafts to judge
     assert alarms.repeated_ngram_rate("a b c d a b c d") == 0.2
@@ -29,10 +30,29 @@ def test_kpi_deltas_against_a_baseline():
 
 def test_spans_escape_text_mark_blocks_and_hide_rejected_drafts():
     rows = [
-        {"step": 0, "position": 0, "kind": "draft", "drafted_token": 1, "emitted_token": 1, "accepted": True,
-         "deferred": False, "q_x": 0.5, "rule": "chow", "alpha": 0.3},
-        {"step": 0, "position": 1, "kind": "draft", "drafted_token": 2, "emitted_token": None, "accepted": False,
-         "deferred": True, "rule": "chow", "alpha": 0.3},
+        {
+            "step": 0,
+            "position": 0,
+            "kind": "draft",
+            "drafted_token": 1,
+            "emitted_token": 1,
+            "accepted": True,
+            "deferred": False,
+            "q_x": 0.5,
+            "rule": "chow",
+            "alpha": 0.3,
+        },
+        {
+            "step": 0,
+            "position": 1,
+            "kind": "draft",
+            "drafted_token": 2,
+            "emitted_token": None,
+            "accepted": False,
+            "deferred": True,
+            "rule": "chow",
+            "alpha": 0.3,
+        },
         {"step": 0, "position": 1, "kind": "correction", "drafted_token": None, "emitted_token": 3},
         {"step": 1, "position": 0, "kind": "bonus", "drafted_token": None, "emitted_token": 4},
     ]
@@ -42,20 +62,61 @@ def test_spans_escape_text_mark_blocks_and_hide_rejected_drafts():
     assert body.count('class="tok ') == 3 and "tok-rejected" not in body
     assert body.count("border-left") == 1  # one block boundary
     assert "tok-rejected" in tokens.spans_html(rows, texts, show_rejected=True)
-    assert [r["how"] for r in tokens.table_rows(rows, texts)] == [tokens.HOW[k][0] for k in
-                                                                    ("kept", "rejected", "correction", "bonus")]
+    assert [r["how"] for r in tokens.table_rows(rows, texts)] == [
+        tokens.HOW[k][0] for k in ("kept", "rejected", "correction", "bonus")
+    ]
 
 
 def test_tradeoff_points_frontier_and_within_1pct():
     runs = [
-        {"id": 1, "mode": "target", "rule": "none", "policy_name": "t", "alpha": 0, "baseline_run_id": 1,
-         "edit_similarity": 50.0, "parses": 1.0, "speedup": 1.0, "target_calls_per_token": 1.0},
-        {"id": 2, "mode": "speculative", "rule": "chow", "policy_name": "a", "alpha": 0.1, "baseline_run_id": 1,
-         "edit_similarity": 49.8, "parses": 1.0, "speedup": 2.0, "target_calls_per_token": 0.5},
-        {"id": 3, "mode": "speculative", "rule": "chow", "policy_name": "b", "alpha": 0.9, "baseline_run_id": 1,
-         "edit_similarity": 49.7, "parses": 0.5, "speedup": 1.5, "target_calls_per_token": 0.6},
-        {"id": 4, "mode": "speculative", "rule": "chow", "policy_name": "c", "alpha": 0.9, "baseline_run_id": None,
-         "edit_similarity": 49.9, "parses": 1.0, "speedup": None, "target_calls_per_token": 0.6},
+        {
+            "id": 1,
+            "mode": "target",
+            "rule": "none",
+            "policy_name": "t",
+            "alpha": 0,
+            "baseline_run_id": 1,
+            "edit_similarity": 50.0,
+            "parses": 1.0,
+            "speedup": 1.0,
+            "target_calls_per_token": 1.0,
+        },
+        {
+            "id": 2,
+            "mode": "speculative",
+            "rule": "chow",
+            "policy_name": "a",
+            "alpha": 0.1,
+            "baseline_run_id": 1,
+            "edit_similarity": 49.8,
+            "parses": 1.0,
+            "speedup": 2.0,
+            "target_calls_per_token": 0.5,
+        },
+        {
+            "id": 3,
+            "mode": "speculative",
+            "rule": "chow",
+            "policy_name": "b",
+            "alpha": 0.9,
+            "baseline_run_id": 1,
+            "edit_similarity": 49.7,
+            "parses": 0.5,
+            "speedup": 1.5,
+            "target_calls_per_token": 0.6,
+        },
+        {
+            "id": 4,
+            "mode": "speculative",
+            "rule": "chow",
+            "policy_name": "c",
+            "alpha": 0.9,
+            "baseline_run_id": None,
+            "edit_similarity": 49.9,
+            "parses": 1.0,
+            "speedup": None,
+            "target_calls_per_token": 0.6,
+        },
     ]
     pts = {p["run_id"]: p for p in tradeoff.points(runs)}
     assert set(pts) == {1, 2, 3}  # run 4 has no baseline
@@ -65,10 +126,18 @@ def test_tradeoff_points_frontier_and_within_1pct():
 
 
 def test_derived_policy_replaces_the_rule_and_keeps_the_rest():
-    logged = yaml.safe_dump({"name": "p", "description": "d", "target": {"model": "m"}, "mode": "speculative",
-                             "drafter": {"plugin": "hf-model", "options": {"model": "s"}},
-                             "rule": {"name": "opt", "alpha": 1.0}, "decoding": {"block_size": 3},
-                             "store": {"enabled": False}})
+    logged = yaml.safe_dump(
+        {
+            "name": "p",
+            "description": "d",
+            "target": {"model": "m"},
+            "mode": "speculative",
+            "drafter": {"plugin": "hf-model", "options": {"model": "s"}},
+            "rule": {"name": "opt", "alpha": 1.0},
+            "decoding": {"block_size": 3},
+            "store": {"enabled": False},
+        }
+    )
     pol = jobs.derived_policy(logged, "chow", 0.25)
     assert (pol.name, pol.rule.name, pol.rule.alpha) == ("p-chow-a0.25", "chow", 0.25)
     assert pol.decoding.block_size == 3 and pol.store.enabled and pol.drafter.options == {"model": "s"}

@@ -29,8 +29,9 @@ def ro(filled_store):
 
 def test_runs_page_lists_every_run_with_speedup_and_keeps_the_selection_in_the_url(monkeypatch, filled_store, ro):
     ids = filled_store.run_ids
-    at = open_page(monkeypatch, filled_store.url, None,
-                   runs_table={"selection": {"rows": [0, 1], "columns": [], "cells": []}})
+    at = open_page(
+        monkeypatch, filled_store.url, None, runs_table={"selection": {"rows": [0, 1], "columns": [], "cells": []}}
+    )
     df = at.dataframe[0].value
     assert sorted(df["id"]) == sorted(ids.values())
     expected = {r["id"]: r for r in Q.run_table(ro)}
@@ -85,8 +86,14 @@ def test_token_view_colours_every_token_and_links_the_table(monkeypatch, filled_
     seq = Q.list_sequences(ro, run)[0]
     got = Q.sequence_decisions(ro, seq["id"])
     first_emitted = next(i for i, d in enumerate(got["decisions"]) if d["emitted_token"] is not None)
-    at = open_page(monkeypatch, filled_store.url, "token_view", run=str(run), seq=str(seq["id"]),
-                   token_table={"selection": {"rows": [first_emitted], "columns": [], "cells": []}})
+    at = open_page(
+        monkeypatch,
+        filled_store.url,
+        "token_view",
+        run=str(run),
+        seq=str(seq["id"]),
+        token_table={"selection": {"rows": [first_emitted], "columns": [], "cells": []}},
+    )
     body = at.html[-1].value
     emitted = [d for d in got["decisions"] if d["emitted_token"] is not None]
     assert body.count('class="tok ') == len(emitted) == seq["num_generated_tokens"]
@@ -132,6 +139,7 @@ def test_whatif_reproduces_the_logged_run_at_its_alpha_and_moves_with_alpha(monk
     assert metric(at, "estimated acceptance").value == "1.000"
 
 
+@pytest.mark.slow
 def test_whatif_launches_a_real_run_of_the_derived_policy(monkeypatch, filled_store, ro):
     import time
 
@@ -168,8 +176,15 @@ def test_calibrate_proposes_alpha_for_a_target_share_and_offers_the_policy(monke
 
 def test_calibrate_quality_floor_picks_the_fewest_target_calls(monkeypatch, filled_store):
     run = filled_store.run_ids["token-v3-0.3"]
-    at = open_page(monkeypatch, filled_store.url, "calibrate", run=str(run), cal_objective="quality floor",
-                   cal_rule="token_v3", cal_floor=0.8)
+    at = open_page(
+        monkeypatch,
+        filled_store.url,
+        "calibrate",
+        run=str(run),
+        cal_objective="quality floor",
+        cal_rule="token_v3",
+        cal_floor=0.8,
+    )
     assert not at.exception
     assert at.info or at.metric  # a proposal, or why there is none
     if at.metric:

@@ -17,9 +17,13 @@ def _features(k: int = 64, v: int = 12, seed: int = 0):
     q = torch.softmax(torch.randn(k, v, generator=g) * 2, -1)
     p = torch.softmax(torch.randn(k, v, generator=g) * 2, -1)
     x = torch.randint(0, v, (k,), generator=g)
-    feats = {"q_x": q.gather(-1, x[:, None]).squeeze(-1), "q_max": q.max(-1).values,
-             "p_x": p.gather(-1, x[:, None]).squeeze(-1), "p_max": p.max(-1).values,
-             "d_tv": (p - q).clamp_min(0).sum(-1)}
+    feats = {
+        "q_x": q.gather(-1, x[:, None]).squeeze(-1),
+        "q_max": q.max(-1).values,
+        "p_x": p.gather(-1, x[:, None]).squeeze(-1),
+        "p_max": p.max(-1).values,
+        "d_tv": (p - q).clamp_min(0).sum(-1),
+    }
     return q, p, x, {n: t.numpy().astype(float) for n, t in feats.items()}
 
 
@@ -55,8 +59,13 @@ def test_estimate_reproduces_logged_outcomes_and_blocks_stop_at_the_first_reject
 
 
 def test_newly_deferred_tokens_use_the_target_top_token_at_t0_and_the_ratio_above():
-    f = {"q_x": np.array([0.5, 0.5]), "q_max": np.array([0.5, 0.5]), "p_x": np.array([0.6, 0.2]),
-         "p_max": np.array([0.6, 0.7]), "d_tv": np.array([0.1, 0.3])}
+    f = {
+        "q_x": np.array([0.5, 0.5]),
+        "q_max": np.array([0.5, 0.5]),
+        "p_x": np.array([0.6, 0.2]),
+        "p_max": np.array([0.6, 0.7]),
+        "d_tv": np.array([0.1, 0.3]),
+    }
     a = _arrays(f, [False, False], [True, True], [1, 2])
     r = np.ones(2)
     assert whatif.accept_probs(r, a, 0.0).tolist() == [1.0, 0.0]

@@ -5,6 +5,7 @@ Revises:
 Create Date: 2026-11-22 01:21:06
 
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -18,8 +19,16 @@ depends_on: str | Sequence[str] | None = None
 
 def metric_columns() -> list[sa.Column]:
     """Counters of cascade.metrics.Metrics, on runs (totals) and sequences."""
-    ints = ("num_drafts", "num_draft_tokens", "num_accepted_tokens", "num_deferred", "target_calls",
-            "drafter_calls", "num_generated_tokens", "num_prompt_tokens")
+    ints = (
+        "num_drafts",
+        "num_draft_tokens",
+        "num_accepted_tokens",
+        "num_deferred",
+        "target_calls",
+        "drafter_calls",
+        "num_generated_tokens",
+        "num_prompt_tokens",
+    )
     return [
         *(sa.Column(name, sa.Integer(), nullable=False) for name in ints),
         sa.Column("decode_seconds", sa.Float(), nullable=False),
@@ -95,8 +104,9 @@ def upgrade() -> None:
         sa.Column("drafter_calls", sa.Integer(), nullable=False),
         sa.Column("draft_seconds", sa.Float(), nullable=False),
         sa.Column("verify_seconds", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(["sequence_id"], ["sequences.id"], name=op.f("fk_steps_sequence_id_sequences"),
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["sequence_id"], ["sequences.id"], name=op.f("fk_steps_sequence_id_sequences"), ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("sequence_id", "index", name=op.f("pk_steps")),
     )
     op.create_table(
@@ -120,8 +130,12 @@ def upgrade() -> None:
         sa.Column("deferred", sa.Boolean(), nullable=True),
         sa.Column("accepted", sa.Boolean(), nullable=True),
         sa.CheckConstraint("kind IN ('draft', 'correction', 'bonus', 'target')", name=op.f("ck_decisions_kind")),
-        sa.ForeignKeyConstraint(["sequence_id", "step"], ["steps.sequence_id", "steps.index"],
-                                name=op.f("fk_decisions_sequence_id_steps"), ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["sequence_id", "step"],
+            ["steps.sequence_id", "steps.index"],
+            name=op.f("fk_decisions_sequence_id_steps"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_decisions")),
     )
     with op.batch_alter_table("decisions", schema=None) as batch_op:

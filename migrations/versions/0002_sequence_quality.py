@@ -7,6 +7,7 @@ Revises: 0001
 Create Date: 2026-11-22 01:30:00
 
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa

@@ -9,6 +9,7 @@ Revises: 0002
 Create Date: 2026-11-24 10:00:00
 
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa

@@ -10,6 +10,7 @@ Revises: 0003
 Create Date: 2026-11-23 16:30:00
 
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa

@@ -23,9 +23,21 @@ from cascade.store.models import METRIC_COLUMNS, QUALITY_COLUMNS, Calibration, D
 from cascade.store.writer import Store
 from cascade.tables import nan_to_none
 
-RUN_SUMMARY = (Run.id, Run.policy_name, Run.mode, Run.rule, Run.alpha, Run.target, Run.drafter, Run.status,
-               Run.started_at, Run.finished_at, Run.num_sequences, *(getattr(Run, c) for c in METRIC_COLUMNS),
-               Run.accepted_per_position)
+RUN_SUMMARY = (
+    Run.id,
+    Run.policy_name,
+    Run.mode,
+    Run.rule,
+    Run.alpha,
+    Run.target,
+    Run.drafter,
+    Run.status,
+    Run.started_at,
+    Run.finished_at,
+    Run.num_sequences,
+    *(getattr(Run, c) for c in METRIC_COLUMNS),
+    Run.accepted_per_position,
+)
 
 
 def _json(value: Any) -> Any:
@@ -58,8 +70,7 @@ def list_runs(store: Store, *, limit: int = 20, status: str | None = None) -> li
 def _get_run(conn, run_id: int) -> dict[str, Any]:
     row = conn.execute(select(Run.__table__).where(Run.id == run_id)).mappings().first()
     if row is None:
-        raise CascadeError(f"no run {run_id} in store {mask_url(conn.engine.url)}; "
-                           "`cascade runs list` shows the ids")
+        raise CascadeError(f"no run {run_id} in store {mask_url(conn.engine.url)}; `cascade runs list` shows the ids")
     return _row(row)
 
 
@@ -78,8 +89,13 @@ def per_position(conn, run_id: int) -> list[dict[str, Any]]:
         .order_by(Decision.position)
     )
     return [
-        {"position": r.position, "drafted": int(r.drafted), "accepted": int(r.accepted), "deferred": int(r.deferred),
-         "acceptance_rate": r.accepted / r.drafted if r.drafted else None}
+        {
+            "position": r.position,
+            "drafted": int(r.drafted),
+            "accepted": int(r.accepted),
+            "deferred": int(r.deferred),
+            "acceptance_rate": r.accepted / r.drafted if r.drafted else None,
+        }
         for r in conn.execute(q)
     ]
 
@@ -91,10 +107,14 @@ def show_run(store: Store, run_id: int) -> dict[str, Any]:
         run = _get_run(conn, run_id)
         positions = per_position(conn, run_id)
         seq_count = conn.execute(
-            select(func.count(), func.count(Sequence.finished_at)).where(Sequence.run_id == run_id)).one()
+            select(func.count(), func.count(Sequence.finished_at)).where(Sequence.run_id == run_id)
+        ).one()
         step_count = conn.execute(
-            select(func.count()).select_from(Step).join(Sequence, Sequence.id == Step.sequence_id)
-            .where(Sequence.run_id == run_id)).scalar_one()
+            select(func.count())
+            .select_from(Step)
+            .join(Sequence, Sequence.id == Step.sequence_id)
+            .where(Sequence.run_id == run_id)
+        ).scalar_one()
         (quality,) = _quality_rows(conn, [run_id])
     totals = {c: run.pop(c) for c in (*METRIC_COLUMNS, "accepted_per_position")}
     rates = derived(totals)
@@ -123,8 +143,9 @@ def quality_summary(store: Store, run_ids: Iterable[int]) -> list[dict[str, Any]
         by_run = {r["run_id"]: r for r in _quality_rows(conn, ids)}
     missing = [i for i in ids if i not in by_run]
     if missing:
-        raise CascadeError(f"no run {', '.join(map(str, missing))} in store {store.url}; "
-                           "`cascade runs list` shows the ids")
+        raise CascadeError(
+            f"no run {', '.join(map(str, missing))} in store {store.url}; `cascade runs list` shows the ids"
+        )
     return [by_run[i] for i in ids]
 
 
@@ -171,23 +192,44 @@ def check_totals(store: Store, run_id: int) -> list[str]:
     with store.reader.connect() as conn:
         run = _get_run(conn, run_id)
         verifying = run["mode"] in VERIFYING_MODES
-        seqs = conn.execute(select(Sequence.__table__).where(
-            Sequence.run_id == run_id, Sequence.finished_at.is_not(None))).mappings().all()
-        steps = {r.sequence_id: r for r in conn.execute(
-            select(Step.sequence_id, func.count().label("n"),
-                   *(func.coalesce(func.sum(getattr(Step, c)), 0).label(c) for c in
-                     ("drafted", "accepted", "emitted", "deferred", "target_calls", "drafter_calls")))
-            .join(Sequence, Sequence.id == Step.sequence_id).where(Sequence.run_id == run_id)
-            .group_by(Step.sequence_id))}
+        seqs = (
+            conn.execute(select(Sequence.__table__).where(Sequence.run_id == run_id, Sequence.finished_at.is_not(None)))
+            .mappings()
+            .all()
+        )
+        steps = {
+            r.sequence_id: r
+            for r in conn.execute(
+                select(
+                    Step.sequence_id,
+                    func.count().label("n"),
+                    *(
+                        func.coalesce(func.sum(getattr(Step, c)), 0).label(c)
+                        for c in ("drafted", "accepted", "emitted", "deferred", "target_calls", "drafter_calls")
+                    ),
+                )
+                .join(Sequence, Sequence.id == Step.sequence_id)
+                .where(Sequence.run_id == run_id)
+                .group_by(Step.sequence_id)
+            )
+        }
         is_draft = Decision.kind == "draft"
-        dec = {r.sequence_id: r for r in conn.execute(
-            select(Decision.sequence_id, func.count().label("rows"),
-                   func.sum(case((is_draft, 1), else_=0)).label("drafted"),
-                   func.sum(case((is_draft & Decision.accepted.is_(True), 1), else_=0)).label("accepted"),
-                   func.sum(case((is_draft & Decision.deferred.is_(True), 1), else_=0)).label("deferred"),
-                   func.count(Decision.emitted_token).label("emitted"))
-            .join(Sequence, Sequence.id == Decision.sequence_id).where(Sequence.run_id == run_id)
-            .group_by(Decision.sequence_id))}
+        dec = {
+            r.sequence_id: r
+            for r in conn.execute(
+                select(
+                    Decision.sequence_id,
+                    func.count().label("rows"),
+                    func.sum(case((is_draft, 1), else_=0)).label("drafted"),
+                    func.sum(case((is_draft & Decision.accepted.is_(True), 1), else_=0)).label("accepted"),
+                    func.sum(case((is_draft & Decision.deferred.is_(True), 1), else_=0)).label("deferred"),
+                    func.count(Decision.emitted_token).label("emitted"),
+                )
+                .join(Sequence, Sequence.id == Decision.sequence_id)
+                .where(Sequence.run_id == run_id)
+                .group_by(Decision.sequence_id)
+            )
+        }
         pos: dict[int, list[int]] = defaultdict(list)
         for r in conn.execute(
             select(Decision.sequence_id, Decision.position, func.count().label("n"))
@@ -200,8 +242,11 @@ def check_totals(store: Store, run_id: int) -> list[str]:
             counts[r.position] = r.n
 
     def expect(where: str, name: str, stored: Any, computed: Any) -> None:
-        same = math.isclose(stored, computed, rel_tol=1e-9, abs_tol=1e-9) if isinstance(stored, float) \
+        same = (
+            math.isclose(stored, computed, rel_tol=1e-9, abs_tol=1e-9)
+            if isinstance(stored, float)
             else stored == computed
+        )
         if not same:
             problems.append(f"{where}: {name} is {stored}, but the rows below it add up to {computed}")
 
@@ -210,18 +255,31 @@ def check_totals(store: Store, run_id: int) -> list[str]:
         st = steps.get(s["id"])
         n_steps = st.n if st else 0
         expect(where, "num_drafts", s["num_drafts"], n_steps if verifying else 0)
-        for col, counter in (("drafted", "num_draft_tokens"), ("accepted", "num_accepted_tokens"),
-                             ("deferred", "num_deferred"), ("target_calls", "target_calls"),
-                             ("drafter_calls", "drafter_calls"), ("emitted", "num_generated_tokens")):
+        for col, counter in (
+            ("drafted", "num_draft_tokens"),
+            ("accepted", "num_accepted_tokens"),
+            ("deferred", "num_deferred"),
+            ("target_calls", "target_calls"),
+            ("drafter_calls", "drafter_calls"),
+            ("emitted", "num_generated_tokens"),
+        ):
             expect(where + " (steps)", counter, s[counter], int(getattr(st, col)) if st else 0)
         d = dec.get(s["id"])
         if d is not None:  # decisions recorded
-            for col, counter in (("drafted", "num_draft_tokens"), ("accepted", "num_accepted_tokens"),
-                                 ("deferred", "num_deferred"), ("emitted", "num_generated_tokens")):
+            for col, counter in (
+                ("drafted", "num_draft_tokens"),
+                ("accepted", "num_accepted_tokens"),
+                ("deferred", "num_deferred"),
+                ("emitted", "num_generated_tokens"),
+            ):
                 expect(where + " (decisions)", counter, s[counter], int(getattr(d, col)))
             if verifying:
-                expect(where + " (decisions)", "accepted_per_position", _trim(s["accepted_per_position"]),
-                       _trim(pos.get(s["id"], [])))
+                expect(
+                    where + " (decisions)",
+                    "accepted_per_position",
+                    _trim(s["accepted_per_position"]),
+                    _trim(pos.get(s["id"], [])),
+                )
     sums: dict[str, Any] = {c: sum(s[c] for s in seqs) for c in METRIC_COLUMNS}
     for c in METRIC_COLUMNS:
         expect(f"run {run_id}", c, run[c], sums[c])
@@ -252,14 +310,18 @@ def list_calibrations(store: Store, *, rule: str | None = None, limit: int = 200
 def draft_acceptance(store: Store, run_ids: Iterable[int]) -> list[tuple[int, float, bool]]:
     """(position in block, the drafter's confidence max q, accepted) for every drafted position of these
     runs that verification reached: its earlier positions in the block were all accepted. What
-    `cascade.profile.fit_temperatures` calibrates the adaptive schedule's confidences on."""
+    `cascade.costs.fit_temperatures` calibrates the adaptive schedule's confidences on."""
     ids = [int(i) for i in run_ids]
     q = (
         select(Decision.position, Decision.q_max, Decision.accepted)
         .join(Step, (Step.sequence_id == Decision.sequence_id) & (Step.index == Decision.step))
         .join(Sequence, Sequence.id == Decision.sequence_id)
-        .where(Sequence.run_id.in_(ids), Decision.kind == "draft", Decision.q_max.is_not(None),
-               Decision.position <= Step.accepted)
+        .where(
+            Sequence.run_id.in_(ids),
+            Decision.kind == "draft",
+            Decision.q_max.is_not(None),
+            Decision.position <= Step.accepted,
+        )
     )
     with store.reader.connect() as conn:
         return [(int(r.position), float(r.q_max), bool(r.accepted)) for r in conn.execute(q)]

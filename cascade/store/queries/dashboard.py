@@ -28,15 +28,28 @@ RUN_COLUMNS = (Run.temperature, Run.block_size, Run.policy_sha256)
 QUALITY_SHOWN = ("chrf", "target_logprob", "edit_similarity", "exact_match", "parses", "repeat_4")
 
 __all__ = [
-    "acceptance_histogram", "calibrations", "draft_features", "list_sequences", "run_detail", "run_prompts",
-    "run_table", "sequence_decisions", "show_run", "step_times",
+    "acceptance_histogram",
+    "calibrations",
+    "draft_features",
+    "list_sequences",
+    "run_detail",
+    "run_prompts",
+    "run_table",
+    "sequence_decisions",
+    "show_run",
+    "step_times",
 ]
 
 
 def _fingerprints(conn, run_ids: list[int] | None = None) -> dict[int, str]:
     head = func.substr(Sequence.prompt_text, 1, FINGERPRINT_PREFIX)
-    q = select(Sequence.run_id, func.count().label("n"), func.sum(func.length(Sequence.prompt_text)).label("chars"),
-               func.min(head).label("lo"), func.max(head).label("hi")).group_by(Sequence.run_id)
+    q = select(
+        Sequence.run_id,
+        func.count().label("n"),
+        func.sum(func.length(Sequence.prompt_text)).label("chars"),
+        func.min(head).label("lo"),
+        func.max(head).label("hi"),
+    ).group_by(Sequence.run_id)
     if run_ids is not None:
         q = q.where(Sequence.run_id.in_(run_ids))
     out = {}
@@ -92,22 +105,40 @@ def run_table(store: Store, *, limit: int = 5000) -> list[dict[str, Any]]:
 
 def acceptance_histogram(conn, run_id: int) -> list[dict[str, Any]]:
     """Verification steps by how many drafts they accepted: [{accepted, steps}], ascending."""
-    q = (select(Step.accepted, func.count().label("steps"))
-         .join(Sequence, Sequence.id == Step.sequence_id)
-         .where(Sequence.run_id == run_id, Step.drafted > 0)
-         .group_by(Step.accepted).order_by(Step.accepted))
+    q = (
+        select(Step.accepted, func.count().label("steps"))
+        .join(Sequence, Sequence.id == Step.sequence_id)
+        .where(Sequence.run_id == run_id, Step.drafted > 0)
+        .group_by(Step.accepted)
+        .order_by(Step.accepted)
+    )
     return [{"accepted": int(r.accepted), "steps": int(r.steps)} for r in conn.execute(q)]
 
 
 def step_times(conn, run_id: int) -> list[dict[str, Any]]:
     """Mean draft and verify seconds by step index (over the run's sequences): [{step, steps, draft_seconds,
     verify_seconds}]."""
-    q = (select(Step.index, func.count().label("steps"), func.avg(Step.draft_seconds).label("draft"),
-                func.avg(Step.verify_seconds).label("verify"))
-         .join(Sequence, Sequence.id == Step.sequence_id)
-         .where(Sequence.run_id == run_id).group_by(Step.index).order_by(Step.index))
-    return [{"step": int(r.index), "steps": int(r.steps), "draft_seconds": _json(float(r.draft or 0.0)),
-             "verify_seconds": _json(float(r.verify or 0.0))} for r in conn.execute(q)]
+    q = (
+        select(
+            Step.index,
+            func.count().label("steps"),
+            func.avg(Step.draft_seconds).label("draft"),
+            func.avg(Step.verify_seconds).label("verify"),
+        )
+        .join(Sequence, Sequence.id == Step.sequence_id)
+        .where(Sequence.run_id == run_id)
+        .group_by(Step.index)
+        .order_by(Step.index)
+    )
+    return [
+        {
+            "step": int(r.index),
+            "steps": int(r.steps),
+            "draft_seconds": _json(float(r.draft or 0.0)),
+            "verify_seconds": _json(float(r.verify or 0.0)),
+        }
+        for r in conn.execute(q)
+    ]
 
 
 def run_detail(store: Store, run_id: int) -> dict[str, Any]:
@@ -128,15 +159,37 @@ def sequence_decisions(store: Store, sequence_id: int) -> dict[str, Any]:
     position, kind, tokens, features, rule, alpha, deferred, accepted)."""
     cols = [c for c in Decision.__table__.columns if c.name != "sequence_id"]
     with store.reader.connect() as conn:
-        seq = conn.execute(select(Sequence.id, Sequence.run_id, Sequence.index, Sequence.prompt_text,
-                                  Sequence.output_text, Sequence.output_token_ids, Sequence.finish_reason)
-                           .where(Sequence.id == sequence_id)).mappings().first()
+        seq = (
+            conn.execute(
+                select(
+                    Sequence.id,
+                    Sequence.run_id,
+                    Sequence.index,
+                    Sequence.prompt_text,
+                    Sequence.output_text,
+                    Sequence.output_token_ids,
+                    Sequence.finish_reason,
+                ).where(Sequence.id == sequence_id)
+            )
+            .mappings()
+            .first()
+        )
         if seq is None:
             return {"sequence": None, "run": None, "decisions": []}
-        run = conn.execute(select(Run.id, Run.policy_name, Run.target, Run.rule, Run.alpha, Run.temperature,
-                                  Run.mode).where(Run.id == seq["run_id"])).mappings().one()
-        rows = conn.execute(select(*cols).where(Decision.sequence_id == sequence_id)
-                            .order_by(Decision.id)).mappings().all()
+        run = (
+            conn.execute(
+                select(Run.id, Run.policy_name, Run.target, Run.rule, Run.alpha, Run.temperature, Run.mode).where(
+                    Run.id == seq["run_id"]
+                )
+            )
+            .mappings()
+            .one()
+        )
+        rows = (
+            conn.execute(select(*cols).where(Decision.sequence_id == sequence_id).order_by(Decision.id))
+            .mappings()
+            .all()
+        )
     return {"sequence": _row(seq), "run": _row(run), "decisions": [_row(r) for r in rows]}
 
 
@@ -145,16 +198,24 @@ def draft_features(store: Store, run_id: int, *, limit: int = MAX_FEATURE_ROWS) 
     p_x, p_max, d_tv, deferred, accepted; plus `target_calls` per step (`steps`: count, `target_calls`: sum)
     and `truncated` (more rows than `limit`)."""
     names = ("sequence_id", "step", "position", "q_x", "q_max", "p_x", "p_max", "d_tv", "deferred", "accepted")
-    q = (select(*(getattr(Decision, n) for n in names))
-         .join(Sequence, Sequence.id == Decision.sequence_id)
-         .where(Sequence.run_id == run_id, Decision.kind == "draft")
-         .order_by(Decision.sequence_id, Decision.step, Decision.position).limit(limit + 1))
+    q = (
+        select(*(getattr(Decision, n) for n in names))
+        .join(Sequence, Sequence.id == Decision.sequence_id)
+        .where(Sequence.run_id == run_id, Decision.kind == "draft")
+        .order_by(Decision.sequence_id, Decision.step, Decision.position)
+        .limit(limit + 1)
+    )
     with store.reader.connect() as conn:
         rows = conn.execute(q).all()
-        steps = conn.execute(select(func.count(), func.coalesce(func.sum(Step.target_calls), 0),
-                                    func.coalesce(func.sum(case((Step.drafted > 0, 1), else_=0)), 0))
-                             .join(Sequence, Sequence.id == Step.sequence_id)
-                             .where(Sequence.run_id == run_id)).one()
+        steps = conn.execute(
+            select(
+                func.count(),
+                func.coalesce(func.sum(Step.target_calls), 0),
+                func.coalesce(func.sum(case((Step.drafted > 0, 1), else_=0)), 0),
+            )
+            .join(Sequence, Sequence.id == Step.sequence_id)
+            .where(Sequence.run_id == run_id)
+        ).one()
     truncated = len(rows) > limit
     rows = rows[:limit]
     cols: dict[str, Any] = {n: [r[i] for r in rows] for i, n in enumerate(names)}
@@ -165,8 +226,9 @@ def draft_features(store: Store, run_id: int, *, limit: int = MAX_FEATURE_ROWS) 
 def run_prompts(store: Store, run_id: int) -> list[dict[str, Any]]:
     """A run's prompts in order as `cascade run --prompts` rows: {"prompt", "reference"?}."""
     with store.reader.connect() as conn:
-        rows = conn.execute(select(Sequence.prompt_text, Sequence.reference).where(Sequence.run_id == run_id)
-                            .order_by(Sequence.index)).all()
+        rows = conn.execute(
+            select(Sequence.prompt_text, Sequence.reference).where(Sequence.run_id == run_id).order_by(Sequence.index)
+        ).all()
     return [{"prompt": p, **({"reference": ref} if ref is not None else {})} for p, ref in rows]
 
 

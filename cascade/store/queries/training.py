@@ -24,8 +24,18 @@ from cascade.store.writer import Store
 
 FLOAT_COLUMNS = FEATURES + CONTEXT
 """Float columns, NaN where the store holds NULL."""
-OTHER_COLUMNS = ("run_id", "sequence_id", "step", "position", "step_drafted", "step_accepted", "accepted",
-                 "deferred", "alpha", "temperature")
+OTHER_COLUMNS = (
+    "run_id",
+    "sequence_id",
+    "step",
+    "position",
+    "step_drafted",
+    "step_accepted",
+    "accepted",
+    "deferred",
+    "alpha",
+    "temperature",
+)
 """The other columns: ids and counts as ints; `accepted` and `deferred` as 0/1 (None: not logged)."""
 
 
@@ -83,10 +93,18 @@ def training_rows(store: Store, *, run_ids: list[int] | None = None, policy: str
         ids = [r["id"] for r in runs]
         q = (
             select(
-                Sequence.run_id, Decision.sequence_id, Decision.step, Decision.position,
-                Step.drafted.label("step_drafted"), Step.accepted.label("step_accepted"),
-                Decision.accepted, Decision.deferred, Decision.alpha, Run.temperature,
-                *(getattr(Decision, f) for f in FEATURES), *(getattr(Step, c) for c in CONTEXT),
+                Sequence.run_id,
+                Decision.sequence_id,
+                Decision.step,
+                Decision.position,
+                Step.drafted.label("step_drafted"),
+                Step.accepted.label("step_accepted"),
+                Decision.accepted,
+                Decision.deferred,
+                Decision.alpha,
+                Run.temperature,
+                *(getattr(Decision, f) for f in FEATURES),
+                *(getattr(Step, c) for c in CONTEXT),
             )
             .join(Step, (Step.sequence_id == Decision.sequence_id) & (Step.index == Decision.step))
             .join(Sequence, Sequence.id == Decision.sequence_id)
@@ -96,8 +114,10 @@ def training_rows(store: Store, *, run_ids: list[int] | None = None, policy: str
         )
         sql = str(q.compile(compile_kwargs={"literal_binds": True}))
         result = conn.execute(q).mappings().all()
-        prompt_of = {r.id: r.prompt_text for r in conn.execute(
-            select(Sequence.id, Sequence.prompt_text).where(Sequence.run_id.in_(ids)))}
+        prompt_of = {
+            r.id: r.prompt_text
+            for r in conn.execute(select(Sequence.id, Sequence.prompt_text).where(Sequence.run_id.in_(ids)))
+        }
     columns: dict[str, list[Any]] = {name: [] for name in (*OTHER_COLUMNS, *FLOAT_COLUMNS)}
     prompts: dict[str, int] = {}
     prompt_index: list[int] = []
@@ -110,6 +130,5 @@ def training_rows(store: Store, *, run_ids: list[int] | None = None, policy: str
             columns[name].append(math.nan if v is None else float(v))
         text = prompt_of[r["sequence_id"]]
         prompt_index.append(prompts.setdefault(text, len(prompts)))
-    query = (f"drafted positions (decisions.kind = 'draft') of runs {ids}, joined with their steps and "
-             f"sequences:\n{sql}")
+    query = f"drafted positions (decisions.kind = 'draft') of runs {ids}, joined with their steps and sequences:\n{sql}"
     return TrainingRows(columns, prompt_index, list(prompts), runs, query)

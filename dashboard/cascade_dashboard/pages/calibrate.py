@@ -32,34 +32,40 @@ objective = c2.radio("Objective", ["target share", "quality floor"], horizontal=
 
 alpha = None
 if objective == "target share":
-    share = st.slider("Share of drafted tokens decided by the target (deferred)", 0.0, 1.0, 0.5, 0.01,
-                      key="cal_share")
+    share = st.slider("Share of drafted tokens decided by the target (deferred)", 0.0, 1.0, 0.5, 0.01, key="cal_share")
     found = whatif.alpha_for_share(rule, share, a)
     alpha = found["alpha"]
     temperature = float(row["temperature"])
     est = whatif.estimate(rule, alpha, a, temperature, f["steps"], f["target_calls"])
     st.metric("proposed α", f"{alpha:.4g}", border=True)
-    st.write(f"At α = {alpha:.4g}, {found['share']:.1%} of run {run_id}'s {len(f['p_max'])} drafted positions are "
-             f"deferred (asked: {share:.1%}); first-order estimates: acceptance {est['acceptance_rate']:.3f}, "
-             f"τ {est['mean_acceptance_length']:.2f}, target calls/token {est['target_calls_per_token']:.3f}.")
+    st.write(
+        f"At α = {alpha:.4g}, {found['share']:.1%} of run {run_id}'s {len(f['p_max'])} drafted positions are "
+        f"deferred (asked: {share:.1%}); first-order estimates: acceptance {est['acceptance_rate']:.3f}, "
+        f"τ {est['mean_acceptance_length']:.2f}, target calls/token {est['target_calls_per_token']:.3f}."
+    )
 else:
     floor = st.slider("Quality floor (relative to target-only)", 0.80, 1.0, 0.99, 0.005, key="cal_floor")
-    metric = st.selectbox("Quality metric", list(tradeoff.METRICS), key="cal_metric",
-                          format_func=lambda m: tradeoff.METRICS[m])
+    metric = st.selectbox(
+        "Quality metric", list(tradeoff.METRICS), key="cal_metric", format_func=lambda m: tradeoff.METRICS[m]
+    )
     same = runs[(runs["rule"] == rule) & (runs["prompt_set"] == row["prompt_set"]) & (runs["target"] == row["target"])]
     pts = pd.DataFrame(tradeoff.points(runs.to_dict("records"), metric))
     pts = pts[pts["run_id"].isin(same["id"])] if not pts.empty else pts
     ok = pts[pts["quality_rel"] >= floor] if not pts.empty else pts
     if ok.empty:
-        st.info(f"No logged {rule} run on these prompts keeps {floor:.1%} of target-only's quality; sweep α "
-                "(`cascade sweep`) or launch runs from What-if α.")
+        st.info(
+            f"No logged {rule} run on these prompts keeps {floor:.1%} of target-only's quality; sweep α "
+            "(`cascade sweep`) or launch runs from What-if α."
+        )
     else:
         best = ok.sort_values(["target_calls_per_token", "run_id"]).iloc[0]
         alpha = float(best["alpha"])
         st.metric("proposed α", f"{alpha:.4g}", border=True)
-        st.write(f"Run {int(best['run_id'])} at α = {alpha:.4g} keeps {best['quality_rel']:.1%} of target-only's "
-                 f"quality with {best['target_calls_per_token']:.3f} target calls per token (the fewest among the "
-                 f"{len(ok)} logged {rule} runs at or above the floor).")
+        st.write(
+            f"Run {int(best['run_id'])} at α = {alpha:.4g} keeps {best['quality_rel']:.1%} of target-only's "
+            f"quality with {best['target_calls_per_token']:.3f} target calls per token (the fewest among the "
+            f"{len(ok)} logged {rule} runs at or above the floor)."
+        )
     downloads.table(pts, f"calibrate-{rule}-runs")
 
 if alpha is not None:
@@ -67,8 +73,14 @@ if alpha is not None:
     policy = jobs.derived_policy(detail["run"]["policy_yaml"], rule, alpha)
     text = jobs.policy_yaml(policy)
     st.code(text, language="yaml")
-    st.download_button("Download the policy (YAML)", text.encode("utf-8"), file_name=f"{policy.name}.yaml",
-                       mime="application/x-yaml", key="cal_yaml", on_click="ignore")
+    st.download_button(
+        "Download the policy (YAML)",
+        text.encode("utf-8"),
+        file_name=f"{policy.name}.yaml",
+        mime="application/x-yaml",
+        key="cal_yaml",
+        on_click="ignore",
+    )
 
 st.subheader("Calibration records")
 records = data.calibrations(url)

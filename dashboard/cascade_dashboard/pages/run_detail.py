@@ -22,19 +22,24 @@ default_base = state.get(state.BASELINE)
 if default_base is None and not pd.isna(row["baseline_run_id"]):
     default_base = int(row["baseline_run_id"])
 options = [None] + [i for i in ids if i != run_id]
-baseline_id = st.selectbox("Baseline", options, index=options.index(default_base) if default_base in options else 0,
-                           key="detail_baseline",
-                           format_func=lambda i: "(none)" if i is None else
-                           f"{i} · {runs.set_index('id').loc[i, 'policy_name']}")
+baseline_id = st.selectbox(
+    "Baseline",
+    options,
+    index=options.index(default_base) if default_base in options else 0,
+    key="detail_baseline",
+    format_func=lambda i: "(none)" if i is None else f"{i} · {runs.set_index('id').loc[i, 'policy_name']}",
+)
 state.put(**{state.RUN: run_id, state.BASELINE: baseline_id})
 
 detail = data.safe(data.run_detail, url, run_id)
 base = data.safe(data.run_detail, url, baseline_id) if baseline_id is not None else None
 info = detail["run"]
-st.caption(f"**{info['policy_name']}** · mode {info['mode']} · rule {info['rule']} at α = {info['alpha']:g} · "
-           f"T = {info['temperature']:g} · block {info['block_size']} · "
-           f"batch {(info.get('info') or {}).get('batch_size', 1)} · target {info['target']} · "
-           f"drafter {info['drafter'] or '-'} · {info['status']} · {detail['rows']['finished_sequences']} sequences")
+st.caption(
+    f"**{info['policy_name']}** · mode {info['mode']} · rule {info['rule']} at α = {info['alpha']:g} · "
+    f"T = {info['temperature']:g} · block {info['block_size']} · "
+    f"batch {(info.get('info') or {}).get('batch_size', 1)} · target {info['target']} · "
+    f"drafter {info['drafter'] or '-'} · {info['status']} · {detail['rows']['finished_sequences']} sequences"
+)
 
 cols = st.columns(4)
 for i, card in enumerate(kpis.cards(detail, base)):
@@ -65,11 +70,25 @@ if seqs.empty:
     st.stop()
 seqs["alarm"] = [alarms.alarm(r) for r in seqs.to_dict("records")]
 flagged = int((seqs["alarm"] != "").sum())
-st.write(f"{flagged} of {len(seqs)} sequences flagged (garbled: acceptance < {alarms.GARBLED_BELOW}; loop: "
-         f"acceptance > {alarms.LOOP_ABOVE} with ≥ {alarms.LOOP_REPEAT:.0%} repeated 4-grams).")
-seq_cols = ["id", "index", "alarm", "num_generated_tokens", "acceptance_rate", "mean_acceptance_length",
-            "deferral_rate", "target_calls_per_token", "tokens_per_second", "edit_similarity", "chrf", "finish_reason",
-            "output_text"]
+st.write(
+    f"{flagged} of {len(seqs)} sequences flagged (garbled: acceptance < {alarms.GARBLED_BELOW}; loop: "
+    f"acceptance > {alarms.LOOP_ABOVE} with ≥ {alarms.LOOP_REPEAT:.0%} repeated 4-grams)."
+)
+seq_cols = [
+    "id",
+    "index",
+    "alarm",
+    "num_generated_tokens",
+    "acceptance_rate",
+    "mean_acceptance_length",
+    "deferral_rate",
+    "target_calls_per_token",
+    "tokens_per_second",
+    "edit_similarity",
+    "chrf",
+    "finish_reason",
+    "output_text",
+]
 table = seqs[[c for c in seq_cols if c in seqs.columns]].sort_values(["alarm", "index"], ascending=[False, True])
 table = table.reset_index(drop=True)
 ev = st.dataframe(table, key="seq_table", on_select="rerun", selection_mode="single-row", hide_index=True)

@@ -7,13 +7,42 @@ import streamlit as st
 
 from cascade_dashboard import data, downloads, state
 
-COLUMNS = ["id", "policy_name", "mode", "rule", "alpha", "target", "drafter", "status", "started_at",
-           "tokens_per_second", "speedup", "mean_acceptance_length", "acceptance_rate", "deferral_rate",
-           "target_calls_per_token", "chrf", "target_logprob", "edit_similarity", "num_sequences", "baseline_run_id"]
-LABELS = {"policy_name": "policy", "alpha": "α", "tokens_per_second": "tok/s", "speedup": "speed-up",
-          "mean_acceptance_length": "τ", "acceptance_rate": "acceptance", "deferral_rate": "deferral",
-          "target_calls_per_token": "target calls/token", "target_logprob": "target log-prob",
-          "edit_similarity": "edit sim.", "num_sequences": "prompts", "baseline_run_id": "baseline"}
+COLUMNS = [
+    "id",
+    "policy_name",
+    "mode",
+    "rule",
+    "alpha",
+    "target",
+    "drafter",
+    "status",
+    "started_at",
+    "tokens_per_second",
+    "speedup",
+    "mean_acceptance_length",
+    "acceptance_rate",
+    "deferral_rate",
+    "target_calls_per_token",
+    "chrf",
+    "target_logprob",
+    "edit_similarity",
+    "num_sequences",
+    "baseline_run_id",
+]
+LABELS = {
+    "policy_name": "policy",
+    "alpha": "α",
+    "tokens_per_second": "tok/s",
+    "speedup": "speed-up",
+    "mean_acceptance_length": "τ",
+    "acceptance_rate": "acceptance",
+    "deferral_rate": "deferral",
+    "target_calls_per_token": "target calls/token",
+    "target_logprob": "target log-prob",
+    "edit_similarity": "edit sim.",
+    "num_sequences": "prompts",
+    "baseline_run_id": "baseline",
+}
 
 st.title("Runs")
 store = data.store_or_stop()
@@ -37,8 +66,7 @@ with st.expander("Filters", expanded=True):
     dates = c7.date_input("Started between", (lo, hi), min_value=lo, max_value=hi, key="f_dates")
 
 shown = runs
-for col, chosen in (("policy_name", policy), ("mode", mode), ("rule", rule), ("status", status),
-                    ("target", target)):
+for col, chosen in (("policy_name", policy), ("mode", mode), ("rule", rule), ("status", status), ("target", target)):
     if chosen:
         shown = shown[shown[col].isin(chosen)]
 if drafter:
@@ -50,18 +78,28 @@ shown = shown.sort_values("id", ascending=False).reset_index(drop=True)  # stabl
 
 ids = shown["id"].tolist()
 preselected = [ids.index(i) for i in state.get_list(state.RUNS) if i in ids]
-st.caption(f"{len(shown)} of {len(runs)} runs · store {store.url} · speed-up is against the newest target-only run "
-           "on the same target and prompts")
+st.caption(
+    f"{len(shown)} of {len(runs)} runs · store {store.url} · speed-up is against the newest target-only run "
+    "on the same target and prompts"
+)
 table = shown[COLUMNS].rename(columns=LABELS)
-event = st.dataframe(table, key="runs_table", on_select="rerun", selection_mode="multi-row", hide_index=True,
-                     selection_default={"selection": {"rows": preselected, "columns": []}},
-                     column_config={"α": st.column_config.NumberColumn(format="%.3g"),
-                                    "tok/s": st.column_config.NumberColumn(format="%.1f"),
-                                    "speed-up": st.column_config.NumberColumn(format="%.2fx"),
-                                    "τ": st.column_config.NumberColumn(format="%.2f"),
-                                    "acceptance": st.column_config.NumberColumn(format="%.3f"),
-                                    "deferral": st.column_config.NumberColumn(format="%.3f"),
-                                    "target calls/token": st.column_config.NumberColumn(format="%.3f")})
+event = st.dataframe(
+    table,
+    key="runs_table",
+    on_select="rerun",
+    selection_mode="multi-row",
+    hide_index=True,
+    selection_default={"selection": {"rows": preselected, "columns": []}},
+    column_config={
+        "α": st.column_config.NumberColumn(format="%.3g"),
+        "tok/s": st.column_config.NumberColumn(format="%.1f"),
+        "speed-up": st.column_config.NumberColumn(format="%.2fx"),
+        "τ": st.column_config.NumberColumn(format="%.2f"),
+        "acceptance": st.column_config.NumberColumn(format="%.3f"),
+        "deferral": st.column_config.NumberColumn(format="%.3f"),
+        "target calls/token": st.column_config.NumberColumn(format="%.3f"),
+    },
+)
 rows = event["selection"]["rows"] if event else preselected
 selected = [int(ids[i]) for i in rows if i < len(ids)]
 state.put(**{state.RUNS: selected})
@@ -70,8 +108,13 @@ downloads.table(table, "runs")
 st.subheader("Open")
 default = selected[0] if selected else int(ids[0])
 c1, c2 = st.columns([2, 1])
-run_id = c1.selectbox("Run", ids, index=ids.index(default), key="open_run",
-                      format_func=lambda i: f"{i} · {shown.loc[ids.index(i), 'policy_name']}")
+run_id = c1.selectbox(
+    "Run",
+    ids,
+    index=ids.index(default),
+    key="open_run",
+    format_func=lambda i: f"{i} · {shown.loc[ids.index(i), 'policy_name']}",
+)
 baseline = selected[1] if len(selected) > 1 else shown.loc[ids.index(run_id), "baseline_run_id"]
 baseline = None if pd.isna(baseline) else int(baseline)
 if c2.button("Open run detail", type="primary", key="open_detail"):

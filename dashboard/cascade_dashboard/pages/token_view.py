@@ -28,15 +28,22 @@ if seqs.empty:
     st.stop()
 seq_ids = seqs["id"].tolist()
 chosen_seq = state.get(state.SEQ)
-seq_id = st.selectbox("Sequence", seq_ids, index=seq_ids.index(chosen_seq) if chosen_seq in seq_ids else 0,
-                      key="tokens_seq", format_func=lambda i: f"#{seqs.set_index('id').loc[i, 'index']} (id {i})")
+seq_id = st.selectbox(
+    "Sequence",
+    seq_ids,
+    index=seq_ids.index(chosen_seq) if chosen_seq in seq_ids else 0,
+    key="tokens_seq",
+    format_func=lambda i: f"#{seqs.set_index('id').loc[i, 'index']} (id {i})",
+)
 state.put(**{state.RUN: run_id, state.SEQ: seq_id})
 
 got = data.sequence(url, seq_id)
 decisions = got["decisions"]
 run = got["run"]
-st.caption(f"**{run['policy_name']}** · rule {run['rule']} at α = {run['alpha']:g} · T = {run['temperature']:g} · "
-           f"target {run['target']}")
+st.caption(
+    f"**{run['policy_name']}** · rule {run['rule']} at α = {run['alpha']:g} · T = {run['temperature']:g} · "
+    f"target {run['target']}"
+)
 if not decisions:
     st.info("No decision rows for this sequence (logged without decisions).")
     st.stop()

@@ -35,18 +35,35 @@ start = min(max(logged_alpha if logged_alpha is not None else lo, lo), hi)
 alpha = c2.slider("α", lo, hi, start, step=(hi - lo) / 200, key="alpha", bind="query-params")
 temperature = float(row["temperature"])
 est = whatif.estimate(rule, alpha, a, temperature, f["steps"], f["target_calls"])
-st.warning("First-order estimate: each logged position is re-decided on its own; with another α later positions "
-           "would have seen other prefixes. Launch a real run below to measure.", icon=":material/info:")
+st.warning(
+    "First-order estimate: each logged position is re-decided on its own; with another α later positions "
+    "would have seen other prefixes. Launch a real run below to measure.",
+    icon=":material/info:",
+)
 if f["truncated"]:
     st.caption(f"Estimated on the first {len(f['p_max'])} drafted positions of the run.")
-logged = {"deferral_rate": row["deferral_rate"], "acceptance_rate": row["acceptance_rate"],
-          "mean_acceptance_length": row["mean_acceptance_length"],
-          "target_calls_per_token": row["target_calls_per_token"]}
+logged = {
+    "deferral_rate": row["deferral_rate"],
+    "acceptance_rate": row["acceptance_rate"],
+    "mean_acceptance_length": row["mean_acceptance_length"],
+    "target_calls_per_token": row["target_calls_per_token"],
+}
 cols = st.columns(4)
-for i, (key, label) in enumerate((("deferral_rate", "deferral rate"), ("acceptance_rate", "acceptance"),
-                                  ("mean_acceptance_length", "τ"), ("target_calls_per_token", "target calls / token"))):
-    cols[i].metric(f"estimated {label}", f"{est[key]:.3f}", f"{est[key] - logged[key]:+.3f} vs logged",
-                   delta_color="off", border=True)
+for i, (key, label) in enumerate(
+    (
+        ("deferral_rate", "deferral rate"),
+        ("acceptance_rate", "acceptance"),
+        ("mean_acceptance_length", "τ"),
+        ("target_calls_per_token", "target calls / token"),
+    )
+):
+    cols[i].metric(
+        f"estimated {label}",
+        f"{est[key]:.3f}",
+        f"{est[key] - logged[key]:+.3f} vs logged",
+        delta_color="off",
+        border=True,
+    )
 grid = pd.DataFrame(whatif.curve(rule, a, temperature, 41, f["steps"], f["target_calls"], extra=[alpha]))
 downloads.chart(charts.whatif(grid, alpha, logged_alpha), f"whatif-run-{run_id}-{rule}")
 downloads.table(grid, f"whatif-run-{run_id}-{rule}")
@@ -56,13 +73,15 @@ detail = data.safe(data.run_detail, url, run_id)
 policy = jobs.derived_policy(detail["run"]["policy_yaml"], rule, alpha)
 prompts = data.prompts(url, run_id)
 c1, c2 = st.columns([3, 1])
-base_dir = c1.text_input("Relative model folders resolve against", str(jobs.guess_base_dir(policy.target.model, (detail["run"].get("info") or {}).get("policy_dir"))),
-                         key="whatif_base_dir")
+base_dir = c1.text_input(
+    "Relative model folders resolve against",
+    str(jobs.guess_base_dir(policy.target.model, (detail["run"].get("info") or {}).get("policy_dir"))),
+    key="whatif_base_dir",
+)
 max_new = c2.number_input("max new tokens", 1, 4096, int(policy.decoding.max_new_tokens), key="whatif_max_new")
 st.code(jobs.policy_yaml(policy), language="yaml")
 if st.button(f"Run {policy.name} on the same {len(prompts)} prompts", type="primary", key="whatif_launch"):
-    job = jobs.launch(policy, prompts, store.source_url,
-                      max_new_tokens=int(max_new), base_dir=Path(base_dir))
+    job = jobs.launch(policy, prompts, store.source_url, max_new_tokens=int(max_new), base_dir=Path(base_dir))
     st.session_state.setdefault("jobs", []).append(job)
 
 

@@ -11,7 +11,7 @@ Importing this module is cheap: torch-heavy modules load when a drafter is built
 
 from __future__ import annotations
 
-from cascade.hookspecs import hookimpl
+from cascade import hookimpl
 
 __version__ = "0.2.0"
 

@@ -58,11 +58,21 @@ def ceilings(bench: dict[str, Any], c_by_row: dict[str, float]) -> list[dict[str
         c = c_by_row[row["name"]]
         omega, t, dcalls = cm["overhead"], cm["target_calls_per_token"], cm["drafter_calls_per_token"]
         ceiling = (1 + omega) / (t * (cm["v_block"] + omega) + dcalls * c)
-        out.append({"name": row["name"], "tau": row["mean_acceptance_length"], "speedup": row["speedup"],
-                    "speedup_min": row["speedup_min"], "speedup_max": row["speedup_max"],
-                    "ceiling_free_drafts": cm["speedup_ceiling"], "c_head_pass": round(c, 4),
-                    "v_block": round(cm["v_block"], 3), "drafter_calls_per_token": round(dcalls, 3),
-                    "target_calls_per_token": round(t, 3), "ceiling": round(ceiling, 3)})
+        out.append(
+            {
+                "name": row["name"],
+                "tau": row["mean_acceptance_length"],
+                "speedup": row["speedup"],
+                "speedup_min": row["speedup_min"],
+                "speedup_max": row["speedup_max"],
+                "ceiling_free_drafts": cm["speedup_ceiling"],
+                "c_head_pass": round(c, 4),
+                "v_block": round(cm["v_block"], 3),
+                "drafter_calls_per_token": round(dcalls, 3),
+                "target_calls_per_token": round(t, 3),
+                "ceiling": round(ceiling, 3),
+            }
+        )
     return out
 
 

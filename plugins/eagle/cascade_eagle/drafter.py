@@ -37,9 +37,17 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from cascade import models, sampling
-from cascade.drafter import DrafterBase, DrafterContext, DraftRound, DraftStep, TreeDraft, TreeRound
-from cascade.errors import CascadeError
+from cascade import (
+    CascadeError,
+    DrafterBase,
+    DrafterContext,
+    DraftRound,
+    DraftStep,
+    TreeDraft,
+    TreeRound,
+    resolve_model_path,
+    softmax,
+)
 from cascade_eagle import features as T
 from cascade_eagle.head import EagleHead, load_head
 
@@ -52,9 +60,13 @@ class EagleOptions(BaseModel):
     # defaults: the best dynamic tree measured on the development CPU (README "EAGLE draft trees")
     top_k: int = Field(2, ge=1, le=32, description="children per node and frontier width")
     depth: int = Field(4, ge=1, le=32, description="expansion passes: the deepest draft token (dynamic, static)")
-    budget: int | None = Field(None, ge=1, le=512,
-                               description="a tree's nodes verified per step (default and cap: the policy's block "
-                                           "size); a chain's length is the schedule's")
+    budget: int | None = Field(
+        None,
+        ge=1,
+        le=512,
+        description="a tree's nodes verified per step (default and cap: the policy's block "
+        "size); a chain's length is the schedule's",
+    )
     # the head's arithmetic (its layer and the LM head's matmul): auto = the target's dtype, except on a CPU with
     # hardware bfloat16 (AVX512-BF16: ~5x on the LM head here). Drafts only: verification stays in the target's
     # dtype, so outputs stay exact
@@ -71,10 +83,12 @@ class EagleOptions(BaseModel):
     def _a_head_folder(cls, v: str, info: ValidationInfo) -> str:
         """Resolved against the policy's folder (validation context `base_dir`), then the working directory."""
         base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
-        folder = Path(models.resolve_model_path(v, base))
+        folder = Path(resolve_model_path(v, base))
         if not (folder / "config.json").is_file():
-            raise ValueError(f"no EAGLE head at {v!r} (looked for {folder}/config.json): train one with "
-                             "`cascade eagle train --target DIR --out DIR`")
+            raise ValueError(
+                f"no EAGLE head at {v!r} (looked for {folder}/config.json): train one with "
+                "`cascade eagle train --target DIR --out DIR`"
+            )
         return str(folder)
 
 
@@ -125,9 +139,11 @@ class EagleDrafter(DrafterBase):
 
     def __init__(self, options: EagleOptions, ctx: DrafterContext):
         if ctx.target_model is None:
-            raise CascadeError("drafter 'eagle' reads the target's features and shares its embedding and LM head, "
-                               "but this engine gave it no target (DrafterContext.target_model)")
-        folder = Path(models.resolve_model_path(options.head, ctx.base_dir))
+            raise CascadeError(
+                "drafter 'eagle' reads the target's features and shares its embedding and LM head, "
+                "but this engine gave it no target (DrafterContext.target_model)"
+            )
+        folder = Path(resolve_model_path(options.head, ctx.base_dir))
         self.opts = options
         self.proposes_trees = options.tree != "chain"
         self.target = ctx.target_model
@@ -138,9 +154,11 @@ class EagleDrafter(DrafterBase):
             self.dtype = torch.bfloat16 if _bf16_is_fast(ctx.device) else ctx.dtype
         self.head = _head(str(folder), _stamp(folder), str(ctx.device), self.dtype)
         if (self.head.cfg.hidden, self.head.cfg.vocab) != (d, v):
-            raise CascadeError(f"EAGLE head {folder} was trained for a target with hidden size {self.head.cfg.hidden} "
-                               f"and vocabulary {self.head.cfg.vocab} ({self.head.cfg.target or 'unnamed'}); "
-                               f"{ctx.target_name} has {d} and {v}")
+            raise CascadeError(
+                f"EAGLE head {folder} was trained for a target with hidden size {self.head.cfg.hidden} "
+                f"and vocabulary {self.head.cfg.vocab} ({self.head.cfg.target or 'unnamed'}); "
+                f"{ctx.target_name} has {d} and {v}"
+            )
         self.device = ctx.device
         self.model = None  # no HF model of its own (benchmarks' peers need one)
         # the target's embedding table (rows cast as they are read) and LM head, in the head's dtype: shared when
@@ -176,8 +194,7 @@ class EagleDrafter(DrafterBase):
             else:
                 assert self.g is not None and self.chain is not None
                 position = torch.tensor([[self.fed + ask.drafted - 1]], device=self.device)
-                g, k, v = self.head.step(self.g[None], self._embed(context[-1:].view(1, 1)), position, self.chain,
-                                         None)
+                g, k, v = self.head.step(self.g[None], self._embed(context[-1:].view(1, 1)), position, self.chain, None)
                 self.g = g[:, -1]
                 self.chain = (torch.cat([self.chain[0], k], 2), torch.cat([self.chain[1], v], 2))
             return DraftStep(logits=self._logits(self.g))  # (1, V)
@@ -225,15 +242,14 @@ class EagleDrafter(DrafterBase):
         """Feed pairs (f_j, x_{j+1}) for j = fed .. known-1 in one pass; the last output is g_root. -> (1, d)"""
         assert self.pending is not None
         j = torch.arange(self.fed, self.known, device=self.device)  # (m,)
-        g, k, v = self.head.step(self.pending[None], self._embed(context[j + 1])[None], j[None],
-                                 self.past, None)
+        g, k, v = self.head.step(self.pending[None], self._embed(context[j + 1])[None], j[None], self.past, None)
         self.past = (k, v) if self.past is None else (torch.cat([self.past[0], k], 2), torch.cat([self.past[1], v], 2))
         self.fed, self.pending = self.known, self.pending[:0]
         return g[:, -1]
 
     def _q(self, g: torch.Tensor) -> torch.Tensor:
         """q at T = 1 from head outputs. (m, d) -> (m, V)"""
-        return sampling.softmax(self._logits(g))
+        return softmax(self._logits(g))
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         """The target's embeddings of `ids`, in the head's dtype. (...,) -> (..., d)"""
@@ -278,8 +294,14 @@ class EagleDrafter(DrafterBase):
                 fed_keys.append((k[:, :, i : i + 1], v[:, :, i : i + 1]))
                 outputs[c] = g[:, i]
                 dists.append(q[i])
-                fresh += _add(tree, top.indices[i].tolist(), top.values[i].log().tolist(), parent=c,
-                              base=tree.scores[c], source=len(dists) - 1)
+                fresh += _add(
+                    tree,
+                    top.indices[i].tolist(),
+                    top.values[i].log().tolist(),
+                    parent=c,
+                    base=tree.scores[c],
+                    source=len(dists) - 1,
+                )
             if dynamic:  # the global top-k by value
                 frontier = sorted(fresh, key=lambda c: (-tree.scores[c], c))[:width]
             else:

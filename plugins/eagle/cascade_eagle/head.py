@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cascade.errors import CascadeError
+from cascade import CascadeError
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -75,8 +75,9 @@ class EagleHead(nn.Module):
         self.down = nn.Linear(cfg.width, d)
         self.ln_f = nn.LayerNorm(d, eps=cfg.norm_eps)
         c = d // cfg.heads
-        self.register_buffer("inv_freq", cfg.rope_theta ** (-torch.arange(0, c, 2, dtype=torch.float32) / c),
-                             persistent=False)
+        self.register_buffer(
+            "inv_freq", cfg.rope_theta ** (-torch.arange(0, c, 2, dtype=torch.float32) / c), persistent=False
+        )
 
     # ------------------------------------------------------------------ pieces (train and draft share them)
 
@@ -93,7 +94,8 @@ class EagleHead(nn.Module):
         return _rotate(q, cos, sin), _rotate(k, cos, sin), v
 
     def finish(self, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """The rest of the layer after attention: g = ln_f(h'), h' = h + proj(a) + mlp. (B, T, d), (B, H, T, c) -> (B, T, d)"""
+        """The rest of the layer after attention: g = ln_f(h'), h' = h + proj(a) + mlp.
+        (B, T, d), (B, H, T, c) -> (B, T, d)"""
         b, _, t, _ = attended.shape
         h = h + self.proj(attended.transpose(1, 2).reshape(b, t, -1))
         h = h + self.down(F.gelu(self.up(self.ln2(h)), approximate="tanh"))
@@ -101,9 +103,14 @@ class EagleHead(nn.Module):
 
     # ------------------------------------------------------------------ drafting (a KV cache and a mask)
 
-    def step(self, features: torch.Tensor, embeds: torch.Tensor, positions: torch.Tensor,
-             past: tuple[torch.Tensor, torch.Tensor] | None, bias: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        features: torch.Tensor,
+        embeds: torch.Tensor,
+        positions: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+        bias: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass over T new inputs that attend to the S cached keys and to each other.
 
         `bias` (T, S + T) is added to the scores (0 = allowed, -inf = not), None = causal over the new
@@ -143,8 +150,10 @@ def load_head(folder: Path, device: torch.device | str = "cpu", dtype: torch.dty
 
     cfg_path, weights = folder / CONFIG, folder / WEIGHTS
     if not cfg_path.is_file() or not weights.is_file():
-        raise CascadeError(f"EAGLE head folder {folder} lacks {CONFIG} or {WEIGHTS}: train one with "
-                           "`cascade eagle train --target DIR --out DIR`")
+        raise CascadeError(
+            f"EAGLE head folder {folder} lacks {CONFIG} or {WEIGHTS}: train one with "
+            "`cascade eagle train --target DIR --out DIR`"
+        )
     try:
         raw = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as e:
@@ -159,8 +168,10 @@ def load_head(folder: Path, device: torch.device | str = "cpu", dtype: torch.dty
     expected = head.state_dict()
     wrong = [k for k, v in expected.items() if k not in state or state[k].shape != v.shape]
     if wrong:
-        raise CascadeError(f"EAGLE head {weights} does not match its {CONFIG} (missing or misshapen: "
-                           f"{', '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''})")
+        raise CascadeError(
+            f"EAGLE head {weights} does not match its {CONFIG} (missing or misshapen: "
+            f"{', '.join(wrong[:4])}{' ...' if len(wrong) > 4 else ''})"
+        )
     head.load_state_dict({k: state[k] for k in expected})  # extra tensors (none written today) are left alone
     return head.to(device=device, dtype=dtype).eval().requires_grad_(False)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cascade.errors import CascadeError
+from cascade import CascadeError
 
 BINS = 10
 
@@ -77,8 +77,14 @@ def table(pairs: list[tuple[float, bool]]) -> list[dict[str, Any]]:
     for i in range(BINS):
         sel = t[b == i]
         if sel.shape[0]:
-            rows.append({"bin": f"{i / BINS:.1f}-{(i + 1) / BINS:.1f}", "predicted": round(float(sel[:, 0].mean()), 4),
-                         "accepted": round(float(sel[:, 1].mean()), 4), "count": int(sel.shape[0])})
+            rows.append(
+                {
+                    "bin": f"{i / BINS:.1f}-{(i + 1) / BINS:.1f}",
+                    "predicted": round(float(sel[:, 0].mean()), 4),
+                    "accepted": round(float(sel[:, 1].mean()), 4),
+                    "count": int(sel.shape[0]),
+                }
+            )
     return rows
 
 
@@ -89,8 +95,9 @@ def expected_calibration_error(rows: list[dict[str, Any]]) -> float:
 
 def report(pairs: dict[str, list[tuple[float, bool]]], out: Path, title: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    result = {kind: {"bins": table(p), "ece": expected_calibration_error(table(p)), "n": len(p)}
-              for kind, p in pairs.items()}
+    result = {
+        kind: {"bins": table(p), "ece": expected_calibration_error(table(p)), "n": len(p)} for kind, p in pairs.items()
+    }
     (out / "reliability.json").write_text(json.dumps({"title": title, **result}, indent=2) + "\n")
     _plot(result, out / "reliability.png", title)
     return result
@@ -106,8 +113,12 @@ def _plot(result: dict[str, Any], path: Path, title: str) -> None:
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
     for kind, label in (("node", "q(x) at the node"), ("path", "product of q along the path")):
         rows = result[kind]["bins"]
-        ax.plot([r["predicted"] for r in rows], [r["accepted"] for r in rows], marker="o",
-                label=f"{label} (ECE {result[kind]['ece']:.3f}, n={result[kind]['n']})")
+        ax.plot(
+            [r["predicted"] for r in rows],
+            [r["accepted"] for r in rows],
+            marker="o",
+            label=f"{label} (ECE {result[kind]['ece']:.3f}, n={result[kind]['n']})",
+        )
     ax.set_xlabel("head's confidence (bin mean)")
     ax.set_ylabel("accepted by the target (share)")
     ax.set_xlim(0, 1)

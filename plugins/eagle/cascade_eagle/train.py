@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cascade.errors import CascadeError
+from cascade import CascadeError
 from cascade_eagle import features as T
 from cascade_eagle.head import EagleHead, HeadConfig, default_config, init_weights, param_count, save_head
 
@@ -101,7 +101,9 @@ def unrolled(head: EagleHead, feats: torch.Tensor, embeds: torch.Tensor, steps: 
     return outs
 
 
-def losses(head: EagleHead, target: Any, ids: torch.Tensor, steps: int) -> tuple[torch.Tensor, list[float], list[float]]:
+def losses(
+    head: EagleHead, target: Any, ids: torch.Tensor, steps: int
+) -> tuple[torch.Tensor, list[float], list[float]]:
     """The weighted loss, and per step k its soft CE and its top-1 agreement with the target (no grad)."""
     with torch.no_grad():
         f = T.target_features(target, ids).float()  # (B, T, d)
@@ -123,8 +125,9 @@ def losses(head: EagleHead, target: Any, ids: torch.Tensor, steps: int) -> tuple
 # ---------------------------------------------------------------------- data
 
 
-def corpus(tokenizer: Any, work: Path, log: Callable[[str], None], split: Split | None = None
-           ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def corpus(
+    tokenizer: Any, work: Path, log: Callable[[str], None], split: Split | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The training and held-out token arrays of the shipped corpus (or of `split`: train and held-out
     files), in the target's tokenizer, cached under `work`."""
     from cascade.zoo import data
@@ -137,9 +140,17 @@ def corpus(tokenizer: Any, work: Path, log: Callable[[str], None], split: Split 
         log(f"corpus: {len(train)} train files, {len(held)} held-out files (Python {data.python_version()})")
         np.save(train_f, data.encode_files(tokenizer, train))
         np.save(held_f, data.encode_files(tokenizer, held))
-        meta_f.write_text(json.dumps({"corpus": "Python standard library (cascade.zoo.data)",
-                                      "python": data.python_version(), "train_files": len(train),
-                                      "heldout_files": len(held), "tokenizer": vocab}))
+        meta_f.write_text(
+            json.dumps(
+                {
+                    "corpus": "Python standard library (cascade.zoo.data)",
+                    "python": data.python_version(),
+                    "train_files": len(train),
+                    "heldout_files": len(held),
+                    "tokenizer": vocab,
+                }
+            )
+        )
     return np.load(train_f), np.load(held_f), json.loads(meta_f.read_text())
 
 
@@ -168,16 +179,22 @@ def evaluate(head: EagleHead, target: Any, tokens: np.ndarray, s: TrainSettings)
 # ---------------------------------------------------------------------- the loop
 
 
-def train(target_dir: Path, out: Path, work: Path, s: TrainSettings, log: Callable[[str], None] = print,
-          split: Split | None = None) -> Path:
-    from cascade import models
+def train(
+    target_dir: Path,
+    out: Path,
+    work: Path,
+    s: TrainSettings,
+    log: Callable[[str], None] = print,
+    split: Split | None = None,
+) -> Path:
+    from cascade import load_model, load_tokenizer
 
     if s.minutes is None and s.tokens is None:
         raise CascadeError("give a budget: --minutes or --tokens")
     torch.manual_seed(s.seed)
     work.mkdir(parents=True, exist_ok=True)
-    tokenizer = models.load_tokenizer(str(target_dir))
-    target = models.load_model(str(target_dir), torch.float32, torch.device("cpu")).eval().requires_grad_(False)
+    tokenizer = load_tokenizer(str(target_dir))
+    target = load_model(str(target_dir), torch.float32, torch.device("cpu")).eval().requires_grad_(False)
     train_ids, held_ids, meta = corpus(tokenizer, work, log, split)
     cfg = default_config(T.hidden_size(target), T.vocab_size(target), target=target_dir.name)
     head = EagleHead(cfg)
@@ -188,19 +205,24 @@ def train(target_dir: Path, out: Path, work: Path, s: TrainSettings, log: Callab
         prog = _resume(head, opt, work, cfg, s)
         log(f"eagle: resumed at step {prog.step}, {prog.tokens_seen:,} tokens, {prog.seconds / 60:.1f} min")
     gen = np.random.default_rng([s.seed, prog.step])
-    log(f"eagle: head of {param_count(head) / 1e6:.2f}M params on {target_dir} (d={cfg.hidden}, V={cfg.vocab}), "
-        f"{len(train_ids):,} train tokens, {s.steps_ahead} steps unrolled")
+    log(
+        f"eagle: head of {param_count(head) / 1e6:.2f}M params on {target_dir} (d={cfg.hidden}, V={cfg.vocab}), "
+        f"{len(train_ids):,} train tokens, {s.steps_ahead} steps unrolled"
+    )
 
     def frac() -> float:
-        return max(prog.seconds / (s.minutes * 60) if s.minutes else 0.0,
-                   prog.tokens_seen / s.tokens if s.tokens else 0.0)
+        return max(
+            prog.seconds / (s.minutes * 60) if s.minutes else 0.0, prog.tokens_seen / s.tokens if s.tokens else 0.0
+        )
 
     head.train()
     last_log = last_save = time.perf_counter()
     recent: list[float] = []
     while frac() < 1.0:
         t0 = time.perf_counter()
-        lr = s.lr * min(1.0, (prog.step + 1) / s.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac(), 1.0))))
+        lr = (
+            s.lr * min(1.0, (prog.step + 1) / s.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac(), 1.0))))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         x = windows(train_ids, s.batch, s.seq_len, gen)
@@ -218,8 +240,11 @@ def train(target_dir: Path, out: Path, work: Path, s: TrainSettings, log: Callab
         if now - last_log > 30:
             prog.last_loss = float(np.mean(recent[-20:]))
             prog.history.append([prog.step, prog.tokens_seen, round(prog.last_loss, 4)])
-            log(f"eagle: step {prog.step} loss {prog.last_loss:.3f} top-1 by depth "
-                f"{' '.join(f'{v:.2f}' for v in top1)} {x.numel() / (now - t0):,.0f} tok/s {100 * frac():.1f}% of budget")
+            log(
+                f"eagle: step {prog.step} loss {prog.last_loss:.3f} top-1 by depth "
+                f"{' '.join(f'{v:.2f}' for v in top1)} {x.numel() / (now - t0):,.0f} tok/s "
+                f"{100 * frac():.1f}% of budget"
+            )
             last_log = now
         if now - last_save > 300:
             _checkpoint(head, opt, prog, work, s)
@@ -249,8 +274,12 @@ def _checkpoint(head: EagleHead, opt: torch.optim.Optimizer, prog: Progress, wor
             tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
             steps[str(i)] = float(st["step"])
     save_file(tensors, str(work / "ckpt.safetensors.tmp"))
-    meta = {"progress": asdict(prog), "opt_steps": steps, "config": json.loads(head.cfg.to_json()),
-            "settings": {k: getattr(s, k) for k in RESUMABLE}}
+    meta = {
+        "progress": asdict(prog),
+        "opt_steps": steps,
+        "config": json.loads(head.cfg.to_json()),
+        "settings": {k: getattr(s, k) for k in RESUMABLE},
+    }
     (work / "ckpt.json.tmp").write_text(json.dumps(meta))
     os.replace(work / "ckpt.safetensors.tmp", work / "ckpt.safetensors")
     os.replace(work / "ckpt.json.tmp", work / "ckpt.json")
@@ -268,21 +297,35 @@ def _resume(head: EagleHead, opt: torch.optim.Optimizer, work: Path, cfg: HeadCo
         raise CascadeError(f"the checkpoint in {work} is for another head ({meta['config']}): use another --work")
     changed = {k: (v, getattr(s, k)) for k, v in meta.get("settings", {}).items() if getattr(s, k) != v}
     if changed:
-        raise CascadeError(f"the checkpoint in {work} was trained with other settings "
-                           f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}): keep them to resume, "
-                           "or use another --work")
+        raise CascadeError(
+            f"the checkpoint in {work} was trained with other settings "
+            f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in changed.items())}): keep them to resume, "
+            "or use another --work"
+        )
     head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
     for i, p in enumerate(head.parameters()):
         if str(i) in meta["opt_steps"]:
-            opt.state[p] = {"step": torch.tensor(meta["opt_steps"][str(i)]),
-                            "exp_avg": tensors[f"opt.{i}.exp_avg"], "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"]}
+            opt.state[p] = {
+                "step": torch.tensor(meta["opt_steps"][str(i)]),
+                "exp_avg": tensors[f"opt.{i}.exp_avg"],
+                "exp_avg_sq": tensors[f"opt.{i}.exp_avg_sq"],
+            }
     return Progress(**meta["progress"])
 
 
-def _card(out: Path, cfg: HeadConfig, s: TrainSettings, prog: Progress, held: dict[str, list[float]],
-          meta: dict[str, Any], n_params: int, target_dir: Path) -> None:
-    budget = " ".join(x for x in (f"--tokens {s.tokens}" if s.tokens else "",
-                                  f"--minutes {s.minutes}" if s.minutes else "") if x)
+def _card(
+    out: Path,
+    cfg: HeadConfig,
+    s: TrainSettings,
+    prog: Progress,
+    held: dict[str, list[float]],
+    meta: dict[str, Any],
+    n_params: int,
+    target_dir: Path,
+) -> None:
+    budget = " ".join(
+        x for x in (f"--tokens {s.tokens}" if s.tokens else "", f"--minutes {s.minutes}" if s.minutes else "") if x
+    )
     card = {
         "name": f"cascade-eagle-{target_dir.name}",
         "kind": "EAGLE draft head (one decoder layer over the target's features; embedding and LM head shared)",
@@ -311,4 +354,5 @@ def _card(out: Path, cfg: HeadConfig, s: TrainSettings, prog: Progress, held: di
         "target's embedding table and LM head are read from the target at load time.\n\n"
         "`heldout_top1_acceptance_by_depth[k]`: on held-out windows, how often the head's top token at draft depth "
         "k + 1 (fed its own outputs before it) equals the target's, given the path before it was the target's.\n\n"
-        f"| field | value |\n|---|---|\n{rows}\n")
+        f"| field | value |\n|---|---|\n{rows}\n"
+    )

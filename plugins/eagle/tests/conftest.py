@@ -27,9 +27,18 @@ def family(tmp_path_factory):
     make_tokenizer(root / "tok")
 
     def head(arch: str, folders: dict[str, Path]) -> dict[str, Path]:
-        s = TrainSettings(tokens=4 * 64 * 200, batch=4, seq_len=64, steps_ahead=3, lr=3e-3, warmup=2,
-                          eval_windows=8, bf16=False)
-        return {"head": train(folders["target"], root / arch / "head", root / arch / "head.work", s,
-                              log=lambda m: None, split=tiny_split())}
+        s = TrainSettings(
+            tokens=4 * 64 * 200, batch=4, seq_len=64, steps_ahead=3, lr=3e-3, warmup=2, eval_windows=8, bf16=False
+        )
+        return {
+            "head": train(
+                folders["target"],
+                root / arch / "head",
+                root / arch / "head.work",
+                s,
+                log=lambda m: None,
+                split=tiny_split(),
+            )
+        }
 
     return family_builder(root, root / "tok", head)

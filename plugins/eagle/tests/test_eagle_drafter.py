@@ -92,7 +92,7 @@ def test_the_heads_cache_and_the_targets_equal_a_recomputation(family, arch):
             if drafter.past is None:
                 return
             n = drafter.fed
-            feats = T.target_features(e.target_model, seq[None, : n])
+            feats = T.target_features(e.target_model, seq[None, :n])
             _, k, v = head.step(feats, T.embed(e.target_model, seq[None, 1 : n + 1]), torch.arange(n)[None], None, None)
             assert torch.allclose(drafter.past[0], k, atol=1e-4) and torch.allclose(drafter.past[1], v, atol=1e-4)
 
@@ -100,6 +100,7 @@ def test_the_heads_cache_and_the_targets_equal_a_recomputation(family, arch):
     assert any(s.accepted > 0 for s in g.steps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tree", ["dynamic", "chain"])
 def test_sampling_with_eagle_matches_the_target(family, tree):
     """Lossless, T = 1: the first emitted token (through a tree's multi-round acceptance, or a chain) follows p."""
@@ -108,8 +109,9 @@ def test_sampling_with_eagle_matches_the_target(family, tree):
     ids = e.encode(PROMPT)
     with torch.no_grad():
         p = S.softmax(e.target_model(input_ids=ids[None]).logits[0, -1])
-    assert_first_tokens_follow(lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0],
-                               p, 600)
+    assert_first_tokens_follow(
+        lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0], p, 600
+    )
 
 
 def test_a_cascade_reads_q_from_a_greedy_tree_and_sampled_trees_stay_lossless(family):
@@ -193,8 +195,7 @@ def test_a_chain_follows_the_schedules_that_read_confidence(family, schedule):
     decoding stays exact."""
     f = family("llama")
     reference = [g.token_ids for g in target_only(f).generate(PROMPTS)]
-    e = eagle(f, "chain", block_schedule=schedule, block_size=4, min_block_size=1, max_block_size=6,
-              confidence=0.5)
+    e = eagle(f, "chain", block_schedule=schedule, block_size=4, min_block_size=1, max_block_size=6, confidence=0.5)
     outs = e.generate(PROMPTS)
     assert [g.token_ids for g in outs] == reference
     assert {s.drafted for g in outs for s in g.steps} - {0} != {4}  # not always the full block

@@ -18,8 +18,16 @@ def test_the_shipped_head_drafts_exactly_for_the_shipped_target():
     if not (HEAD / "config.json").exists():
         pytest.fail(f"{HEAD} is missing: train it with `cascade eagle train --target models/target --out {HEAD}`")
     card = json.loads((HEAD / "card.json").read_text())
-    for key in ("target", "parameters", "tokens_seen", "steps", "training_minutes", "heldout_top1_acceptance_by_depth",
-                "command", "data"):
+    for key in (
+        "target",
+        "parameters",
+        "tokens_seen",
+        "steps",
+        "training_minutes",
+        "heldout_top1_acceptance_by_depth",
+        "command",
+        "data",
+    ):
         assert key in card
     prompts = ["import os\n\n\ndef main(argv):\n    ", "class Stack:\n    def __init__(self):\n        self."]
     policy = load_policy(REPO / "policies" / "eagle-tree.yaml")

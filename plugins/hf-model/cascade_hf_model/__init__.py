@@ -11,10 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cascade import models
-from cascade.drafter import DrafterContext
-from cascade.hookspecs import hookimpl
-from cascade.model_drafter import ModelDrafter
+from cascade import DrafterContext, ModelDrafter, hookimpl, resolve_dtype, resolve_model_path
 
 __version__ = "0.3.0"
 
@@ -36,8 +33,8 @@ class HFModelDrafter(ModelDrafter):
     Options = Options
 
     def __init__(self, options: Options, ctx: DrafterContext):
-        path = models.resolve_model_path(options.model, ctx.base_dir)
-        dtype = ctx.dtype if options.dtype is None else models.resolve_dtype(options.dtype, ctx.device)
+        path = resolve_model_path(options.model, ctx.base_dir)
+        dtype = ctx.dtype if options.dtype is None else resolve_dtype(options.dtype, ctx.device)
         model = ctx.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision)
         self.use(model, ctx, options.runtime, options.model)
 

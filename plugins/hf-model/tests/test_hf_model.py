@@ -24,8 +24,9 @@ def dirs(tmp_path_factory):
 
 
 def ctx(vocab=320, tokenizer=None):
-    return DrafterContext(vocab_size=vocab, tokenizer=tokenizer, target_name="t", device=torch.device("cpu"),
-                          dtype=torch.float32)
+    return DrafterContext(
+        vocab_size=vocab, tokenizer=tokenizer, target_name="t", device=torch.device("cpu"), dtype=torch.float32
+    )
 
 
 def logits_from_scratch(model, ids):

@@ -18,7 +18,7 @@ cheap: heavy imports happen when a head is loaded or a command runs.
 
 from __future__ import annotations
 
-from cascade.hookspecs import hookimpl
+from cascade import hookimpl
 
 __version__ = "0.1.0"
 

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cascade.errors import CascadeError
-from cascade.features import MODEL_FEATURES
+from cascade import MODEL_FEATURES, CascadeError
 
 FORMAT = "cascade-learned/1"
 CARD = "card.json"
@@ -83,8 +82,13 @@ def write_head(out: Path, card: dict[str, Any], model: Any) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(model, LogisticParams):
         path = out / LOGISTIC_FILE
-        data = {"format": FORMAT, "features": card["features"], "weights": list(model.weights),
-                "intercept": model.intercept, "fill": list(model.fill)}
+        data = {
+            "format": FORMAT,
+            "features": card["features"],
+            "weights": list(model.weights),
+            "intercept": model.intercept,
+            "fill": list(model.fill),
+        }
         path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     else:
         import skops.io as sio
@@ -121,8 +125,10 @@ def read_card(folder: Path) -> dict[str, Any]:
     else:
         unknown = [f for f in feats if f not in MODEL_FEATURES]
         if unknown:
-            problems.append(f"features {unknown} are not computed by this cascade (cascade.features.MODEL_FEATURES: "
-                            f"{', '.join(MODEL_FEATURES)}); retrain the head")
+            problems.append(
+                f"features {unknown} are not computed by this cascade (cascade.features.MODEL_FEATURES: "
+                f"{', '.join(MODEL_FEATURES)}); retrain the head"
+            )
     if problems:
         raise ArtefactError(f"{path}: refused: " + "; ".join(problems))
     return card
@@ -134,8 +140,10 @@ def _check_hash(folder: Path, card: dict[str, Any]) -> Path:
         raise ArtefactError(f"{folder}: {card['artefact']} is missing")
     digest = sha256_file(path)
     if digest != card.get("artefact_sha256"):
-        raise ArtefactError(f"{path}: refused: its sha256 {digest[:12]}… is not the card's "
-                            f"{str(card.get('artefact_sha256'))[:12]}… (changed after training?)")
+        raise ArtefactError(
+            f"{path}: refused: its sha256 {digest[:12]}… is not the card's "
+            f"{str(card.get('artefact_sha256'))[:12]}… (changed after training?)"
+        )
     return path
 
 
@@ -176,12 +184,16 @@ def load_tree(folder: Path, card: dict[str, Any]) -> Any:
     path = _check_hash(folder, card)
     written = str(card.get("sklearn_version", "?"))
     if major_minor(written) != major_minor(sklearn.__version__):
-        raise ArtefactError(f"{path}: refused: written by scikit-learn {written}, this is {sklearn.__version__} "
-                            "(major.minor must match); retrain the head with this version")
+        raise ArtefactError(
+            f"{path}: refused: written by scikit-learn {written}, this is {sklearn.__version__} "
+            "(major.minor must match); retrain the head with this version"
+        )
     extra = sorted(set(untrusted_types(path)) - set(TRUSTED_TYPES))
     if extra:
-        raise ArtefactError(f"{path}: refused: it holds types outside the allow-list "
-                            f"(cascade_learned.artefact.TRUSTED_TYPES): {', '.join(extra)}")
+        raise ArtefactError(
+            f"{path}: refused: it holds types outside the allow-list "
+            f"(cascade_learned.artefact.TRUSTED_TYPES): {', '.join(extra)}"
+        )
     from sklearn.exceptions import InconsistentVersionWarning
 
     with warnings.catch_warnings():
@@ -195,6 +207,8 @@ def load_tree(folder: Path, card: dict[str, Any]) -> Any:
     if type(model).__name__ != TREE_CLASS:
         raise ArtefactError(f"{path}: refused: holds a {type(model).__name__}, a tree head holds a {TREE_CLASS}")
     if getattr(model, "n_features_in_", None) != len(card["features"]):
-        raise ArtefactError(f"{path}: refused: the model reads {getattr(model, 'n_features_in_', '?')} features, "
-                            f"the card lists {len(card['features'])}")
+        raise ArtefactError(
+            f"{path}: refused: the model reads {getattr(model, 'n_features_in_', '?')} features, "
+            f"the card lists {len(card['features'])}"
+        )
     return model

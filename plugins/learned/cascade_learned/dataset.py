@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from cascade.errors import CascadeError
-from cascade.features import MODEL_FEATURES, Q_MODEL_FEATURES
+from cascade import MODEL_FEATURES, Q_MODEL_FEATURES, CascadeError
 
 LABELS = {"deferral": ("bad", "disagree"), "acceptance": ("accepted", "soft")}
 FEATURE_SETS = {"q": Q_MODEL_FEATURES, "qp": MODEL_FEATURES}
@@ -74,8 +73,9 @@ def label(rows: Any, head: str, name: str, margin: float) -> tuple[np.ndarray, n
         return y, keep, np.nan_to_num(soft)
 
 
-def build(rows: Any, head: str, feature_set: str, name: str, margin: float = 1.0,
-          exclude: tuple[str, ...] = ()) -> Dataset:
+def build(
+    rows: Any, head: str, feature_set: str, name: str, margin: float = 1.0, exclude: tuple[str, ...] = ()
+) -> Dataset:
     """The training set of `rows` (a `cascade.store.queries.training.TrainingRows`) for one head; `exclude`
     names features of the set to leave out."""
     import torch
@@ -87,31 +87,47 @@ def build(rows: Any, head: str, feature_set: str, name: str, margin: float = 1.0
     if feature_set not in FEATURE_SETS:
         raise CascadeError(f"--features must be one of {tuple(FEATURE_SETS)}, got {feature_set!r}")
     if head == "acceptance" and feature_set != "q":
-        raise CascadeError("an acceptance head predicts before verification: it reads drafter-side features only "
-                           "(--features q)")
+        raise CascadeError(
+            "an acceptance head predicts before verification: it reads drafter-side features only (--features q)"
+        )
     unknown = [f for f in exclude if f not in FEATURE_SETS[feature_set]]
     if unknown:
-        raise CascadeError(f"--exclude {', '.join(unknown)}: not in the {feature_set} features "
-                           f"({', '.join(FEATURE_SETS[feature_set])})")
+        raise CascadeError(
+            f"--exclude {', '.join(unknown)}: not in the {feature_set} features "
+            f"({', '.join(FEATURE_SETS[feature_set])})"
+        )
     features = tuple(f for f in FEATURE_SETS[feature_set] if f not in exclude)
     n = len(rows)
     if n == 0:
-        raise CascadeError(f"no drafted positions in runs {[r['id'] for r in rows.runs]}: log runs of a "
-                           "speculative or sequential policy with a drafter first (`cascade run ... --prompts`)")
+        raise CascadeError(
+            f"no drafted positions in runs {[r['id'] for r in rows.runs]}: log runs of a "
+            "speculative or sequential policy with a drafter first (`cascade run ... --prompts`)"
+        )
     with torch.no_grad():
         m = rows_matrix({k: _arr(rows, k) if k != "position" else np.asarray(v) for k, v in rows.columns.items()})
     idx = [MODEL_FEATURES.index(f) for f in features]
     x = m.numpy().astype(np.float64)[:, idx]
     y, keep, soft = label(rows, head, name, margin)
-    dropped = {f"no {name} label (target-side values absent)" if name in ("bad", "disagree", "soft")
-               else "never judged (after the block's first rejection)": int((~keep).sum())}
+    dropped = {
+        f"no {name} label (target-side values absent)"
+        if name in ("bad", "disagree", "soft")
+        else "never judged (after the block's first rejection)": int((~keep).sum())
+    }
     never = [f for j, f in enumerate(features) if np.isnan(x[keep, j]).all()]
     if never:
         raise CascadeError(
             f"features {', '.join(never)} are absent (NULL) in every usable row of runs "
             f"{[r['id'] for r in rows.runs]}: the logged drafter never produced them (rows logged before store "
             "revision 0004, or a deterministic drafter such as ngram, which has no q) or the target never ran "
-            "there; log runs with a model drafter (hf-model) in speculative mode, or train with other --features")
+            "there; log runs with a model drafter (hf-model) in speculative mode, or train with other --features"
+        )
     cols = {k: _arr(rows, k)[keep] for k in ("q_max", "q_x", "p_max", "p_x", "d_tv")}
-    return Dataset(x[keep], y[keep], None if soft is None else soft[keep],
-                   np.asarray(rows.prompt_index)[keep], tuple(features), cols, dropped)
+    return Dataset(
+        x[keep],
+        y[keep],
+        None if soft is None else soft[keep],
+        np.asarray(rows.prompt_index)[keep],
+        tuple(features),
+        cols,
+        dropped,
+    )

@@ -30,8 +30,11 @@ def ranking(y: np.ndarray, score: np.ndarray) -> dict[str, float | None]:
     y, score = y[ok], score[ok]
     if len(np.unique(y)) < 2:
         return {"roc_auc": None, "pr_auc": None, "rows": int(ok.sum())}
-    return {"roc_auc": _finite(roc_auc_score(y, score)), "pr_auc": _finite(average_precision_score(y, score)),
-            "rows": int(ok.sum())}
+    return {
+        "roc_auc": _finite(roc_auc_score(y, score)),
+        "pr_auc": _finite(average_precision_score(y, score)),
+        "rows": int(ok.sum()),
+    }
 
 
 def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> dict[str, Any]:
@@ -41,8 +44,14 @@ def reliability(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> dict[str, An
     for b in range(bins):
         sel = which == b
         if sel.any():
-            table.append({"bin": [float(edges[b]), float(edges[b + 1])], "mean_predicted": float(prob[sel].mean()),
-                          "observed": float(y[sel].mean()), "count": int(sel.sum())})
+            table.append(
+                {
+                    "bin": [float(edges[b]), float(edges[b + 1])],
+                    "mean_predicted": float(prob[sel].mean()),
+                    "observed": float(y[sel].mean()),
+                    "count": int(sel.sum()),
+                }
+            )
     return {"brier": float(np.mean((prob - y) ** 2)), "bins": table}
 
 
@@ -61,7 +70,11 @@ def baselines(head: str, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def report(head: str, y: np.ndarray, prob: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, Any]:
     """The card's `heldout` entry: the head's ranking and calibration, the baselines' ranking."""
-    out: dict[str, Any] = {"rows": int(len(y)), "positive_rate": float(y.mean()) if len(y) else None,
-                           **ranking(y, prob), "calibration": reliability(y, prob)}
+    out: dict[str, Any] = {
+        "rows": int(len(y)),
+        "positive_rate": float(y.mean()) if len(y) else None,
+        **ranking(y, prob),
+        "calibration": reliability(y, prob),
+    }
     out["baselines"] = {name: ranking(y, s) for name, s in baselines(head, cols).items()}
     return out

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cascade.features import MODEL_FEATURES, P_FEATURES
+from cascade import MODEL_FEATURES, P_FEATURES
 from cascade_learned import artefact
 
 P_SIDE = frozenset(P_FEATURES) | {"d_tv", "agree", "log_ratio"}
@@ -109,8 +109,11 @@ def load_head(folder: str | Path) -> Head:
     folder = Path(folder).resolve()
     card = artefact.read_card(folder)
     model_file = folder / str(card["artefact"])
-    key = (str(folder), artefact.sha256_file(folder / artefact.CARD)
-           + (artefact.sha256_file(model_file) if model_file.is_file() else ""))
+    key = (
+        str(folder),
+        artefact.sha256_file(folder / artefact.CARD)
+        + (artefact.sha256_file(model_file) if model_file.is_file() else ""),
+    )
     if key in _CACHE:
         return _CACHE[key]
     if card["model"] == "logistic":

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from cascade.features import BlockContext
+from cascade import BlockContext
 from cascade_learned.rule import AcceptancePredictor
 
 
@@ -31,5 +31,7 @@ class LearnedPredictor:
     def __init__(self, options: Options):
         self.inner = AcceptancePredictor(options.path)
 
-    def predict_acceptance(self, features: torch.Tensor, positions: torch.Tensor, context: BlockContext) -> torch.Tensor:
+    def predict_acceptance(
+        self, features: torch.Tensor, positions: torch.Tensor, context: BlockContext
+    ) -> torch.Tensor:
         return self.inner.predict_acceptance(features, positions, context)

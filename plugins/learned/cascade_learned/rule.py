@@ -34,9 +34,16 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from cascade.errors import PolicyError
-from cascade.features import CONTEXT, FEATURES, BlockContext, model_features, model_features_rows
-from cascade.rules import DeferralInputs
+from cascade import (
+    CONTEXT,
+    FEATURES,
+    BlockContext,
+    DeferralInputs,
+    PolicyError,
+    RuleBase,
+    model_features,
+    model_features_rows,
+)
 from cascade_learned.heads import P_SIDE, Head, load_head
 
 MAX_SCORE = 1.0 - 1e-9  # scores stay below 1, so α = 1 (the drafter-only end) defers nothing
@@ -64,7 +71,7 @@ class Options(BaseModel):
         return resolve(v, base)
 
 
-class LearnedRule:
+class LearnedRule(RuleBase):
     """Defer a drafted position when the head's score reaches α (see the module docstring)."""
 
     name: ClassVar[str] = "learned"
@@ -91,13 +98,19 @@ class LearnedRule:
     def __repr__(self) -> str:
         return f"LearnedRule(alpha={self.alpha}, head={self.head.folder.name}, {self.head.card['model']})"
 
+    def provenance(self) -> dict[str, Any]:
+        """The head this rule reads: its folder and the artefact's sha256 (calibration records them)."""
+        return {"model": str(self.head.folder), "model_sha256": self.head.card.get("artefact_sha256")}
+
     def score(self, m: torch.Tensor) -> torch.Tensor:
         """The deferral score of each row of a MODEL_FEATURES matrix (k, M). (k,) float64 in [0, MAX_SCORE]"""
         prob = self.head.probability(m)
         s = prob if self.head.kind == "deferral" else 1.0 - prob
         return s.clamp(0.0, MAX_SCORE)
 
-    def defer(self, q: torch.Tensor | None, p: torch.Tensor | None, inputs: DeferralInputs | None = None) -> torch.Tensor:
+    def defer(
+        self, q: torch.Tensor | None, p: torch.Tensor | None, inputs: DeferralInputs | None = None
+    ) -> torch.Tensor:
         if inputs is None:
             raise PolicyError("rule 'learned' reads the decision features; this engine gave none")
         if self.head.reads_p and p is None:
@@ -105,7 +118,8 @@ class LearnedRule:
                 f"rule 'learned': head {self.head.folder} was trained on drafter and target features "
                 f"({', '.join(f for f in self.head.features if f in P_SIDE)}), but the sequential cascade "
                 "decides before the target runs; train a head with `cascade rules train --features q` for "
-                "mode sequential, or use mode speculative")
+                "mode sequential, or use mode speculative"
+            )
         s = self.score(inputs.model_features())  # (k,)
         return (~(s < self.alpha)).to(inputs.features.dtype).unsqueeze(-1)  # NaN score: defer
 
@@ -118,11 +132,13 @@ class LearnedRule:
 
 def rows_matrix(columns: dict[str, Any]) -> torch.Tensor:
     """MODEL_FEATURES for logged rows: `model_features_rows` over the store's columns. (n, M) float32"""
-    feats = torch.tensor(np.column_stack([np.asarray(columns[f], dtype=np.float64) for f in FEATURES]),
-                         dtype=torch.float32)
+    feats = torch.tensor(
+        np.column_stack([np.asarray(columns[f], dtype=np.float64) for f in FEATURES]), dtype=torch.float32
+    )
     pos = torch.as_tensor(np.asarray(columns["position"], dtype=np.int64))
-    ctx = torch.tensor(np.column_stack([np.asarray(columns[c], dtype=np.float64) for c in CONTEXT]),
-                       dtype=torch.float32)
+    ctx = torch.tensor(
+        np.column_stack([np.asarray(columns[c], dtype=np.float64) for c in CONTEXT]), dtype=torch.float32
+    )
     return model_features_rows(feats.reshape(-1, len(FEATURES)), pos, ctx.reshape(-1, len(CONTEXT)))
 
 
@@ -141,13 +157,19 @@ class AcceptancePredictor:
     def __init__(self, path: str | Path):
         self.head = load_head(path)
         if self.head.kind != "acceptance":
-            raise PolicyError(f"{self.head.folder} is a {self.head.kind} head; the scheduler needs an acceptance "
-                              "head (`cascade rules train --head acceptance`)")
+            raise PolicyError(
+                f"{self.head.folder} is a {self.head.kind} head; the scheduler needs an acceptance "
+                "head (`cascade rules train --head acceptance`)"
+            )
         if self.head.reads_p:
-            raise PolicyError(f"{self.head.folder} reads target-side features; an acceptance predictor must run "
-                              "before verification: train it with --features q")
+            raise PolicyError(
+                f"{self.head.folder} reads target-side features; an acceptance predictor must run "
+                "before verification: train it with --features q"
+            )
 
-    def predict_acceptance(self, features: torch.Tensor, positions: torch.Tensor, context: BlockContext) -> torch.Tensor:
+    def predict_acceptance(
+        self, features: torch.Tensor, positions: torch.Tensor, context: BlockContext
+    ) -> torch.Tensor:
         m = model_features(features, positions, context)  # (k, M)
         return self.head.probability(m).to(features.dtype)
 

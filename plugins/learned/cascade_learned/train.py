@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cascade.errors import CascadeError
+from cascade import CascadeError
 from cascade_learned import artefact, dataset, evaluate
 
 MODELS = ("logistic", "hgb")
@@ -55,22 +55,30 @@ def make_model(name: str, seed: int) -> Any:
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return Pipeline([("impute", SimpleImputer(strategy="mean")), ("scale", StandardScaler()),
-                         ("model", LogisticRegression(max_iter=2000))])
+        return Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="mean")),
+                ("scale", StandardScaler()),
+                ("model", LogisticRegression(max_iter=2000)),
+            ]
+        )
     if name == "hgb":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, max_leaf_nodes=31,
-                                              l2_regularization=1.0, random_state=seed)
+        return HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.1, max_leaf_nodes=31, l2_regularization=1.0, random_state=seed
+        )
     raise CascadeError(f"--model must be one of {MODELS}, got {name!r}")
 
 
 def _check_classes(y: np.ndarray, where: str, what: str) -> None:
     counts = np.bincount(y, minlength=2)
     if counts.min() < MIN_PER_CLASS:
-        raise CascadeError(f"{where}: the label {what} has {counts[1]} positive and {counts[0]} negative rows; "
-                           f"a head needs at least {MIN_PER_CLASS} of each (one class only cannot be learned): "
-                           "log more prompts, or choose another --label / --margin")
+        raise CascadeError(
+            f"{where}: the label {what} has {counts[1]} positive and {counts[0]} negative rows; "
+            f"a head needs at least {MIN_PER_CLASS} of each (one class only cannot be learned): "
+            "log more prompts, or choose another --label / --margin"
+        )
 
 
 def split(ds: dataset.Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -78,8 +86,10 @@ def split(ds: dataset.Dataset, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray
 
     n_prompts = len(np.unique(ds.groups))
     if n_prompts < 4:
-        raise CascadeError(f"the rows come from {n_prompts} prompt(s); the split is by prompt and needs at least 4 "
-                           "(log runs over more prompts)")
+        raise CascadeError(
+            f"the rows come from {n_prompts} prompt(s); the split is by prompt and needs at least 4 "
+            "(log runs over more prompts)"
+        )
     gss = GroupShuffleSplit(n_splits=1, test_size=cfg.test_size, random_state=cfg.seed)
     train_idx, test_idx = next(gss.split(ds.x, ds.y, groups=ds.groups))
     return train_idx, test_idx
@@ -104,21 +114,24 @@ def train(rows: Any, cfg: TrainConfig, out: Path, say: Callable[[str], None] = _
     import skops
 
     t0 = time.perf_counter()
-    say(f"read {len(rows)} drafted positions from runs {[r['id'] for r in rows.runs]} "
-        f"({len(rows.prompts)} prompts)")
+    say(f"read {len(rows)} drafted positions from runs {[r['id'] for r in rows.runs]} ({len(rows.prompts)} prompts)")
     ds = dataset.build(rows, cfg.head, cfg.features, cfg.label, cfg.margin, cfg.exclude)
     usable = len(ds.y)
     if usable < cfg.min_rows:
-        raise CascadeError(f"only {usable} usable rows for a {cfg.head} head with label {cfg.label!r} "
-                           f"({', '.join(f'{v} {k}' for k, v in ds.dropped.items() if v)} left out); at least "
-                           f"{cfg.min_rows} are needed (--min-rows): log more prompts")
+        raise CascadeError(
+            f"only {usable} usable rows for a {cfg.head} head with label {cfg.label!r} "
+            f"({', '.join(f'{v} {k}' for k, v in ds.dropped.items() if v)} left out); at least "
+            f"{cfg.min_rows} are needed (--min-rows): log more prompts"
+        )
     _check_classes(ds.y, "all rows", repr(cfg.label))
     train_idx, test_idx = split(ds, cfg)
     _check_classes(ds.y[train_idx], "the training prompts", repr(cfg.label))
     _check_classes(ds.y[test_idx], "the held-out prompts", repr(cfg.label))
-    say(f"fitting {cfg.model} on {len(train_idx)} rows × {len(ds.features)} features "
+    say(
+        f"fitting {cfg.model} on {len(train_idx)} rows × {len(ds.features)} features "
         f"({len(np.unique(ds.groups[train_idx]))} prompts); {len(test_idx)} rows held out "
-        f"({len(np.unique(ds.groups[test_idx]))} prompts)")
+        f"({len(np.unique(ds.groups[test_idx]))} prompts)"
+    )
     t1 = time.perf_counter()
     model = fit(make_model(cfg.model, cfg.seed), ds, train_idx, cfg)
     fit_seconds = time.perf_counter() - t1
@@ -137,26 +150,49 @@ def train(rows: Any, cfg: TrainConfig, out: Path, say: Callable[[str], None] = _
         extra["folded_max_abs_diff"] = float(np.max(np.abs(folded - prob))) if len(prob) else 0.0
     label_text = dataset.LABEL_TEXT[cfg.label].format(margin=cfg.margin)
     card = {
-        "head": cfg.head, "model": cfg.model, "features": list(ds.features), "feature_set": cfg.features,
-        "label": {"name": cfg.label, "definition": label_text, "margin": cfg.margin if cfg.label == "bad" else None,
-                  "positive": "defer" if cfg.head == "deferral" else "accepted"},
-        "score": ("P(positive): defer when it is >= alpha" if cfg.head == "deferral"
-                  else "1 - P(accepted): defer when it is >= alpha"),
-        "sklearn_version": sklearn.__version__, "skops_version": skops.__version__,
+        "head": cfg.head,
+        "model": cfg.model,
+        "features": list(ds.features),
+        "feature_set": cfg.features,
+        "label": {
+            "name": cfg.label,
+            "definition": label_text,
+            "margin": cfg.margin if cfg.label == "bad" else None,
+            "positive": "defer" if cfg.head == "deferral" else "accepted",
+        },
+        "score": (
+            "P(positive): defer when it is >= alpha"
+            if cfg.head == "deferral"
+            else "1 - P(accepted): defer when it is >= alpha"
+        ),
+        "sklearn_version": sklearn.__version__,
+        "skops_version": skops.__version__,
         "config": asdict(cfg),
-        "data": {"query": rows.query, "sha256": rows.sha256(), "runs": rows.runs, "rows_read": len(rows),
-                 "rows_used": usable, "rows_dropped": ds.dropped, "prompts": len(rows.prompts),
-                 "train_rows": int(len(train_idx)), "heldout_rows": int(len(test_idx)),
-                 "heldout_prompts": int(len(np.unique(ds.groups[test_idx]))),
-                 "split": f"GroupShuffleSplit(test_size={cfg.test_size}, random_state={cfg.seed}) by prompt"},
-        "heldout": heldout, "fit_seconds": round(fit_seconds, 3), **extra,
+        "data": {
+            "query": rows.query,
+            "sha256": rows.sha256(),
+            "runs": rows.runs,
+            "rows_read": len(rows),
+            "rows_used": usable,
+            "rows_dropped": ds.dropped,
+            "prompts": len(rows.prompts),
+            "train_rows": int(len(train_idx)),
+            "heldout_rows": int(len(test_idx)),
+            "heldout_prompts": int(len(np.unique(ds.groups[test_idx]))),
+            "split": f"GroupShuffleSplit(test_size={cfg.test_size}, random_state={cfg.seed}) by prompt",
+        },
+        "heldout": heldout,
+        "fit_seconds": round(fit_seconds, 3),
+        **extra,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     artefact.write_head(out, _jsonable(card), stored)
-    say(f"held-out ROC-AUC {_fmt(heldout['roc_auc'])}, PR-AUC {_fmt(heldout['pr_auc'])}, Brier "
+    say(
+        f"held-out ROC-AUC {_fmt(heldout['roc_auc'])}, PR-AUC {_fmt(heldout['pr_auc'])}, Brier "
         f"{heldout['calibration']['brier']:.4f}; best closed-form ROC-AUC "
         f"{_fmt(max((b['roc_auc'] or 0) for b in heldout['baselines'].values()))}; wrote {out} "
-        f"in {time.perf_counter() - t0:.1f} s")
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
     return card
 
 

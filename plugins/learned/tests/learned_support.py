@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cascade.testing import CORPUS, policy_dict, write_policy
 
-PROMPTS = [CORPUS[i: i + 40 + (i % 23)] for i in range(0, 1400, 61)][:16]  # 16 distinct snippets
+PROMPTS = [CORPUS[i : i + 40 + (i % 23)] for i in range(0, 1400, 61)][:16]  # 16 distinct snippets
 
 
 def make_policy(path: Path, fam, **kw) -> Path:

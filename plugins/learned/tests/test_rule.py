@@ -13,8 +13,9 @@ from cascade.plugins import build_registry
 
 
 def engine(tmp_path, fam, head, **kw) -> Engine:
-    return Engine.from_policy(make_policy(tmp_path / "p.yaml", fam, rule="learned",
-                                          rule_options={"path": str(head)}, **kw))
+    return Engine.from_policy(
+        make_policy(tmp_path / "p.yaml", fam, rule="learned", rule_options={"path": str(head)}, **kw)
+    )
 
 
 def test_registered_as_a_plugin_with_its_command():
@@ -65,8 +66,9 @@ def test_the_rule_itself_refuses_p_less_calls_for_a_qp_head(heads):
     from cascade_learned.rule import LearnedRule, Options
 
     rule = LearnedRule(0.5, Options(path=heads["qp-lr"]))
-    inputs = DeferralInputs(features=torch.rand(2, len(FEATURES)), positions=torch.arange(2), sequence_position=5,
-                            recent_acceptance=0.5)
+    inputs = DeferralInputs(
+        features=torch.rand(2, len(FEATURES)), positions=torch.arange(2), sequence_position=5, recent_acceptance=0.5
+    )
     with pytest.raises(PolicyError, match="--features q"):
         rule.defer(torch.rand(2, 8), None, inputs)
     assert rule.defer(torch.rand(2, 8), torch.rand(2, 8), inputs).shape == (2, 1)
@@ -96,7 +98,10 @@ def test_acceptance_predictor(heads):
     lo[:, FEATURES.index("q_max")] = 0.05
     lo[:, FEATURES.index("q_x")] = 0.05
     ctx = BlockContext(sequence_position=20)
-    assert pred.predict_acceptance(hi, torch.arange(3), ctx).mean() > pred.predict_acceptance(lo, torch.arange(3), ctx).mean()
+    assert (
+        pred.predict_acceptance(hi, torch.arange(3), ctx).mean()
+        > pred.predict_acceptance(lo, torch.arange(3), ctx).mean()
+    )
     with pytest.raises(PolicyError, match="acceptance head"):
         AcceptancePredictor(heads["qp-lr"])
 
@@ -114,10 +119,10 @@ def test_the_acceptance_head_drives_the_adaptive_schedule(tmp_path, monkeypatch)
     from pathlib import Path
 
     from cascade import profile
+    from cascade.costs import CostTable
     from cascade.engine import Engine
     from cascade.plugins import registry
     from cascade.policy import load_policy
-    from cascade.profile import CostTable
 
     repo = Path(__file__).resolve().parents[3]
     head = repo / "docs" / "learned" / "models" / "acceptance-logistic-q"
@@ -126,12 +131,23 @@ def test_the_acceptance_head_drives_the_adaptive_schedule(tmp_path, monkeypatch)
 
         pytest.skip("the shipped acceptance head is not in this checkout")
     assert "learned" in registry().predictors
-    monkeypatch.setattr(profile, "cost_table", lambda engine, max_k, remeasure=False: (
-        CostTable(0.02, tuple(1.0 + 0.05 * i for i in range(9))), None, False))
+    monkeypatch.setattr(
+        profile,
+        "cost_table",
+        lambda engine, max_k, remeasure=False: (CostTable(0.02, tuple(1.0 + 0.05 * i for i in range(9))), None, False),
+    )
     base = load_policy(repo / "policies" / "speculative-lossless.yaml")
     target = base.derive("t", {"mode": "target", "decoding": {"max_new_tokens": 12}})
-    ada = base.derive("a", {"decoding": {"block_schedule": "adaptive", "max_new_tokens": 12, "schedule_options": {
-        "predictor": "learned", "predictor_options": {"path": str(head)}}}})
+    ada = base.derive(
+        "a",
+        {
+            "decoding": {
+                "block_schedule": "adaptive",
+                "max_new_tokens": 12,
+                "schedule_options": {"predictor": "learned", "predictor_options": {"path": str(head)}},
+            }
+        },
+    )
     prompt = "def add(a, b):\\n    return"
     g = Engine.from_policy(ada).generate(prompt)
     assert g.token_ids == Engine.from_policy(target).generate(prompt).token_ids
@@ -141,8 +157,9 @@ def test_a_relative_head_path_resolves_against_the_policy_folder(tmp_path, fam, 
     import shutil
 
     shutil.copytree(heads["qp-lr"], tmp_path / "policies" / "heads" / "qp")
-    policy = make_policy(tmp_path / "policies" / "p.yaml", fam, rule="learned", alpha=0.5,
-                         rule_options={"path": "heads/qp"})
+    policy = make_policy(
+        tmp_path / "policies" / "p.yaml", fam, rule="learned", alpha=0.5, rule_options={"path": "heads/qp"}
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # not the policy's folder

@@ -51,8 +51,10 @@ def test_cards_say_what_was_trained_and_how_it_did(heads):
     assert acc["label"]["positive"] == "accepted" and "max_q" in acc["heldout"]["baselines"]
     assert (heads["qp-hgb"] / "model.skops").is_file()
     # no prompt on both sides of the split
-    assert card["data"]["heldout_prompts"] >= 1 and card["data"]["train_rows"] + card["data"]["heldout_rows"] \
-        == card["data"]["rows_used"]
+    assert (
+        card["data"]["heldout_prompts"] >= 1
+        and card["data"]["train_rows"] + card["data"]["heldout_rows"] == card["data"]["rows_used"]
+    )
 
 
 def test_decode_time_scores_equal_scores_from_the_logged_columns(fam, logged, heads, tmp_path):
@@ -61,8 +63,7 @@ def test_decode_time_scores_equal_scores_from_the_logged_columns(fam, logged, he
     from cascade_learned.rule import LearnedRule, Options
 
     alpha = 0.5
-    pol = make_policy(tmp_path / "p.yaml", fam, rule="learned", alpha=alpha,
-                      rule_options={"path": str(heads["qp-lr"])})
+    pol = make_policy(tmp_path / "p.yaml", fam, rule="learned", alpha=alpha, rule_options={"path": str(heads["qp-lr"])})
     with Store.open(logged["url"]) as store:
         run = log_runs(store, pol, PROMPTS[:6])
     rows = rows_of(logged["url"], run_ids=[run])
@@ -79,8 +80,9 @@ def test_too_few_rows_one_class_and_bad_options_are_clear(logged, tmp_path):
     with pytest.raises(CascadeError, match="at least 100000 are needed"):
         train(rows, TrainConfig("deferral", "qp", "logistic", "bad", min_rows=100000), tmp_path / "a", say=print)
     with pytest.raises(CascadeError, match="one class only"):
-        train(rows, TrainConfig("deferral", "qp", "logistic", "bad", margin=1e9, min_rows=10), tmp_path / "b",
-              say=print)
+        train(
+            rows, TrainConfig("deferral", "qp", "logistic", "bad", margin=1e9, min_rows=10), tmp_path / "b", say=print
+        )
     with pytest.raises(CascadeError, match="not a label of the deferral head"):
         train(rows, TrainConfig("deferral", "qp", "logistic", "accepted"), tmp_path / "c", say=print)
     with pytest.raises(CascadeError, match="drafter-side features only"):
@@ -101,15 +103,36 @@ def test_features_the_logged_drafter_never_produced_are_refused(fam, logged, tmp
     with sqlite3.connect(old) as conn:
         conn.execute("UPDATE decisions SET q_margin = NULL, q_rank = NULL, agree = NULL")
     with pytest.raises(CascadeError, match=r"q_margin, q_rank.*revision 0004"):
-        train(rows_of(f"sqlite:///{old}"), TrainConfig("deferral", "qp", "logistic", "bad", min_rows=10),
-              tmp_path / "o", say=print)
+        train(
+            rows_of(f"sqlite:///{old}"),
+            TrainConfig("deferral", "qp", "logistic", "bad", min_rows=10),
+            tmp_path / "o",
+            say=print,
+        )
 
 
 def test_the_train_command(logged, tmp_path, capsys):
     out = tmp_path / "cmd"
     runs = ",".join(map(str, logged["runs"]))
-    assert main(["rules", "train", "--store", logged["url"], "--runs", runs, "--model", "hgb", "--min-rows", "100",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "rules",
+                "train",
+                "--store",
+                logged["url"],
+                "--runs",
+                runs,
+                "--model",
+                "hgb",
+                "--min-rows",
+                "100",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert (out / "card.json").is_file() and (out / "model.skops").is_file()
     assert "held-out ROC-AUC" in capsys.readouterr().err  # progress on stderr
     assert main(["rules", "train", "--store", logged["url"], "--runs", "x", "--out", str(out)]) == 2
@@ -118,8 +141,12 @@ def test_the_train_command(logged, tmp_path, capsys):
 
 def test_excluded_features_are_left_out(logged, tmp_path):
     rows = rows_of(logged["url"], run_ids=logged["runs"])
-    card = train(rows, TrainConfig("deferral", "q", "logistic", "bad", min_rows=100, exclude=("recent_acceptance",)),
-                 tmp_path / "x", say=print)
+    card = train(
+        rows,
+        TrainConfig("deferral", "q", "logistic", "bad", min_rows=100, exclude=("recent_acceptance",)),
+        tmp_path / "x",
+        say=print,
+    )
     assert "recent_acceptance" not in card["features"] and "q_max" in card["features"]
     with pytest.raises(CascadeError, match="not in the q features"):
         train(rows, TrainConfig("deferral", "q", "logistic", "bad", exclude=("p_x",)), tmp_path / "y", say=print)

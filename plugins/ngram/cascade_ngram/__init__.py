@@ -5,7 +5,9 @@ min_ngram) and propose the tokens that followed it: the most recent occurrence
 when k tokens follow it, else the first one (a recent match close to the end
 would propose a truncated block). Deterministic: the draft carries no
 probabilities, so SPEC.md treats q as one-hot. Indexes of n-gram -> first and
-latest end positions are updated incrementally, so a lookup is O(1).
+latest end positions are updated incrementally, so a lookup is O(1). One instance serves every
+row of a batch (`batched`), each row with its own index and history (`Lookup`); the engine asks
+for one position per round, and a draft's match is looked up at its first.
 
 With each token it gives its confidence (the `adaptive` schedule reads it): the predicted
 acceptance of draft position j from the match length n that proposed it and this
@@ -21,8 +23,7 @@ from __future__ import annotations
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascade.drafter import DrafterBase, DrafterContext, DraftRound, DraftStep
-from cascade.hookspecs import hookimpl
+from cascade import DrafterBase, DrafterContext, DraftRound, DraftStep, Feedback, hookimpl
 
 __version__ = "0.3.0"
 PRIOR_ACCEPTED, PRIOR_OFFERED = 2.0, 3.0  # confidence before any history: 2/3
@@ -42,14 +43,10 @@ class Options(BaseModel):
         return self
 
 
-class NgramDrafter(DrafterBase):
-    """One instance per row (the engine builds them): a draft is one match, offered a token per round."""
+class Lookup:
+    """One row's lookup: its n-gram index, its acceptance history and the current draft's match."""
 
-    name = "ngram"
-    deterministic = True
-    Options = Options
-
-    def __init__(self, options: Options, ctx: DrafterContext | None = None):
+    def __init__(self, options: Options):
         self.options = options
         self.ids: list[int] = []
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> latest end position (exclusive)
@@ -58,10 +55,6 @@ class NgramDrafter(DrafterBase):
         self.offered: dict[tuple[int, int], float] = {}  # (match length, position) -> drafts verified there
         self.accepted: dict[tuple[int, int], float] = {}  # ... and accepted (forgetful counts)
         self.current: tuple[int, list[int]] = (0, [])  # the draft's match: (its length n, the tokens it offers)
-
-    def start(self, prompts) -> None:
-        self.ids, self.index, self.first, self.indexed = [], {}, {}, 0
-        self.offered, self.accepted, self.current = {}, {}, (0, [])
 
     def _extend(self, context: torch.Tensor) -> None:
         if context.shape[0] > len(self.ids):
@@ -92,26 +85,21 @@ class NgramDrafter(DrafterBase):
             return n, self.ids[end : end + k]
         return 0, []
 
-    def step(self, ask: DraftRound) -> DraftStep:
-        """Token `drafted` of this draft's match (-1: the match has no more), with its confidence."""
-        (context,), (limit,), j = ask.contexts, ask.limits, ask.drafted
+    def offer(self, context: torch.Tensor, limit: int, j: int) -> tuple[int, float]:
+        """Token j of this draft's match (-1: the match has no more) and its confidence; j = 0 starts a draft."""
         if j == 0:  # a new draft: the context is all verified; look up the match for up to `limit` tokens
             self._extend(context)
             self.current = self.match(limit)
         n, tokens = self.current
-        token = tokens[j] if j < len(tokens) else -1
-        return DraftStep(tokens=torch.tensor([token], device=context.device),
-                         confidence=torch.tensor([self.confidence(n, j)], device=context.device),
-                         calls=int(j == 0))  # one lookup per draft; later rounds read the match
+        return (tokens[j] if j < len(tokens) else -1), self.confidence(n, j)
 
     def confidence(self, n: int, j: int) -> float:
         """Predicted acceptance of draft position j (0-based) of an n-token match, given j − 1 accepted."""
         return (self.accepted.get((n, j), 0) + PRIOR_ACCEPTED) / (self.offered.get((n, j), 0) + PRIOR_OFFERED)
 
-    def observe(self, feedbacks) -> None:
-        # rejected tokens never entered self.ids: step() reads the emitted context. Learn the acceptance
+    def observe(self, feedback: Feedback) -> None:
+        # rejected tokens never entered self.ids: `offer` reads the emitted context. Learn the acceptance
         # of the positions that were tried: all up to the first rejection
-        (feedback,) = feedbacks
         n = self.current[0]
         self.offered = {key: FORGET * v for key, v in self.offered.items()}  # every verification ages the history
         self.accepted = {key: FORGET * v for key, v in self.accepted.items()}
@@ -119,6 +107,40 @@ class NgramDrafter(DrafterBase):
             self.offered[n, j] = self.offered.get((n, j), 0) + 1
             self.accepted[n, j] = self.accepted.get((n, j), 0) + int(j < feedback.n_accepted)
         self.current = (n, [])
+
+
+class NgramDrafter(DrafterBase):
+    """Every row of a batch in one instance (`batched`): one call per round answers every asked row."""
+
+    name = "ngram"
+    deterministic = True
+    batched = True
+    Options = Options
+
+    def __init__(self, options: Options, ctx: DrafterContext | None = None):
+        self.options = options
+        self.rows: list[Lookup] = []
+
+    def start(self, prompts) -> None:
+        self.rows = [Lookup(self.options) for _ in prompts]
+
+    def step(self, ask: DraftRound) -> DraftStep:
+        """Token `drafted` of each asked row's match (-1: its match has no more), with its confidence."""
+        offers = [self.rows[b].offer(c, limit, ask.drafted) for b, c, limit in zip(ask.rows, ask.contexts, ask.limits)]
+        device = ask.contexts[0].device
+        return DraftStep(
+            tokens=torch.tensor([t for t, _ in offers], device=device),
+            confidence=torch.tensor([c for _, c in offers], device=device),
+            calls=int(ask.drafted == 0),  # one lookup per draft; later rounds read the match
+        )
+
+    def observe(self, feedbacks) -> None:
+        for row, feedback in zip(self.rows, feedbacks):
+            if feedback is not None:
+                row.observe(feedback)
+
+    def keep(self, rows) -> None:
+        self.rows = [self.rows[b] for b in rows]
 
 
 @hookimpl

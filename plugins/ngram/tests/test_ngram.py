@@ -84,7 +84,7 @@ def test_positions_the_engine_did_not_draw_are_not_learned_as_rejected():
     d = NgramDrafter(Options(min_ngram=1, max_ngram=2))
     ids = torch.tensor([1, 2, 3, 4, 5, 6, 7, 1, 2])
     d.start([ids])
-    before = [d.confidence(2, j) for j in range(5)]
+    before = [d.rows[0].confidence(2, j) for j in range(5)]
     shown = []
 
     def two(rows):  # stops before the third draw
@@ -94,8 +94,8 @@ def test_positions_the_engine_did_not_draw_are_not_learned_as_rejected():
     draft = propose(d, ids, 5, two)
     assert draft.tokens.tolist() == [3, 4] and shown[-1] == pytest.approx(before[:3])
     d.observe([Feedback(n_accepted=2, drafted=2, next_token=5)])  # both drawn drafts kept; the third never drawn
-    after = [d.confidence(2, j) for j in range(5)]
+    after = [d.rows[0].confidence(2, j) for j in range(5)]
     assert after[0] > before[0] and after[1] > before[1] and after[2] == before[2]
     assert propose(d, torch.cat([ids, torch.tensor([3, 4, 5])]), 5).tokens.tolist() == [6, 7, 1, 2, 3]
     d.observe([Feedback(n_accepted=2, drafted=5, next_token=9)])  # all 5 drawn and verified, the third rejected
-    assert d.confidence(2, 2) < after[2]
+    assert d.rows[0].confidence(2, 2) < after[2]

@@ -26,11 +26,15 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascade import models
-from cascade.drafter import DrafterContext, DraftRound, DraftStep
-from cascade.errors import CascadeError
-from cascade.hookspecs import hookimpl
-from cascade.model_drafter import ModelDrafter
+from cascade import (
+    CascadeError,
+    DrafterContext,
+    DraftRound,
+    DraftStep,
+    ModelDrafter,
+    hookimpl,
+    resolve_model_path,
+)
 
 __version__ = "0.4.0"
 
@@ -40,10 +44,19 @@ class Options(BaseModel):
 
     sink: int = Field(4, ge=0, le=4096, description="first tokens always kept (attention sinks)")
     window: int = Field(64, ge=1, le=65536, description="latest tokens kept")
-    snap: int = Field(0, ge=0, le=65536, description="also keep this many prompt tokens chosen by SnapKV: those "
-                                                     "the prompt's last `observe` tokens attend to most")
-    observe: int = Field(16, ge=1, le=1024, description="SnapKV's observation window: the prompt's last tokens "
-                                                      "whose attention chooses the `snap` tokens")
+    snap: int = Field(
+        0,
+        ge=0,
+        le=65536,
+        description="also keep this many prompt tokens chosen by SnapKV: those "
+        "the prompt's last `observe` tokens attend to most",
+    )
+    observe: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="SnapKV's observation window: the prompt's last tokens whose attention chooses the `snap` tokens",
+    )
     model: str | None = Field(None, min_length=1, description="draft with this model instead of the target")
     runtime: Literal["auto", "lean", "transformers"] = "auto"
 
@@ -66,14 +79,21 @@ class SparseKVDrafter(ModelDrafter):
 
     def __init__(self, options: Options, ctx: DrafterContext):
         if options.model is not None:
-            path = models.resolve_model_path(options.model, ctx.base_dir)
+            path = resolve_model_path(options.model, ctx.base_dir)
             model = ctx.load_model(path, ctx.dtype, ctx.device)
         elif ctx.target_model is not None:
             model = ctx.target_model  # self-speculation: the target's own weights, shared
         else:
-            raise CascadeError("drafter 'sparse-kv' drafts with the target's weights, but this engine gave it no "
-                               "target (DrafterContext.target_model): name one with options.model")
-        self.sink, self.window, self.snap, self.observe_window = options.sink, options.window, options.snap, options.observe
+            raise CascadeError(
+                "drafter 'sparse-kv' drafts with the target's weights, but this engine gave it no "
+                "target (DrafterContext.target_model): name one with options.model"
+            )
+        self.sink, self.window, self.snap, self.observe_window = (
+            options.sink,
+            options.window,
+            options.snap,
+            options.observe,
+        )
         self.context_tokens = options.sink + options.snap + options.window  # the most a drafting step reads
         self.use(model, ctx, options.runtime, options.model or ctx.target_name)
         # drafting with the target's weights, the target's prefill already holds our keys and values

@@ -17,15 +17,18 @@ PROMPTS = ["def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(s
 
 def engine(f, sink=2, window=8, **kw) -> Engine:
     options = {"sink": sink, "window": window, **kw.pop("options", {})}
-    return Engine.from_policy(parse_policy(policy_dict(target=f["target"], plugin="sparse-kv",
-                                                       drafter_options=options, **kw)))
+    return Engine.from_policy(
+        parse_policy(policy_dict(target=f["target"], plugin="sparse-kv", drafter_options=options, **kw))
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_output_is_the_targets_for_any_sink_and_window(family, arch):
     f = family(arch)
-    reference = [g.token_ids for g in Engine.from_policy(parse_policy(
-        policy_dict(target=f["target"], mode="target"))).generate(PROMPTS)]
+    reference = [
+        g.token_ids
+        for g in Engine.from_policy(parse_policy(policy_dict(target=f["target"], mode="target"))).generate(PROMPTS)
+    ]
     for sink, window in ((0, 4), (2, 8), (4, 16), (4, 1000)):
         e = engine(f, sink, window, block_size=3)
         assert [g.token_ids for g in e.generate(PROMPTS)] == reference, (sink, window)
@@ -64,14 +67,16 @@ def test_the_drafter_reads_only_sink_and_window(family):
     assert max(seen[1:]) <= sink + window + 2 + k  # never more than sink ∪ window, the unseen tokens and the drafts
 
 
+@pytest.mark.slow
 def test_sampling_matches_the_target(family):
     f = family("gpt2")
     e = engine(f, sink=1, window=3, temperature=1.0, top_k=4, block_size=2, max_new_tokens=2, ignore_eos=True)
     ids = e.encode(PROMPTS[0])
     with torch.no_grad():
         p = S.warp(e.target_model(input_ids=ids[None]).logits[0, -1], e.params)
-    assert_first_tokens_follow(lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0],
-                               p, 800)
+    assert_first_tokens_follow(
+        lambda seed: e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[0], p, 800
+    )
 
 
 def test_options_and_a_separate_drafter_model(family):
@@ -80,8 +85,9 @@ def test_options_and_a_separate_drafter_model(family):
         Options(window=0)
     with pytest.raises(ValidationError):
         Options(sink=2, window=4, spread=1)
-    ctx = DrafterContext(vocab_size=320, tokenizer=None, target_name="t", device=torch.device("cpu"),
-                         dtype=torch.float32)
+    ctx = DrafterContext(
+        vocab_size=320, tokenizer=None, target_name="t", device=torch.device("cpu"), dtype=torch.float32
+    )
     with pytest.raises(CascadeError, match="target_model"):
         SparseKVDrafter(Options(), ctx)
     e = engine(f, sink=2, window=6, options={"model": str(f["near"])}, block_size=3)
@@ -97,7 +103,9 @@ def test_self_speculation_takes_the_targets_prefill_instead_of_its_own(family, a
     e = engine(f, sink=2, window=6, block_size=3, ignore_eos=True, max_new_tokens=12)
     fed = []
     forward = e.drafter.runtime.forward
-    e.drafter.runtime.forward = lambda ids, *a, **kw: fed.append(max(int(x.shape[0]) for x in ids)) or forward(ids, *a, **kw)
+    e.drafter.runtime.forward = lambda ids, *a, **kw: (
+        fed.append(max(int(x.shape[0]) for x in ids)) or forward(ids, *a, **kw)
+    )
     shared = e.generate(prompts, batch_size=3)
     assert max(fed) <= 1 + 3  # the unseen last prompt token (+ accepted ones) and drafts: never the prompt
     monkeypatch.setattr(type(e.drafter), "adopt_target_cache", lambda self, lm: None)
@@ -111,8 +119,12 @@ def test_self_speculation_takes_the_targets_prefill_instead_of_its_own(family, a
 @pytest.mark.parametrize("arch", ARCHS)
 def test_snapkv_keeps_the_most_attended_prompt_tokens_and_stays_exact(family, arch):
     f = family(arch)
-    reference = [g.token_ids for g in Engine.from_policy(parse_policy(
-        policy_dict(target=f["target"], mode="target", ignore_eos=True, max_new_tokens=30))).generate(PROMPTS)]
+    reference = [
+        g.token_ids
+        for g in Engine.from_policy(
+            parse_policy(policy_dict(target=f["target"], mode="target", ignore_eos=True, max_new_tokens=30))
+        ).generate(PROMPTS)
+    ]
     sink, window, snap = 2, 6, 5
     e = engine(f, sink, window, block_size=3, options={"snap": snap, "observe": 4}, ignore_eos=True, max_new_tokens=30)
     assert [g.token_ids for g in e.generate(PROMPTS, batch_size=3)] == reference
@@ -130,8 +142,9 @@ def test_snapkv_keeps_the_most_attended_prompt_tokens_and_stays_exact(family, ar
     assert all(sink <= i < n - window for i in middle)  # chosen from what the sink and window leave out
     seen = []
     forward = d.runtime.forward
-    d.runtime.forward = lambda ids, *a, **kw: seen.append(max(m + int(x.shape[0]) for m, x in zip(d.runtime.lengths, ids))) \
-        or forward(ids, *a, **kw)
+    d.runtime.forward = lambda ids, *a, **kw: (
+        seen.append(max(m + int(x.shape[0]) for m, x in zip(d.runtime.lengths, ids))) or forward(ids, *a, **kw)
+    )
     e.generate(PROMPTS[0])
     assert d.runtime.evicted[0] > 0 and max(seen) <= sink + snap + window + 1 + 3  # never more than the view + a block
 
