@@ -27,23 +27,23 @@ from typing import TYPE_CHECKING, Any
 # name -> the module that defines it (one owner each)
 _EXPORTS = {
     # decoding
-    "Engine": "cascade.engine",
+    "Engine": "cascade.decode.engine",
     "Generation": "cascade.metrics",
     "StepRecord": "cascade.metrics",
     "Decision": "cascade.metrics",
     "Metrics": "cascade.metrics",
     "Quality": "cascade.metrics",
-    "SamplingParams": "cascade.sampling",
-    "softmax": "cascade.sampling",
+    "SamplingParams": "cascade.verify.sampling",
+    "softmax": "cascade.verify.sampling",
     # policies
     "Policy": "cascade.policy",
     "load_policy": "cascade.policy",
     "parse_policy": "cascade.policy",
     # models
-    "load_model": "cascade.models",
-    "load_tokenizer": "cascade.models",
-    "resolve_model_path": "cascade.models",
-    "resolve_dtype": "cascade.models",
+    "load_model": "cascade.runtime.models",
+    "load_tokenizer": "cascade.runtime.models",
+    "resolve_model_path": "cascade.runtime.models",
+    "resolve_dtype": "cascade.runtime.models",
     # plugins
     "hookimpl": "cascade.hookspecs",
     "Drafter": "cascade.drafter",
@@ -61,12 +61,12 @@ _EXPORTS = {
     "RuleBase": "cascade.rules",
     "BUILTIN_RULES": "cascade.rules",
     "DEFAULT_INF_CLIP": "cascade.rules",
-    "Schedule": "cascade.schedule",
-    "ScheduleBase": "cascade.schedule",
-    "ScheduleSettings": "cascade.schedule",
-    "DraftPlan": "cascade.schedule",
-    "StopRule": "cascade.schedule",
-    "AcceptancePredictor": "cascade.schedule",
+    "Schedule": "cascade.schedules.base",
+    "ScheduleBase": "cascade.schedules.base",
+    "ScheduleSettings": "cascade.schedules.base",
+    "DraftPlan": "cascade.schedules.base",
+    "StopRule": "cascade.schedules.base",
+    "AcceptancePredictor": "cascade.schedules.base",
     # the features rules and predictors read
     "BlockContext": "cascade.features",
     "FEATURES": "cascade.features",
@@ -78,8 +78,8 @@ _EXPORTS = {
     "model_features_rows": "cascade.features",
     # measuring
     "read_prompts": "cascade.prompts",
-    "step_costs": "cascade.costmodel",
-    "PROFILE_PROMPT": "cascade.profile",
+    "step_costs": "cascade.runtime.costmodel",
+    "PROFILE_PROMPT": "cascade.schedules.profile",
     # errors
     "CascadeError": "cascade.errors",
     "PluginError": "cascade.errors",
@@ -155,7 +155,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from cascade.costmodel import step_costs
+    from cascade.decode.engine import Engine
     from cascade.drafter import (
         Drafter,
         DrafterBase,
@@ -166,7 +166,6 @@ if TYPE_CHECKING:
         TreeDraft,
         TreeRound,
     )
-    from cascade.engine import Engine
     from cascade.errors import CascadeError, PluginError, PolicyError
     from cascade.features import (
         CONTEXT,
@@ -181,11 +180,19 @@ if TYPE_CHECKING:
     from cascade.hookspecs import hookimpl
     from cascade.metrics import Decision, Generation, Metrics, Quality, StepRecord
     from cascade.model_drafter import ModelDrafter
-    from cascade.models import load_model, load_tokenizer, resolve_dtype, resolve_model_path
     from cascade.options import NoOptions
     from cascade.policy import Policy, load_policy, parse_policy
-    from cascade.profile import PROFILE_PROMPT
     from cascade.prompts import read_prompts
     from cascade.rules import BUILTIN_RULES, DEFAULT_INF_CLIP, DeferralInputs, Rule, RuleBase
-    from cascade.sampling import SamplingParams, softmax
-    from cascade.schedule import AcceptancePredictor, DraftPlan, Schedule, ScheduleBase, ScheduleSettings, StopRule
+    from cascade.runtime.costmodel import step_costs
+    from cascade.runtime.models import load_model, load_tokenizer, resolve_dtype, resolve_model_path
+    from cascade.schedules.base import (
+        AcceptancePredictor,
+        DraftPlan,
+        Schedule,
+        ScheduleBase,
+        ScheduleSettings,
+        StopRule,
+    )
+    from cascade.schedules.profile import PROFILE_PROMPT
+    from cascade.verify.sampling import SamplingParams, softmax

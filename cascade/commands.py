@@ -22,8 +22,9 @@ from cascade.tables import fmt, format_table, nan_to_none
 
 @hookimpl
 def register_commands(subparsers: argparse._SubParsersAction) -> None:
-    from cascade import calibrate_cli, profile_cli
     from cascade.bench import cli as bench_cli
+    from cascade.calibrate import cli as calibrate_cli
+    from cascade.schedules import cli as profile_cli
     from cascade.store import cli as store_cli
     from cascade.zoo import cli as zoo_cli
 
@@ -98,7 +99,7 @@ def cmd_run(args) -> int:
     if args.batch_size is not None and args.batch_size < 1:
         raise CascadeError(f"--batch-size must be at least 1, got {args.batch_size}")
 
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.policy import load_policy
     from cascade.store import Store, engine_info, resolve_url
 

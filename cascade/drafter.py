@@ -42,9 +42,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
-from cascade import models
 from cascade.errors import PluginError
-from cascade.sampling import SamplingParams
+from cascade.runtime import models
+from cascade.verify.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class Drafter(Protocol):
     proposes_trees: bool
     model: Any  # the HF model it runs, None for model-free drafters (benchmarks run peers on it)
     max_positions: int | None  # the drafter's own context length, when shorter than the target's (else None)
-    runtime: Any  # the `cascade.ragged.RaggedLM` it runs its model through, None for none (benchmarks read it)
+    runtime: Any  # the `cascade.runtime.ragged.RaggedLM` it runs its model through, None for none (benchmarks read it)
 
     def start(self, prompts: Sequence[torch.Tensor]) -> None:
         """B sequences start, `prompts[b]` (P_b,) long on the engine's device, row b in row b."""
@@ -213,7 +213,7 @@ OLD_CONTRACT = (
     "the drafter contract changed in cascade 0.3: the engine owns the draft's length and its random draws. "
     "reset/propose/observe(feedback) became start(prompts), step(DraftRound) -> DraftStep "
     "(one position per round: logits, or tokens for a deterministic drafter) and observe(feedbacks), one "
-    "entry per row; subclass cascade.drafter.DrafterBase for the defaults; see docs/plugins.md"
+    "entry per row; subclass cascade.DrafterBase for the defaults; see docs/plugins.md"
 )
 OLDER_CONTRACT = (
     "the drafter contract changed in cascade 0.2 and again in 0.3: propose(context, k, min_confidence, "
@@ -240,7 +240,7 @@ def check_drafter_class(name: str, cls: type[Any]) -> None:
     missing = [a for a in REQUIRED + DECLARED if not hasattr(cls, a)]
     if missing:
         raise PluginError(
-            f"drafter {name!r} ({cls.__name__}) lacks {', '.join(missing)}: subclass cascade.drafter.DrafterBase "
+            f"drafter {name!r} ({cls.__name__}) lacks {', '.join(missing)}: subclass cascade.DrafterBase "
             "for the defaults; see docs/plugins.md"
         )
     if len(_params(cls.step)) != 1:

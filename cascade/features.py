@@ -72,7 +72,7 @@ def decision_features(tokens: torch.Tensor, q_raw: torch.Tensor | None, p_raw: t
     """
     import torch
 
-    from cascade import sampling as S
+    from cascade.verify import sampling as S
 
     k = tokens.shape[0]
     nan = torch.full((k,), math.nan, device=tokens.device)  # (k,)

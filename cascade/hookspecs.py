@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from cascade.drafter import Drafter
     from cascade.rules import Rule
-    from cascade.schedule import AcceptancePredictor, Schedule
+    from cascade.schedules.base import AcceptancePredictor, Schedule
 
 hookspec = pluggy.HookspecMarker("cascade")
 hookimpl = pluggy.HookimplMarker("cascade")
@@ -32,7 +32,7 @@ hookimpl = pluggy.HookimplMarker("cascade")
 def register_drafters(register: Callable[[str, type[Drafter]], None]) -> None:
     """Register drafter classes: call ``register(name, cls)`` once per drafter.
 
-    ``cls`` follows ``cascade.drafter.Drafter`` (subclass ``cascade.drafter.DrafterBase``
+    ``cls`` follows ``cascade.drafter.Drafter`` (subclass ``cascade.DrafterBase``
     for its defaults): class attributes ``name``, ``deterministic`` and ``Options`` (a
     pydantic model with ``extra="forbid"``), a constructor ``cls(options, context:
     DrafterContext)``, and the methods ``start(prompts)``, ``step(DraftRound) -> DraftStep``
@@ -53,7 +53,7 @@ def register_rules(register: Callable[[str, type[Rule]], None]) -> None:
 
     ``cls`` follows ``cascade.rules.Rule``: class attributes ``name``, ``reads_q``,
     ``reads_p``, ``reads_features``, ``alpha_range`` and ``Options`` (a pydantic
-    model with ``extra="forbid"``; ``cascade.NoOptions`` for none; subclass ``cascade.rules.RuleBase`` for the
+    model with ``extra="forbid"``; ``cascade.NoOptions`` for none; subclass ``cascade.RuleBase`` for the
     defaults of ``critical_alpha``, ``requirements`` and ``provenance``), a
     constructor ``cls(alpha, options)`` and
     ``defer(q, p, inputs: DeferralInputs | None = None) -> r``. The name is what a
@@ -67,7 +67,7 @@ def register_rules(register: Callable[[str, type[Rule]], None]) -> None:
 def register_schedules(register: Callable[[str, type[Schedule]], None]) -> None:
     """Register block schedules: call ``register(name, cls)`` once per schedule.
 
-    ``cls`` follows ``cascade.schedule.Schedule`` (subclass ``cascade.schedule.ScheduleBase``
+    ``cls`` follows ``cascade.Schedule`` (subclass ``cascade.ScheduleBase``
     for its defaults): class attributes ``name``, ``needs_costs`` (gets the measured cost
     table), ``shared`` (one instance per batch, else per generation) and ``Options`` (a
     pydantic model, validated from ``decoding.schedule_options``), a constructor

@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 
 from cascade.features import BlockContext, decision_features, named
-from cascade.sampling import softmax
+from cascade.verify.sampling import softmax
 
 
 @dataclass(frozen=True)

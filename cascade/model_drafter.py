@@ -17,7 +17,7 @@ import torch
 
 from cascade.drafter import DrafterBase, DrafterContext, DraftRound, DraftStep, Feedback
 from cascade.errors import CascadeError
-from cascade.ragged import RaggedLM
+from cascade.runtime.ragged import RaggedLM
 
 
 class ModelDrafter(DrafterBase):

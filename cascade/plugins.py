@@ -26,11 +26,12 @@ from typing import Any
 
 import pluggy
 
-from cascade import builtin_rules, hookspecs
+from cascade import builtin as builtin_rules
+from cascade import hookspecs
 from cascade.drafter import Drafter, check_drafter_class
 from cascade.errors import PluginError
 from cascade.rules import Rule, check_rule_class
-from cascade.schedule import AcceptancePredictor, Schedule, check_predictor_class, check_schedule_class
+from cascade.schedules.base import AcceptancePredictor, Schedule, check_predictor_class, check_schedule_class
 
 GROUP = "cascade"
 ENV_ONLY = "CASCADE_PLUGINS"

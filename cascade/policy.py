@@ -251,7 +251,7 @@ def check_policy(policy: Policy, registry: Any) -> None:
 
 
 def _schedule_class(policy: Policy, registry: Any) -> type:
-    from cascade.schedule import BUILTIN_SCHEDULES
+    from cascade.schedules.builtin import BUILTIN_SCHEDULES
 
     src, name = policy.name, policy.decoding.block_schedule
     schedules = getattr(registry, "schedules", BUILTIN_SCHEDULES)

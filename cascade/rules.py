@@ -6,7 +6,7 @@ distribution p at k positions and returns the deferral indicator r:
 - whole-distribution rules return r of shape (k, 1): defer the whole position;
 - token-specific rules return r of shape (k, V): defer candidate token v.
 
-`cascade.sampling.mixture` turns r into the verification target π, the same
+`cascade.verify.sampling.mixture` turns r into the verification target π, the same
 formula for both kinds. r = 1 everywhere is lossless speculative decoding.
 
 A rule is built as `cls(alpha, options)`, `options` an instance of its pydantic
@@ -254,7 +254,7 @@ def check_rule_class(name: str, cls: type[Any]) -> None:
     declared = [a for a in ("critical_alpha", "requirements", "provenance") if not hasattr(cls, a)]
     if declared:
         raise PluginError(
-            f"rule {name!r} ({cls.__name__}) lacks {', '.join(declared)}: subclass cascade.rules.RuleBase for "
+            f"rule {name!r} ({cls.__name__}) lacks {', '.join(declared)}: subclass cascade.RuleBase for "
             "their defaults; see docs/plugins.md"
         )
 

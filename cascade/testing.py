@@ -190,13 +190,13 @@ def isolate(monkeypatch, home: Path) -> None:
 
 
 class Driver:
-    """A drafter driven exactly as the engine drives it (`cascade.drafting`), for a drafter's own tests:
+    """A drafter driven exactly as the engine drives it (`cascade.decode.drafting`), for a drafter's own tests:
     `start(prompts)`, then `draft(contexts, ks)` -> one `Draft` per row, `observe`, `keep`."""
 
     def __init__(self, drafter, params=None, lookahead: bool = False, factory=None, schedule: str = "constant"):
-        from cascade.drafter_rows import RowDrafters
-        from cascade.drafting import Drafting
-        from cascade.sampling import SamplingParams
+        from cascade.decode.drafter_rows import RowDrafters
+        from cascade.decode.drafting import Drafting
+        from cascade.verify.sampling import SamplingParams
 
         self.rows = RowDrafters(drafter, factory, drafter.name)
         self.drafting = Drafting(
@@ -218,7 +218,7 @@ class Driver:
 
     def draft(self, contexts, ks, plans=None) -> list:
         """Row b's draft of up to ks[b] tokens after contexts[b] (plans: `DraftPlan`s with stop rules)."""
-        from cascade.schedule import DraftPlan
+        from cascade.schedules.base import DraftPlan
 
         buffers = [torch.cat([c, c.new_zeros(k + 2)]) for c, k in zip(contexts, ks)]
         plans = plans if plans is not None else [DraftPlan(k) for k in ks]

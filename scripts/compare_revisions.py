@@ -5,7 +5,8 @@
 Each DIR is a checkout with its own `.venv` (`./scripts/setup.sh` there). Every round runs the bench once in
 each checkout, in turn, on the same policies (written to a temporary folder with absolute model paths): the
 `adaptive` schedule with the tiny drafter and with the n-gram drafter at B = 1, and `adaptive` and `bass` with
-the n-gram drafter at B = 8 (`--batch-sizes 8`). A bench reports each row's speed-up over target-only timed in
+the n-gram drafter at B = 8 (`--batch-sizes 8`), both checkouts reading one set of cost tables (measured by
+the first bench, in the first checkout). A bench reports each row's speed-up over target-only timed in
 the same process; this prints, per row, each checkout's median over rounds [min-max] and after/before.
 Nothing else may run meanwhile (2 cores: timings of overlapping jobs mean nothing).
 """
@@ -102,7 +103,8 @@ def main() -> None:
     got: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     for r in range(args.rounds):
         for label, tree in (("before", args.before), ("after", args.after)):
-            home = tmp / f"home-{label}"  # each checkout's own cost tables, measured once and reused
+            home = tmp / "home"  # one set of cost tables for both (measured by the first bench): timing noise in
+            # two separate measurements would give the adaptive schedule different costs, not different code
             for files, extra in ((single, []), (batched, ["--batch-sizes", "8"])):
                 out = tmp / f"{label}-{r}-{len(extra)}.json"
                 for name, s in bench(tree.resolve(), files, common + extra, out, home).items():

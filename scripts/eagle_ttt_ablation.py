@@ -14,7 +14,7 @@ import torch
 from cascade_eagle.head import load_head
 from cascade_eagle.train import TrainSettings, evaluate, train
 
-from cascade import models
+from cascade.runtime import models
 
 torch.set_num_threads(1)
 k, tokens = int(sys.argv[1]), int(sys.argv[2])

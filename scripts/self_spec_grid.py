@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from cascade import models
 from cascade.bench.batch import format_batch_result, parse_batch_sizes, run_batch_bench
 from cascade.policy import load_policy
 from cascade.prompts import read_prompts, tail_prompts
+from cascade.runtime import models
 
 POLICIES = [
     "policies/self-spec-sparse.yaml",

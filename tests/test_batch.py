@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from cascade import sampling as S
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.errors import CascadeError, PolicyError
 from cascade.policy import parse_policy
 from cascade.rules import BUILTIN_RULES
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade.verify import sampling as S
 
 PROMPTS = [  # different lengths, one of a single token
     "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self",

@@ -119,7 +119,7 @@ def test_metrics_and_quality_columns(result):
 
 
 def test_ceiling_comes_from_the_rows_own_counters(result):
-    from cascade.costmodel import speedup_ceiling, verify_cost
+    from cascade.runtime.costmodel import speedup_ceiling, verify_cost
 
     res, _ = result
     base = res.row("target-only")
@@ -288,7 +288,7 @@ def test_default_set_is_the_shipped_policies():
 
 def test_store_cost_measures_both_sides(family, tmp_path):
     from cascade.bench.store_cost import measure
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.policy import parse_policy
     from cascade.store import Store
     from cascade.testing import policy_dict

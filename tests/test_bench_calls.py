@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from cascade.bench.calls import _is_arithmetic, compare_runtimes, format_calls
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.policy import parse_policy
 from cascade.testing import policy_dict, write_policy
 

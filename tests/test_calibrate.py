@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from cascade import calibrate_cli
-from cascade.builtin_rules import BUILTIN_RULES
-from cascade.calibrate import DEFAULT_MAX_REPLAYS, DEFAULT_TOLERANCE, calibrate
-from cascade.calibrate_replay import Replayer
-from cascade.calibrate_scores import AlphaMap, kept_and_emitted, target_share
+from cascade.builtin import BUILTIN_RULES
+from cascade.calibrate import cli as calibrate_cli
+from cascade.calibrate.replay import Replayer
+from cascade.calibrate.scores import AlphaMap, kept_and_emitted, target_share
+from cascade.calibrate.search import DEFAULT_MAX_REPLAYS, DEFAULT_TOLERANCE, calibrate
 from cascade.cli import main
 from cascade.errors import CascadeError
 from cascade.features import decision_features
@@ -142,7 +142,7 @@ def test_calibrate_reaches_the_share_and_writes_a_policy_that_loads(chow_policy,
     assert abs(result["measured"] - 0.6) <= 0.08 and 1 <= result["replays"] <= DEFAULT_MAX_REPLAYS
     written = load_policy(out)
     assert written.rule.alpha == pytest.approx(result["alpha"]) and "calibrated" in (written.description or "")
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
 
     Engine.from_policy(written)  # its models resolve from the new folder
     with Store.open(url) as store:

@@ -290,7 +290,7 @@ def test_a_drafter_that_raises_is_one_error_line_and_a_failed_run(family, flaky_
 
 @pytest.fixture
 def no_model_loading(monkeypatch):
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the prompts were checked")

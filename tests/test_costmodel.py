@@ -1,4 +1,4 @@
-"""The cost model's ceiling is an upper bound on what a row achieves (cascade/costmodel.py).
+"""The cost model's ceiling is an upper bound on what a row achieves (cascade/runtime/costmodel.py).
 
 The traces below are simulated steps with known costs (in target steps): a speculative
 step costs v(k + 1) + ω for its target call plus c per drafter call, target-only pays
@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from cascade.costmodel import (
+from cascade.runtime.costmodel import (
     expected_tokens_per_call,
     predicted_speedup,
     speedup_ceiling,
@@ -155,7 +155,7 @@ def test_verify_cost_is_the_lower_convex_envelope():
 
 
 def test_step_costs_measures_every_block_size(family):
-    from cascade import models
+    from cascade.runtime import models
 
     f = family("gpt2")
     target, drafter = models.load_model(f["target"]), models.load_model(f["small"])

@@ -5,9 +5,9 @@ import pydantic
 import pytest
 import torch
 
+from cascade.decode.drafter_rows import RowDrafters
+from cascade.decode.engine import Engine
 from cascade.drafter import DrafterBase, DraftStep, Feedback
-from cascade.drafter_rows import RowDrafters
-from cascade.engine import Engine
 from cascade.errors import CascadeError
 from cascade.policy import parse_policy
 from cascade.testing import Driver, policy_dict

@@ -4,12 +4,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cascade import sampling as S
+from cascade.decode.engine import Engine
 from cascade.drafter import DrafterBase, DraftRound
-from cascade.engine import Engine
 from cascade.policy import parse_policy
 from cascade.rules import BUILTIN_RULES
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade.verify import sampling as S
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.policy import parse_policy
 from cascade.store import Store, engine_info, queries
 from cascade.testing import policy_dict

@@ -80,7 +80,7 @@ def test_quantile_is_torch_linear_quantile():
 def test_the_engine_logs_where_each_block_sat(family, mode):
     """Each recorded step carries the context its block was decided in, computed as CONTEXT defines it
     from the steps before: the sequence position, recent acceptance and running log q quantiles."""
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.features import LOGQ_QUANTILES, RECENT_STEPS
     from cascade.policy import parse_policy
 
@@ -112,7 +112,7 @@ def test_the_engine_logs_where_each_block_sat(family, mode):
 
 
 def test_no_context_is_built_when_nothing_reads_or_records_it(family):
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.policy import parse_policy
 
     f = family("gpt2")

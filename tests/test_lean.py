@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.errors import CascadeError
-from cascade.lean import lean_forward
 from cascade.policy import parse_policy
-from cascade.ragged import RaggedLM
+from cascade.runtime.lean import lean_forward
+from cascade.runtime.ragged import RaggedLM
 from cascade.testing import ARCHS, make_config, policy_dict
 
 ATOL = 1e-4  # float32 logits of the tiny test models (|logits| up to ~30): lean and transformers agree to this

@@ -1,4 +1,4 @@
-"""cascade.profile: measured cost tables, their cache with provenance, and confidence calibration."""
+"""cascade.schedules.profile: measured cost tables, their cache with provenance, and confidence calibration."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import random
 
 import pytest
 
-from cascade import profile
-from cascade.costs import CostTable, calibrate, fit_temperatures, monotone
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.policy import parse_policy
+from cascade.schedules import profile
+from cascade.schedules.costs import CostTable, calibrate, fit_temperatures, monotone
 from cascade.testing import policy_dict
 
 PROMPT = "def add(a, b):\n    return a + b\n"
@@ -70,7 +70,7 @@ def test_a_corrupt_cache_file_is_logged_and_measured_again(family, monkeypatch, 
     engine(**kw)
     (path,) = (tmp_path / "profiles").glob("*.json")
     path.write_text("{ not json")
-    with caplog.at_level(logging.WARNING, logger="cascade.profile"):
+    with caplog.at_level(logging.WARNING, logger="cascade.schedules.profile"):
         table = engine(**kw).schedule_settings.costs
     assert "unusable" in caplog.text and table.max_k == 2
     assert json.loads(path.read_text())["verify_seconds"]  # rewritten whole

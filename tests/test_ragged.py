@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cascade.ragged import RaggedLM
-from cascade.slots import COMPACT_SLACK, compact_slack
+from cascade.runtime.ragged import RaggedLM
+from cascade.runtime.slots import COMPACT_SLACK, compact_slack
 from cascade.testing import ARCHS, make_config
 
 ATOL = 1e-4

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.plugins import build_registry
 from cascade.policy import parse_policy
 from cascade.testing import policy_dict

@@ -1,11 +1,12 @@
-"""cascade.row: each row's random stream and its plan for a step."""
+"""cascade.decode.row: each row's random stream and its plan for a step."""
 
 import pytest
 import torch
 
+from cascade.decode.row import plan_rows, stream_seed
 from cascade.errors import PluginError
-from cascade.row import plan_rows, stream_seed
-from cascade.schedule import Constant, DraftPlan, ScheduleSettings
+from cascade.schedules.base import DraftPlan, ScheduleSettings
+from cascade.schedules.builtin import Constant
 
 
 def test_each_prompt_gets_its_own_stream_from_the_seed():

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from cascade import sampling as S
 from cascade.rules import BUILTIN_RULES
+from cascade.verify import sampling as S
 
 Q = torch.tensor([[0.6, 0.3, 0.1], [0.34, 0.33, 0.33]])
 P = torch.tensor([[0.2, 0.7, 0.1], [0.9, 0.05, 0.05]])

@@ -1,12 +1,12 @@
-"""cascade.sampling and cascade.verify at the function level, against SPEC.md's formulas."""
+"""cascade.verify.sampling and cascade.verify.chain at the function level, against SPEC.md's formulas."""
 
 import pytest
 import torch
 from scipy.stats import chisquare
 
-from cascade import sampling as S
 from cascade.rules import BUILTIN_RULES
-from cascade.verify import verify_block
+from cascade.verify import sampling as S
+from cascade.verify.chain import verify_block
 
 
 def test_warp_greedy_is_one_hot():

@@ -9,23 +9,16 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from cascade import profile
-from cascade import sampling as S
-from cascade.costs import CostTable, calibrate
+from cascade.decode.engine import Engine
 from cascade.drafter import DrafterBase, DraftStep
-from cascade.engine import Engine
 from cascade.errors import PluginError
 from cascade.policy import PolicyError, parse_policy
-from cascade.schedule import (
-    BUILTIN_SCHEDULES,
-    Adaptive,
-    DraftPlan,
-    Heuristic,
-    Schedule,
-    ScheduleSettings,
-    SurvivalStop,
-)
+from cascade.schedules import profile
+from cascade.schedules.base import DraftPlan, Schedule, ScheduleSettings
+from cascade.schedules.builtin import BUILTIN_SCHEDULES, Adaptive, Heuristic, SurvivalStop
+from cascade.schedules.costs import CostTable, calibrate
 from cascade.testing import Driver, policy_dict
+from cascade.verify import sampling as S
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 # one drafter step costs 0.02 of a target step; a call over n tokens 1 + 0.05·(n − 1): drafting one more
@@ -54,7 +47,7 @@ class Scripted(DrafterBase):
 
 
 def cut_batch(rows: list[list[float]], stop) -> list[int]:
-    """How many drafts of each row the engine draws under one shared stop rule (cascade.drafting)."""
+    """How many drafts of each row the engine draws under one shared stop rule (cascade.decode.drafting)."""
     driver = Driver(Scripted(rows))
     prompts = [torch.tensor([1, 2])] * len(rows)
     driver.start(prompts)
@@ -229,7 +222,7 @@ def test_a_drafter_without_confidence_is_a_clear_error(family, fixed_costs):
 def test_a_third_party_schedule_is_selected_by_name(family):
     from test_engine import _in_process_plugin
 
-    from cascade.schedule import DraftPlan, NoOptions, ScheduleBase
+    from cascade.schedules.base import DraftPlan, NoOptions, ScheduleBase
 
     class SizeOptions(NoOptions):
         size: int = 2
@@ -270,7 +263,7 @@ def _predictor_registry(seen: list):
     from test_engine import _in_process_plugin
 
     from cascade.features import FEATURES
-    from cascade.schedule import NoOptions
+    from cascade.schedules.base import NoOptions
 
     class ScaleOptions(NoOptions):
         scale: float = 1.0
@@ -386,7 +379,7 @@ def test_predictor_driven_sampling_matches_pi(family, fixed_costs):
 
 def test_adaptive_skips_the_drafter_when_drafting_has_not_paid_lately():
     """From history alone: while drafting has not paid, only every PROBE_EVERY-th step drafts (one token)."""
-    from cascade.schedule import PROBE_EVERY
+    from cascade.schedules.builtin import PROBE_EVERY
 
     costly = CostTable(0.3, (1.0, 1.5, 1.8))  # one draft pays only above (0.3 + 1.5) − 1 = 0.8 acceptance
     a = Adaptive(ScheduleSettings(max_block_size=2, costs=costly))
@@ -404,7 +397,7 @@ def test_adaptive_skips_the_drafter_when_drafting_has_not_paid_lately():
 
 
 def test_bass_grows_after_a_row_kept_everything_and_shrinks_faster_when_shrinking_again():
-    from cascade.schedule import Bass
+    from cascade.schedules.builtin import Bass
 
     s = Bass(ScheduleSettings(block_size=7, min_block_size=1, max_block_size=32))
     assert s.plan(100).k == 7

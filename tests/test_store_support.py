@@ -87,7 +87,8 @@ def count_rows(url: str, table: str, where: str = "") -> int:
 def test_the_default_folder_per_platform(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from cascade.store.urls import default_url, user_dir
+    from cascade.home import user_dir
+    from cascade.store.urls import default_url
 
     home = Path.home()
     assert user_dir({"CASCADE_HOME": str(tmp_path / "mine")}, "linux") == tmp_path / "mine"

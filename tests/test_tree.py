@@ -6,15 +6,15 @@ import pydantic
 import pytest
 import torch
 
-from cascade import sampling as S
+from cascade.decode.engine import Engine
 from cascade.drafter import DrafterBase, TreeDraft
-from cascade.engine import Engine
 from cascade.errors import CascadeError, PluginError
 from cascade.hookspecs import hookimpl
-from cascade.masks import attention, check_parents, depths
 from cascade.plugins import build_registry
 from cascade.policy import parse_policy
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade.verify import sampling as S
+from cascade.verify.masks import attention, check_parents, depths
 
 PROMPT = "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self"
 PARENTS = [-1, -1, 0, 2, 1]  # two children of the root; a chain of two under the first, one under the second

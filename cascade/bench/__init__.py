@@ -14,5 +14,5 @@ store's logging cost (`cascade store-cost`).
     store_cost.py   what logging every decision to the store costs
     cli.py          the bench, sweep and store-cost commands (added to `cascade` by cascade/cli.py)
 
-Nothing in the core imports this package; the cost model it uses (`cascade.costmodel`) is core.
+Nothing in the core imports this package; the cost model it uses (`cascade.runtime.costmodel`) is core.
 """

@@ -32,10 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cascade import costmodel, profile
-from cascade.bench.run import ModelCache, plan_rows
+from cascade.bench.run import ModelCache, plan_bench
 from cascade.drafter import drafter_model
 from cascade.errors import CascadeError
+from cascade.runtime import costmodel
+from cascade.schedules import profile
 from cascade.tables import fmt, format_table
 
 
@@ -76,7 +77,7 @@ def run_batch_bench(
     progress: bool = True,
     meta: dict | None = None,
 ) -> dict:
-    rows = [r for r in plan_rows(policies, ModelCache()) if r.kind == "policy"]
+    rows = [r for r in plan_bench(policies, ModelCache()) if r.kind == "policy"]
     for r in rows:
         if r.policy.mode == "sequential":
             raise CascadeError(f"{r.name}: mode 'sequential' decodes one row at a time; bench it without --batch-sizes")

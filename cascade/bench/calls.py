@@ -1,7 +1,7 @@
 """`cascade bench --calls`: what one model call costs, and where the time goes, per runtime.
 
 For each model of a policy (its target, and its drafter when that runs a model) and each
-runtime (`transformers`, the model's own forward; `lean`, cascade's, see cascade/lean.py),
+runtime (`transformers`, the model's own forward; `lean`, cascade's, see cascade/runtime/lean.py),
 after a prefill of a held-out prompt: the median wall time of a drafter step (one token)
 and of a target call over n = 1..k+1 tokens (a verification of k drafts), each rolled back
 untimed, interleaved over sizes and runtimes round after round (so a change in the machine's
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from cascade.ragged import RaggedLM
+from cascade.runtime.ragged import RaggedLM
 
 ARITHMETIC = (
     "mm",

@@ -191,8 +191,8 @@ def _setup(args, paths: list[Path]) -> _Setup:
     prompts_path = args.prompts or shipped(DEFAULT_PROMPTS)
     prompts = read_prompts(prompts_path, args.limit or None)
     if getattr(args, "prompt_tokens", None) is not None:
-        from cascade import models
         from cascade.prompts import tail_prompts
+        from cascade.runtime import models
 
         spec = policies[0].target
         tokenizer = models.load_tokenizer(
@@ -270,7 +270,7 @@ def _bench_batches(args) -> int:
 
 def _bench_calls(args) -> int:
     from cascade.bench.calls import compare_runtimes, format_calls
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
 
     if args.calls < 0:
         raise CascadeError(f"--calls takes the largest number of drafts to verify (>= 0), got {args.calls}")
@@ -292,7 +292,7 @@ def _bench_calls(args) -> int:
 
 def cmd_store_cost(args) -> int:
     from cascade.bench.store_cost import measure
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
 
     s = _setup(args, [args.policy])
     if s.store is None:

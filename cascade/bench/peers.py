@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cascade import models
 from cascade.metrics import Generation, Metrics
+from cascade.runtime import models
 
 if TYPE_CHECKING:
     from cascade.bench.rows import PolicyRow

@@ -108,7 +108,7 @@ def format_result(result: BenchResult) -> str:
         "identical: greedy lossless rows vs target-only and the peers, token for token on every prompt",
         "ceiling: upper bound on the speed-up from the row's own calls per token and forward costs measured "
         "here: (1+ω)/(target/tok·(v+ω) + drafter/tok·c), v for its mean block, ω target-only's overhead "
-        "(cascade/costmodel.py)",
+        "(cascade/runtime/costmodel.py)",
     ]
     return "\n".join([head, "", format_table(list(COLUMNS), table_rows(result)), ""] + notes)
 

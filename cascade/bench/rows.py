@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cascade import models
 from cascade.drafter import drafter_model
 from cascade.policy import Policy
+from cascade.runtime import models
 
 
 def target_key(model) -> tuple:

@@ -26,7 +26,7 @@ and block size, greedy. Every greedy lossless row says whether its tokens are id
 to target-only's and to each peer's.
 
 The "ceiling" column is an upper bound on a row's speed-up given what the row did and
-what a forward costs here (`cascade.costmodel`): with its target calls T and drafter
+what a forward costs here (`cascade.runtime.costmodel`): with its target calls T and drafter
 calls D per emitted token, the mean verified block n̄ (drafts + 1), c and v(n) (one
 drafter step, an n-token target step, relative to a one-token target step, measured
 on the row's own models) and ω (target-only's non-forward time per token, relative),
@@ -49,7 +49,6 @@ from typing import Any
 
 import torch
 
-from cascade import models, profile
 from cascade.bench import completion, quality
 from cascade.bench.defaults import PEERS
 from cascade.bench.peers import hf_peers
@@ -59,6 +58,8 @@ from cascade.bench.summary import Measure, summarize
 from cascade.errors import CascadeError
 from cascade.metrics import Generation, Metrics, Quality
 from cascade.policy import Policy
+from cascade.runtime import models
+from cascade.schedules import profile
 
 # ---------------------------------------------------------------------- shared models
 
@@ -93,7 +94,7 @@ class ModelCache:
 
 
 def build_engine(policy: Policy, cache: ModelCache, registry=None):
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
 
     return Engine.from_policy(policy, registry, loader=cache)
 
@@ -101,7 +102,7 @@ def build_engine(policy: Policy, cache: ModelCache, registry=None):
 # ---------------------------------------------------------------------- the rows
 
 
-def plan_rows(policies: Sequence[Policy], cache: ModelCache, registry=None, peers: Sequence[str] = ()) -> list:
+def plan_bench(policies: Sequence[Policy], cache: ModelCache, registry=None, peers: Sequence[str] = ()) -> list:
     """Engines for the policies (models shared), a target-only row per target that lacks one, and peers."""
     if not policies:
         raise CascadeError("no policy to benchmark: name at least one policy file")
@@ -179,7 +180,7 @@ def run_bench(
     if not prompts:
         raise CascadeError("no prompts to benchmark")
     cache = cache or ModelCache()
-    rows = plan_rows(policies, cache, registry, peers)
+    rows = plan_bench(policies, cache, registry, peers)
     measures = {r.name: Measure() for r in rows}
     n = len(prompts)
     total = len(rows) * (warmup + n * (seeds + repeats))
@@ -324,7 +325,7 @@ def quality_of(r, row: dict, gen: Generation) -> Quality:
 
 def _costs(rows, prompts) -> dict[tuple, dict]:
     """c and v(1..γ+1) per `PolicyRow.cost_key()` of our rows that use a drafter: the cost table the
-    adaptive schedule reads (`cascade.profile`, measured now when this machine has none cached for
+    adaptive schedule reads (`cascade.schedules.profile`, measured now when this machine has none cached for
     these models, else the cached one; `cascade profile --remeasure` refreshes it), so the ceiling and
     the scheduler use the same numbers."""
     out: dict[tuple, dict] = {}

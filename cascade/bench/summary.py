@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from cascade.bench import quality, stats
 from cascade.bench.results import BenchResult, Row
 from cascade.bench.rows import target_key
-from cascade.costmodel import speedup_ceiling, verify_cost
 from cascade.metrics import QUALITY, Metrics, Quality
+from cascade.runtime.costmodel import speedup_ceiling, verify_cost
 
 
 @dataclass
@@ -142,7 +142,7 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
 def ceiling(
     cost: dict, timed: Metrics, tcpt: float, dcpt: float, base_seconds_per_token: float, verifies: bool
 ) -> dict:
-    """The cost model's numbers for one row and its ceiling (`cascade.costmodel`, module docstring there).
+    """The cost model's numbers for one row and its ceiling (`cascade.runtime.costmodel`, module docstring there).
 
     `cost`: `step_costs` for the row's models; `timed`: its counters; tcpt, dcpt: its target and drafter
     calls per emitted token; `base_seconds_per_token`: target-only's, from its median tokens/s.

@@ -11,11 +11,12 @@ Callers never import SQLAlchemy: they use
 - `cascade.store.cli.add_parser(subparsers)` for `cascade db ...` and `cascade runs ...`.
 """
 
+from cascade.home import HOME_ENV, user_dir
 from cascade.store.db import mask_url
 from cascade.store.migrate import current, history, upgrade
 from cascade.store.runinfo import engine_info
 from cascade.store.runlog import RunLogger
-from cascade.store.urls import ENV_VAR, HOME_ENV, default_url, resolve_url, user_dir
+from cascade.store.urls import ENV_VAR, default_url, resolve_url
 from cascade.store.writer import Store
 
 __all__ = [

@@ -73,7 +73,7 @@ def git_commit() -> str | None:
 
 
 def engine_info(engine: Any) -> dict[str, Any]:
-    """device, dtype, target and drafter of a `cascade.engine.Engine` (read by duck typing)."""
+    """device, dtype, target and drafter of a `cascade.decode.engine.Engine` (read by duck typing)."""
     info: dict[str, Any] = {"device": str(engine.device)}
     model = getattr(engine, "target_model", None)
     dtype = getattr(model, "dtype", None)

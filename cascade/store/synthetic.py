@@ -1,6 +1,6 @@
 """Deterministic fake speculative generations: store tests and dashboard demos without a model.
 
-The records follow the engine's conventions (cascade/engine.py): per step, `k` draft rows
+The records follow the engine's conventions (cascade/decode/engine.py): per step, `k` draft rows
 (accepted left to right, `deferred` = the rule's r), then one correction (a rejection at
 position n) or bonus (all k accepted) row at position n; `emitted` = accepted drafts + 1.
 Metrics are accumulated with `Metrics.add_step`, as the engine does. No torch needed.

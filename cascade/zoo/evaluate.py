@@ -38,7 +38,7 @@ def agreement(small, target, tokens: np.ndarray, windows: int = 16) -> float:
 
 
 def tau(models_dir: Path, drafter: str, prompts: list[str], block_size: int = 4, max_new_tokens: int = 64) -> float:
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.metrics import Metrics
     from cascade.policy import parse_policy
 

@@ -41,7 +41,7 @@ def fill(url: str, family: dict[str, Path]) -> dict[str, int]:
 
     from cascade.bench.completion import score
     from cascade.bench.quality import chrf
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.metrics import Quality
     from cascade.policy import parse_policy
     from cascade.store import Store, engine_info

@@ -310,7 +310,7 @@ def list_calibrations(store: Store, *, rule: str | None = None, limit: int = 200
 def draft_acceptance(store: Store, run_ids: Iterable[int]) -> list[tuple[int, float, bool]]:
     """(position in block, the drafter's confidence max q, accepted) for every drafted position of these
     runs that verification reached: its earlier positions in the block were all accepted. What
-    `cascade.costs.fit_temperatures` calibrates the adaptive schedule's confidences on."""
+    `cascade.schedules.costs.fit_temperatures` calibrates the adaptive schedule's confidences on."""
     ids = [int(i) for i in run_ids]
     q = (
         select(Decision.position, Decision.q_max, Decision.accepted)

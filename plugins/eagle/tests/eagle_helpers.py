@@ -10,7 +10,7 @@ PROMPTS = [PROMPT, "for i in range(10):\n", "x"]
 
 def eagle(f, tree="dynamic", **decoding):
     """An engine over family `f`'s target with its head (top_k 3, depth 4, block size 8 unless told)."""
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.policy import parse_policy
     from cascade.testing import policy_dict
 
@@ -21,7 +21,7 @@ def eagle(f, tree="dynamic", **decoding):
 
 
 def target_only(f, **decoding):
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.policy import parse_policy
     from cascade.testing import policy_dict
 

@@ -10,10 +10,10 @@ from cascade_eagle import features as T
 from cascade_eagle.head import EagleHead, HeadConfig, save_head
 from eagle_helpers import PROMPT, PROMPTS, eagle, target_only
 
-from cascade import sampling as S
 from cascade.errors import CascadeError
 from cascade.policy import parse_policy
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade.verify import sampling as S
 
 
 @pytest.mark.parametrize("arch", ARCHS)

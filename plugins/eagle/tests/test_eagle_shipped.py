@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.policy import load_policy
 
 REPO = Path(__file__).resolve().parents[3]

@@ -4,11 +4,13 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from cascade import models, sampling
 from cascade.drafter import DrafterContext, Feedback
 from cascade.errors import CascadeError
-from cascade.schedule import ConfidenceFloor, DraftPlan
+from cascade.runtime import models
+from cascade.schedules.base import DraftPlan
+from cascade.schedules.builtin import ConfidenceFloor
 from cascade.testing import Driver, build_model, make_tokenizer
+from cascade.verify import sampling
 from cascade_hf_model import HFModelDrafter, Options
 
 

@@ -19,7 +19,7 @@ def make_policy(path: Path, fam, **kw) -> Path:
 
 def log_runs(store, policy_path: Path, prompts: list[str], max_new_tokens: int = 24) -> int:
     """Decode `prompts` with the policy, logged as one run; its id."""
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.store import engine_info
 
     engine = Engine.from_policy(policy_path)

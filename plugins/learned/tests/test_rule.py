@@ -6,7 +6,7 @@ import pytest
 import torch
 from learned_support import PROMPTS, make_policy
 
-from cascade.engine import Engine
+from cascade.decode.engine import Engine
 from cascade.errors import CascadeError, PolicyError
 from cascade.features import FEATURES, BlockContext
 from cascade.plugins import build_registry
@@ -118,11 +118,11 @@ def test_the_acceptance_head_drives_the_adaptive_schedule(tmp_path, monkeypatch)
     greedy-identical to target-only (the schedule only chooses how many drafts to verify)."""
     from pathlib import Path
 
-    from cascade import profile
-    from cascade.costs import CostTable
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.plugins import registry
     from cascade.policy import load_policy
+    from cascade.schedules import profile
+    from cascade.schedules.costs import CostTable
 
     repo = Path(__file__).resolve().parents[3]
     head = repo / "docs" / "learned" / "models" / "acceptance-logistic-q"

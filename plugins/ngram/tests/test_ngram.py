@@ -5,7 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from cascade.drafter import Feedback
-from cascade.schedule import DraftPlan
+from cascade.schedules.base import DraftPlan
 from cascade.testing import Driver
 from cascade_ngram import NgramDrafter, Options
 

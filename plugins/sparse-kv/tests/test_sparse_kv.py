@@ -4,12 +4,12 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from cascade import sampling as S
+from cascade.decode.engine import Engine
 from cascade.drafter import DrafterContext
-from cascade.engine import Engine
 from cascade.errors import CascadeError
 from cascade.policy import parse_policy
 from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade.verify import sampling as S
 from cascade_sparse_kv import Options, SparseKVDrafter
 
 PROMPTS = ["def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self", "import os\n", "x"]

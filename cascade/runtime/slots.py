@@ -1,4 +1,4 @@
-"""The KV cache layer of a ragged batch (`cascade.ragged`): keys and values in buffers allocated once.
+"""The KV cache layer of a ragged batch (`cascade.runtime.ragged`): keys and values in buffers allocated once.
 
 A `SlotLayer` is a full-attention transformers cache layer whose keys and values are views of
 (B, H, capacity, D) buffers: appending writes in place, a crop moves an index, rows leaving move up in

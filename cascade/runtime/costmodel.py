@@ -36,8 +36,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from cascade import models
-from cascade.ragged import RaggedLM
+from cascade.runtime import models
+from cascade.runtime.ragged import RaggedLM
 
 
 def _timed(fn: Callable[[], object], undo: Callable[[], object], device) -> float:
@@ -64,10 +64,10 @@ def step_costs(
 ) -> dict:
     """c, v(n) for n = 1..γ+1 (`verify_costs`, v(1) = 1) and v = v(γ+1), with the seconds they come from.
 
-    Measured with the engine's own cached forward (`cascade.ragged.RaggedLM`) after a prefill on a
+    Measured with the engine's own cached forward (`cascade.runtime.ragged.RaggedLM`) after a prefill on a
     real prompt, for a batch of `rows` rows (each the same prompt): one-token steps of each model and
     n-token steps of the target, each rolled back (untimed) after timing; the median of `trials`.
-    `runtimes` = how the target and the drafter run (`cascade.lean`: auto, lean or transformers).
+    `runtimes` = how the target and the drafter run (`cascade.runtime.lean`: auto, lean or transformers).
     The trials are interleaved (every size once per round, round after round), so a change in the
     machine's load shifts every size alike rather than bending the curve. A model-free drafter
     (n-gram lookup) has c = 0. `drafter_context`: a sparse drafter's view (the most context tokens

@@ -7,7 +7,7 @@ returns, per row, the tokens it emits and its `StepRecord`.
     speculative  draft -> verify k + 1 positions of every row in one target call -> defer + accept -> roll back -> log
                  (also lossy mode, with lenient acceptance)
 
-`Steps` is the half of `cascade.engine.Engine` that runs them; the engine's loop (prefill, step, leave) calls
+`Steps` is the half of `cascade.decode.engine.Engine` that runs them; the engine's loop (prefill, step, leave) calls
 `step_fn`. Shapes: B = live rows, k = drafted tokens in a row's block, K = the widest block, V = the vocabulary.
 """
 
@@ -20,21 +20,21 @@ from typing import Any
 
 import torch
 
-from cascade import sampling
+from cascade.decode.drafter_rows import RowDrafters
+from cascade.decode.drafting import Draft, Drafting
+from cascade.decode.row import Row, plan_rows
 from cascade.drafter import Drafter, Feedback
-from cascade.drafter_rows import RowDrafters
-from cascade.drafting import Draft, Drafting
 from cascade.errors import CascadeError, PluginError, plugin_errors
 from cascade.features import BlockContext, decision_features
-from cascade.masks import check_parents
 from cascade.metrics import Decision, StepRecord, block_decisions, draft_row, emitted_by_target
 from cascade.policy import Policy
-from cascade.ragged import RaggedLM
-from cascade.row import Row, plan_rows
 from cascade.rules import Rule
-from cascade.schedule import DraftPlan
-from cascade.tree import TreeVerdict, read_verdicts, verdict_deferrals, verify_tree
-from cascade.verify import Verdict, deferral, q_unscaled, verify_block
+from cascade.runtime.ragged import RaggedLM
+from cascade.schedules.base import DraftPlan
+from cascade.verify import sampling
+from cascade.verify.chain import Verdict, deferral, q_unscaled, verify_block
+from cascade.verify.masks import check_parents
+from cascade.verify.tree import TreeVerdict, read_verdicts, verdict_deferrals, verify_tree
 
 Results = list[tuple[list[int], StepRecord]]  # per live row: the tokens a step emits and its record
 
@@ -191,7 +191,7 @@ class Steps:
         ctxs = [self._block(r) for r in rows]  # where each block sits (rules that read features, the log)
         t0 = time.perf_counter()
         # draft: up to asked_b tokens x_1..x_k with q_1..q_k (and q_{k+1} for a cascade's bonus) for every row;
-        # a chain, or a tree when the drafter gives parents (cascade.tree)
+        # a chain, or a tree when the drafter gives parents (cascade.verify.tree)
         drafts = self._draw(rows, plans, asked, ctxs)
         xs = [d.tokens for d in drafts]  # (k_b,) k_b <= asked_b (where the schedule's stop rule stopped it)
         trees = [self._tree(d) for d in drafts]

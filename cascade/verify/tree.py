@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
-from cascade import sampling as S
 from cascade.features import BlockContext
-from cascade.masks import depths
 from cascade.rules import Rule
-from cascade.verify import Verdict, deferral, q_scaled, q_unscaled
+from cascade.verify import sampling as S
+from cascade.verify.chain import Verdict, deferral, q_scaled, q_unscaled
+from cascade.verify.masks import depths
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from cascade.errors import CascadeError
 
 if TYPE_CHECKING:
-    from cascade.calibrate import Calibration
+    from cascade.calibrate.search import Calibration
     from cascade.policy import Policy
 
 # the command line's defaults, also those of `cascade.calibrate.calibrate` (a test checks they agree); kept
@@ -134,7 +134,7 @@ def write_policy(data: dict[str, Any], out: Path, registry: Any = None) -> Polic
 def record(
     store: Any, policy: Policy, written: Policy, result: Calibration, prompts: list[dict], rule: Any, prompts_file: str
 ) -> int:
-    from cascade.calibrate import prompts_sha256
+    from cascade.calibrate.search import prompts_sha256
     from cascade.store.writer import CalibrationRecord
 
     made_of = rule.provenance()  # e.g. a learned head's folder and sha256
@@ -145,7 +145,7 @@ def record(
         "note": result.note,
         "baseline": result.baseline.as_dict() if result.baseline else None,
         "source_policy": policy.name,
-        "share_definition": "1 - kept drafts / emitted tokens (cascade.calibrate_scores)",
+        "share_definition": "1 - kept drafts / emitted tokens (cascade.calibrate.scores)",
     }
     rec = CalibrationRecord(
         policy_name=written.name,
@@ -173,7 +173,7 @@ def record(
 def cmd_calibrate(args) -> int:
     import torch
 
-    from cascade.calibrate import calibrate
+    from cascade.calibrate.search import calibrate
     from cascade.policy import load_policy
     from cascade.prompts import read_prompts
     from cascade.store import Store, resolve_url

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cascade import models
 from cascade.drafter import Drafter, DrafterContext
 from cascade.errors import plugin_errors
 from cascade.policy import Policy, check_policy, drafter_options, load_policy, predictor_options, rule_options
 from cascade.rules import Rule
+from cascade.runtime import models
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Parts:
 def build_parts(policy: Policy | str | Path, registry: Any = None, loader: Any = models) -> Parts:
     """Validate the policy against the installed plugins, load the models, build the drafter and the rule.
 
-    `loader` provides `load_model` and `load_tokenizer` (signatures of `cascade.models`);
+    `loader` provides `load_model` and `load_tokenizer` (signatures of `cascade.runtime.models`);
     a benchmark passes a cache so policies sharing a model load it once.
     """
     from cascade.plugins import registry as default_registry

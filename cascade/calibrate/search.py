@@ -6,7 +6,7 @@
 Works for any rule, closed-form or learned (no scikit-learn here). Two objectives:
 
 - `--target-share S`: the measured share of target-decided tokens on the prompts (defined in
-  `cascade.calibrate_scores`: 1 − kept drafts / emitted tokens) within `--tolerance` of S.
+  `cascade.calibrate.scores`: 1 − kept drafts / emitted tokens) within `--tolerance` of S.
 - `--quality-floor Q`: the α farthest toward the drafter-only end whose quality, relative to
   target-only on the same prompts, stays ≥ Q: the sweep's quality axis (first-line edit
   similarity to the prompts' references) and its guard (the parse rate, also ≥ Q of
@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from cascade.calibrate_replay import Replay, Replayer
-from cascade.calibrate_scores import AlphaMap, critical_alphas
+from cascade.calibrate.replay import Replay, Replayer
+from cascade.calibrate.scores import AlphaMap, critical_alphas
 from cascade.errors import CascadeError
 from cascade.policy import Policy
 
-DEFAULT_TOLERANCE = 0.02  # = cascade.calibrate_cli's (the command line's), a test checks
+DEFAULT_TOLERANCE = 0.02  # = cascade.calibrate.cli's (the command line's), a test checks
 DEFAULT_MAX_REPLAYS = 8
 
 

@@ -1,8 +1,8 @@
 """Cost tables for the adaptive schedule: measured on this machine, cached on disk with provenance.
 
-A `CostTable` (`cascade.costs`) holds what one drafter step and one target call over n tokens (n = 1..K+1) cost
-here, in seconds, measured with `cascade.costmodel.step_costs` (the engine's own cached forward,
-median of several timed calls) and forced monotone (a longer call never costs less), and what
+A `CostTable` (`cascade.schedules.costs`) holds what one drafter step and one target call over n tokens
+(n = 1..K+1) cost here, in seconds, measured with `cascade.runtime.costmodel.step_costs` (the engine's own
+cached forward, median of several timed calls) and forced monotone (a longer call never costs less), and what
 each step of the decode loop costs besides its forwards (timed through the engine's own
 target-only loop: sampling, the cache and bookkeeping), which every step pays. It also holds
 per-position temperatures that calibrate the drafter's confidence against logged acceptance
@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cascade.costs import CostTable, monotone
+from cascade.schedules.costs import CostTable, monotone
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,14 @@ def identity(engine: Any, max_k: int) -> dict[str, Any]:
 
 
 def runtimes(engine: Any) -> tuple[str, str]:
-    """How the engine runs its target and its model drafter: lean or transformers (cascade.lean)."""
+    """How the engine runs its target and its model drafter: lean or transformers (cascade.runtime.lean)."""
     lm = engine.drafter.runtime if engine.drafter is not None else None
     drafter = "lean" if lm is not None and lm.lean is not None else "transformers"
     return ("lean" if engine.target.lean is not None else "transformers", drafter)
 
 
 def cache_dir() -> Path:
-    from cascade.store.urls import user_dir
+    from cascade.home import user_dir
 
     return user_dir() / "profiles"
 
@@ -119,8 +119,8 @@ def save(table: CostTable, ident: Mapping[str, Any]) -> Path:
 
 def measure(engine: Any, max_k: int, trials: int = TRIALS) -> CostTable:
     """Time the engine's drafter step and target calls over 1..max_k+1 tokens (median of `trials`)."""
-    from cascade.costmodel import step_costs
     from cascade.drafter import drafter_model
+    from cascade.runtime.costmodel import step_costs
 
     dm = drafter_model(engine.drafter) if engine.drafter is not None else None
     ids = engine.encode(PROFILE_PROMPT).tolist()

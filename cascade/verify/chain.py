@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from cascade import sampling as S
 from cascade.features import BlockContext, decision_features
 from cascade.rules import DeferralInputs, Rule
+from cascade.verify import sampling as S
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,10 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from cascade.errors import CascadeError
-from cascade.lean import lean_forward
-from cascade.masks import attention, depths
-from cascade.models import max_positions
-from cascade.slots import SlotLayer, compact_slack
+from cascade.runtime.lean import lean_forward
+from cascade.runtime.models import max_positions
+from cascade.runtime.slots import SlotLayer, compact_slack
+from cascade.verify.masks import attention, depths
 
 
 class RaggedLM:
@@ -126,7 +126,7 @@ class RaggedLM:
     ) -> torch.Tensor:
         """Append ids[b] (n_b,) to row b. Logits float32 (B, K, V), row b's in [:n_b]; with last_only, each
         row's last token only (B, V): the rows are then padded on the left, so that token ends the block.
-        trees[b], when given, makes row b's block [root, nodes] a tree (`cascade.tree`): node i = ids[b][i + 1]
+        trees[b], when given, makes row b's block [root, nodes] a tree (`cascade.verify.tree`): node i = ids[b][i + 1]
         has parent trees[b][i] (-1 = the root), sees only its ancestors and sits at length + its depth.
         With `hidden`, `self.hidden` keeps the last hidden states (B, K, d) of every fed position (else None;
         with last_only, row b's are its last n_b columns)."""

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from cascade import sampling
+from cascade.decode.drafter_rows import RowDrafters
 from cascade.drafter import DraftRound, DraftStep, TreeRound
-from cascade.drafter_rows import RowDrafters
 from cascade.errors import CascadeError, PluginError, plugin_errors
 from cascade.features import BlockContext, decision_features
-from cascade.schedule import AcceptancePredictor, DraftPlan, StopRule
+from cascade.schedules.base import AcceptancePredictor, DraftPlan, StopRule
+from cascade.verify import sampling
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Draft:
     tokens: torch.Tensor  # (k,) long
     probs: torch.Tensor | None = None  # (k, V) q at T = 1 at each drafted position; None: deterministic
     next_probs: torch.Tensor | None = None  # (V,) q_{k+1}, when a cascade asked for it
-    parents: torch.Tensor | None = None  # (k,) tree drafts (cascade.tree); None: a chain
+    parents: torch.Tensor | None = None  # (k,) tree drafts (cascade.verify.tree); None: a chain
     calls: int = 0  # drafter calls (forward passes or lookups) this row took part in
     asked: bool = False  # the drafter was asked for this row (it is owed a verdict)
 

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from cascade.hookspecs import hookimpl
 from cascade.rules import BUILTIN_RULES, Rule
-from cascade.schedule import BUILTIN_SCHEDULES, Schedule
+from cascade.schedules.base import Schedule
+from cascade.schedules.builtin import BUILTIN_SCHEDULES
 
 
 @hookimpl

@@ -1,6 +1,6 @@
 """What the adaptive schedule reads: a `CostTable` (seconds per drafter step and per target call over n tokens,
 the loop's own time per step, per-position confidence temperatures) and the calibration that maps a drafter's
-confidence through a position's temperature. Pure numbers: measuring them is `cascade.profile`'s."""
+confidence through a position's temperature. Pure numbers: measuring them is `cascade.schedules.profile`'s."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class CostTable:
         return len(self.verify_seconds) - 1
 
     def relative(self) -> dict[str, Any]:
-        """In units of one target step (cascade.costmodel's c and v(n))."""
+        """In units of one target step (cascade.runtime.costmodel's c and v(n))."""
         t1 = self.verify_seconds[0]
         return {
             "c": self.draft_seconds / t1,

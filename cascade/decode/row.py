@@ -21,7 +21,7 @@ import torch
 from cascade.errors import PluginError
 from cascade.features import LOGQ_QUANTILES, LOGQ_WINDOW, RECENT_STEPS, BlockContext, quantile
 from cascade.metrics import Generation, Metrics, StepRecord, truncate_step
-from cascade.schedule import DraftPlan, Schedule
+from cascade.schedules.base import DraftPlan, Schedule
 
 STOP_WINDOW = 64  # generated tokens decoded when looking for a stop string
 

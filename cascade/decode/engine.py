@@ -2,7 +2,7 @@
 
     prefill -> repeat { draft -> verify -> defer/accept -> roll back -> log } -> stop
 
-Each mode is one small step function (`cascade.steps`) over the live rows of a batch: it returns,
+Each mode is one small step function (`cascade.decode.steps`) over the live rows of a batch: it returns,
 per row, the tokens it emits and a `StepRecord`:
 
 - target:      one target call, one token per row.
@@ -16,7 +16,7 @@ per row, the tokens it emits and a `StepRecord`:
 - lossy:       speculative with lenient acceptance min(1, p / (l·q)).
 
 A draft is a chain, or a tree when the drafter gives `Draft.parents` (SPEC.md "Tree drafts",
-`cascade.tree`): the same step verifies it in the same target call with a tree mask and true
+`cascade.verify.tree`): the same step verifies it in the same target call with a tree mask and true
 positions, walks the accepted path, and the cache keeps only that path.
 
 Batches (SPEC.md "Batched decoding", BASS): one drafter call and one target call
@@ -30,7 +30,7 @@ emitted one, which is fed first in the next verification together with the draft
 
 State: the engine holds what is loaded (models, tokenizer, drafter, rule, decoding
 parameters) and the models' KV caches, which every batch's prefill resets.
-Everything about one generation lives in its `Row` (cascade.row).
+Everything about one generation lives in its `Row` (cascade.decode.row).
 
 Shapes: B = live rows, P = prompt tokens, n = tokens in a row so far, k = drafted
 tokens in a row's block, K = the widest block of the batch, V = the vocabulary.
@@ -46,20 +46,23 @@ from typing import Any, cast
 
 import torch
 
-from cascade import models, profile, sampling
-from cascade.build import build_parts
-from cascade.costs import CostTable
+from cascade.decode.build import build_parts
+from cascade.decode.drafter_rows import RowDrafters
+from cascade.decode.drafting import Drafting
+from cascade.decode.row import Row, Stopper, stream_seed
+from cascade.decode.steps import Results, Steps
 from cascade.drafter import Drafter
-from cascade.drafter_rows import RowDrafters
-from cascade.drafting import Drafting
 from cascade.errors import CascadeError
 from cascade.metrics import Generation, StepRecord
 from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_options
-from cascade.ragged import RaggedLM
-from cascade.row import Row, Stopper, stream_seed
 from cascade.rules import Rule
-from cascade.schedule import BUILTIN_SCHEDULES, Schedule, ScheduleSettings
-from cascade.steps import Results, Steps
+from cascade.runtime import models
+from cascade.runtime.ragged import RaggedLM
+from cascade.schedules import profile
+from cascade.schedules.base import Schedule, ScheduleSettings
+from cascade.schedules.builtin import BUILTIN_SCHEDULES
+from cascade.schedules.costs import CostTable
+from cascade.verify import sampling
 
 Prompt = str | list[int]
 
@@ -108,7 +111,7 @@ class Engine(Steps):
         }[self.mode]
         self.predictor = predictor  # an acceptance predictor for the adaptive schedule (else the drafter's confidence)
         self.schedule_cls, self.schedule_settings = self._schedule(schedule, costs)
-        # the one owner of every draft's length and draws (cascade.drafting)
+        # the one owner of every draft's length and draws (cascade.decode.drafting)
         self.drafting = (
             None
             if self.drafters is None or drafter is None
@@ -148,7 +151,7 @@ class Engine(Steps):
     @classmethod
     def from_policy(cls, policy: Policy | str | Path, registry: Any = None, *, loader: Any = models) -> Engine:
         """Validate the policy against the installed plugins, load the models, build the drafter
-        (`cascade.build`; `loader` lets a benchmark share model loads between policies), and give a schedule that
+        (`cascade.decode.build`; `loader` lets a benchmark share model loads between policies), and give a schedule that
         needs costs its table."""
         p = build_parts(policy, registry, loader)
         engine = cls(
@@ -167,7 +170,7 @@ class Engine(Steps):
         return engine
 
     def use_costs(self, costs: CostTable) -> None:
-        """The cost table the schedule reads from now on (`cascade.profile` measures one)."""
+        """The cost table the schedule reads from now on (`cascade.schedules.profile` measures one)."""
         self.schedule_settings = replace(self.schedule_settings, costs=costs)
 
     def new_schedule(self) -> Schedule:
@@ -219,9 +222,9 @@ class Engine(Steps):
         batch_size: int | None = None,
     ) -> Iterator[tuple[int, Generation]]:
         """(index of the prompt, its Generation), each as soon as its row finishes. Every row is seeded from
-        `seed` (default decoding.seed) and its prompt (`cascade.row.stream_seed`), so a row's output does not depend
-        on its batch or its batch-mates (under a schedule the batch shares, a sampled row's tokens depend on how far
-        the batch drafts, and their law does not; in lossy mode, whose law depends on where blocks end, both do);
+        `seed` (default decoding.seed) and its prompt (`cascade.decode.row.stream_seed`), so a row's output does not
+        depend on its batch or its batch-mates (under a schedule the batch shares, a sampled row's tokens depend on how
+        far the batch drafts, and their law does not; in lossy mode, whose law depends on where blocks end, both do);
         batches group prompts of similar lengths (less padding), so rows may finish out of order."""
         d = self.policy.decoding
         size = d.batch_size if batch_size is None else batch_size

@@ -44,10 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from cascade import profile
-    from cascade.costs import fit_temperatures
-    from cascade.engine import Engine
+    from cascade.decode.engine import Engine
     from cascade.policy import load_policy
+    from cascade.schedules import profile
+    from cascade.schedules.costs import fit_temperatures
 
     if args.threads:
         import torch

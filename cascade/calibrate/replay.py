@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cascade.calibrate_scores import kept_and_emitted, replay_columns, target_share
+from cascade.calibrate.scores import kept_and_emitted, replay_columns, target_share
 from cascade.policy import Policy
 
 QUALITY_METRIC = "edit_similarity"  # the sweep's quality axis (cascade.bench.sweep_analysis.QUALITY_METRIC)
@@ -26,7 +26,7 @@ GUARD = "parses"  # ... and its guard
 @dataclass(frozen=True)
 class Replay:
     alpha: float | None  # None: target-only
-    share: float  # target-decided share (cascade.calibrate_scores)
+    share: float  # target-decided share (cascade.calibrate.scores)
     kept: int
     emitted: int
     quality: float | None  # mean first-line edit similarity over prompts with a reference

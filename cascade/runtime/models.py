@@ -1,6 +1,6 @@
 """Load any Hugging Face causal LM (local folder or hub id): paths, devices, dtypes.
 
-The engine runs a loaded model through `cascade.ragged.RaggedLM` (its KV cache over a
+The engine runs a loaded model through `cascade.runtime.ragged.RaggedLM` (its KV cache over a
 batch of rows).
 """
 

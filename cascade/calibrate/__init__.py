@@ -1,0 +1,1 @@
+"""`cascade calibrate`: the α search, its replays and scores."""

@@ -1,0 +1,1 @@
+"""The decoding loop: SPEC "One speculative step", "Batched decoding": the engine, its steps, rows and drafting."""

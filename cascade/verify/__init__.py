@@ -1,0 +1,1 @@
+"""SPEC's math: sampling, chain and tree verification (torch only, no engine state)."""
