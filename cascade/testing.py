@@ -17,6 +17,16 @@ import yaml
 
 VOCAB = 320
 ARCHS = ("gpt2", "llama", "qwen2")
+
+
+def arch_params() -> list:
+    """ARCHS for `pytest.mark.parametrize`: the first runs in the fast run, the others are marked `slow`
+    (`./scripts/test.sh` runs them all)."""
+    import pytest
+
+    return [ARCHS[0], *(pytest.param(a, marks=pytest.mark.slow) for a in ARCHS[1:])]
+
+
 CORPUS = (
     """
 def add(a, b):

@@ -7,7 +7,7 @@ from cascade.decode.engine import Engine
 from cascade.errors import CascadeError, PolicyError
 from cascade.policy import parse_policy
 from cascade.rules import BUILTIN_RULES
-from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade.testing import arch_params, assert_first_tokens_follow, policy_dict
 from cascade.verify import sampling as S
 
 PROMPTS = [  # different lengths, one of a single token
@@ -31,7 +31,7 @@ def batched(e: Engine, prompts, b: int, **kw) -> list[list[int]]:
     return [g.token_ids for g in e.generate(list(prompts), batch_size=b, **kw)]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", arch_params())
 def test_lossless_greedy_rows_equal_target_only_for_both_drafters_and_block_sizes(family, arch):
     f = family(arch)
     reference = alone(engine(target=f["target"], mode="target"), PROMPTS)

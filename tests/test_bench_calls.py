@@ -28,6 +28,7 @@ def test_kernels_that_compute_count_as_arithmetic_and_bookkeeping_does_not():
         assert not _is_arithmetic(name), name
 
 
+@pytest.mark.slow
 def test_both_runtimes_are_timed_for_the_drafter_step_and_each_verification_size(family):
     f = family("llama")
     e = Engine.from_policy(parse_policy(policy_dict(target=f["target"], drafter=f["near"])))

@@ -425,7 +425,7 @@ def big_run(tmp_path):
     return url
 
 
-@pytest.mark.parametrize("extra", [[], ["--json"]])
+@pytest.mark.parametrize("extra", [[], pytest.param(["--json"], marks=pytest.mark.slow)])
 def test_output_into_a_closed_pipe_ends_quietly(big_run, extra):
     """`cascade runs show 1 | head -1`: no BrokenPipeError traceback, the SIGPIPE status (141)."""
     cmd = [sys.executable, "-m", "cascade.cli", "runs", "show", "1", "--store", big_run, *extra]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from cascade.store import Store
 from cascade.store.queries import check_totals, list_runs
 from cascade_dashboard import loadtest
 
 
+@pytest.mark.slow
 def test_generate_small_store_and_measure_every_page(tmp_path):
     url = f"sqlite:///{tmp_path / 'load.db'}"
     out = loadtest.generate(url, runs=12, sequences=3, steps=6, templates=4, prompt_sets=2)

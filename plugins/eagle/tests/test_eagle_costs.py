@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from eagle_helpers import PROMPT, eagle
 
 
+@pytest.mark.slow
 def test_the_costs_ceiling_charges_the_head_its_measured_pass(family):
     from cascade_eagle.costs import ceilings, pass_seconds
 

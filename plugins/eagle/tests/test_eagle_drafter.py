@@ -12,11 +12,11 @@ from eagle_helpers import PROMPT, PROMPTS, eagle, target_only
 
 from cascade.errors import CascadeError
 from cascade.policy import parse_policy
-from cascade.testing import ARCHS, assert_first_tokens_follow, policy_dict
+from cascade.testing import ARCHS, arch_params, assert_first_tokens_follow, policy_dict
 from cascade.verify import sampling as S
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", arch_params())
 @pytest.mark.parametrize("tree", ["dynamic", "static", "chain"])
 def test_greedy_eagle_decoding_equals_target_only(family, arch, tree):
     f = family(arch)
