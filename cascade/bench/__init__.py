@@ -6,7 +6,7 @@ store's logging cost (`cascade store-cost`).
     peers.py        transformers' own speculative decoding as rows beside ours
     run.py          models loaded once (ModelCache), the rows planned, the three phases run
     summary.py      the measurements turned into result rows: speed-up, quality, identical tokens
-    results.py      the result schema (Row, BenchResult) and the machine it ran on
+    results.py      the result schema (BenchRow, BenchResult) and the machine it ran on
     quality.py      chrF and the target's log-prob of the emitted tokens
     report.py       a result as a terminal table and a JSON file
     sweep.py        α / lenience curves, the Pareto frontier, the 1% crossings

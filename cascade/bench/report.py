@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cascade.bench.results import BenchResult, Row
+from cascade.bench.results import BenchResult, BenchRow
 from cascade.tables import fmt, format_table, is_missing
 
 COLUMNS = (
@@ -39,7 +39,7 @@ def _estimate(d: dict | None, spec: str, signed: bool = False) -> str:
     return f"{mean} ±{fmt((d['high'] - d['low']) / 2, spec)}"
 
 
-def quality_cell(row: Row, metric: str, spec: str) -> str:
+def quality_cell(row: BenchRow, metric: str, spec: str) -> str:
     """The row's mean ±CI and, for rows with a baseline, the paired difference to target-only ±CI."""
     own = _estimate(row.quality.get(metric), spec)
     if not row.baseline or row.baseline == row.name:
@@ -47,7 +47,7 @@ def quality_cell(row: Row, metric: str, spec: str) -> str:
     return f"{own} ({_estimate(row.quality_delta.get(metric), spec, signed=True)})"
 
 
-def identical_cell(row: Row) -> str:
+def identical_cell(row: BenchRow) -> str:
     if not row.identical:
         return ""
     bad = {k: v for k, v in row.differing_prompts.items() if v}

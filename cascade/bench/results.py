@@ -1,4 +1,4 @@
-"""A bench's result: one `Row` per policy or peer, and the machine it ran on."""
+"""A bench's result: one `BenchRow` per policy or peer, and the machine it ran on."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cascade.tables import nan_to_none
 
 
 @dataclass
-class Row:
+class BenchRow:
     name: str
     kind: str  # "policy" | "baseline" (target-only added by the bench) | "peer"
     mode: str
@@ -61,11 +61,11 @@ class Row:
 
 @dataclass
 class BenchResult:
-    rows: list[Row]
+    rows: list[BenchRow]
     meta: dict[str, Any]
     outputs: dict[str, list[list[int]]] = field(repr=False, default_factory=dict)  # row -> token ids per prompt
 
-    def row(self, name: str) -> Row:
+    def row(self, name: str) -> BenchRow:
         for r in self.rows:
             if r.name == name:
                 return r

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from cascade.bench import quality, stats
-from cascade.bench.results import BenchResult, Row
+from cascade.bench.results import BenchResult, BenchRow
 from cascade.bench.rows import target_key
 from cascade.metrics import QUALITY, Metrics, Quality
 from cascade.runtime.costmodel import speedup_ceiling, verify_cost
@@ -64,7 +64,7 @@ def summarize(rows, measures: dict[str, Measure], cost: dict[tuple, dict[str, fl
     return BenchResult(out_rows, {}, outputs)
 
 
-def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts: int) -> Row:
+def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts: int) -> BenchRow:
     m = measures[r.name]
     tps = [p.tokens_per_second for p in m.passes]
     q1, q3 = _quartiles(tps)
@@ -96,7 +96,7 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
     if r.kind == "policy" and r.policy.mode != "target" and r.cost_key() in cost:
         base_seconds = 1 / statistics.median(base_tps) if base_tps else math.nan
         cost_model = ceiling(cost[r.cost_key()], timed, tcpt, dcpt, base_seconds, r.policy.verifies)
-    return Row(
+    return BenchRow(
         name=r.name,
         kind="peer" if r.kind == "peer" else ("baseline" if r.auto else "policy"),
         mode=desc["mode"],
@@ -166,7 +166,7 @@ def ceiling(
     }
 
 
-def _compare(rows, out_rows: list[Row], outputs: dict[str, list[list[int]]], measures: list[Measure]) -> None:
+def _compare(rows, out_rows: list[BenchRow], outputs: dict[str, list[list[int]]], measures: list[Measure]) -> None:
     """Quality relative to the baseline; identical tokens between greedy lossless rows on one target."""
     by_name = {row.name: row for row in out_rows}
     measure_of = {r.name: m for r, m in zip(rows, measures)}

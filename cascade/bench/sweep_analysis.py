@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cascade.bench.results import BenchResult, Row
+from cascade.bench.results import BenchResult, BenchRow
 from cascade.errors import CascadeError
 from cascade.policy import Policy
 from cascade.tables import fmt, format_table, nan_to_none
@@ -179,7 +179,7 @@ def analyze(points: list[dict[str, Any]], meta: dict[str, Any]) -> SweepResult:
     return SweepResult(points, curve_rows, summary, meta)
 
 
-def _point(row: Row, label: str, role: str, knob: str | None, value: float | None) -> dict[str, Any]:
+def _point(row: BenchRow, label: str, role: str, knob: str | None, value: float | None) -> dict[str, Any]:
     return {
         "curve": label,
         "role": role,
@@ -231,7 +231,7 @@ def _missing(x: Any) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
-def _quality_fields(row: Row) -> dict[str, Any]:
+def _quality_fields(row: BenchRow) -> dict[str, Any]:
     """The quality axis (mean, 95% interval, paired difference to target-only) and the other completion metrics."""
     own = row.quality.get(QUALITY_METRIC, {})
     delta = row.quality_delta.get(QUALITY_METRIC, {})
