@@ -531,3 +531,14 @@ def test_adaptive_batched_sampling_matches_pi_over_two_tokens(family, fixed_cost
     keys = sorted(joint)
     expected = torch.tensor([joint[k] for k in keys], dtype=torch.float64)
     assert chisquare([counts[k] for k in keys], (expected / expected.sum() * n).numpy()).pvalue > 1e-3
+
+
+def test_a_batch_size_other_than_the_costs_was_timed_for_is_said_once(family, fixed_costs, caplog):
+    f = family("gpt2")
+    e = engine(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_new_tokens=4)
+    with caplog.at_level("WARNING", logger="cascade.decode.engine"):
+        e.generate([PROMPT, "import os\n"], batch_size=2)
+        e.generate([PROMPT, "import os\n"], batch_size=2)
+        e.generate([PROMPT, "import os\n"])  # the policy's own batch size: nothing to say
+    said = [r.getMessage() for r in caplog.records if "cost table timed for batches of 1" in r.getMessage()]
+    assert len(said) == 1 and "decoding.batch_size: 2" in said[0]

@@ -38,6 +38,7 @@ tokens in a row's block, K = the widest block of the batch, V = the vocabulary.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -65,6 +66,9 @@ from cascade.schedules.costs import CostTable
 from cascade.verify import sampling
 
 Prompt = str | list[int]
+
+
+log = logging.getLogger(__name__)
 
 
 class Engine(Steps):
@@ -111,6 +115,7 @@ class Engine(Steps):
         }[self.mode]
         self.predictor = predictor  # an acceptance predictor for the adaptive schedule (else the drafter's confidence)
         self.schedule_cls, self.schedule_settings = self._schedule(schedule, costs)
+        self._warned_batch = False  # said once per engine: a batch size other than the one the costs were timed for
         # the one owner of every draft's length and draws (cascade.decode.drafting)
         self.drafting = (
             None
@@ -232,6 +237,16 @@ class Engine(Steps):
             raise CascadeError(f"batch size must be at least 1, got {size}")
         if self.mode == "sequential" and size > 1 and len(prompts) > 1:
             raise CascadeError(SEQUENTIAL_BATCH)
+        if size != d.batch_size and self.schedule_cls.needs_costs and len(prompts) > 1 and not self._warned_batch:
+            self._warned_batch = True
+            log.warning(
+                "schedule %r reads a cost table timed for batches of %d (decoding.batch_size) and this call decodes "
+                "%d rows at a time: derive the policy with decoding.batch_size: %d for a table timed at that size",
+                d.block_schedule,
+                d.batch_size,
+                size,
+                size,
+            )
         asked = d.max_new_tokens if max_new_tokens is None else max_new_tokens
         if asked < 1:
             raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
