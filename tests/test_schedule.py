@@ -533,12 +533,20 @@ def test_adaptive_batched_sampling_matches_pi_over_two_tokens(family, fixed_cost
     assert chisquare([counts[k] for k in keys], (expected / expected.sum() * n).numpy()).pvalue > 1e-3
 
 
-def test_a_batch_size_other_than_the_costs_was_timed_for_is_said_once(family, fixed_costs, caplog):
+def test_another_batch_size_reads_a_cost_table_timed_for_it(family, monkeypatch):
+    """A cost table is a batch's step: decoding B rows at a time under a policy timed for 1 derives the policy to
+    decoding.batch_size = B (one source of truth) and reads the table for B, once."""
+    asked = []
+
+    def table(engine, max_k, remeasure=False):
+        asked.append(engine.policy.decoding.batch_size)
+        return TABLE, None, False
+
+    monkeypatch.setattr(profile, "cost_table", table)
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_new_tokens=4)
-    with caplog.at_level("WARNING", logger="cascade.decode.engine"):
-        e.generate([PROMPT, "import os\n"], batch_size=2)
-        e.generate([PROMPT, "import os\n"], batch_size=2)
-        e.generate([PROMPT, "import os\n"])  # the policy's own batch size: nothing to say
-    said = [r.getMessage() for r in caplog.records if "cost table timed for batches of 1" in r.getMessage()]
-    assert len(said) == 1 and "decoding.batch_size: 2" in said[0]
+    e = engine(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_new_tokens=6, ignore_eos=True)
+    alone = [g.token_ids for g in e.generate([PROMPT, "import os\n"])]
+    batched = e.generate([PROMPT, "import os\n"], batch_size=2)
+    e.generate([PROMPT, "import os\n"], batch_size=2)
+    assert asked == [1, 2] and [g.token_ids for g in batched] == alone  # greedy: the same tokens
+    assert e.with_batch_size(2).policy.decoding.batch_size == 2 and e.with_batch_size(1) is e

@@ -85,9 +85,9 @@ def run_batch_bench(
     texts = [prompts[i % len(prompts)]["prompt"] for i in range(n)]
     cells = {(r.name, b): Cell(r.name, b) for r in rows for b in batch_sizes}
     order = [(r, b) for r in rows for b in batch_sizes]
-    for r, b in order:  # warm-up: every shape once
+    for r, b in order:  # warm-up: every shape once (a cost table a schedule reads is timed for its B here)
         for _ in range(warmup):
-            _pass(r.engine, texts[:b], b, max_new_tokens)
+            _pass(r.engine.with_batch_size(b), texts[:b], b, max_new_tokens)
     ratios: dict[tuple[str, int], list[float]] = {}
     for rnd in range(repeats):
         if progress:
@@ -95,15 +95,16 @@ def run_batch_bench(
         times: dict[tuple[str, int], float] = {}
         for r, b in order:
             cell = cells[r.name, b]
-            before = _totals(r.engine)
-            t, gens = _pass(r.engine, texts, b, max_new_tokens)
+            engine = r.engine.with_batch_size(b)  # the policy derived to this B: one source of the batch size
+            before = _totals(engine)
+            t, gens = _pass(engine, texts, b, max_new_tokens)
             times[r.name, b] = t
             cell.seconds.append(t)
             cell.tokens = sum(g.metrics.num_generated_tokens for g in gens)
             cell.row_tok_s.append(statistics.mean(g.metrics.tokens_per_second for g in gens))
             cell.decode_seconds.append(t - _first_tokens(gens, b))
             cell.counts = _counts(gens)
-            cell.waste = _waste(before, _totals(r.engine), r.engine)
+            cell.waste = _waste(before, _totals(engine), engine)
         for r, b in order:  # ratios within the round
             base = _baseline(rows, r)
             ratios.setdefault((r.name, b), []).append(times[base.name, b] / times[r.name, b])

@@ -38,7 +38,6 @@ tokens in a row's block, K = the widest block of the batch, V = the vocabulary.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -66,9 +65,6 @@ from cascade.schedules.costs import CostTable
 from cascade.verify import sampling
 
 Prompt = str | list[int]
-
-
-log = logging.getLogger(__name__)
 
 
 class Engine(Steps):
@@ -115,7 +111,7 @@ class Engine(Steps):
         }[self.mode]
         self.predictor = predictor  # an acceptance predictor for the adaptive schedule (else the drafter's confidence)
         self.schedule_cls, self.schedule_settings = self._schedule(schedule, costs)
-        self._warned_batch = False  # said once per engine: a batch size other than the one the costs were timed for
+        self._by_batch: dict[int, Engine] = {}  # this engine at other batch sizes (with_batch_size)
         # the one owner of every draft's length and draws (cascade.decode.drafting)
         self.drafting = (
             None
@@ -173,6 +169,31 @@ class Engine(Steps):
             costs, _, _ = profile.cost_table(engine, p.policy.decoding.max_block_size)
             engine.use_costs(costs)
         return engine
+
+    def with_batch_size(self, size: int) -> Engine:
+        """This engine with the policy derived to decoding.batch_size = `size` (the same loaded models and drafter),
+        so that what reads the batch size (a cost table is a batch's step) reads it from one place, the policy.
+        `generate`/`stream` with another `batch_size` use it where the schedule reads costs."""
+        if size == self.policy.decoding.batch_size:
+            return self
+        if size not in self._by_batch:
+            policy = self.policy.derive(self.policy.name, {"decoding": {"batch_size": size}}, drop=())
+            factory = self.drafters.factory if self.drafters is not None else None
+            engine = type(self)(
+                policy,
+                self.target_model,
+                self.tokenizer,
+                self.drafter,
+                self.rule,
+                schedule=self.schedule_cls,
+                predictor=self.predictor,
+                drafter_factory=factory,
+            )
+            if engine.schedule_cls.needs_costs:
+                costs, _, _ = profile.cost_table(engine, policy.decoding.max_block_size)
+                engine.use_costs(costs)
+            self._by_batch[size] = engine
+        return self._by_batch[size]
 
     def use_costs(self, costs: CostTable) -> None:
         """The cost table the schedule reads from now on (`cascade.schedules.profile` measures one)."""
@@ -237,16 +258,9 @@ class Engine(Steps):
             raise CascadeError(f"batch size must be at least 1, got {size}")
         if self.mode == "sequential" and size > 1 and len(prompts) > 1:
             raise CascadeError(SEQUENTIAL_BATCH)
-        if size != d.batch_size and self.schedule_cls.needs_costs and len(prompts) > 1 and not self._warned_batch:
-            self._warned_batch = True
-            log.warning(
-                "schedule %r reads a cost table timed for batches of %d (decoding.batch_size) and this call decodes "
-                "%d rows at a time: derive the policy with decoding.batch_size: %d for a table timed at that size",
-                d.block_schedule,
-                d.batch_size,
-                size,
-                size,
-            )
+        if size != d.batch_size and self.schedule_cls.needs_costs:  # costs are a batch's: the policy's B decides
+            yield from self.with_batch_size(size).stream(prompts, max_new_tokens, seed, on_step, record_decisions)
+            return
         asked = d.max_new_tokens if max_new_tokens is None else max_new_tokens
         if asked < 1:
             raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
