@@ -209,16 +209,8 @@ class Driver:
         from cascade.verify.sampling import SamplingParams
 
         self.rows = RowDrafters(drafter, factory, drafter.name)
-        self.drafting = Drafting(
-            self.rows,
-            params or SamplingParams(),
-            lookahead and not drafter.deterministic,
-            drafter.deterministic,
-            drafter.reads_target_features,
-            drafter.max_positions,
-            None,
-            drafter.name,
-            schedule,
+        self.drafting = Drafting.of(
+            self.rows, drafter, params or SamplingParams(), lookahead, None, drafter.name, schedule
         )
         self.generators: list = []
 

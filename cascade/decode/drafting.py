@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from cascade.decode.drafter_rows import RowDrafters
-from cascade.drafter import DraftRound, DraftStep, TreeRound
+from cascade.drafter import Drafter, DraftRound, DraftStep, TreeRound
 from cascade.errors import CascadeError, PluginError, plugin_errors
 from cascade.features import BlockContext, decision_features
 from cascade.schedules.base import AcceptancePredictor, DraftPlan, StopRule
@@ -80,6 +80,30 @@ class Drafting:
     predictor: AcceptancePredictor | None  # confidences from an acceptance predictor, else the drafter's
     name: str | None  # the drafter's name, for messages
     schedule: str  # the schedule's name, for messages
+
+    @classmethod
+    def of(
+        cls,
+        drafters: RowDrafters,
+        drafter: Drafter,
+        params: sampling.SamplingParams,
+        lookahead: bool,
+        predictor: AcceptancePredictor | None,
+        name: str | None,
+        schedule: str,
+    ) -> Drafting:
+        """Drafting for `drafter`, from what it declares (a deterministic drafter gives no q_{k+1})."""
+        return cls(
+            drafters,
+            params,
+            lookahead and not drafter.deterministic,
+            drafter.deterministic,
+            drafter.reads_target_features,
+            drafter.max_positions,
+            predictor,
+            name,
+            schedule,
+        )
 
     def draw(
         self,

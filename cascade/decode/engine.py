@@ -116,16 +116,8 @@ class Engine(Steps):
         self.drafting = (
             None
             if self.drafters is None or drafter is None
-            else Drafting(
-                self.drafters,
-                self.params,
-                self.lookahead and not drafter.deterministic,
-                drafter.deterministic,
-                drafter.reads_target_features,
-                drafter.max_positions,
-                predictor,
-                self.drafter_name,
-                d.block_schedule,
+            else Drafting.of(
+                self.drafters, drafter, self.params, self.lookahead, predictor, self.drafter_name, d.block_schedule
             )
         )
 
@@ -155,18 +147,36 @@ class Engine(Steps):
         (`cascade.decode.build`; `loader` lets a benchmark share model loads between policies), and give a schedule that
         needs costs its table."""
         p = build_parts(policy, registry, loader)
-        engine = cls(
-            p.policy,
-            p.target,
-            p.tokenizer,
-            p.drafter,
-            p.rule,
-            schedule=p.schedule,
-            predictor=p.predictor,
-            drafter_factory=p.drafter_factory,
+        return cls._assembled(
+            p.policy, p.target, p.tokenizer, p.drafter, p.rule, p.schedule, p.predictor, p.drafter_factory
         )
-        if engine.schedule_cls.needs_costs:  # read from the profile cache, or timed on these models now
-            costs, _, _ = profile.cost_table(engine, p.policy.decoding.max_block_size)
+
+    @classmethod
+    def _assembled(
+        cls,
+        policy: Policy,
+        target: Any,
+        tokenizer: Any,
+        drafter: Drafter | None,
+        rule: Rule,
+        schedule: type[Schedule],
+        predictor: Any,
+        drafter_factory: Callable[[], Drafter] | None,
+    ) -> Engine:
+        """An engine over loaded parts, with its cost table when the schedule reads one (read from the profile
+        cache, or timed on these models now): the composition root's last step."""
+        engine = cls(
+            policy,
+            target,
+            tokenizer,
+            drafter,
+            rule,
+            schedule=schedule,
+            predictor=predictor,
+            drafter_factory=drafter_factory,
+        )
+        if engine.schedule_cls.needs_costs:
+            costs, _, _ = profile.cost_table(engine, policy.decoding.max_block_size)
             engine.use_costs(costs)
         return engine
 
@@ -179,20 +189,16 @@ class Engine(Steps):
         if size not in self._by_batch:
             policy = self.policy.derive(self.policy.name, {"decoding": {"batch_size": size}}, drop=())
             factory = self.drafters.factory if self.drafters is not None else None
-            engine = type(self)(
+            self._by_batch[size] = self._assembled(
                 policy,
                 self.target_model,
                 self.tokenizer,
                 self.drafter,
                 self.rule,
-                schedule=self.schedule_cls,
-                predictor=self.predictor,
-                drafter_factory=factory,
+                self.schedule_cls,
+                self.predictor,
+                factory,
             )
-            if engine.schedule_cls.needs_costs:
-                costs, _, _ = profile.cost_table(engine, policy.decoding.max_block_size)
-                engine.use_costs(costs)
-            self._by_batch[size] = engine
         return self._by_batch[size]
 
     def use_costs(self, costs: CostTable) -> None:
