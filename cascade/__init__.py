@@ -38,6 +38,7 @@ _EXPORTS = {
     # policies
     "Policy": "cascade.policy",
     "load_policy": "cascade.policy",
+    "build_rule": "cascade.decode.build",
     "parse_policy": "cascade.policy",
     # models
     "load_model": "cascade.runtime.models",
@@ -87,6 +88,7 @@ _EXPORTS = {
 }
 
 __all__ = [  # what the package exports; _EXPORTS says where each is defined
+    "build_rule",
     "AcceptancePredictor",
     "BlockContext",
     "CONTEXT",

@@ -70,11 +70,13 @@ def register_schedules(register: Callable[[str, type[Schedule]], None]) -> None:
     ``cls`` follows ``cascade.Schedule`` (subclass ``cascade.ScheduleBase``
     for its defaults): class attributes ``name``, ``needs_costs`` (gets the measured cost
     table), ``shared`` (one instance per batch, else per generation) and ``Options`` (a
-    pydantic model, validated from ``decoding.schedule_options``), a constructor
-    ``cls(settings: ScheduleSettings)`` and the methods ``plan(limit) -> DraftPlan``,
+    pydantic model, validated from ``decoding.schedule.options``), a constructor
+    ``cls(settings: ScheduleSettings)``, the class method ``max_draft(options) -> int`` (the
+    most it drafts per step; the default, 64, sizes caches generously) and the methods
+    ``plan(limit) -> DraftPlan``,
     ``plan_batch(limits) -> list[DraftPlan]`` (a shared schedule's, asked once per step
     for every row) and ``update(drafted, accepted)``. The name is what a policy writes under
-    ``decoding.block_schedule``; duplicates are a ``PluginError`` naming both plugins.
+    ``decoding.schedule.name``; duplicates are a ``PluginError`` naming both plugins.
     """
 
 
@@ -83,11 +85,11 @@ def register_predictors(register: Callable[[str, type[AcceptancePredictor]], Non
     """Register acceptance predictors for the adaptive schedule: ``register(name, cls)`` per class.
 
     ``cls`` has ``Options`` (a pydantic model, validated from
-    ``decoding.schedule_options.predictor_options``), a constructor ``cls(options)``
+    ``decoding.schedule.options.predictor_options``), a constructor ``cls(options)``
     and ``predict_acceptance(features, positions, context) -> Tensor (k,)``: the
     chance that draft j is accepted given the drafts before it were, from
     drafter-side features only. A policy names it with
-    ``schedule_options: {predictor: NAME}``.
+    ``schedule: {name: adaptive, options: {predictor: NAME}}``.
     """
 
 

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict
 
 
 class NoOptions(BaseModel):
-    """No options: the policy's `rule.options` (or `decoding.schedule_options`) must be empty. Subclass it for a
+    """No options: the policy's `rule.options` (or `decoding.schedule.options`) must be empty. Subclass it for a
     frozen, `extra="forbid"` options model of your own."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -5,7 +5,8 @@
     drafter: {plugin: hf-model, options: {model: <hub id or folder>}}
     mode: speculative            # target | drafter | sequential | speculative | lossy
     rule: {name: token_v3, alpha: 0.3}
-    decoding: {temperature: 0.0, top_p: 1.0, block_size: 4, max_new_tokens: 128, seed: 0}
+    decoding: {temperature: 0.0, top_p: 1.0, max_new_tokens: 128, seed: 0,
+               schedule: {name: constant, options: {block_size: 4}}}
 
 Schema errors name the field and say how to fix it. `check_policy` then checks what
 needs the installed plugins: the drafter and rule names, the drafter's options,
@@ -15,6 +16,7 @@ needs the installed plugins: the drafter and rule names, the drafter's options,
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -55,16 +57,29 @@ class RuleSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)  # validated against the rule's `Options` (rule_options)
 
 
+class ScheduleSpec(_Strict):
+    """`decoding.schedule`: a registered schedule by name and its options (validated against its `Options`)."""
+
+    name: str = Field("constant", min_length=1)  # constant, heuristic, bass, confidence, adaptive, or a plugin's
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+# the flat keys `decoding.schedule` replaced (deprecated, read for one release)
+LEGACY_SCHEDULE_KEYS = (
+    "block_size",
+    "block_schedule",
+    "schedule_options",
+    "min_block_size",
+    "max_block_size",
+    "confidence",
+)
+
+
 class Decoding(_Strict):
     temperature: float = Field(0.0, ge=0.0)  # 0 = greedy
     top_k: int = Field(0, ge=0)  # 0 = off
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    block_size: int = Field(4, ge=1, le=64)
-    block_schedule: str = "constant"  # a registered schedule: constant, heuristic, confidence, adaptive, ...
-    schedule_options: dict[str, Any] = Field(default_factory=dict)  # validated against the schedule's `Options`
-    min_block_size: int = Field(1, ge=1)
-    max_block_size: int = Field(16, ge=1, le=64)
-    confidence: float = Field(0.4, ge=0.0, le=1.0)  # `confidence` schedule: stop drafting below this top prob
+    schedule: ScheduleSpec = ScheduleSpec()  # how many tokens to draft per step (cascade.schedules)
     lenience: float = Field(1.0, gt=0.0, le=1.0)  # `lossy` mode: accept min(1, p / (l·q)); 1 = lossless
     max_new_tokens: int = Field(128, ge=1)
     seed: int = 0
@@ -72,11 +87,50 @@ class Decoding(_Strict):
     ignore_eos: bool = False
     batch_size: int = Field(1, ge=1, le=256)  # rows decoded together (SPEC.md "Batched decoding")
 
-    @model_validator(mode="after")
-    def _bounds(self):
-        if self.min_block_size > self.max_block_size:
-            raise ValueError("min_block_size must be <= max_block_size")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_schedule(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(key in data for key in LEGACY_SCHEDULE_KEYS):
+            return legacy_schedule(data)
+        return data
+
+
+def legacy_schedule(data: dict[str, Any]) -> dict[str, Any]:
+    """`decoding` with the deprecated flat keys (block_size, block_schedule, schedule_options, min_block_size,
+    max_block_size, confidence) moved into `schedule: {name, options}`, with a FutureWarning showing the new
+    form. A built-in schedule gets the keys it declares (the others never changed what it drafts); a plugin's
+    gets them all, to accept or refuse in its `Options`."""
+    from cascade.schedules.builtin import BUILTIN_SCHEDULES
+
+    if "schedule" in data:
+        raise ValueError(
+            "decoding.schedule replaces the flat keys "
+            f"{', '.join(k for k in LEGACY_SCHEDULE_KEYS if k in data)}: move them into decoding.schedule.options"
+        )
+    old = {key: data[key] for key in LEGACY_SCHEDULE_KEYS if key in data}
+    rest = {key: value for key, value in data.items() if key not in LEGACY_SCHEDULE_KEYS}
+    name = old.pop("block_schedule", "constant")
+    options = dict(old.pop("schedule_options", None) or {})
+    builtin = BUILTIN_SCHEDULES.get(name) if isinstance(name, str) else None
+    declared = None if builtin is None else builtin.Options.model_fields
+    ignored = [key for key in old if declared is not None and key not in declared]
+    for key, value in old.items():
+        if key not in ignored:
+            options.setdefault(key, value)
+    new = {"name": name, "options": options}
+    warnings.warn(
+        f"the flat schedule keys decoding.{', decoding.'.join(k for k in LEGACY_SCHEDULE_KEYS if k in data)} are "
+        f"deprecated (read until the next release): write `decoding: {{schedule: {_flow(new)}}}`"
+        + (f" ({', '.join(ignored)} dropped: schedule {name!r} does not read them)" if ignored else ""),
+        FutureWarning,
+        stacklevel=2,
+    )
+    return {**rest, "schedule": new}
+
+
+def _flow(value: Any) -> str:
+    """A value in YAML's flow style, on one line."""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False).strip()
 
 
 class StoreSpec(_Strict):
@@ -126,8 +180,15 @@ class Policy(_Strict):
         self, name: str, updates: dict[str, Any] | None = None, drop: tuple[str, ...] = ("description",)
     ) -> Policy:
         """A validated copy named `name`: `updates` merged into the YAML data (nested mappings merge key
-        by key), the top-level keys in `drop` removed. A target-only result drops the drafter."""
+        by key; a schedule named anew starts from its own options), the top-level keys in `drop` removed. A
+        target-only result drops the drafter."""
         data = self.model_dump(mode="json", exclude=set(drop))
+        schedule = dict(updates or {}).get("decoding", {}).get("schedule")
+        if (
+            isinstance(schedule, dict)
+            and schedule.get("name", self.decoding.schedule.name) != self.decoding.schedule.name
+        ):
+            data["decoding"]["schedule"] = {}
         _merge(data, dict(updates or {}, name=name))
         if data.get("mode") == "target":
             data.pop("drafter", None)
@@ -172,7 +233,12 @@ def parse_policy(data: Any, source: str = "<policy>", base_dir: Path | None = No
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: a policy is a YAML mapping (key: value), got {type(data).__name__}")
     try:
-        return Policy(**data, base_dir=base_dir, source_text=text)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", FutureWarning)
+            policy = Policy(**data, base_dir=base_dir, source_text=text)
+        for w in seen:  # named by the policy's source (its file), once per source and message
+            warnings.warn(f"{source}: {w.message}", w.category, stacklevel=2)
+        return policy
     except ValidationError as exc:
         raise PolicyError(_format_errors(f"{source}: invalid policy", exc)) from None
     except TypeError as exc:
@@ -242,7 +308,7 @@ def check_policy(policy: Policy, registry: Any) -> None:
         predictors = getattr(registry, "predictors", {})
         if name not in predictors:
             raise PolicyError(
-                f"{src}: field `decoding.schedule_options.predictor`: unknown acceptance predictor "
+                f"{src}: field `decoding.schedule.options.predictor`: unknown acceptance predictor "
                 f"{name!r}; installed: {', '.join(sorted(predictors)) or '(none)'}"
             )
         predictor_options(policy, predictors[name])
@@ -253,42 +319,42 @@ def check_policy(policy: Policy, registry: Any) -> None:
 def _schedule_class(policy: Policy, registry: Any) -> type:
     from cascade.schedules.builtin import BUILTIN_SCHEDULES
 
-    src, name = policy.name, policy.decoding.block_schedule
+    src, name = policy.name, policy.decoding.schedule.name
     schedules = getattr(registry, "schedules", BUILTIN_SCHEDULES)
     cls = schedules.get(name)
     if cls is None:
         raise PolicyError(
-            f"{src}: field `decoding.block_schedule`: unknown schedule {name!r}; installed schedules: "
+            f"{src}: field `decoding.schedule.name`: unknown schedule {name!r}; installed schedules: "
             f"{', '.join(sorted(schedules))}"
         )
     if cls.needs_costs and policy.mode not in VERIFYING_MODES:
         raise PolicyError(
-            f"{src}: field `decoding.block_schedule`: schedule {name!r} chooses how many drafts to "
+            f"{src}: field `decoding.schedule.name`: schedule {name!r} chooses how many drafts to "
             f"verify, which needs mode speculative or lossy (this policy's mode is {policy.mode!r})"
         )
     return cls
 
 
-def schedule_options(policy: Policy, schedule_cls: type) -> Any:
-    """The schedule's typed options, validated from `decoding.schedule_options`."""
+def schedule_options(policy: Policy, schedule_cls: Any) -> Any:
+    """The schedule's typed options, validated from `decoding.schedule.options`."""
     return _options(
-        getattr(schedule_cls, "Options", None),
-        policy.decoding.schedule_options,
-        f"{policy.name}: invalid options for schedule {policy.decoding.block_schedule!r}",
-        "decoding.schedule_options",
+        schedule_cls.Options,
+        policy.decoding.schedule.options,
+        f"{policy.name}: invalid options for schedule {policy.decoding.schedule.name!r}",
+        "decoding.schedule.options",
         policy.base_dir,
     )
 
 
 def predictor_options(policy: Policy, predictor_cls: type) -> Any:
-    """The acceptance predictor's typed options, from `decoding.schedule_options.predictor_options`."""
-    values = policy.decoding.schedule_options.get("predictor_options") or {}
+    """The acceptance predictor's typed options, from `decoding.schedule.options.predictor_options`."""
+    values = policy.decoding.schedule.options.get("predictor_options") or {}
     return _options(
         getattr(predictor_cls, "Options", None),
         dict(values),
         f"{policy.name}: invalid options for acceptance predictor "
-        f"{policy.decoding.schedule_options.get('predictor')!r}",
-        "decoding.schedule_options.predictor_options",
+        f"{policy.decoding.schedule.options.get('predictor')!r}",
+        "decoding.schedule.options.predictor_options",
         policy.base_dir,
     )
 

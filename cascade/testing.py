@@ -123,6 +123,9 @@ def write_policy(path: Path, **fields) -> Path:
     return path
 
 
+SCHEDULE_KEYWORDS = ("block_size", "min_block_size", "max_block_size", "confidence")  # policy_dict's
+
+
 def policy_dict(
     target: Path,
     drafter: Path | None = None,
@@ -131,14 +134,27 @@ def policy_dict(
     alpha=0.0,
     plugin="hf-model",
     drafter_options=None,
+    schedule="constant",
+    schedule_options=None,
     **decoding,
 ) -> dict:
+    """A policy's YAML data for tests: `schedule` names the schedule, whose options are `schedule_options`
+    plus any of block_size, min_block_size, max_block_size, confidence given here; the other keywords are
+    `decoding` fields."""
+    options = dict(schedule_options or {})
+    options.update({key: decoding.pop(key) for key in SCHEDULE_KEYWORDS if key in decoding})
     d = {
         "name": f"test-{mode}-{rule}",
         "target": {"model": str(target), "dtype": "float32", "device": "cpu"},
         "mode": mode,
         "rule": {"name": rule, "alpha": alpha},
-        "decoding": {"temperature": 0.0, "block_size": 4, "max_new_tokens": 24, "seed": 0, **decoding},
+        "decoding": {
+            "temperature": 0.0,
+            "max_new_tokens": 24,
+            "seed": 0,
+            "schedule": {"name": schedule, "options": options},
+            **decoding,
+        },
     }
     if mode != "target":
         opts = (

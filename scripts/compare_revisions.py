@@ -34,6 +34,7 @@ def policies(out: Path) -> tuple[list[Path], list[Path]]:
     }
     tiny = {"plugin": "hf-model", "options": {"model": str(models / "tiny")}}
     ngram = {"plugin": "ngram", "options": {"min_ngram": 1, "max_ngram": 3}}
+    # the flat schedule keys: both revisions read them (a revision before decoding.schedule knows no other form)
     adaptive = {"temperature": 0.0, "block_schedule": "adaptive", "max_block_size": 8, "seed": 0}
     bass = {
         "temperature": 0.0,

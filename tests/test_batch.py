@@ -147,7 +147,7 @@ def test_metrics_per_row_add_up_to_the_batch(family):
     e = engine(
         target=f["target"],
         drafter=f["near"],
-        block_schedule="bass",
+        schedule="bass",
         block_size=3,
         rule="token_v3",
         alpha=0.4,
@@ -172,7 +172,7 @@ def test_bass_shares_one_block_size_across_the_batch(family):
     e = engine(
         target=f["target"],
         drafter=f["near"],
-        block_schedule="bass",
+        schedule="bass",
         block_size=3,
         max_block_size=8,
         max_new_tokens=60,

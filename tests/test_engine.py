@@ -91,9 +91,8 @@ def test_block_schedules_stay_lossless(family, schedule):
     ref = tokens(target=f["target"], mode="target")
     varied = False
     for threshold in (0.3, 0.2, 0.1, 0.05):
-        out = engine(target=f["target"], drafter=f["near"], block_schedule=schedule, confidence=threshold).generate(
-            PROMPT
-        )
+        floor = {"confidence": threshold} if schedule == "confidence" else {}  # heuristic reads no confidence
+        out = engine(target=f["target"], drafter=f["near"], schedule=schedule, **floor).generate(PROMPT)
         assert out.token_ids == ref
         varied |= len({s.drafted for s in out.steps}) > 1  # the schedule actually changed the block
     assert varied
@@ -291,7 +290,7 @@ def test_one_engine_serves_many_generations_in_turn(family):
         rule="token_v3",
         alpha=0.3,
         temperature=1.0,
-        block_schedule="heuristic",
+        schedule="heuristic",
         ignore_eos=True,
     )
     other = "import os\n\ndef main():\n"

@@ -52,7 +52,9 @@ def test_unknown_key_names_the_field():
 def test_wrong_type_names_the_field_and_value():
     msg = error_of(base(decoding={"temperature": "hot"}))
     assert "`decoding.temperature`" in msg and "'hot'" in msg
-    assert "`decoding.block_size`" in error_of(base(decoding={"block_size": 0}))
+    assert "`decoding.schedule.options.block_size`" in error_of(
+        base(decoding={"schedule": {"name": "constant", "options": {"block_size": 0}}})
+    )
     assert "`mode`" in error_of(base(mode="fast"))
 
 
@@ -109,7 +111,7 @@ def test_round_trip_and_hash(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text(yaml.safe_dump(base()))
     p = load_policy(f)
-    assert p.rule.alpha == 0.3 and p.decoding.block_size == 4 and len(p.sha256) == 64
+    assert p.rule.alpha == 0.3 and p.decoding.schedule.name == "constant" and len(p.sha256) == 64
 
 
 def test_rule_options_are_validated_against_the_rule():
@@ -191,3 +193,39 @@ def test_a_rule_whose_needs_depend_on_its_options_is_checked_by_them():
         check_policy(parse_policy(ngram), reg)
     ngram["rule"]["options"] = {"sides": "p"}
     check_policy(parse_policy(ngram), reg)
+
+
+def test_each_schedule_declares_its_options():
+    grow = {"name": "bass", "options": {"block_size": 3, "min_block_size": 1, "max_block_size": 8}}
+    check_policy(parse_policy(base(decoding={"schedule": grow})), registry())
+    msg = error_of(base(decoding={"schedule": {"name": "constant", "options": {"max_block_size": 8}}}))
+    assert "`decoding.schedule.options.max_block_size`" in msg and "remove it" in msg
+    bounds = {"name": "heuristic", "options": {"min_block_size": 9, "max_block_size": 8}}
+    assert "min_block_size must be <= max_block_size" in error_of(base(decoding={"schedule": bounds}))
+    msg = error_of(base(decoding={"schedule": {"name": "confidence", "options": {"confidence": 1.5}}}))
+    assert "`decoding.schedule.options.confidence`" in msg
+
+
+def test_the_flat_schedule_keys_still_work_with_a_deprecation_message():
+    legacy = {"block_size": 3, "block_schedule": "bass", "min_block_size": 1, "max_block_size": 8, "confidence": 0.3}
+    with pytest.warns(FutureWarning, match="deprecated.*schedule: {name: bass, options:") as seen:
+        p = parse_policy(base(decoding=dict(legacy, temperature=0.5)))
+    assert "confidence dropped: schedule 'bass' does not read them" in str(seen[0].message)
+    assert p.decoding.schedule.name == "bass" and p.decoding.temperature == 0.5
+    assert p.decoding.schedule.options == {"block_size": 3, "min_block_size": 1, "max_block_size": 8}
+    with pytest.warns(FutureWarning):
+        q = parse_policy(base(decoding={"block_schedule": "adaptive", "schedule_options": {"predictor": "x"}}))
+    assert q.decoding.schedule.options == {"predictor": "x"}
+    with pytest.warns(FutureWarning):  # a plugin's schedule gets every flat key, to accept or refuse
+        r = parse_policy(base(decoding={"block_schedule": "mine", "block_size": 5}))
+    assert r.decoding.schedule.options == {"block_size": 5}
+    with pytest.raises(PolicyError, match="decoding.schedule replaces the flat keys block_size"):
+        parse_policy(base(decoding={"block_size": 3, "schedule": {"name": "constant"}}))
+
+
+def test_deriving_another_schedule_starts_from_its_own_options():
+    p = parse_policy(base(decoding={"schedule": {"name": "constant", "options": {"block_size": 3}}}))
+    same = p.derive("q", {"decoding": {"schedule": {"options": {"block_size": 5}}}})
+    assert same.decoding.schedule.options == {"block_size": 5}
+    other = p.derive("r", {"decoding": {"schedule": {"name": "adaptive", "options": {"max_block_size": 6}}}})
+    assert other.decoding.schedule.model_dump() == {"name": "adaptive", "options": {"max_block_size": 6}}

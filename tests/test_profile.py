@@ -28,7 +28,7 @@ def test_monotone_is_the_running_maximum():
 def test_an_adaptive_engine_measures_once_then_reads_the_cache(family, monkeypatch, tmp_path):
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
     f = family("gpt2")
-    kw = dict(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_block_size=5)
+    kw = dict(target=f["target"], drafter=f["near"], schedule="adaptive", max_block_size=5)
     first = engine(**kw)
     table = first.schedule_settings.costs
     assert table is not None and table.max_k == 5 and len(table.verify_seconds) == 6
@@ -59,14 +59,14 @@ def test_an_adaptive_engine_measures_once_then_reads_the_cache(family, monkeypat
 def test_a_model_free_drafter_costs_nothing_to_draft(family, monkeypatch, tmp_path):
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
     f = family("gpt2")
-    e = engine(target=f["target"], plugin="ngram", block_schedule="adaptive", max_block_size=4)
+    e = engine(target=f["target"], plugin="ngram", schedule="adaptive", max_block_size=4)
     assert e.schedule_settings.costs.draft_seconds == 0.0
 
 
 def test_a_corrupt_cache_file_is_logged_and_measured_again(family, monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
     f = family("gpt2")
-    kw = dict(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_block_size=2)
+    kw = dict(target=f["target"], drafter=f["near"], schedule="adaptive", max_block_size=2)
     engine(**kw)
     (path,) = (tmp_path / "profiles").glob("*.json")
     path.write_text("{ not json")
@@ -79,7 +79,7 @@ def test_a_corrupt_cache_file_is_logged_and_measured_again(family, monkeypatch, 
 def test_remeasuring_keeps_the_calibration(family, monkeypatch, tmp_path):
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path))
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_block_size=3)
+    e = engine(target=f["target"], drafter=f["near"], schedule="adaptive", max_block_size=3)
     table, _, _ = profile.cost_table(e, 3)
     profile.with_temperatures(e, table, [2.0, 1.5, 1.0], {"runs": [1]})
     again, _, measured = profile.cost_table(e, 3, remeasure=True)
@@ -115,7 +115,7 @@ def test_cascade_profile_calibrates_from_logged_runs(family, monkeypatch, tmp_pa
     f = family("gpt2")
     policy = write_policy(
         tmp_path / "p.yaml",
-        **policy_dict(target=f["target"], drafter=f["near"], block_size=4, max_new_tokens=40, max_block_size=4),
+        **policy_dict(target=f["target"], drafter=f["near"], block_size=4, max_new_tokens=40),
     )
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(

@@ -6,7 +6,7 @@ import torch
 from cascade.decode.row import plan_rows, stream_seed
 from cascade.errors import PluginError
 from cascade.schedules.base import DraftPlan, ScheduleSettings
-from cascade.schedules.builtin import Constant
+from cascade.schedules.builtin import Constant, ConstantOptions
 
 
 def test_each_prompt_gets_its_own_stream_from_the_seed():
@@ -35,7 +35,7 @@ class _Shared:
 
 
 def test_plans_come_from_each_row_or_once_from_a_shared_schedule():
-    own = [_Row(Constant(ScheduleSettings(block_size=3)), r) for r in (10, 2)]
+    own = [_Row(Constant(ScheduleSettings(ConstantOptions(block_size=3))), r) for r in (10, 2)]
     assert [p.k for p in plan_rows(own)] == [3, 1]  # k accepted + 1 bonus within each row's budget
     shared = _Shared(2)
     assert [p.k for p in plan_rows([_Row(shared, 5), _Row(shared, 9)])] == [4, 8]

@@ -15,7 +15,14 @@ from cascade.errors import PluginError
 from cascade.policy import PolicyError, parse_policy
 from cascade.schedules import profile
 from cascade.schedules.base import DraftPlan, Schedule, ScheduleSettings
-from cascade.schedules.builtin import BUILTIN_SCHEDULES, Adaptive, Heuristic, SurvivalStop
+from cascade.schedules.builtin import (
+    BUILTIN_SCHEDULES,
+    Adaptive,
+    AdaptiveOptions,
+    GrowShrinkOptions,
+    Heuristic,
+    SurvivalStop,
+)
 from cascade.schedules.costs import CostTable, calibrate
 from cascade.testing import Driver, policy_dict
 from cascade.verify import sampling as S
@@ -63,12 +70,13 @@ def cut(confidences: list[float], stop) -> int:
 def test_the_builtins_follow_the_protocol():
     assert set(BUILTIN_SCHEDULES) == {"constant", "heuristic", "bass", "confidence", "adaptive"}
     for cls in BUILTIN_SCHEDULES.values():
-        settings = ScheduleSettings(costs=TABLE)
+        settings = ScheduleSettings(cls.Options(), costs=TABLE)
         assert isinstance(cls(settings), Schedule)
+        assert cls.max_draft(cls.Options()) in (4, 16)  # its declared options' defaults
 
 
 def test_heuristic_grows_and_shrinks_within_bounds():
-    h = Heuristic(ScheduleSettings(block_size=4, min_block_size=2, max_block_size=7))
+    h = Heuristic(ScheduleSettings(GrowShrinkOptions(block_size=4, min_block_size=2, max_block_size=7)))
     ks = []
     for drafted, accepted in [(4, 4), (6, 6), (7, 3), (6, 0), (5, 0), (2, 0)]:
         ks.append(h.plan(100).k)
@@ -105,8 +113,8 @@ def test_temperature_calibration():
 
 def test_adaptive_needs_a_cost_table():
     with pytest.raises(PluginError, match="cost table"):
-        Adaptive(ScheduleSettings())
-    plan = Adaptive(ScheduleSettings(max_block_size=5, costs=TABLE)).plan(3)
+        Adaptive(ScheduleSettings(AdaptiveOptions()))
+    plan = Adaptive(ScheduleSettings(AdaptiveOptions(max_block_size=5), costs=TABLE)).plan(3)
     assert plan.k == 3 and plan.stop is not None
 
 
@@ -121,9 +129,7 @@ def test_adaptive_is_lossless_greedy_for_both_drafters(family, arch, fixed_costs
     f = family(arch)
     ref = engine(target=f["target"], mode="target", max_new_tokens=32).generate(PROMPT).token_ids
     for kw in (dict(drafter=f["near"]), dict(plugin="ngram")):
-        g = engine(target=f["target"], block_schedule="adaptive", max_block_size=8, max_new_tokens=32, **kw).generate(
-            PROMPT
-        )
+        g = engine(target=f["target"], schedule="adaptive", max_block_size=8, max_new_tokens=32, **kw).generate(PROMPT)
         assert g.token_ids == ref
         assert len({s.drafted for s in g.steps[:-1]}) > 1  # the rule chose different block sizes
 
@@ -132,7 +138,7 @@ def test_adaptive_cascade_ends_hold(family, fixed_costs):
     """token_v3 with the adaptive schedule: α = 0 is target-only, α = 1 the drafter alone."""
     f = family("gpt2")
     kw = dict(target=f["target"], drafter=f["near"], max_new_tokens=24)
-    ada = dict(kw, block_schedule="adaptive", rule="token_v3")
+    ada = dict(kw, schedule="adaptive", rule="token_v3")
     assert engine(**ada, alpha=0.0).generate(PROMPT).token_ids == engine(**kw, mode="target").generate(PROMPT).token_ids
     assert (
         engine(**ada, alpha=1.0).generate(PROMPT).token_ids == engine(**kw, mode="drafter").generate(PROMPT).token_ids
@@ -152,7 +158,7 @@ def test_adaptive_sampling_matches_pi_over_two_tokens(family, fixed_costs, rule,
         alpha=alpha,
         temperature=1.0,
         top_k=3,
-        block_schedule="adaptive",
+        schedule="adaptive",
         max_new_tokens=3,
         ignore_eos=True,
     )
@@ -191,10 +197,10 @@ def test_adaptive_sampling_matches_pi_over_two_tokens(family, fixed_costs, rule,
 def test_adaptive_refused_where_nothing_is_verified(family):
     f = family("gpt2")
     for mode in ("sequential", "drafter"):
-        with pytest.raises(PolicyError, match="block_schedule.*speculative or lossy"):
-            engine(target=f["target"], drafter=f["near"], mode=mode, rule="chow", block_schedule="adaptive")
+        with pytest.raises(PolicyError, match="decoding.schedule.name.*speculative or lossy"):
+            engine(target=f["target"], drafter=f["near"], mode=mode, rule="chow", schedule="adaptive")
     with pytest.raises(PolicyError, match="unknown schedule 'fastest'.*adaptive, bass, confidence, constant"):
-        engine(target=f["target"], drafter=f["near"], block_schedule="fastest")
+        engine(target=f["target"], drafter=f["near"], schedule="fastest")
 
 
 def test_a_drafter_without_confidence_is_a_clear_error(family, fixed_costs):
@@ -214,7 +220,7 @@ def test_a_drafter_without_confidence_is_a_clear_error(family, fixed_costs):
 
     reg = _in_process_plugin("silent-drafter", register_drafters=lambda register: register("silent", Silent))
     f = family("gpt2")
-    policy = parse_policy(policy_dict(target=f["target"], plugin="silent", block_schedule="adaptive"))
+    policy = parse_policy(policy_dict(target=f["target"], plugin="silent", schedule="adaptive"))
     with pytest.raises(PluginError, match="needs the drafter's per-token confidence.*'silent' reports none"):
         Engine.from_policy(policy, registry=reg).generate(PROMPT)
 
@@ -243,19 +249,19 @@ def test_a_third_party_schedule_is_selected_by_name(family):
     reg = _in_process_plugin("fixed-schedule", register_schedules=lambda register: register("fixed", Fixed))
     f = family("gpt2")
     d = policy_dict(
-        target=f["target"], drafter=f["near"], block_schedule="fixed", schedule_options={"size": 3}, max_new_tokens=20
+        target=f["target"], drafter=f["near"], schedule="fixed", schedule_options={"size": 3}, max_new_tokens=20
     )
     g = Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
     assert {s.block_size for s in g.steps[:-1]} == {3}
-    d["decoding"]["schedule_options"] = {"sise": 3}
-    with pytest.raises(PolicyError, match="decoding.schedule_options.sise"):
+    d["decoding"]["schedule"]["options"] = {"sise": 3}
+    with pytest.raises(PolicyError, match="decoding.schedule.options.sise"):
         Engine.from_policy(parse_policy(d), registry=reg)
 
 
 def test_every_combination_of_schedule_and_drafter_runs(family, fixed_costs):
     f = family("gpt2")
     for schedule, kw in itertools.product(BUILTIN_SCHEDULES, (dict(drafter=f["near"]), dict(plugin="ngram"))):
-        g = engine(target=f["target"], block_schedule=schedule, max_new_tokens=16, **kw).generate(PROMPT)
+        g = engine(target=f["target"], schedule=schedule, max_new_tokens=16, **kw).generate(PROMPT)
         assert len(g.token_ids) == 16 or g.finish_reason != "length"
 
 
@@ -293,7 +299,7 @@ def test_an_acceptance_predictor_drives_the_adaptive_schedule(family, fixed_cost
     d = policy_dict(
         target=f["target"],
         drafter=f["near"],
-        block_schedule="adaptive",
+        schedule="adaptive",
         max_new_tokens=24,
         schedule_options={"predictor": "fake", "predictor_options": {"scale": 1.0}},
     )
@@ -307,7 +313,7 @@ def test_an_acceptance_predictor_drives_the_adaptive_schedule(family, fixed_cost
     at = [int(p[0]) for _, p, _ in seen]
     assert at[0] == 0 and all(b in (0, a + 1) for a, b in zip(at, at[1:])) and max(at) > 0
     # scale 0: no draft ever pays, every step is a target step
-    d["decoding"]["schedule_options"]["predictor_options"] = {"scale": 0.0}
+    d["decoding"]["schedule"]["options"]["predictor_options"] = {"scale": 0.0}
     g0 = Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
     assert g0.token_ids == ref and {s.drafted for s in g0.steps} == {0}
 
@@ -316,16 +322,14 @@ def test_predictor_refusals(family, fixed_costs):
     reg = _predictor_registry([])
     f = family("gpt2")
     d = policy_dict(
-        target=f["target"], drafter=f["near"], block_schedule="adaptive", schedule_options={"predictor": "oracle"}
+        target=f["target"], drafter=f["near"], schedule="adaptive", schedule_options={"predictor": "oracle"}
     )
     with pytest.raises(PolicyError, match="unknown acceptance predictor 'oracle'; installed: fake"):
         Engine.from_policy(parse_policy(d), registry=reg)
-    d["decoding"]["schedule_options"] = {"predictor": "fake", "predictor_options": {"scal": 2}}
+    d["decoding"]["schedule"]["options"] = {"predictor": "fake", "predictor_options": {"scal": 2}}
     with pytest.raises(PolicyError, match="predictor_options.scal"):
         Engine.from_policy(parse_policy(d), registry=reg)
-    d = policy_dict(
-        target=f["target"], plugin="ngram", block_schedule="adaptive", schedule_options={"predictor": "fake"}
-    )
+    d = policy_dict(target=f["target"], plugin="ngram", schedule="adaptive", schedule_options={"predictor": "fake"})
     with pytest.raises(PluginError, match="needs the drafter's q.*'ngram' is deterministic"):
         Engine.from_policy(parse_policy(d), registry=reg).generate(PROMPT)
 
@@ -356,7 +360,7 @@ def test_predictor_driven_sampling_matches_pi(family, fixed_costs):
         drafter=f["near"],
         temperature=1.0,
         top_k=3,
-        block_schedule="adaptive",
+        schedule="adaptive",
         max_new_tokens=3,
         ignore_eos=True,
         schedule_options={"predictor": "fake", "predictor_options": {"scale": 3.0}},
@@ -382,7 +386,7 @@ def test_adaptive_skips_the_drafter_when_drafting_has_not_paid_lately():
     from cascade.schedules.builtin import PROBE_EVERY
 
     costly = CostTable(0.3, (1.0, 1.5, 1.8))  # one draft pays only above (0.3 + 1.5) − 1 = 0.8 acceptance
-    a = Adaptive(ScheduleSettings(max_block_size=2, costs=costly))
+    a = Adaptive(ScheduleSettings(AdaptiveOptions(max_block_size=2), costs=costly))
     ks = []
     for _ in range(3 * PROBE_EVERY):
         plan = a.plan(10)
@@ -399,7 +403,7 @@ def test_adaptive_skips_the_drafter_when_drafting_has_not_paid_lately():
 def test_bass_grows_after_a_row_kept_everything_and_shrinks_faster_when_shrinking_again():
     from cascade.schedules.builtin import Bass
 
-    s = Bass(ScheduleSettings(block_size=7, min_block_size=1, max_block_size=32))
+    s = Bass(ScheduleSettings(GrowShrinkOptions(block_size=7, min_block_size=1, max_block_size=32)))
     assert s.plan(100).k == 7
     for drafted, accepted in ((7, 2), (7, 7), (7, 0)):  # one row of three kept all 7
         s.update(drafted, accepted)
@@ -462,14 +466,14 @@ def test_the_batch_rule_reads_only_the_confidences_so_far():
 def test_adaptive_shares_one_schedule_across_a_batch():
     """Rows draft or not together (one row drafting widens the whole batch's call) and share one estimate."""
     costly = CostTable(0.3, (1.0, 1.5, 1.8))
-    a = Adaptive(ScheduleSettings(max_block_size=2, costs=costly))
+    a = Adaptive(ScheduleSettings(AdaptiveOptions(max_block_size=2), costs=costly))
     assert Adaptive.shared
     plans = a.plan_batch([5, 1, 0])
     assert [p.k for p in plans] == [1, 1, 0]  # the first step probes: one draft each, within each row's budget
     for accepted in (0, 0, 0):
         a.update(1, accepted)
     assert [p.k for p in a.plan_batch([5, 5, 5])] == [0, 0, 0]  # none kept: the whole batch skips the drafter
-    cheap = Adaptive(ScheduleSettings(max_block_size=4, costs=TABLE))
+    cheap = Adaptive(ScheduleSettings(AdaptiveOptions(max_block_size=4), costs=TABLE))
     plans = cheap.plan_batch([9, 9])
     assert all(p.stop is cheap.stop for p in plans)  # one rule object: the rows are judged together
     (one,) = cheap.plan_batch([9])
@@ -482,7 +486,7 @@ def test_adaptive_batches_are_lossless_and_share_their_width(family, arch, fixed
     prompts = [PROMPT, "import os\n", "x", "for i in range(10):\n    print(i)\n"]
     ref = [engine(target=f["target"], mode="target", max_new_tokens=24).generate(p).token_ids for p in prompts]
     for kw in (dict(drafter=f["near"]), dict(plugin="ngram")):
-        e = engine(target=f["target"], block_schedule="adaptive", max_block_size=6, max_new_tokens=24, **kw)
+        e = engine(target=f["target"], schedule="adaptive", max_block_size=6, max_new_tokens=24, **kw)
         got = e.generate(prompts, batch_size=4)
         assert [g.token_ids for g in got] == ref, kw
         steps: dict[int, list] = {}
@@ -511,7 +515,7 @@ def test_adaptive_batched_sampling_matches_pi_over_two_tokens(family, fixed_cost
         drafter=f["near"],
         temperature=1.0,
         top_k=3,
-        block_schedule="adaptive",
+        schedule="adaptive",
         max_new_tokens=3,
         ignore_eos=True,
     )
@@ -544,7 +548,7 @@ def test_another_batch_size_reads_a_cost_table_timed_for_it(family, monkeypatch)
 
     monkeypatch.setattr(profile, "cost_table", table)
     f = family("gpt2")
-    e = engine(target=f["target"], drafter=f["near"], block_schedule="adaptive", max_new_tokens=6, ignore_eos=True)
+    e = engine(target=f["target"], drafter=f["near"], schedule="adaptive", max_new_tokens=6, ignore_eos=True)
     alone = [g.token_ids for g in e.generate([PROMPT, "import os\n"])]
     batched = e.generate([PROMPT, "import os\n"], batch_size=2)
     e.generate([PROMPT, "import os\n"], batch_size=2)

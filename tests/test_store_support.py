@@ -30,7 +30,7 @@ def make_policy(
         "target": {"model": "models/target", "dtype": "float32", "device": "cpu"},
         "mode": mode,
         "rule": {"name": rule, "alpha": alpha},
-        "decoding": {"temperature": 0.0, "block_size": 4},
+        "decoding": {"temperature": 0.0, "schedule": {"name": "constant", "options": {"block_size": 4}}},
     }
     if mode != "target":
         data["drafter"] = {"plugin": "hf-model", "options": {"model": "models/tiny"}}

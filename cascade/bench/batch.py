@@ -206,10 +206,7 @@ def _predict(r, b: int, counts: dict[str, float], prompt: str) -> float:
     if r.policy.mode == "target":
         return 1.0
     e = r.engine
-    gamma = max(
-        r.policy.decoding.block_size,
-        r.policy.decoding.max_block_size if r.policy.decoding.block_schedule != "constant" else 0,
-    )
+    gamma = e.max_draft
     costs = costmodel.step_costs(
         e.target_model,
         drafter_model(e.drafter),

@@ -93,9 +93,7 @@ class HFPeerRow:
         self.assistant = assistant
         # one model object as both target and assistant: forward passes cannot be told apart
         self.shared = assistant is not None and assistant is like.target_model
-        self.block_size = (
-            HF_DEFAULT_TOKENS if transformers_defaults else (block_size or like.policy.decoding.block_size)
-        )
+        self.block_size = HF_DEFAULT_TOKENS if transformers_defaults else (block_size or like.engine.max_draft)
         self.lookup_ngram = lookup_ngram
         d = like.policy.decoding
         tok = like.engine.tokenizer
@@ -113,7 +111,7 @@ class HFPeerRow:
                 cfg.assistant_confidence_threshold = HF_DEFAULT_CONFIDENCE
             else:
                 cfg.num_assistant_tokens_schedule = (
-                    "heuristic_transient" if d.block_schedule == "heuristic" else "constant"
+                    "heuristic_transient" if d.schedule.name == "heuristic" else "constant"
                 )
                 cfg.assistant_confidence_threshold = 0.0
             self.assistant_config = cfg

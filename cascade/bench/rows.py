@@ -49,15 +49,9 @@ class PolicyRow:
         """Rows sharing (target, drafter, γ) share one measurement of the cost model's c and v(1..γ+1).
 
         γ is 0 for a row that does not verify blocks (sequential, drafter-only): its target calls need v(1) only;
-        the largest block a varying schedule may draft (max_block_size) for heuristic, confidence, adaptive.
+        else the most the schedule drafts per step (`Schedule.max_draft`).
         """
-        d = self.policy.decoding
-        # a schedule that varies the block may reach max_block_size
-        gamma = (
-            (d.block_size if d.block_schedule == "constant" else max(d.block_size, d.max_block_size))
-            if self.policy.verifies
-            else 0
-        )
+        gamma = self.engine.max_draft if self.policy.verifies else 0
         return (id(self.target_model), id(self.drafter_model), gamma)
 
     def encode(self, prompt: str) -> list[int]:
@@ -79,7 +73,7 @@ class PolicyRow:
             "rule": p.rule.name,
             "alpha": p.rule.alpha,
             "lenience": p.decoding.lenience,
-            "block_size": p.decoding.block_size,
+            "block_size": self.engine.max_draft,
             "temperature": p.decoding.temperature,
             "target": p.target.model,
             "drafter": _drafter_label(p),

@@ -26,6 +26,17 @@ class Parts:
     predictor: Any
 
 
+def build_rule(policy: Policy, registry: Any = None) -> Rule:
+    """The policy's deferral rule, built by its plugin with its validated options (no model is loaded): what
+    the dashboard's what-if re-applies to a run's logged features."""
+    from cascade.plugins import registry as default_registry
+
+    registry = registry or default_registry()
+    rule_cls = registry.rule(policy.rule.name)
+    with plugin_errors(f"rule {policy.rule.name!r} failed to build"):
+        return rule_cls(policy.rule.alpha, rule_options(policy, rule_cls))
+
+
 def build_parts(policy: Policy | str | Path, registry: Any = None, loader: Any = models) -> Parts:
     """Validate the policy against the installed plugins, load the models, build the drafter and the rule.
 
@@ -44,9 +55,7 @@ def build_parts(policy: Policy | str | Path, registry: Any = None, loader: Any =
     path = models.resolve_model_path(spec.model, policy.base_dir)
     tokenizer = loader.load_tokenizer(path, spec.trust_remote_code, spec.revision)
     target = loader.load_model(path, dtype, device, spec.trust_remote_code, spec.revision)
-    rule_cls = registry.rule(policy.rule.name)
-    with plugin_errors(f"rule {policy.rule.name!r} failed to build"):
-        rule = rule_cls(policy.rule.alpha, rule_options(policy, rule_cls))
+    rule = build_rule(policy, registry)
     drafter = factory = None
     if policy.mode != "target":
         assert policy.drafter is not None  # the schema requires one outside target mode
@@ -72,11 +81,11 @@ def build_parts(policy: Policy | str | Path, registry: Any = None, loader: Any =
 
         drafter = factory()
     predictor = None
-    pname = policy.decoding.schedule_options.get("predictor")
+    pname = policy.decoding.schedule.options.get("predictor")
     if pname:
         pred_cls = registry.predictor(pname)
         with plugin_errors(f"acceptance predictor {pname!r} failed to build"):
             predictor = pred_cls(predictor_options(policy, pred_cls))
     return Parts(
-        policy, target, tokenizer, drafter, factory, rule, registry.schedule(policy.decoding.block_schedule), predictor
+        policy, target, tokenizer, drafter, factory, rule, registry.schedule(policy.decoding.schedule.name), predictor
     )

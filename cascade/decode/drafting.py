@@ -296,7 +296,7 @@ class Drafting:
     ) -> list[Draft]:
         if any(p.stop is not None for p in plans):
             raise CascadeError(
-                f"drafter {self.name!r} proposed a tree, and block_schedule {self.schedule!r} "
+                f"drafter {self.name!r} proposed a tree, and schedule {self.schedule!r} "
                 "cuts chains by confidence: use constant"
             )
         with plugin_errors(f"drafter {self.name!r} raised in propose_trees()"):

@@ -111,34 +111,27 @@ class Engine(Steps):
         }[self.mode]
         self.predictor = predictor  # an acceptance predictor for the adaptive schedule (else the drafter's confidence)
         self.schedule_cls, self.schedule_settings = self._schedule(schedule, costs)
+        # the most tokens the schedule drafts per step (it declares it): sizes each row's cache and the cost table
+        self.max_draft = self.schedule_cls.max_draft(self.schedule_settings.options)
         self._by_batch: dict[int, Engine] = {}  # this engine at other batch sizes (with_batch_size)
         # the one owner of every draft's length and draws (cascade.decode.drafting)
         self.drafting = (
             None
             if self.drafters is None or drafter is None
             else Drafting.of(
-                self.drafters, drafter, self.params, self.lookahead, predictor, self.drafter_name, d.block_schedule
+                self.drafters, drafter, self.params, self.lookahead, predictor, self.drafter_name, d.schedule.name
             )
         )
 
     def _schedule(self, cls: type[Schedule] | None, costs: CostTable | None) -> tuple[type[Schedule], ScheduleSettings]:
         """The block schedule's class and what each generation's instance is built from (`costs`: the measured
         cost table a schedule that `needs_costs` reads; the engine measures nothing itself)."""
-        d = self.policy.decoding
+        name = self.policy.decoding.schedule.name
         if cls is None:
-            if d.block_schedule not in BUILTIN_SCHEDULES:
-                raise CascadeError(f"unknown schedule {d.block_schedule!r}: build the engine with Engine.from_policy")
-            cls = BUILTIN_SCHEDULES[d.block_schedule]
-        settings = ScheduleSettings(
-            d.block_size,
-            d.min_block_size,
-            d.max_block_size,
-            d.confidence,
-            self.lookahead,
-            schedule_options(self.policy, cls),
-            costs,
-            self.predictor,
-        )
+            if name not in BUILTIN_SCHEDULES:
+                raise CascadeError(f"unknown schedule {name!r}: build the engine with Engine.from_policy")
+            cls = BUILTIN_SCHEDULES[name]
+        settings = ScheduleSettings(schedule_options(self.policy, cls), self.lookahead, costs, self.predictor)
         return cls, settings
 
     @classmethod
@@ -176,7 +169,7 @@ class Engine(Steps):
             drafter_factory=drafter_factory,
         )
         if engine.schedule_cls.needs_costs:
-            costs, _, _ = profile.cost_table(engine, policy.decoding.max_block_size)
+            costs, _, _ = profile.cost_table(engine, engine.max_draft)
             engine.use_costs(costs)
         return engine
 
@@ -280,8 +273,7 @@ class Engine(Steps):
 
     def _row(self, index: int, prompt: torch.Tensor, asked: int, seed: int, record: bool) -> Row:
         budget = asked if self.target.max_positions is None else min(asked, self.target.max_positions - prompt.shape[0])
-        d = self.policy.decoding
-        capacity = prompt.shape[0] + budget + max(d.block_size, d.max_block_size) + 2
+        capacity = prompt.shape[0] + budget + self.max_draft + 2
         generator = torch.Generator(device=self.device)
         generator.manual_seed(stream_seed(seed, prompt))
         return Row(index, prompt, asked, budget, capacity, generator, self.new_schedule(), record)

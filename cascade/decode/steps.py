@@ -56,6 +56,7 @@ class Steps:
     wants_hidden: bool
     predictor: Any
     device: torch.device
+    max_draft: int
 
     def _target_step(self, rows: list[Row]) -> Results:
         t0 = time.perf_counter()
@@ -230,9 +231,7 @@ class Steps:
                 for b, (n, nxt, toks, path) in enumerate(accepted)
             ]
         )
-        self.target.maybe_compact(
-            incoming=max(self.policy.decoding.block_size, self.policy.decoding.max_block_size) + 1
-        )
+        self.target.maybe_compact(incoming=self.max_draft + 1)
         t2 = time.perf_counter()
         share = 1 / len(rows)  # each row's share of the batch's drafting and verifying time
         out: Results = []

@@ -44,7 +44,7 @@ class DraftPlan:
 class AcceptancePredictor(Protocol):
     """What `register_predictors` registers: P(draft j accepted | drafts before it accepted) per position."""
 
-    Options: ClassVar[type[BaseModel]]  # validated from `schedule_options.predictor_options`
+    Options: ClassVar[type[BaseModel]]  # validated from `decoding.schedule.options.predictor_options`
 
     def __init__(self, options: Any) -> None: ...
 
@@ -53,18 +53,18 @@ class AcceptancePredictor(Protocol):
         ...
 
 
+MAX_DRAFT = 64  # the most tokens any schedule may draft per step (what a schedule that declares no cap gets)
+
+
 @dataclass(frozen=True)
 class ScheduleSettings:
-    """What a schedule is built from: the policy's decoding fields and, when it asks, the costs."""
+    """What a schedule is built from: its validated options (`decoding.schedule.options`) and what the engine
+    knows: whether it drafts a lookahead, the cost table when the schedule reads one, an acceptance predictor."""
 
-    block_size: int = 4
-    min_block_size: int = 1
-    max_block_size: int = 16
-    confidence: float = 0.4
-    lookahead: bool = False  # the engine also drafts q_{k+1} (a cascade's bonus): one more drafter step
     options: BaseModel = field(default_factory=NoOptions)  # the schedule's validated Options
+    lookahead: bool = False  # the engine also drafts q_{k+1} (a cascade's bonus): one more drafter step
     costs: CostTable | None = None  # measured at engine start for schedules with needs_costs
-    predictor: AcceptancePredictor | None = None  # built from schedule_options.predictor (adaptive)
+    predictor: AcceptancePredictor | None = None  # built from options.predictor (adaptive)
 
 
 @runtime_checkable
@@ -75,6 +75,12 @@ class Schedule(Protocol):
     Options: ClassVar[type[BaseModel]]
 
     def __init__(self, settings: ScheduleSettings) -> None: ...
+
+    @classmethod
+    def max_draft(cls, options: Any) -> int:
+        """The most tokens it will ever plan per step with these options (the engine sizes each row's cache
+        and the cost table by it)."""
+        ...
 
     def plan(self, limit: int) -> DraftPlan:
         """The next draft: at most `limit` tokens (what the token budget leaves)."""
@@ -100,6 +106,10 @@ class ScheduleBase:
     def __init__(self, settings: ScheduleSettings):
         self.settings = settings
 
+    @classmethod
+    def max_draft(cls, options: Any) -> int:
+        return MAX_DRAFT
+
     def plan(self, limit: int) -> DraftPlan:
         raise NotImplementedError
 
@@ -122,7 +132,8 @@ def check_predictor_class(name: str, cls: type[Any]) -> None:
 
 def check_schedule_class(name: str, cls: type[Any]) -> None:
     """Refuse a schedule class that does not follow the contract, naming what is missing."""
-    missing = [a for a in ("needs_costs", "shared", "Options", "plan", "plan_batch", "update") if not hasattr(cls, a)]
+    needed = ("needs_costs", "shared", "Options", "max_draft", "plan", "plan_batch", "update")
+    missing = [a for a in needed if not hasattr(cls, a)]
     if missing:
         raise PluginError(
             f"schedule {name!r} ({cls.__name__}) lacks {', '.join(missing)}: subclass "

@@ -2,9 +2,8 @@
 
 A schedule is a small class registered by name through the plugin hook `register_schedules`
 (cascade's own are registered by its built-in plugin, exactly as a third party's would be);
-a policy picks one with `decoding.block_schedule` and configures it with the decoding
-fields (`block_size`, `min_block_size`, `max_block_size`, `confidence`) and, for a
-third party's, `decoding.schedule_options` (validated against its `Options`).
+a policy picks one and configures it through one door, `decoding.schedule: {name, options}`, the
+options validated against the schedule's own `Options` (a built-in's exactly as a third party's).
 
 Each generation gets its own instance (a schedule with `shared = True` gets one per batch,
 its `update` called for every row of a step before the next `plan_batch`, which the engine
@@ -16,17 +15,24 @@ rule object (a batch's shared budget) are judged together. Deciding to draft x_j
 c_1..c_j alone is a stopping time of the draft: the verification stays exactly lossless (or
 exactly π) as with a constant block.
 
-    constant    always `block_size`
-    heuristic   +2 after a fully accepted block, −1 otherwise, within [min, max] (transformers')
-    bass        BASS's heuristic for batches: one γ for all rows, grown when some row kept
-                every draft, shrunk otherwise (one instance per batch: `shared = True`)
-    confidence  up to `block_size`; stop when the drafter's top probability < `confidence`
+    name        options (defaults)                             what it drafts
+    constant    block_size (4)                                 always `block_size`
+    heuristic   block_size (4), min_block_size (1),            +2 after a fully accepted block, −1
+                max_block_size (16)                            otherwise, within [min, max] (transformers')
+    bass        as heuristic                                   BASS's heuristic for batches: one γ for all
+                                                               rows, grown when some row kept every draft,
+                                                               shrunk otherwise (one instance per batch)
+    confidence  block_size (4), confidence (0.4)               up to `block_size`; stop when the drafter's
+                                                               top probability < `confidence`
+    adaptive    max_block_size (16), predictor (none),         see below
+                predictor_options ({})
+
     adaptive    SPEC.md "Adaptive verification length": up to `max_block_size`, stop where
                 no longer block promises a higher E(k) / C(k) (expected tokens per second) computed from
                 the drafter's calibrated confidences and the measured cost table
                 (`cascade.schedules.profile`); or from an acceptance predictor a plugin registers
                 (`register_predictors`, e.g. the learned acceptance head) when
-                `schedule_options: {predictor: NAME, predictor_options: {...}}` names one.
+                `options: {predictor: NAME, predictor_options: {...}}` names one.
                 One instance per batch: with B > 1 rows the batch shares one verification
                 budget (`SurvivalStop.stops`: the width that maximises the rows' total expected
                 tokens per second of the batch's step)
@@ -41,12 +47,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascade.errors import PluginError
 from cascade.schedules.base import (
+    MAX_DRAFT,
     DraftPlan,
     ScheduleBase,
     ScheduleSettings,
@@ -64,34 +71,75 @@ class ConfidenceFloor:
         return [bool(c) and c[-1] < self.threshold for c in rows]
 
 
-class AdaptiveOptions(BaseModel):
+class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class ConstantOptions(_Options):
+    block_size: int = Field(4, ge=1, le=MAX_DRAFT)  # tokens drafted per step
+
+
+class GrowShrinkOptions(_Options):
+    """`heuristic` and `bass`: a block that starts at `block_size` and moves within [min, max]."""
+
+    block_size: int = Field(4, ge=1, le=MAX_DRAFT)  # the first step's block
+    min_block_size: int = Field(1, ge=1, le=MAX_DRAFT)
+    max_block_size: int = Field(16, ge=1, le=MAX_DRAFT)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.min_block_size > self.max_block_size:
+            raise ValueError("min_block_size must be <= max_block_size")
+        return self
+
+
+class ConfidenceOptions(_Options):
+    block_size: int = Field(4, ge=1, le=MAX_DRAFT)  # at most this many drafts per step
+    confidence: float = Field(0.4, ge=0.0, le=1.0)  # stop drafting below this top probability
+
+
+class AdaptiveOptions(_Options):
+    max_block_size: int = Field(16, ge=1, le=MAX_DRAFT)  # at most this many drafts per step
     predictor: str | None = None  # a registered acceptance predictor; None: the drafter's own confidence
     predictor_options: dict[str, Any] = Field(default_factory=dict)  # validated against its Options
 
 
 class Constant(ScheduleBase):
     name = "constant"
+    Options = ConstantOptions
+
+    @classmethod
+    def max_draft(cls, options: ConstantOptions) -> int:
+        return options.block_size
+
+    def __init__(self, settings: ScheduleSettings):
+        super().__init__(settings)
+        self.options = cast(ConstantOptions, settings.options)
 
     def plan(self, limit: int) -> DraftPlan:
-        return DraftPlan(min(self.settings.block_size, limit))
+        return DraftPlan(min(self.options.block_size, limit))
 
 
 class Heuristic(ScheduleBase):
     """transformers' `heuristic`: +2 after a fully accepted block, −1 otherwise."""
 
     name = "heuristic"
+    Options = GrowShrinkOptions
+
+    @classmethod
+    def max_draft(cls, options: GrowShrinkOptions) -> int:
+        return max(options.block_size, options.max_block_size)
 
     def __init__(self, settings: ScheduleSettings):
         super().__init__(settings)
-        self.current = settings.block_size
+        self.options = cast(GrowShrinkOptions, settings.options)
+        self.current = self.options.block_size
 
     def plan(self, limit: int) -> DraftPlan:
         return DraftPlan(min(self.current, limit))
 
     def update(self, drafted: int, accepted: int) -> None:
-        s = self.settings
+        s = self.options
         if drafted > 0 and accepted == drafted:
             self.current = min(s.max_block_size, self.current + 2)
         else:
@@ -109,11 +157,17 @@ class Bass(ScheduleBase):
 
     name = "bass"
     shared: ClassVar[bool] = True
+    Options = GrowShrinkOptions
     INCREMENT, MODULUS = 2, 10  # l_incre, l_mod of the paper's defaults
+
+    @classmethod
+    def max_draft(cls, options: GrowShrinkOptions) -> int:
+        return max(options.block_size, options.max_block_size)
 
     def __init__(self, settings: ScheduleSettings):
         super().__init__(settings)
-        self.current = settings.block_size
+        self.options = cast(GrowShrinkOptions, settings.options)
+        self.current = self.options.block_size
         self.shrunk = 0  # s: 1 after a step that shrank γ
         self.pending: list[tuple[int, int]] = []  # (drafted, accepted) of the rows of the step just verified
 
@@ -127,7 +181,7 @@ class Bass(ScheduleBase):
         self.pending.append((drafted, accepted))
 
     def _adapt(self, x_max: int, drafted: int) -> None:
-        s = self.settings
+        s = self.options
         if x_max >= min(self.current, drafted) and drafted > 0:
             self.current, self.shrunk = min(s.max_block_size, self.current + self.INCREMENT), 0
         else:
@@ -139,9 +193,19 @@ class Confidence(ScheduleBase):
     """Up to `block_size`; the drafter stops when its top probability falls below `confidence`."""
 
     name = "confidence"
+    Options = ConfidenceOptions
+
+    @classmethod
+    def max_draft(cls, options: ConfidenceOptions) -> int:
+        return options.block_size
+
+    def __init__(self, settings: ScheduleSettings):
+        super().__init__(settings)
+        self.options = cast(ConfidenceOptions, settings.options)
 
     def plan(self, limit: int) -> DraftPlan:
-        return DraftPlan(min(self.settings.block_size, limit), stop=ConfidenceFloor(self.settings.confidence))
+        o = self.options
+        return DraftPlan(min(o.block_size, limit), stop=ConfidenceFloor(o.confidence))
 
 
 @dataclass(frozen=True)
@@ -242,8 +306,13 @@ class Adaptive(ScheduleBase):
     shared: ClassVar[bool] = True
     Options = AdaptiveOptions
 
+    @classmethod
+    def max_draft(cls, options: AdaptiveOptions) -> int:
+        return options.max_block_size
+
     def __init__(self, settings: ScheduleSettings):
         super().__init__(settings)
+        self.options = cast(AdaptiveOptions, settings.options)
         costs = settings.costs
         if costs is None:
             raise PluginError("the adaptive schedule needs a cost table (cascade.schedules.profile); none was measured")
@@ -267,7 +336,7 @@ class Adaptive(ScheduleBase):
             self.tried = FORGET * self.tried + len(self.pending)
             self.kept = FORGET * self.kept + sum(self.pending)
             self.pending = []
-        cap = min(self.settings.max_block_size, self.stop.max_drafts)
+        cap = min(self.options.max_block_size, self.stop.max_drafts)
         probe = self.steps % PROBE_EVERY == 0
         self.steps += 1
         a = self.first_acceptance()
@@ -285,4 +354,6 @@ class Adaptive(ScheduleBase):
             self.pending.append(accepted > 0)
 
 
-BUILTIN_SCHEDULES: dict[str, type] = {cls.name: cls for cls in (Constant, Heuristic, Bass, Confidence, Adaptive)}
+BUILTIN_SCHEDULES: dict[str, type[ScheduleBase]] = {
+    cls.name: cls for cls in (Constant, Heuristic, Bass, Confidence, Adaptive)
+}

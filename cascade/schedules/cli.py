@@ -21,7 +21,7 @@ from cascade.tables import format_table
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profile", help="measure (and calibrate) the cost table of the adaptive schedule")
     p.add_argument("policy", type=Path, help="YAML policy file (its target, drafter, device and dtype)")
-    p.add_argument("--max-k", type=int, help="largest block to time (default: decoding.max_block_size)")
+    p.add_argument("--max-k", type=int, help="largest block to time (default: the most the schedule drafts)")
     p.add_argument("--remeasure", action="store_true", help="time the models again even if a table is cached")
     p.add_argument(
         "--calibrate",
@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from cascade.decode.engine import Engine
-    from cascade.policy import load_policy
+    from cascade.plugins import registry
+    from cascade.policy import ScheduleSpec, load_policy, schedule_options
     from cascade.schedules import profile
     from cascade.schedules.costs import fit_temperatures
 
@@ -56,11 +57,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     if policy.drafter is None or policy.mode not in ("speculative", "lossy"):
         raise CascadeError(f"{policy.name}: a cost table is for speculative or lossy policies with a drafter")
-    max_k = args.max_k or policy.decoding.max_block_size
+    # the models as the policy places them; the schedule is not needed to time them
+    engine = Engine.from_policy(policy.derive(policy.name, {"decoding": {"schedule": ScheduleSpec()}}))
+    schedule = registry().schedule(policy.decoding.schedule.name)
+    max_k = args.max_k or schedule.max_draft(schedule_options(policy, schedule))
     if max_k < 1:
         raise CascadeError("--max-k must be at least 1")
-    # the models as the policy places them; the schedule is not needed to time them
-    engine = Engine.from_policy(policy.derive(policy.name, {"decoding": {"block_schedule": "constant"}}))
     print(f"{policy.name}: cost table for blocks of up to {max_k} drafts", file=sys.stderr)
     table, path, measured = profile.cost_table(engine, max_k, remeasure=args.remeasure)
     report = None

@@ -148,10 +148,11 @@ def loop_seconds_per_token(engine: Any, rows: int = 1) -> float:
     """Seconds per step of target-only decoding of `rows` rows at once through the engine's own loop, on the
     engine's loaded target (no second copy), prefill and first token excluded: the median of three decodes.
     Less one bare (batched) target forward, it is what every step pays besides its forwards."""
+    from cascade.policy import ScheduleSpec
     from cascade.rules import NoDeferral
 
     policy = engine.policy.derive(
-        engine.policy.name, {"mode": "target", "decoding": {"block_schedule": "constant", "ignore_eos": True}}
+        engine.policy.name, {"mode": "target", "decoding": {"schedule": ScheduleSpec(), "ignore_eos": True}}
     )
     plain = type(engine)(policy, engine.target_model, engine.tokenizer, None, NoDeferral())  # an Engine
     ids = plain.encode(PROFILE_PROMPT).tolist()

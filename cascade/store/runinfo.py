@@ -79,6 +79,9 @@ def engine_info(engine: Any) -> dict[str, Any]:
     dtype = getattr(model, "dtype", None)
     if dtype is not None:
         info["dtype"] = str(dtype).removeprefix("torch.")
+    max_draft = getattr(engine, "max_draft", None)
+    if max_draft is not None:
+        info["max_draft"] = int(max_draft)
     drafter = getattr(engine, "drafter", None)
     if drafter is not None:
         info["drafter_name"] = getattr(drafter, "name", type(drafter).__name__)

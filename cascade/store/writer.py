@@ -154,7 +154,7 @@ class Store:
             "rule": policy.rule.name,
             "alpha": float(policy.rule.alpha),
             "temperature": float(policy.decoding.temperature),
-            "block_size": int(policy.decoding.block_size),
+            "block_size": int(info.pop("max_draft", 0)),  # the most the schedule drafts per step
             "target": policy.target.model,
             "drafter": policy.drafter.plugin if policy.drafter is not None else None,
             "drafter_options": dict(policy.drafter.options) if policy.drafter is not None else {},

@@ -49,7 +49,11 @@ def tau(models_dir: Path, drafter: str, prompts: list[str], block_size: int = 4,
             "drafter": {"plugin": "hf-model", "options": {"model": str(models_dir / drafter)}},
             "mode": "speculative",
             "rule": {"name": "none"},
-            "decoding": {"temperature": 0.0, "block_size": block_size, "max_new_tokens": max_new_tokens},
+            "decoding": {
+                "temperature": 0.0,
+                "max_new_tokens": max_new_tokens,
+                "schedule": {"name": "constant", "options": {"block_size": block_size}},
+            },
         }
     )
     engine = Engine.from_policy(policy)

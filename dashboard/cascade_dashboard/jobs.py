@@ -30,8 +30,11 @@ def derived_policy(policy_yaml: str, rule: str, alpha: float, name: str | None =
     data = yaml.safe_load(policy_yaml)
     base = parse_policy(data, "<logged policy>")
     name = name or f"{base.name}-{rule}-a{alpha:g}"
-    # the rule is replaced whole (its options belong to the old rule); the run must be logged to be seen
-    return base.derive(name, {"rule": {"name": rule, "alpha": float(alpha), "options": {}}, "store": {"enabled": True}})
+    # another rule is replaced whole (its options belong to the old rule); the run must be logged to be seen
+    options = dict(base.rule.options) if rule == base.rule.name else {}
+    return base.derive(
+        name, {"rule": {"name": rule, "alpha": float(alpha), "options": options}, "store": {"enabled": True}}
+    )
 
 
 def policy_yaml(policy: Policy) -> str:

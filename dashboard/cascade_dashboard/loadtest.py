@@ -39,7 +39,7 @@ def _policy(i: int, rng: random.Random, target_only: bool):
         "name": f"load-{i}",
         "target": {"model": "models/target"},
         "mode": "target" if target_only else "speculative",
-        "decoding": {"temperature": 0.0, "block_size": 4, "max_new_tokens": 128},
+        "decoding": {"temperature": 0.0, "max_new_tokens": 128},
     }
     if target_only:
         d["rule"] = {"name": "none", "alpha": 0.0}

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cascade import BUILTIN_RULES, CONTEXT, DEFAULT_INF_CLIP, FEATURES
+import yaml
+
+from cascade import BUILTIN_RULES, CONTEXT, DEFAULT_INF_CLIP, FEATURES, CascadeError, build_rule, parse_policy
 
 ALPHA_RANGES: dict[str, tuple[float, float]] = {  # (speculative end, drafter-only end): the rules' own
     name: tuple(cls.alpha_range) for name, cls in BUILTIN_RULES.items()
@@ -52,6 +55,29 @@ def critical(rule: str | Any, f: Mapping[str, Any]) -> np.ndarray | None:
     return None if out is None else np.asarray(out, dtype=float)
 
 
+def logged_rule(policy_yaml: str, policy_dir: str | None = None) -> tuple[Any | None, str | None]:
+    """The run's own rule when it is not a built-in (a plugin's, such as `learned`), built by its plugin from
+    the logged policy: (rule, None); (None, None) for a built-in; (None, why) when it cannot be built here
+    (the plugin is not installed, its artefact is gone)."""
+    try:
+        data = yaml.safe_load(policy_yaml)
+        policy = parse_policy(data, "<logged policy>", Path(policy_dir) if policy_dir else None)
+        if policy.rule.name in BUILTIN_RULES:
+            return None, None
+        return build_rule(policy), None
+    except (CascadeError, yaml.YAMLError) as exc:
+        return None, f"the run's rule cannot be rebuilt here: {exc}"
+
+
+def choices(f: Mapping[str, Any], own: Any | None = None) -> dict[str, Any]:
+    """Rule name -> what to re-apply: every built-in the logged features can feed, and the run's own rule
+    (`logged_rule`) when it is a plugin's and its inputs were logged."""
+    out: dict[str, Any] = {name: name for name in RULES if computable(name, f)}
+    if own is not None and own.name not in out and computable(own, f):
+        out[own.name] = own
+    return out
+
+
 def computable(rule: str | Any, f: Mapping[str, Any]) -> bool:
     """Whether the logged features hold what the rule reads (a deterministic drafter logs no q)."""
     if isinstance(rule, str) and rule not in BUILTIN_RULES:
@@ -61,7 +87,7 @@ def computable(rule: str | Any, f: Mapping[str, Any]) -> bool:
 
 
 def arrays(f: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    out = {n: np.asarray(f[n], dtype=float) for n in ("q_x", "q_max", "p_x", "p_max", "d_tv")}
+    out = {n: np.asarray(f[n], dtype=float) for n in (*FEATURES, *CONTEXT, "position") if n in f}
     out["deferred"] = np.asarray([bool(x) for x in f["deferred"]])
     out["accepted"] = np.asarray([bool(x) for x in f["accepted"]])
     keys = np.asarray(f["sequence_id"], dtype=np.int64) * 100_000 + np.asarray(f["step"], dtype=np.int64)
@@ -103,7 +129,7 @@ def expected_accepted(acc: np.ndarray, step_key: np.ndarray) -> np.ndarray:
 
 
 def estimate(
-    rule: str,
+    rule: str | Any,
     alpha: float,
     a: Mapping[str, np.ndarray],
     temperature: float,
@@ -139,7 +165,7 @@ def estimate(
 
 
 def curve(
-    rule: str,
+    rule: str | Any,
     a: Mapping[str, np.ndarray],
     temperature: float,
     n: int = 41,
@@ -152,7 +178,7 @@ def curve(
     return [estimate(rule, x, a, temperature, steps, target_calls) for x in grid]
 
 
-def alpha_for_share(rule: str, share: float, a: Mapping[str, np.ndarray], iters: int = 60) -> dict[str, float]:
+def alpha_for_share(rule: str | Any, share: float, a: Mapping[str, np.ndarray], iters: int = 60) -> dict[str, float]:
     """The α whose estimated share of deferred (target-decided) drafted tokens is closest to `share`.
 
     Every closed-form rule defers less as α grows (toward its drafter-only end), so the share is

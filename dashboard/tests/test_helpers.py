@@ -134,11 +134,15 @@ def test_derived_policy_replaces_the_rule_and_keeps_the_rest():
             "mode": "speculative",
             "drafter": {"plugin": "hf-model", "options": {"model": "s"}},
             "rule": {"name": "opt", "alpha": 1.0},
-            "decoding": {"block_size": 3},
+            "decoding": {"schedule": {"name": "constant", "options": {"block_size": 3}}},
             "store": {"enabled": False},
         }
     )
     pol = jobs.derived_policy(logged, "chow", 0.25)
     assert (pol.name, pol.rule.name, pol.rule.alpha) == ("p-chow-a0.25", "chow", 0.25)
-    assert pol.decoding.block_size == 3 and pol.store.enabled and pol.drafter.options == {"model": "s"}
+    assert (
+        pol.decoding.schedule.options == {"block_size": 3}
+        and pol.store.enabled
+        and pol.drafter.options == {"model": "s"}
+    )
     assert yaml.safe_load(jobs.policy_yaml(pol))["rule"] == {"name": "chow", "alpha": 0.25, "options": {}}

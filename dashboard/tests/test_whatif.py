@@ -83,3 +83,39 @@ def test_alpha_for_share_hits_the_share(rule):
         if lo < got["alpha"] < hi:
             assert abs(got["share"] - share) <= 0.01, (rule, share, got)
         assert math.isclose(got["share"], whatif.defer(rule, got["alpha"], a).mean())
+
+
+def test_the_runs_own_plugin_rule_is_re_applied_from_the_store_as_it_decided(tmp_path):
+    """A learned rule's logged run: the what-if rebuilds the rule from the logged policy and, at the logged α,
+    re-decides every drafted position from the store's features exactly as the engine did."""
+    pytest.importorskip("cascade_learned")
+    from pathlib import Path
+
+    from cascade import Engine, parse_policy
+    from cascade.store import Store, engine_info
+    from cascade.store.queries import dashboard as Q
+    from cascade.testing import build_family, make_tokenizer, policy_dict
+
+    head = Path(__file__).resolve().parents[2] / "docs" / "learned" / "models" / "deferral-logistic-qp"
+    make_tokenizer(tmp_path / "tok")
+    fam = build_family(tmp_path, "gpt2", tmp_path / "tok")
+    d = policy_dict(fam["target"], fam["near"], rule="learned", alpha=0.5, block_size=3)
+    d["rule"]["options"] = {"path": str(head)}
+    engine = Engine.from_policy(parse_policy(d))
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        with store.start_run(engine.policy, engine_info(engine)) as run:
+            for prompt in ("def add(a, b):\n", "for i in range(10):\n", "class Point:\n"):
+                seq = run.start_sequence(prompt)
+                run.end_sequence(seq, engine.generate(prompt, on_step=run.step_logger(seq)))
+        f = Q.draft_features(store, run.run_id)
+        logged = Q.run_detail(store, run.run_id)["run"]["policy_yaml"]
+        own, why = whatif.logged_rule(logged)
+    assert why is None and own.name == "learned"
+    assert "learned" in whatif.choices(f, own) and "token_v3" in whatif.choices(f, own)
+    a = whatif.arrays(f)
+    r = whatif.defer(own, 0.5, a)
+    assert r.size > 20 and 0 < r.mean() < 1  # the rule defers some positions and keeps others
+    assert np.array_equal(r, a["deferred"].astype(float))  # as the engine decided, position by position
+    assert whatif.estimate(own, 0.5, a, 0.0)["deferral_rate"] == pytest.approx(r.mean())
+    gone, why = whatif.logged_rule(logged.replace(str(head), str(tmp_path / "no-head")))
+    assert gone is None and "cannot be rebuilt here" in why

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table, case, func, inspect, select
 
+from cascade.features import CONTEXT, FEATURES
 from cascade.store.models import Decision, Run, Sequence, Step
 from cascade.store.queries import _json, _row, derived, list_sequences, per_position, quality_summary, show_run
 from cascade.store.writer import Store
@@ -194,12 +195,14 @@ def sequence_decisions(store: Store, sequence_id: int) -> dict[str, Any]:
 
 
 def draft_features(store: Store, run_id: int, *, limit: int = MAX_FEATURE_ROWS) -> dict[str, Any]:
-    """A run's drafted positions in logged order, as columns (lists): sequence_id, step, position, q_x, q_max,
-    p_x, p_max, d_tv, deferred, accepted; plus `target_calls` per step (`steps`: count, `target_calls`: sum)
-    and `truncated` (more rows than `limit`)."""
-    names = ("sequence_id", "step", "position", "q_x", "q_max", "p_x", "p_max", "d_tv", "deferred", "accepted")
+    """A run's drafted positions in logged order, as columns (lists): sequence_id, step, position, every
+    feature a rule reads (`cascade.features.FEATURES`, and the block's CONTEXT), deferred, accepted; plus
+    `target_calls` per step (`steps`: count, `target_calls`: sum) and `truncated` (more rows than `limit`)."""
+    names = ("sequence_id", "step", "position", *FEATURES, *CONTEXT, "deferred", "accepted")
+    columns = [getattr(Step if n in CONTEXT else Decision, n) for n in names]
     q = (
-        select(*(getattr(Decision, n) for n in names))
+        select(*columns)
+        .join(Step, (Step.sequence_id == Decision.sequence_id) & (Step.index == Decision.step))
         .join(Sequence, Sequence.id == Decision.sequence_id)
         .where(Sequence.run_id == run_id, Decision.kind == "draft")
         .order_by(Decision.sequence_id, Decision.step, Decision.position)

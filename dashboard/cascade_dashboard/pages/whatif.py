@@ -23,14 +23,20 @@ state.put(**{state.RUN: run_id})
 row = spec.set_index("id").loc[run_id]
 f = data.features(url, run_id)
 a = whatif.arrays(f)
-rules = [r for r in whatif.RULES if whatif.computable(r, f)]
+detail = data.safe(data.run_detail, url, run_id)
+own, why = whatif.logged_rule(detail["run"]["policy_yaml"], (detail["run"].get("info") or {}).get("policy_dir"))
+if why:
+    st.info(why)
+rules = whatif.choices(f, own)
 if not rules:
     st.info("This run's logged features hold neither q nor p: no rule can be re-applied.")
     st.stop()
 c1, c2 = st.columns([1, 2])
-rule = c1.selectbox("Rule", rules, index=rules.index(row["rule"]) if row["rule"] in rules else 0, key="whatif_rule")
+names = list(rules)
+name = c1.selectbox("Rule", names, index=names.index(row["rule"]) if row["rule"] in names else 0, key="whatif_rule")
+rule = rules[name]
 lo, hi = whatif.slider_range(rule)
-logged_alpha = float(row["alpha"]) if rule == row["rule"] else None
+logged_alpha = float(row["alpha"]) if name == row["rule"] else None
 start = min(max(logged_alpha if logged_alpha is not None else lo, lo), hi)
 alpha = c2.slider("α", lo, hi, start, step=(hi - lo) / 200, key="alpha", bind="query-params")
 temperature = float(row["temperature"])
@@ -65,12 +71,11 @@ for i, (key, label) in enumerate(
         border=True,
     )
 grid = pd.DataFrame(whatif.curve(rule, a, temperature, 41, f["steps"], f["target_calls"], extra=[alpha]))
-downloads.chart(charts.whatif(grid, alpha, logged_alpha), f"whatif-run-{run_id}-{rule}")
-downloads.table(grid, f"whatif-run-{run_id}-{rule}")
+downloads.chart(charts.whatif(grid, alpha, logged_alpha), f"whatif-run-{run_id}-{name}")
+downloads.table(grid, f"whatif-run-{run_id}-{name}")
 
 st.subheader("Measure it: a real run of the derived policy")
-detail = data.safe(data.run_detail, url, run_id)
-policy = jobs.derived_policy(detail["run"]["policy_yaml"], rule, alpha)
+policy = jobs.derived_policy(detail["run"]["policy_yaml"], name, alpha)
 prompts = data.prompts(url, run_id)
 c1, c2 = st.columns([3, 1])
 base_dir = c1.text_input(

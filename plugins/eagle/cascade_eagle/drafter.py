@@ -75,7 +75,7 @@ class EagleOptions(BaseModel):
     @model_validator(mode="after")
     def _budget_sizes_trees(self) -> EagleOptions:
         if self.budget is not None and self.tree == "chain":
-            raise ValueError("budget sizes trees; a chain's length is the schedule's (decoding.block_size)")
+            raise ValueError("budget sizes trees; a chain's length is the schedule's (decoding.schedule)")
         return self
 
     @field_validator("head")

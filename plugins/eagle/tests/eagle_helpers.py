@@ -9,14 +9,16 @@ PROMPTS = [PROMPT, "for i in range(10):\n", "x"]
 
 
 def eagle(f, tree="dynamic", **decoding):
-    """An engine over family `f`'s target with its head (top_k 3, depth 4, block size 8 unless told)."""
+    """An engine over family `f`'s target with its head (top_k 3, depth 4, a constant block of 8 unless told)."""
     from cascade.decode.engine import Engine
     from cascade.policy import parse_policy
     from cascade.testing import policy_dict
 
     opts = {"head": str(f["head"]), "tree": tree, "top_k": 3, "depth": 4}
     opts.update(decoding.pop("options", {}))
-    d = policy_dict(target=f["target"], plugin="eagle", drafter_options=opts, **{"block_size": 8, **decoding})
+    if decoding.get("schedule", "constant") == "constant":
+        decoding = {"block_size": 8, **decoding}
+    d = policy_dict(target=f["target"], plugin="eagle", drafter_options=opts, **decoding)
     return Engine.from_policy(parse_policy(d))
 
 

@@ -195,7 +195,8 @@ def test_a_chain_follows_the_schedules_that_read_confidence(family, schedule):
     decoding stays exact."""
     f = family("llama")
     reference = [g.token_ids for g in target_only(f).generate(PROMPTS)]
-    e = eagle(f, "chain", block_schedule=schedule, block_size=4, min_block_size=1, max_block_size=6, confidence=0.5)
+    options = {"confidence": {"block_size": 4, "confidence": 0.5}, "adaptive": {"max_block_size": 6}}[schedule]
+    e = eagle(f, "chain", schedule=schedule, **options)
     outs = e.generate(PROMPTS)
     assert [g.token_ids for g in outs] == reference
     assert {s.drafted for g in outs for s in g.steps} - {0} != {4}  # not always the full block
@@ -203,5 +204,5 @@ def test_a_chain_follows_the_schedules_that_read_confidence(family, schedule):
 
 def test_trees_are_refused_by_schedules_that_cut_chains(family):
     f = family("gpt2")
-    with pytest.raises(CascadeError, match="proposed a tree, and block_schedule 'adaptive' cuts chains"):
-        eagle(f, "dynamic", block_schedule="adaptive").generate(PROMPT)
+    with pytest.raises(CascadeError, match="proposed a tree, and schedule 'adaptive' cuts chains"):
+        eagle(f, "dynamic", schedule="adaptive").generate(PROMPT)

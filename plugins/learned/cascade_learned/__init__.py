@@ -5,8 +5,8 @@
 - the command `cascade rules train` (`register_commands`): fit a head on logged decisions
   (`cascade_learned.train`), write it with its card (`cascade_learned.artefact`);
 - the acceptance predictor `learned` (`register_predictors`) for the adaptive block schedule:
-  `decoding: {block_schedule: adaptive, schedule_options: {predictor: learned,
-  predictor_options: {path: DIR}}}` with an acceptance head (`--head acceptance --features q`).
+  `decoding: {schedule: {name: adaptive, options: {predictor: learned,
+  predictor_options: {path: DIR}}}}` with an acceptance head (`--head acceptance --features q`).
 
 Why a plugin and not an extra of cascade-llm: the rule and the command come through the
 same hooks a third party uses, so the engine never imports scikit-learn, skops or

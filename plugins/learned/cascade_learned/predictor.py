@@ -1,8 +1,9 @@
 """The learned acceptance head as the adaptive schedule's predictor (`register_predictors`).
 
     decoding:
-      block_schedule: adaptive
-      schedule_options: {predictor: learned, predictor_options: {path: docs/learned/models/acceptance-logistic-q}}
+      schedule:
+        name: adaptive
+        options: {predictor: learned, predictor_options: {path: docs/learned/models/acceptance-logistic-q}}
 
 The engine hands it the drafter-side features of each q at q's top token (known before the
 token is drawn) and the block context; it returns the head's P(accepted | prefix accepted).

@@ -142,9 +142,11 @@ def test_the_acceptance_head_drives_the_adaptive_schedule(tmp_path, monkeypatch)
         "a",
         {
             "decoding": {
-                "block_schedule": "adaptive",
                 "max_new_tokens": 12,
-                "schedule_options": {"predictor": "learned", "predictor_options": {"path": str(head)}},
+                "schedule": {
+                    "name": "adaptive",
+                    "options": {"predictor": "learned", "predictor_options": {"path": str(head)}},
+                },
             }
         },
     )
