@@ -1,0 +1,202 @@
+"""Exactness with proven power: each law check passes on the real code and rejects the planted bugs.
+
+The checks (tests/laws.py) drive verify_block / verify_tree on a toy language whose p and q differ by at
+least 0.2 in total variation at every prefix, and test the joint law of two emitted tokens; one check runs
+the engine itself, for what the drafting loop owns (a draft's length must be a stopping time). Every
+mutant of tests/mutation.py must be rejected at p < 1e-6 by the check named for it, while every check
+passes on the real code at p > 1e-3. docs/testing.md lists them.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from laws import WIDE_LEAVES, chain_check, joint_tv, lossy_check, tree_check
+from mutation import BY_NAME, MUTANTS, applied
+
+from cascade.verify import sampling as S
+
+T1 = S.SamplingParams(1.0)
+WARPED = S.SamplingParams(0.7, 0, 0.9)  # temperature 0.7 and top-p 0.9
+
+PASS, REJECT = 1e-3, 1e-6
+
+CHECKS = {  # name -> the check (a p-value)
+    "chain-none": lambda: chain_check("none", 0.0, T1),
+    "chain-token_v3": lambda: chain_check("token_v3", 0.5, T1),
+    "chain-token_v3-k1": lambda: chain_check("token_v3", 0.5, T1, k=1),
+    "chain-chow-warped": lambda: chain_check("chow", 0.5, WARPED),
+    "chain-token_v1": lambda: chain_check("token_v1", 0.0, T1),
+    "chain-token_v2": lambda: chain_check("token_v2", 0.2, T1),
+    "chain-diff": lambda: chain_check("diff", 0.0, T1),
+    "chain-opt-warped": lambda: chain_check("opt", 0.3, WARPED),
+    "lossy": lambda: lossy_check(0.5, T1),
+    "tree-none": lambda: tree_check("none", 0.0, T1),
+    "tree-token_v3": lambda: tree_check("token_v3", 0.5, T1),
+    "tree-token_v3-warped": lambda: tree_check("token_v3", 0.5, WARPED),
+    "tree-none-deterministic": lambda: tree_check("none", 0.0, T1, deterministic=True),
+    "tree-none-after-leaves": lambda: tree_check("none", 0.0, T1, WIDE_LEAVES),
+    "engine-confidence-schedule": lambda: engine_check(),
+    "engine-batch-rows-differ": lambda: batch_check(),
+    "engine-batch-shared-schedule": lambda: shared_check(),
+}
+
+CATCHES = {  # mutant -> the check that must reject it
+    "chain-residual-is-pi": "chain-none",
+    "chain-accept-against-p": "chain-token_v3",
+    "chain-bonus-from-p": "chain-token_v3-k1",
+    "chain-q-unscaled": "chain-chow-warped",
+    "lossy-lenience-ignored": "lossy",
+    "mixture-eta-one": "chain-token_v1",
+    "first-rejection-one-late": "chain-none",
+    "residual-reversed": "chain-none",
+    "tree-sibling-residual-from-pi": "tree-none",
+    "tree-deep-node-vs-root": "tree-none",
+    "tree-rejected-child-kept": "tree-none-deterministic",
+    "tree-rejected-all-draws-p": "tree-token_v3",
+    "tree-leaf-bonus-from-root": "tree-none-after-leaves",
+    "token-v3-reads-q-max": "chain-token_v3",
+    "stop-rule-peeks-at-the-draw": "engine-confidence-schedule",
+    "batch-logits-right-aligned": "engine-batch-rows-differ",
+}
+
+
+def _engine(decoding: dict, **schedule):
+    from cascade.decode.engine import Engine
+    from cascade.policy import parse_policy
+    from cascade.testing import build_family, policy_dict
+
+    root = _family_root()
+    f = build_family(root, "gpt2", root / "tok")
+    d = policy_dict(f["target"], f["near"], **schedule)
+    d["decoding"].update(temperature=1.0, top_k=2, ignore_eos=True, **decoding)
+    return Engine.from_policy(parse_policy(d)), f
+
+
+def _max_q(f, ids: torch.Tensor, rank: int = 1) -> list[float]:
+    """The drafter's `rank` largest probabilities after `ids`."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.no_grad():
+        q = AutoModelForCausalLM.from_pretrained(f["near"])(input_ids=ids[None]).logits[0, -1].softmax(-1)
+    return q.topk(rank).values.tolist()
+
+
+def _target_law(e, ids: torch.Tensor) -> dict[tuple[int, ...], float]:
+    """The target's joint law of the next two tokens after `ids` under the engine's sampling."""
+    law: dict[tuple[int, ...], float] = {}
+    with torch.no_grad():
+        p1 = S.warp(e.target_model(input_ids=ids[None]).logits[0, -1], e.params)
+        for a in torch.nonzero(p1).flatten().tolist():
+            ext = torch.cat([ids, torch.tensor([a])])
+            p2 = S.warp(e.target_model(input_ids=ext[None]).logits[0, -1], e.params)
+            for b in torch.nonzero(p2).flatten().tolist():
+                law[(a, b)] = float(p1[a] * p2[b])
+    return law
+
+
+def _rows_p_value(e, prompts: list[str], n: int) -> float:
+    """Decode the prompts together (one batch, a seed per draw): the smallest p-value of the rows' first two
+    tokens against the target's law for each row's prompt."""
+    from laws import p_value
+
+    ids = [e.encode(p) for p in prompts]
+    counts: list[dict[tuple[int, ...], int]] = [{} for _ in prompts]
+    for seed in range(n):
+        gens = e.generate([i.tolist() for i in ids], seed=seed, record_decisions=False, batch_size=len(ids))
+        for c, g in zip(counts, gens):
+            y = tuple(g.token_ids[:2])
+            c[y] = c.get(y, 0) + 1
+    return min(p_value(c, _target_law(e, i)) for c, i in zip(counts, ids))
+
+
+PROMPT = "def add(a, b):\n"
+ROWS = [PROMPT, "class Point:\n    def __init__(self, x, y):\n", "for i in range(10):\n"]
+
+
+def engine_check(n: int = 2000) -> float:
+    """The engine with a confidence schedule (a draft stops where the drafter's top probability falls below a
+    floor), lossless, sampled at T = 1 with top-k 2: the first two tokens must follow the target's own law.
+    The floor sits between the drafter's two most likely first tokens: max q passes it (the real rule drafts
+    on), the probability of the second does not."""
+    e, f = _engine({"max_new_tokens": 2}, schedule="confidence", block_size=4)
+    first, second = _max_q(f, e.encode(PROMPT), 2)
+    e, _ = _engine({"max_new_tokens": 2}, schedule="confidence", block_size=4, confidence=(first + second) / 2)
+    return _rows_p_value(e, [PROMPT], n)
+
+
+def batch_check(n: int = 1500) -> float:
+    """Two rows that draft different lengths in one batch (a confidence floor between their drafters' top
+    probabilities: one row drafts, the other does not), lossless at T = 1, top-k 2: each row's two tokens
+    must follow the target's law for its own prompt."""
+    e, f = _engine({"max_new_tokens": 3}, schedule="confidence", block_size=4)
+    tops = sorted((_max_q(f, e.encode(p))[0], p) for p in ROWS)
+    (low, a), (high, b) = tops[0], tops[-1]
+    e, _ = _engine({"max_new_tokens": 3}, schedule="confidence", block_size=4, confidence=(low + high) / 2)
+    return _rows_p_value(e, [a, b], n)
+
+
+def shared_check(n: int = 1000) -> float:
+    """Three rows of different lengths under BASS's shared draft length: each row's law is the target's."""
+    e, _ = _engine({"max_new_tokens": 3}, schedule="bass", block_size=2, max_block_size=4)
+    return _rows_p_value(e, ROWS, n)
+
+
+_ROOT: list = []
+
+
+def _family_root():
+    import tempfile
+    from pathlib import Path
+
+    from cascade.testing import make_tokenizer
+
+    if not _ROOT:
+        root = Path(tempfile.mkdtemp(prefix="cascade-laws-"))
+        make_tokenizer(root / "tok")
+        _ROOT.append(root)
+    return _ROOT[0]
+
+
+SHARP = [  # (rule, α, sampling) of every cascade check above
+    ("token_v3", 0.5, T1),
+    ("token_v3", 0.5, WARPED),
+    ("chow", 0.5, WARPED),
+    ("token_v1", 0.0, T1),
+    ("token_v2", 0.2, T1),
+    ("diff", 0.0, T1),
+    ("opt", 0.3, WARPED),
+]
+
+
+def test_the_toy_laws_are_sharp():
+    """The joint law of two tokens each cascade check tests is at least 0.1 (total variation) from the
+    target's and from the drafter's: a check cannot pass by emitting either model's tokens."""
+    for rule, alpha, params in SHARP:
+        assert joint_tv(params, rule, alpha) >= 0.1, (rule, alpha, params)
+
+
+def test_every_mutant_has_a_check_and_every_check_is_used():
+    assert set(CATCHES) == set(BY_NAME) and len(MUTANTS) >= 12
+    assert set(CATCHES.values()) <= set(CHECKS)
+
+
+@pytest.mark.parametrize(
+    "name", [n if not n.startswith("engine") else pytest.param(n, marks=pytest.mark.slow) for n in CHECKS]
+)
+def test_the_real_code_passes(name):
+    p = CHECKS[name]()
+    assert p > PASS, (name, p)
+
+
+@pytest.mark.parametrize(
+    "mutant",
+    [
+        m.name if not CATCHES[m.name].startswith("engine") else pytest.param(m.name, marks=pytest.mark.slow)
+        for m in MUTANTS
+    ],
+)
+def test_each_planted_bug_is_rejected(mutant):
+    with applied(BY_NAME[mutant]):
+        p = CHECKS[CATCHES[mutant]]()
+    assert p < REJECT, (mutant, CATCHES[mutant], p)
