@@ -12,7 +12,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import test_laws as laws  # noqa: E402
-from mutation import BY_NAME, applied  # noqa: E402
+
+from cascade.testing.mutation import BY_NAME, applied  # noqa: E402
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from functools import cache
 
 import numpy as np
 import torch
-from scipy.stats import chisquare
 
 from cascade.rules import BUILTIN_RULES
+from cascade.testing.laws import law_p_value
 from cascade.verify import sampling as S
 from cascade.verify.chain import verify_block
 from cascade.verify.tree import verify_tree
@@ -79,18 +79,7 @@ def lossy_first(lenience: float, params: S.SamplingParams) -> np.ndarray:
     return keep + (1 - keep.sum()) * diff / diff.sum()
 
 
-def p_value(counts: dict[tuple[int, ...], int], law: dict[tuple[int, ...], float]) -> float:
-    """Chi-square of counted outcomes against a law; an outcome outside the law's support gives 0."""
-    n = sum(counts.values())
-    if any(law.get(k, 0.0) <= 0 for k in counts):
-        return 0.0
-    keys = sorted(law, key=lambda k: -law[k])
-    big = [k for k in keys if law[k] * n >= 5]  # cells with enough expectation; the rest pooled
-    rest = [k for k in keys if k not in big]
-    obs = [counts.get(k, 0) for k in big] + ([sum(counts.get(k, 0) for k in rest)] if rest else [])
-    exp = [law[k] * n for k in big] + ([sum(law[k] for k in rest) * n] if rest else [])
-    total = sum(exp)
-    return float(chisquare(obs, [e * n / total for e in exp]).pvalue)
+p_value = law_p_value  # the chi-square of counts against a law (cascade.testing.laws)
 
 
 def joint_law(first: Callable[[tuple[int, ...]], np.ndarray]) -> dict[tuple[int, ...], float]:

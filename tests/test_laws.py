@@ -3,7 +3,7 @@
 The checks (tests/laws.py) drive verify_block / verify_tree on a toy language whose p and q differ by at
 least 0.2 in total variation at every prefix, and test the joint law of two emitted tokens; one check runs
 the engine itself, for what the drafting loop owns (a draft's length must be a stopping time). Every
-mutant of tests/mutation.py must be rejected at p < 1e-6 by the check named for it, while every check
+mutant of cascade.testing.mutation must be rejected at p < 1e-6 by the check named for it, while every check
 passes on the real code at p > 1e-3. docs/testing.md lists them.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 import torch
 from laws import WIDE_LEAVES, chain_check, joint_tv, lossy_check, tree_check
-from mutation import BY_NAME, MUTANTS, applied
 
+from cascade.testing.mutation import BY_NAME, MUTANTS, applied
 from cascade.verify import sampling as S
 
 T1 = S.SamplingParams(1.0)
@@ -39,6 +39,7 @@ CHECKS = {  # name -> the check (a p-value)
     "engine-confidence-schedule": lambda: engine_check(),
     "engine-batch-rows-differ": lambda: batch_check(),
     "engine-batch-shared-schedule": lambda: shared_check(),
+    "engine-sequential-cascade": lambda: sequential_check(),
 }
 
 CATCHES = {  # mutant -> the check that must reject it
@@ -51,6 +52,7 @@ CATCHES = {  # mutant -> the check that must reject it
     "first-rejection-one-late": "chain-none",
     "residual-reversed": "chain-none",
     "tree-sibling-residual-from-pi": "tree-none",
+    "tree-rejected-sibling-stays": "tree-none",
     "tree-deep-node-vs-root": "tree-none",
     "tree-rejected-child-kept": "tree-none-deterministic",
     "tree-rejected-all-draws-p": "tree-token_v3",
@@ -58,17 +60,18 @@ CATCHES = {  # mutant -> the check that must reject it
     "token-v3-reads-q-max": "chain-token_v3",
     "stop-rule-peeks-at-the-draw": "engine-confidence-schedule",
     "batch-logits-right-aligned": "engine-batch-rows-differ",
+    "sequential-deferral-keeps-the-draft": "engine-sequential-cascade",
 }
 
 
-def _engine(decoding: dict, **schedule):
+def _engine(decoding: dict, **policy):
     from cascade.decode.engine import Engine
     from cascade.policy import parse_policy
     from cascade.testing import build_family, policy_dict
 
     root = _family_root()
     f = build_family(root, "gpt2", root / "tok")
-    d = policy_dict(f["target"], f["near"], **schedule)
+    d = policy_dict(f["target"], f["near"], **policy)
     d["decoding"].update(temperature=1.0, top_k=2, ignore_eos=True, **decoding)
     return Engine.from_policy(parse_policy(d)), f
 
@@ -82,32 +85,10 @@ def _max_q(f, ids: torch.Tensor, rank: int = 1) -> list[float]:
     return q.topk(rank).values.tolist()
 
 
-def _target_law(e, ids: torch.Tensor) -> dict[tuple[int, ...], float]:
-    """The target's joint law of the next two tokens after `ids` under the engine's sampling."""
-    law: dict[tuple[int, ...], float] = {}
-    with torch.no_grad():
-        p1 = S.warp(e.target_model(input_ids=ids[None]).logits[0, -1], e.params)
-        for a in torch.nonzero(p1).flatten().tolist():
-            ext = torch.cat([ids, torch.tensor([a])])
-            p2 = S.warp(e.target_model(input_ids=ext[None]).logits[0, -1], e.params)
-            for b in torch.nonzero(p2).flatten().tolist():
-                law[(a, b)] = float(p1[a] * p2[b])
-    return law
-
-
 def _rows_p_value(e, prompts: list[str], n: int) -> float:
-    """Decode the prompts together (one batch, a seed per draw): the smallest p-value of the rows' first two
-    tokens against the target's law for each row's prompt."""
-    from laws import p_value
+    from cascade.testing.laws import engine_law_p_value
 
-    ids = [e.encode(p) for p in prompts]
-    counts: list[dict[tuple[int, ...], int]] = [{} for _ in prompts]
-    for seed in range(n):
-        gens = e.generate([i.tolist() for i in ids], seed=seed, record_decisions=False, batch_size=len(ids))
-        for c, g in zip(counts, gens):
-            y = tuple(g.token_ids[:2])
-            c[y] = c.get(y, 0) + 1
-    return min(p_value(c, _target_law(e, i)) for c, i in zip(counts, ids))
+    return engine_law_p_value(e, prompts, n)
 
 
 PROMPT = "def add(a, b):\n"
@@ -140,6 +121,46 @@ def shared_check(n: int = 1000) -> float:
     """Three rows of different lengths under BASS's shared draft length: each row's law is the target's."""
     e, _ = _engine({"max_new_tokens": 3}, schedule="bass", block_size=2, max_block_size=4)
     return _rows_p_value(e, ROWS, n)
+
+
+def sequential_check(n: int = 1500) -> float:
+    """The sequential cascade with chow at T = 1, top-k 2: where the drafter's max q reaches 1 − α its token
+    stands (drawn from q), elsewhere the target's (drawn from p). α sits at the median max q over the
+    prefixes the first two tokens read, so both happen; the two tokens' joint law is that mixture."""
+    from transformers import AutoModelForCausalLM
+
+    from cascade.testing.laws import law_p_value
+
+    e, f = _engine({"max_new_tokens": 2}, mode="sequential", rule="chow")
+    drafter = AutoModelForCausalLM.from_pretrained(f["near"])
+    ids = e.encode(PROMPT)
+
+    def next_logits(model, prefix: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=prefix[None]).logits[0, -1]
+
+    first_q = S.warp(next_logits(drafter, ids), e.params)
+    prefixes = [ids] + [torch.cat([ids, torch.tensor([a])]) for a in range(first_q.shape[0])]
+    tops = [float(next_logits(drafter, x).softmax(-1).max()) for x in prefixes]
+    alpha = 1 - sorted(tops)[len(tops) // 2]
+    e, _ = _engine({"max_new_tokens": 2}, mode="sequential", rule="chow", alpha=alpha)
+
+    def law_at(prefix: torch.Tensor) -> torch.Tensor:
+        q = next_logits(drafter, prefix)
+        kept = float(q.softmax(-1).max()) >= 1 - alpha
+        return S.warp(q if kept else next_logits(e.target_model, prefix), e.params)
+
+    one = law_at(ids)
+    law = {}
+    for a in torch.nonzero(one).flatten().tolist():
+        two = law_at(torch.cat([ids, torch.tensor([a])]))
+        for b in torch.nonzero(two).flatten().tolist():
+            law[(a, b)] = float(one[a] * two[b])
+    counts: dict[tuple[int, ...], int] = {}
+    for seed in range(n):
+        y = tuple(e.generate(ids.tolist(), seed=seed, record_decisions=False).token_ids[:2])
+        counts[y] = counts.get(y, 0) + 1
+    return law_p_value(counts, law)
 
 
 _ROOT: list = []

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 import yaml
 
 from cascade import BUILTIN_RULES, CONTEXT, DEFAULT_INF_CLIP, FEATURES, CascadeError, build_rule, parse_policy

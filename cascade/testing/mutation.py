@@ -1,11 +1,15 @@
-"""A small mutation harness: deliberately wrong variants of cascade's sampling code, applied one at a time.
+"""A small mutation harness: deliberately wrong variants of cascade's code, applied one at a time.
 
 A `Mutant` names one line of a module and what to put there instead. `applied(mutant)` recompiles that
 module's source with the change and swaps every function or method whose code changed for its mutated
 twin (in the module, in its classes, and wherever another module imported it by name), then restores the
-originals. The law tests (tests/test_laws.py) run their checks under each mutant and must reject it: that
-is how they show they can fail. A mutant whose line no longer exists fails loudly, so the list follows
-the code it mutates.
+originals. A law test shows it can fail by rejecting mutants: cascade's own (tests/test_laws.py,
+docs/testing.md) run every check under the `MUTANTS` below, and a plugin's end-to-end law test can run
+under the ones its decoding goes through (the EAGLE and sparse-KV plugins do), or under its own. A mutant
+whose line no longer exists fails loudly, so the list follows the code it mutates.
+
+    with applied(BY_NAME["tree-deep-node-vs-root"]):
+        p = my_law_check()          # must now reject
 """
 
 from __future__ import annotations
@@ -174,6 +178,13 @@ MUTANTS = [
         "a sibling judged against the residual of π, not of what its rejected elder siblings left",
     ),
     Mutant(
+        "tree-rejected-sibling-stays",
+        T,
+        "w = S.residual(w[None], q[c : c + 1])[0]",
+        "w = w",
+        "a sampled tree's rejected sibling leaves the target as it was (no residual taken)",
+    ),
+    Mutant(
         "tree-deep-node-vs-root",
         T,
         "w = S.mixture(r[first : first + 1], q[first : first + 1], p_warped[node : node + 1])[0]  # π at the node",
@@ -231,6 +242,16 @@ MUTANTS.append(
         "self._verify(r, x, d, p_logits[b, : x.shape[0] + 1], c, t)",
         "self._verify(r, x, d, p_logits[b, p_logits.shape[1] - x.shape[0] - 1 :], c, t)",
         "a row whose block is shorter than the batch's widest reads the logits of the block's last positions",
+    )
+)
+
+MUTANTS.append(
+    Mutant(
+        "sequential-deferral-keeps-the-draft",
+        B,
+        "token = int(sampling.pick(p_logits, self.params, seq.generator).item())",
+        "token = x",
+        "the sequential cascade calls the target where it defers but keeps the drafter's token",
     )
 )
 
