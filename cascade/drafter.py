@@ -9,6 +9,7 @@ gpt-fast drives its draft model (`decode_n_tokens`):
                                             # (the engine draws the token) or a token
     observe(feedbacks)                      # the verdict per row: roll back, adapt
     keep(rows)                              # only these rows go on (the others finished)
+    join(prompts)                           # more rows start after the live ones (a running batch)
 
 A round's `contexts[i]` is row `rows[i]`'s sequence so far followed by the `drafted` tokens
 this draft has drawn in it (the same count for every asked row: rows draft in lockstep,
@@ -24,6 +25,8 @@ A drafter declares what else it does by class attributes, defaults on `DrafterBa
   and the prompt's, from the engine's prefill, through `target_features(states)`;
 - `adopts_target_cache = True` (batched drafters over the target's weights): right after
   `start`, `adopt_target_cache(lm)` hands over the target's prefilled cache;
+- `joins_rows = True` (batched drafters): `join(prompts)` starts rows after the live ones while
+  they decode (a server's continuous batching); a drafter used one instance per row always can;
 - `proposes_trees` (an instance attribute: it may depend on the options): the drafter
   proposes a whole tree in one call, `propose_trees(TreeRound)` (EAGLE-2); its size is
   the engine's `budgets`, its shape (and, when it draws its nodes, its draws) the drafter's.
@@ -137,6 +140,7 @@ class Drafter(Protocol):
     batched: ClassVar[bool]
     reads_target_features: ClassVar[bool]
     adopts_target_cache: ClassVar[bool]
+    joins_rows: ClassVar[bool]
     proposes_trees: bool
     model: Any  # the HF model it runs, None for model-free drafters (benchmarks run peers on it)
     max_positions: int | None  # the drafter's own context length, when shorter than the target's (else None)
@@ -158,8 +162,13 @@ class Drafter(Protocol):
         """Only these live rows (indices into the live order) go on."""
         ...
 
+    def join(self, prompts: Sequence[torch.Tensor]) -> None:
+        """`joins_rows`: rows start after the live ones (row B + i is prompts[i]), the others going on."""
+        ...
+
     def target_features(self, states: Sequence[torch.Tensor]) -> None:
-        """`reads_target_features`: right after `start`, each row's prompt features but the last token's."""
+        """`reads_target_features`: right after `start` (or `join`), the started rows' prompt features but the
+        last token's."""
         ...
 
     def adopt_target_cache(self, lm: Any) -> None:
@@ -180,6 +189,7 @@ class DrafterBase:
     batched: ClassVar[bool] = False
     reads_target_features: ClassVar[bool] = False
     adopts_target_cache: ClassVar[bool] = False
+    joins_rows: ClassVar[bool] = False
     proposes_trees: bool = False
     model: Any = None
     max_positions: int | None = None
@@ -196,6 +206,9 @@ class DrafterBase:
 
     def keep(self, rows: Sequence[int]) -> None:
         pass
+
+    def join(self, prompts: Sequence[torch.Tensor]) -> None:
+        raise NotImplementedError(f"drafter {self.name!r} takes no rows joining a running batch (joins_rows)")
 
     def target_features(self, states: Sequence[torch.Tensor]) -> None:
         pass
@@ -225,6 +238,7 @@ DECLARED = (
     "batched",
     "reads_target_features",
     "adopts_target_cache",
+    "joins_rows",
     "proposes_trees",
     "model",
     "max_positions",

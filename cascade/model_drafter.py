@@ -23,6 +23,7 @@ from cascade.runtime.ragged import RaggedLM
 class ModelDrafter(DrafterBase):
     deterministic = False
     batched = True
+    joins_rows = True
     prefill_on_start = True  # False: the first step feeds the whole prompt (or a subclass fills the cache)
 
     def use(self, model: Any, ctx: DrafterContext, kind: str, label: str) -> None:
@@ -57,6 +58,12 @@ class ModelDrafter(DrafterBase):
     def keep(self, rows: Sequence[int]) -> None:
         self.runtime.select(rows)
         self.base = [self.base[b] for b in rows]
+
+    def join(self, prompts: Sequence[torch.Tensor]) -> None:
+        """Rows join the running batch empty: their first `step` feeds their whole prompt (the others' unseen
+        tokens ride the same forward)."""
+        self.runtime.add_rows(len(prompts))
+        self.base = self.base + [0] * len(prompts)
 
     def step(self, ask: DraftRound) -> DraftStep:
         """One forward pass feeds every asked row what its cache has not seen; the logits of what comes next."""

@@ -235,3 +235,29 @@ def test_rows_leaving_in_order_move_up_in_place_and_stay_exact():
     check_next(m, lm, rows, [9, 10])
     step(lm, rows, seqs([3, 3], seed=41), [3, 1])
     check_next(m, lm, rows, [11, 12])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("runtime", ["auto", "transformers"])
+def test_rows_joining_a_decoding_batch_match_each_row_alone(arch, runtime):
+    """add_rows: new rows join with no slot; their prompt, fed while the others are fed nothing, and every later
+    block give each row (old and new) the logits it has alone, through holes, compaction and rows leaving."""
+    m = model(arch)
+    rows = seqs([5, 3])
+    lm = RaggedLM(m, runtime)
+    lm.reset(2, 16)  # small: the joining rows grow the buffers
+    lm.forward([torch.tensor(r) for r in rows], last_only=True)
+    step(lm, rows, seqs([4, 4], seed=1), [2, 0])
+    lm.add_rows(2)
+    assert lm.rows == 4 and lm.lengths[2:] == [0, 0] and not lm.dense
+    new = seqs([7, 1], seed=2)
+    lm.forward([torch.tensor([], dtype=torch.long)] * 2 + [torch.tensor(r) for r in new], last_only=True)
+    rows += new
+    assert lm.lengths == [len(r) for r in rows]
+    for i in range(6):
+        step(lm, rows, seqs([3, 3, 3, 3], seed=30 + i), [i % 4, 3, (i + 1) % 4, 2])
+        lm.maybe_compact(incoming=4)
+    check_next(m, lm, rows, [5, 6, 7, 8])
+    lm.select([2, 0])
+    rows = [rows[2], rows[0]]
+    check_next(m, lm, rows, [9, 10])

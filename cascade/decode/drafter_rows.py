@@ -49,15 +49,41 @@ class RowDrafters:
         for drafter, prompt in zip(self.live, prompts):
             drafter.start([prompt])
 
+    @property
+    def joins_rows(self) -> bool:
+        """Whether rows can join while others decode: always, one instance per row; a batched drafter declares it."""
+        return not self.batched or self.pool[0].joins_rows
+
+    def join(self, prompts: Sequence[torch.Tensor]) -> None:
+        """Rows start after the live ones (a running batch): a batched drafter's `join`, or an instance each."""
+        if self.batched:
+            if not self.pool[0].joins_rows:
+                raise CascadeError(f"drafter {self.name!r} takes no rows joining a running batch (joins_rows)")
+            self.pool[0].join(prompts)
+            return
+        free = [d for d in self.pool if all(d is not live for live in self.live)]
+        while len(free) < len(prompts):
+            if self.factory is None:
+                raise CascadeError(
+                    f"drafter {self.name!r} decodes one row per instance and this engine cannot "
+                    "build more: build it with Engine.from_policy to decode batches"
+                )
+            drafter = self.factory()
+            self.pool.append(drafter)
+            free.append(drafter)
+        for drafter, prompt in zip(free, prompts):
+            drafter.start([prompt])
+        self.live = self.live + free[: len(prompts)]
+
     def target_features(self, states: Sequence[torch.Tensor]) -> None:
-        """After start, to a drafter that `reads_target_features`: each row's prompt features but the last token's,
-        (P_b - 1, d), from the prefill."""
+        """After start (or join), to a drafter that `reads_target_features`: the started rows' prompt features but
+        the last token's, (P_b - 1, d), from the prefill (the last len(states) live rows)."""
         if not self.pool[0].reads_target_features:
             return
         if self.batched:
             self.pool[0].target_features(list(states))
             return
-        for drafter, s in zip(self.live, states):
+        for drafter, s in zip(self.live[len(self.live) - len(states) :], states):
             drafter.target_features([s])
 
     def adopt_target_cache(self, lm: object) -> None:

@@ -38,7 +38,6 @@ tokens in a row's block, K = the widest block of the batch, V = the vocabulary.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Any, cast
 
 import torch
 
+from cascade.decode.batch import RunningBatch
 from cascade.decode.build import build_parts
 from cascade.decode.drafter_rows import RowDrafters
 from cascade.decode.drafting import Drafting
@@ -54,7 +54,7 @@ from cascade.decode.steps import Results, Steps
 from cascade.drafter import Drafter
 from cascade.errors import CascadeError
 from cascade.metrics import Generation, StepRecord
-from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_options
+from cascade.policy import SEQUENTIAL_BATCH, Policy, schedule_options
 from cascade.rules import Rule
 from cascade.runtime import models
 from cascade.runtime.ragged import RaggedLM
@@ -281,25 +281,40 @@ class Engine(Steps):
     def _decode(
         self, rows: list[Row], on_step: Callable[[StepRecord], None] | None
     ) -> Iterator[tuple[int, Generation]]:
-        """Decode one batch: every live row steps together; finished rows leave and are yielded."""
-        if self.schedule_cls.shared:  # one schedule for the batch (BASS, adaptive)
-            for row in rows[1:]:
-                row.schedule = rows[0].schedule
-        t0 = time.perf_counter()
-        self._prefill(rows)
-        live = rows
-        while live:
-            for row, (emitted, step) in zip(live, self.step_fn(live)):
-                step = row.take(emitted, step, self.stopper, self.mode in VERIFYING_MODES, t0)
-                if on_step is not None:
-                    on_step(step)
-            keep = [b for b, row in enumerate(live) if not row.done]
-            if len(keep) < len(live):
-                self._leave(keep)
-                for row in live:
-                    if row.done:
-                        yield row.index, row.result(self.tokenizer, self.stopper, t0)
-                live = [live[b] for b in keep]
+        """Decode rows that start together: the running batch's loop (`cascade.decode.batch`); finished rows leave
+        and are yielded."""
+        batch = self.running_batch(on_step)
+        batch.join(rows)
+        while batch:
+            for row, generation in batch.step():
+                yield row.index, generation
+
+    def running_batch(self, on_step: Callable[[StepRecord], None] | None = None) -> RunningBatch:
+        """An empty running batch of this engine: rows join it between steps (`request_row`) and leave when done or
+        cancelled; what `cascade serve` drives. One running batch per engine at a time (it owns the caches)."""
+        return RunningBatch(self, on_step)
+
+    def request_row(
+        self,
+        index: int,
+        prompt: Prompt,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+        record_decisions: bool = True,
+    ) -> Row:
+        """A row for `prompt` (checked as `encode` does), identified by `index`, seeded as `stream` seeds it: its
+        output is what `generate` gives for the prompt alone."""
+        d = self.policy.decoding
+        asked = d.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if asked < 1:
+            raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
+        return self._row(index, self.encode(prompt), asked, d.seed if seed is None else seed, record_decisions)
+
+    @property
+    def joins_rows(self) -> bool:
+        """Whether rows can join while others decode: not in the sequential cascade (one row at a time), nor with a
+        batched drafter that does not declare `joins_rows`."""
+        return self.mode != "sequential" and (self.drafters is None or self.drafters.joins_rows)
 
     def _prefill(self, rows: list[Row]) -> None:
         """Caches hold each prompt but its last token; the drafter prefills itself on reset."""
@@ -318,6 +333,30 @@ class Engine(Steps):
                     self.drafters.target_features(features)
                 if prefilled:
                     self.drafters.adopt_target_cache(self.target)
+
+    def _join(self, live: list[Row], rows: list[Row]) -> None:
+        """Rows join the live ones: the target prefills their prompts in one pass (the live rows fed nothing) and the
+        drafter starts them after the live rows."""
+        if not self.joins_rows:
+            raise CascadeError(
+                SEQUENTIAL_BATCH
+                if self.mode == "sequential"
+                else f"drafter {self.drafter_name!r} takes no rows joining a running batch (joins_rows)"
+            )
+        features = None
+        if self.mode != "drafter":
+            self.target.add_rows(len(rows))
+            if any(row.n > 1 for row in rows):
+                feed = [row.prompt[:0] for row in live] + [row.prompt[:-1] for row in rows]
+                self.target.forward(feed, last_only=True, hidden=self.wants_hidden)
+                states = self.target.hidden  # (B, K, d) left-padded: a joined row's are its last n - 1 columns
+                if states is not None:
+                    features = [states[len(live) + i, states.shape[1] - r.n + 1 :] for i, r in enumerate(rows)]
+        if self.drafters is not None:
+            with self._drafter_errors("join"):
+                self.drafters.join([row.prompt for row in rows])
+                if features is not None:
+                    self.drafters.target_features(features)
 
     def _leave(self, keep: list[int]) -> None:
         """Finished rows leave the batch: the caches keep only the rows in `keep`."""

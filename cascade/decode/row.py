@@ -55,6 +55,7 @@ class Row:
         self.steps: list[StepRecord] = []
         self.metrics = Metrics(num_prompt_tokens=prompt.shape[0])
         self.finish = "length"
+        self.t0 = time.perf_counter()  # when it joined its batch (reset on admission): its timings start there
 
     @property
     def remaining(self) -> int:

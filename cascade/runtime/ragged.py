@@ -11,7 +11,8 @@ lengths and true positions:
 - `rollback(lengths)` keeps the first lengths[b] tokens of row b: its later slots
   become holes (masked out of attention, never zeroed: a zero key still gets
   weight e^0), and the tail no row keeps is cropped;
-- `select(rows)` lets finished rows leave the batch; `compact()` gathers each row's
+- `select(rows)` lets finished rows leave the batch, `add_rows(n)` lets new ones join it (their
+  first `forward` is their prompt, the other rows fed nothing); `compact()` gathers each row's
   kept slots to the right when holes pile up.
 
 Attention gets an additive float mask (0 = attend, the dtype's min = masked;
@@ -248,6 +249,20 @@ class RaggedLM:
         self.evicted = [self.evicted[b] for b in rows]
         if len(set(self.lengths)) > 1 or not bool(self.valid.all()):
             self.dense = False
+
+    @torch.inference_mode()
+    def add_rows(self, n: int) -> None:
+        """n empty rows join the batch after the others (requests joining a running batch): no slot is theirs
+        yet, so their first `forward` (their prompt, the other rows fed nothing) fills them."""
+        if n <= 0:
+            return
+        self._need_holes()
+        for layer in self.cache.layers:
+            layer.add_rows(n)
+        self.valid = torch.cat([self.valid, self.valid.new_zeros(n, self.width)])
+        self.lengths = self.lengths + [0] * n
+        self.evicted = self.evicted + [0] * n
+        self.dense = self.dense and self.width == 0
 
     @torch.inference_mode()
     def evict(self, sink: int | Sequence[int], window: int) -> None:

@@ -79,6 +79,14 @@ class SlotLayer(DynamicLayer):
             self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
         self._views()
 
+    def add_rows(self, n: int) -> None:
+        """n rows join at the end of the batch, holding nothing yet (their slots are masked out until fed)."""
+        if not self.is_initialized:
+            return
+        self.kbuf = torch.cat([self.kbuf, self.kbuf.new_zeros(n, *self.kbuf.shape[1:])])
+        self.vbuf = torch.cat([self.vbuf, self.vbuf.new_zeros(n, *self.vbuf.shape[1:])])
+        self._views()
+
     def gather_slots(self, index: torch.Tensor) -> None:
         """Row b's slots become its old slots index[b] (B, W): compaction."""
         if not self.is_initialized:

@@ -228,3 +228,20 @@ def test_trees_are_refused_by_schedules_that_cut_chains(family):
     f = family("gpt2")
     with pytest.raises(CascadeError, match="proposed a tree, and schedule 'adaptive' cuts chains"):
         eagle(f, "dynamic", schedule="adaptive").generate(PROMPT)
+
+
+@pytest.mark.parametrize("tree", ["dynamic", "chain"])
+def test_rows_joining_a_running_batch_get_their_prompt_features_and_stay_exact(family, tree):
+    """Requests joining a running batch (cascade serve): each joined row's head gets its prompt's target features
+    from the joining prefill, and greedy output stays the target's."""
+    f = family("gpt2")
+    e = eagle(f, tree, max_new_tokens=12)
+    reference = [g.token_ids for g in target_only(f, max_new_tokens=12).generate(PROMPTS[:3])]
+    batch, out, step = e.running_batch(), {}, 0
+    while batch or step < 3:
+        if step < 3:
+            batch.join([e.request_row(step, PROMPTS[step])])
+        for row, g in batch.step():
+            out[row.index] = g.token_ids
+        step += 1
+    assert [out[i] for i in range(3)] == reference

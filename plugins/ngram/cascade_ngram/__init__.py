@@ -115,6 +115,7 @@ class NgramDrafter(DrafterBase):
     name = "ngram"
     deterministic = True
     batched = True
+    joins_rows = True
     Options = Options
 
     def __init__(self, options: Options, ctx: DrafterContext | None = None):
@@ -141,6 +142,9 @@ class NgramDrafter(DrafterBase):
 
     def keep(self, rows) -> None:
         self.rows = [self.rows[b] for b in rows]
+
+    def join(self, prompts) -> None:
+        self.rows = self.rows + [Lookup(self.options) for _ in prompts]
 
 
 @hookimpl

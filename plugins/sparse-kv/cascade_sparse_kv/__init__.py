@@ -109,6 +109,12 @@ class SparseKVDrafter(ModelDrafter):
         super().keep(rows)
         self.prompts, self.kept = [self.prompts[b] for b in rows], [self.kept[b] for b in rows]
 
+    def join(self, prompts) -> None:
+        """Joined rows read their whole prompt at their first draft (no target cache is handed over), then
+        their sparse view as any row."""
+        super().join(prompts)
+        self.prompts, self.kept = self.prompts + list(prompts), self.kept + [0] * len(prompts)
+
     def capacity(self, prompts) -> int:
         if self.prefill_on_start:
             return super().capacity(prompts)
