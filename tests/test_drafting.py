@@ -111,5 +111,6 @@ def test_trees_come_in_one_call_within_the_budget_and_refuse_stop_rules():
 def test_nothing_asked_calls_no_drafter():
     d = Counter()
     drafting = Drafting(RowDrafters(d, None, "counter"), SamplingParams(), False, False, False, None, None, "c", "k")
-    out = drafting.draw([torch.arange(3)], [torch.zeros(10, dtype=torch.long)], [None], [DraftPlan(0)], [0], [None])
+    args = [torch.arange(3)], [torch.zeros(10, dtype=torch.long)], [None], [SamplingParams()], [DraftPlan(0)], [0]
+    out = drafting.draw(*args, [None])
     assert out[0].tokens.tolist() == [] and not out[0].asked and d.asked == []

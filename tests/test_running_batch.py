@@ -137,3 +137,30 @@ def test_request_rows_are_checked_like_prompts(family):
         e.request_row(0, "")
     with pytest.raises(CascadeError, match="max_new_tokens must be at least 1"):
         e.request_row(0, "x", max_new_tokens=0)
+
+
+def test_a_request_brings_its_own_sampling_alpha_and_stop_strings(family):
+    """Rows of one batch at different temperatures, α and stop strings: each decodes what an engine built for its
+    own settings decodes alone."""
+    from cascade.decode.build import build_rule
+    from cascade.verify.sampling import SamplingParams
+
+    f = family("gpt2")
+    base = dict(target=f["target"], drafter=f["near"], rule="token_v3", block_size=3, ignore_eos=True)
+    e = engine(**base, alpha=0.3)
+    own = [
+        ({}, {}),
+        ({"params": SamplingParams(1.0, 8, 1.0)}, {"temperature": 1.0, "top_k": 8}),
+        ({"rule": build_rule(parse_policy(policy_dict(**base, alpha=0.8)))}, {"alpha": 0.8}),
+        ({"stop": ["\n"]}, {"stop": ["\n"]}),
+    ]
+    batch = e.running_batch()
+    batch.join([e.request_row(i, PROMPTS[i], seed=3, **kw) for i, (kw, _) in enumerate(own)])
+    out = {}
+    while batch:
+        out.update({r.index: g for r, g in batch.step()})
+    for i, (_, settings) in enumerate(own):
+        alone_ = engine(**{**base, "alpha": 0.3, **settings}).generate(PROMPTS[i], seed=3)
+        assert (out[i].token_ids, out[i].text) == (alone_.token_ids, alone_.text), settings
+    with pytest.raises(CascadeError, match="the policy's \\('token_v3'\\) at another alpha"):
+        e.request_row(0, "x", rule=build_rule(parse_policy(policy_dict(**{**base, "rule": "chow"}, alpha=0.5))))

@@ -56,7 +56,7 @@ class RunningBatch:
         self.waiting = [row for row in self.waiting if row.index not in self.cancelled]
         for row in gone:
             row.finish = ABORT
-            out.append((row, row.result(e.tokenizer, e.stopper, row.t0)))
+            out.append((row, row.result(e.tokenizer)))
         self.cancelled.clear()
         if self.waiting:
             self._admit()
@@ -64,7 +64,7 @@ class RunningBatch:
             return out
         verifying = e.mode in VERIFYING_MODES
         for row, (emitted, record) in zip(self.live, e.step_fn(self.live)):
-            record = row.take(emitted, record, e.stopper, verifying, row.t0)
+            record = row.take(emitted, record, verifying)
             if self.on_step is not None:
                 self.on_step(record)
         return out + self._leave(lambda row: row.done)
@@ -98,6 +98,6 @@ class RunningBatch:
             if leaving(row):
                 if row.index in self.cancelled:
                     row.finish = ABORT
-                out.append((row, row.result(e.tokenizer, e.stopper, row.t0)))
+                out.append((row, row.result(e.tokenizer)))
         self.live = [self.live[b] for b in keep]
         return out

@@ -110,11 +110,12 @@ class Drafting:
         contexts: Sequence[torch.Tensor],
         buffers: Sequence[torch.Tensor],
         generators: Sequence[torch.Generator | None],
+        params: Sequence[sampling.SamplingParams],
         plans: Sequence[DraftPlan],
         ks: Sequence[int],
         blocks: Sequence[BlockContext | None],
     ) -> list[Draft]:
-        """Every row's draft: up to ks[b] tokens after contexts[b] (n_b,), drawn with generators[b].
+        """Every row's draft: up to ks[b] tokens after contexts[b] (n_b,), drawn with generators[b] at params[b].
 
         buffers[b] (>= n_b + ks[b],) holds contexts[b] in its first n_b slots: drafted tokens are written after it
         (the engine's row buffer, overwritten by what the row emits)."""
@@ -123,7 +124,7 @@ class Drafting:
         if self.drafters.proposes_trees:  # one call proposes each row's tree (no q_{k+1}: trees verify without it)
             if not any(r.k > 0 for r in rows):
                 return [empty_draft(device) for _ in rows]
-            return self._trees(contexts, generators, plans, rows, device)
+            return self._trees(contexts, generators, params, plans, rows, device)
         drafted = 0
         while True:
             asked = [b for b, r in enumerate(rows) if not r.done]
@@ -133,7 +134,7 @@ class Drafting:
             step, calls = self._step(views, asked, drafted, [rows[b].k for b in asked])
             for b, c in zip(asked, calls):
                 rows[b].calls += c
-            self._take(step, asked, rows, plans, blocks, generators, buffers, contexts, drafted)
+            self._take(step, asked, rows, plans, blocks, generators, params, buffers, contexts, drafted)
             drafted += 1
         return [r.draft(device) for r in rows]
 
@@ -172,6 +173,7 @@ class Drafting:
         plans: Sequence[DraftPlan],
         blocks: Sequence[BlockContext | None],
         generators: Sequence[torch.Generator | None],
+        params: Sequence[sampling.SamplingParams],
         buffers: Sequence[torch.Tensor],
         contexts: Sequence[torch.Tensor],
         drafted: int,
@@ -197,12 +199,12 @@ class Drafting:
             return
         if tokens is not None:
             xs = [tokens[i] for i in kept]
-        elif self.params.greedy:
+        elif all(params[asked[i]].greedy for i in kept):
             assert step.logits is not None
             xs = step.logits[kept].argmax(-1).tolist()  # one readback for the round
         else:  # each row draws from its own stream
             assert step.logits is not None
-            xs = [int(sampling.pick(step.logits[i], self.params, generators[asked[i]])) for i in kept]
+            xs = [int(sampling.pick(step.logits[i], params[asked[i]], generators[asked[i]])) for i in kept]
         for i, x in zip(kept, xs):
             b, row = asked[i], rows[asked[i]]
             row.tokens.append(x)
@@ -290,10 +292,16 @@ class Drafting:
         self,
         contexts: Sequence[torch.Tensor],
         generators: Sequence[torch.Generator | None],
+        params: Sequence[sampling.SamplingParams],
         plans: Sequence[DraftPlan],
         rows: list[_Growing],
         device: torch.device,
     ) -> list[Draft]:
+        if any(p != params[0] for p in params):
+            raise CascadeError(
+                f"drafter {self.name!r} proposes trees with one sampling setting per batch: its rows must share "
+                "temperature, top-k and top-p"
+            )
         if any(p.stop is not None for p in plans):
             raise CascadeError(
                 f"drafter {self.name!r} proposed a tree, and schedule {self.schedule!r} "
@@ -301,7 +309,7 @@ class Drafting:
             )
         with plugin_errors(f"drafter {self.name!r} raised in propose_trees()"):
             trees = self.drafters.propose_trees(
-                TreeRound(list(contexts), [r.k for r in rows], self.params, list(generators))
+                TreeRound(list(contexts), [r.k for r in rows], params[0] if params else self.params, list(generators))
             )
         out = []
         for tree, row in zip(trees, rows):

@@ -276,7 +276,19 @@ class Engine(Steps):
         capacity = prompt.shape[0] + budget + self.max_draft + 2
         generator = torch.Generator(device=self.device)
         generator.manual_seed(stream_seed(seed, prompt))
-        return Row(index, prompt, asked, budget, capacity, generator, self.new_schedule(), record)
+        return Row(
+            index,
+            prompt,
+            asked,
+            budget,
+            capacity,
+            generator,
+            self.new_schedule(),
+            record,
+            self.params,
+            self.rule,
+            self.stopper,
+        )
 
     def _decode(
         self, rows: list[Row], on_step: Callable[[StepRecord], None] | None
@@ -301,14 +313,34 @@ class Engine(Steps):
         max_new_tokens: int | None = None,
         seed: int | None = None,
         record_decisions: bool = True,
+        *,
+        params: sampling.SamplingParams | None = None,
+        rule: Rule | None = None,
+        stop: Sequence[str] | None = None,
     ) -> Row:
-        """A row for `prompt` (checked as `encode` does), identified by `index`, seeded as `stream` seeds it: its
-        output is what `generate` gives for the prompt alone."""
+        """A row for `prompt` (checked as `encode` does), identified by `index`, seeded as `stream` seeds it: alone, it
+        decodes what `generate` gives. A request may bring its own `params` (temperature, top-k, top-p), its own
+        `rule` (the policy's rule at another α: `cascade.build_rule` of a derived policy) and stop strings."""
         d = self.policy.decoding
         asked = d.max_new_tokens if max_new_tokens is None else max_new_tokens
         if asked < 1:
             raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
-        return self._row(index, self.encode(prompt), asked, d.seed if seed is None else seed, record_decisions)
+        if rule is not None and rule.name != self.rule.name:
+            raise CascadeError(f"a row's rule is the policy's ({self.rule.name!r}) at another alpha, not {rule.name!r}")
+        if params is not None and params != self.params and self.drafters is not None:
+            if self.drafters.proposes_trees:
+                raise CascadeError(
+                    f"drafter {self.drafter_name!r} proposes trees with one sampling setting per batch: "
+                    "its rows take the policy's temperature, top_k and top_p"
+                )
+        row = self._row(index, self.encode(prompt), asked, d.seed if seed is None else seed, record_decisions)
+        if params is not None:
+            row.params = params
+        if rule is not None:
+            row.rule = rule
+        if stop is not None:
+            row.stopper = Stopper(self.tokenizer, self.stopper.eos_id, list(stop))
+        return row
 
     @property
     def joins_rows(self) -> bool:

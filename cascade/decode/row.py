@@ -39,6 +39,9 @@ class Row:
         generator: torch.Generator,
         schedule: Schedule,
         record: bool,
+        params: Any,
+        rule: Any,
+        stopper: Stopper,
     ):
         self.index = index  # the prompt's position among those given to the engine
         self.prompt = prompt  # (P,)
@@ -50,6 +53,8 @@ class Row:
         self.generator = generator  # every random draw of this generation
         self.schedule = schedule  # this generation's block sizes
         self.record = record  # build per-position Decision rows
+        # this row's sampling (SamplingParams), deferral rule and stop strings: the engine's, or a request's own
+        self.params, self.rule, self.stopper = params, rule, stopper
         self.recent: deque[tuple[int, int]] = deque(maxlen=RECENT_STEPS)  # (drafted, accepted) per step
         self.logq: deque[float] = deque(maxlen=LOGQ_WINDOW)  # log q(x) of the latest drafted positions
         self.steps: list[StepRecord] = []
@@ -87,9 +92,9 @@ class Row:
         if q is not None and drafted:
             self.logq.extend(q.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).clamp_min(1e-30).log().tolist())
 
-    def take(self, emitted: list[int], step: StepRecord, stop: Stopper, verification: bool, t0: float) -> StepRecord:
+    def take(self, emitted: list[int], step: StepRecord, verification: bool) -> StepRecord:
         """This row's share of a step: cut at EOS or a stop string, append, count. The step as kept."""
-        kept, self.finish = stop.cut(self.generated, emitted)
+        kept, self.finish = self.stopper.cut(self.generated, emitted)
         if len(kept) < len(emitted):
             step = truncate_step(step, len(kept))
         m = len(kept)
@@ -99,15 +104,15 @@ class Row:
         self.steps.append(step)
         self.metrics.add_step(step, verification=verification)
         if len(self.steps) == 1:
-            self.metrics.ttft_seconds = time.perf_counter() - t0
+            self.metrics.ttft_seconds = time.perf_counter() - self.t0
         return step
 
-    def result(self, tokenizer: Any, stop: Stopper, t0: float) -> Generation:
+    def result(self, tokenizer: Any) -> Generation:
         if self.finish == "length" and self.budget < self.asked:
             self.finish = "context"  # stopped by the target's context length, not by max_new_tokens
-        self.metrics.decode_seconds = time.perf_counter() - t0  # prefill included, as in transformers' generate()
+        self.metrics.decode_seconds = time.perf_counter() - self.t0  # prefill included, as in transformers' generate()
         self.metrics.num_generated_tokens = len(self.generated)
-        text = stop.trim(tokenizer.decode(self.generated, skip_special_tokens=True))
+        text = self.stopper.trim(tokenizer.decode(self.generated, skip_special_tokens=True))
         return Generation(
             text=text,
             token_ids=self.generated,

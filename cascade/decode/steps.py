@@ -61,11 +61,11 @@ class Steps:
     def _target_step(self, rows: list[Row]) -> Results:
         t0 = time.perf_counter()
         p_logits = self.target.forward([row.last for row in rows])[:, -1]  # (B, V)
-        if self.params.greedy:
+        if all(r.params.greedy for r in rows):
             tokens = p_logits.argmax(-1).tolist()  # one readback for the batch
         else:  # each row draws from its own stream
             tokens = torch.stack(
-                [sampling.pick(p_logits[b], self.params, r.generator) for b, r in enumerate(rows)]
+                [sampling.pick(p_logits[b], r.params, r.generator) for b, r in enumerate(rows)]
             ).tolist()
         dt = (time.perf_counter() - t0) / len(rows)  # each row's share of the step
         return [
@@ -141,7 +141,7 @@ class Steps:
         t0 = time.perf_counter()
         (draft,) = self._draw(rows, [DraftPlan(1)], [1], [ctx])  # x: (1,), q: (1, V)
         q_raw = q_unscaled(draft.tokens, draft.probs, self.target.vocab_size)  # (1, V)
-        _, r_x = deferral(self.rule, draft.tokens, q_raw, None, ctx, real_q=draft.probs is not None)  # r(x) (1,)
+        _, r_x = deferral(seq.rule, draft.tokens, q_raw, None, ctx, real_q=draft.probs is not None)  # r(x) (1,)
         x, deferred = torch.stack([draft.tokens[0].float(), r_x[0]]).tolist()  # one readback (ids < 2^24)
         x, deferred = int(x), bool(deferred)
         t1 = time.perf_counter()
@@ -149,7 +149,7 @@ class Steps:
         if deferred:
             # the target catches up over every pending token in this one call
             p_logits = self.target.forward([seq.buf[self.target.length : seq.n]])[0, -1:]  # (1, V)
-            token = int(sampling.pick(p_logits, self.params, seq.generator).item())
+            token = int(sampling.pick(p_logits, seq.params, seq.generator).item())
             p_raw = sampling.softmax(p_logits)  # (1, V)
             target_calls = 1
         else:
@@ -306,9 +306,9 @@ class Steps:
     ) -> Verdict | TreeVerdict:
         q = None if draft.probs is None else draft.probs.to(self.device)  # (k, V)
         if tree is not None:
-            return verify_tree(x, tree, q, p_logits, self.rule, self.params, row.generator, block=ctx)
+            return verify_tree(x, tree, q, p_logits, row.rule, row.params, row.generator, block=ctx)
         q_next = None if (draft.next_probs is None or not self.lookahead) else draft.next_probs.to(self.device)  # (V,)
-        return verify_block(x, q, p_logits, self.rule, self.params, row.generator, self.lenience, q_next, block=ctx)
+        return verify_block(x, q, p_logits, row.rule, row.params, row.generator, self.lenience, q_next, block=ctx)
 
     def _block(self, row: Row) -> BlockContext | None:
         """Where the next block sits, when a rule or a predictor reads it or the decisions are logged (else None)."""
@@ -320,7 +320,13 @@ class Steps:
         """Every row's draft: up to ks[b] tokens, drawn from its own stream where its plan's stop rule lets it."""
         assert self.drafting is not None
         return self.drafting.draw(
-            [r.context for r in rows], [r.buf for r in rows], [r.generator for r in rows], plans, ks, ctxs
+            [r.context for r in rows],
+            [r.buf for r in rows],
+            [r.generator for r in rows],
+            [r.params for r in rows],
+            plans,
+            ks,
+            ctxs,
         )
 
     def _observe(self, feedbacks: Sequence[Feedback | None]) -> None:

@@ -225,9 +225,8 @@ class Driver:
         from cascade.verify.sampling import SamplingParams
 
         self.rows = RowDrafters(drafter, factory, drafter.name)
-        self.drafting = Drafting.of(
-            self.rows, drafter, params or SamplingParams(), lookahead, None, drafter.name, schedule
-        )
+        self.params = params or SamplingParams()
+        self.drafting = Drafting.of(self.rows, drafter, self.params, lookahead, None, drafter.name, schedule)
         self.generators: list = []
 
     def start(self, prompts, generators=None) -> None:
@@ -240,7 +239,15 @@ class Driver:
 
         buffers = [torch.cat([c, c.new_zeros(k + 2)]) for c, k in zip(contexts, ks)]
         plans = plans if plans is not None else [DraftPlan(k) for k in ks]
-        return self.drafting.draw(list(contexts), buffers, self.generators, plans, list(ks), [None] * len(contexts))
+        return self.drafting.draw(
+            list(contexts),
+            buffers,
+            self.generators,
+            [self.params] * len(contexts),
+            plans,
+            list(ks),
+            [None] * len(contexts),
+        )
 
     def observe(self, feedbacks) -> None:
         self.rows.observe(feedbacks)
