@@ -25,6 +25,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     from cascade.bench import cli as bench_cli
     from cascade.calibrate import cli as calibrate_cli
     from cascade.schedules import cli as profile_cli
+    from cascade.serve import cli as serve_cli
     from cascade.store import cli as store_cli
     from cascade.zoo import cli as zoo_cli
 
@@ -35,6 +36,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     zoo_cli.add_parser(subparsers)
     calibrate_cli.add_parser(subparsers)
     profile_cli.add_parser(subparsers)
+    serve_cli.add_parser(subparsers)
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
