@@ -58,6 +58,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "tokens, transformers' forward against cascade's lean one, with the arithmetic share",
     )
     bench.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results to this JSON file")
+    load = bench.add_argument_group(
+        "serving (`cascade bench serve --url URL`): load a running `cascade serve`, as vLLM's bench serve does"
+    )
+    load.add_argument("--url", help="the server's base URL, e.g. http://127.0.0.1:8000")
+    load.add_argument("--model", action="append", default=[], help="a served model to load (default: every one)")
+    load.add_argument("--concurrency", default="1,4,8", metavar="C,C,..", help="requests in flight (default 1,4,8)")
+    load.add_argument("--rate", type=float, metavar="R", help="Poisson arrivals at R requests/s (default: all at once)")
+    load.add_argument("--requests", type=int, default=32, metavar="N", help="requests per level (default 32)")
+    load.add_argument(
+        "--max-seconds", type=float, default=300.0, metavar="S", help="wall-clock cap per level (default 300)"
+    )
     bench.set_defaults(func=cmd_bench)
 
     cost = sub.add_parser(
@@ -209,10 +220,50 @@ def _setup(args, paths: list[Path]) -> _Setup:
     return _Setup(policies, prompts, store, meta)
 
 
+def _bench_serve(args) -> int:
+    from cascade.bench import serve_load
+    from cascade.prompts import read_prompts
+
+    if len(args.policies) > 1 or not args.url:
+        raise CascadeError("usage: cascade bench serve --url URL [--prompts FILE] [--concurrency 1,4,8] ...")
+    try:
+        levels = [int(c) for c in args.concurrency.split(",")]
+    except ValueError:
+        raise CascadeError(f"--concurrency takes comma-separated integers, got {args.concurrency!r}") from None
+    if any(c < 1 for c in levels) or args.requests < 1:
+        raise CascadeError("--concurrency levels and --requests must be at least 1")
+    rows = read_prompts(args.prompts or DEFAULT_PROMPTS)
+    prompts = [r["prompt"] for r in rows][: args.limit or None]
+    url = args.url.rstrip("/")
+    served = serve_load.models(url)
+    for m in args.model:
+        if m.split("@")[0] not in served:
+            raise CascadeError(f"model {m!r} is not served at {url}; served: {', '.join(served)}")
+    results = []
+    for model in args.model or served:
+        for c in levels:
+            r = serve_load.level(
+                url, model, prompts, c, args.requests, args.max_seconds, args.max_new_tokens or 128, args.rate
+            )
+            results.append(r)
+            print(
+                f"{model} at concurrency {c}: {r['completed']} ok, {r['failed']} failed, "
+                f"{r['output_throughput']:.1f} output tok/s",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(serve_load.table(results))
+    if args.json_out:
+        args.json_out.write_text(json.dumps({"url": url, "prompts": len(prompts), "levels": results}, indent=2))
+    return 1 if any(r["failed"] for r in results) else 0
+
+
 def cmd_bench(args) -> int:
     from cascade.bench import report
     from cascade.bench.run import run_bench
 
+    if [str(p) for p in args.policies[:1]] == ["serve"]:
+        return _bench_serve(args)
     if args.batch_sizes:
         return _bench_batches(args)
     if args.calls is not None:
