@@ -60,9 +60,12 @@ class ModelDrafter(DrafterBase):
         self.base = [self.base[b] for b in rows]
 
     def join(self, prompts: Sequence[torch.Tensor]) -> None:
-        """Rows join the running batch empty: their first `step` feeds their whole prompt (the others' unseen
-        tokens ride the same forward)."""
-        self.runtime.add_rows(len(prompts))
+        """Rows join the running batch: their prompts but the last token prefilled apart, then copied in after the
+        live rows (`RaggedLM.absorb`; a drafter that prefills nothing at start lets its first `step` feed them)."""
+        joining = self.runtime.sibling(len(prompts), max(p.shape[0] for p in prompts) + 1)
+        if self.prefill_on_start and self.runtime.width and any(p.shape[0] > 1 for p in prompts):
+            joining.forward([p[:-1] for p in prompts], last_only=True)
+        self.runtime.absorb(joining)
         self.base = self.base + [0] * len(prompts)
 
     def step(self, ask: DraftRound) -> DraftStep:

@@ -261,3 +261,27 @@ def test_rows_joining_a_decoding_batch_match_each_row_alone(arch, runtime):
     lm.select([2, 0])
     rows = [rows[2], rows[0]]
     check_next(m, lm, rows, [9, 10])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("wider", [False, True])
+def test_rows_prefilled_apart_and_absorbed_match_each_row_alone(arch, wider):
+    """absorb: newcomers prefilled in a sibling cache join right-aligned; the live rows gain holes only when the
+    newcomers' cache is the wider one; every row keeps its own logits."""
+    m = model(arch)
+    rows = seqs([6, 4])
+    lm = RaggedLM(m)
+    lm.reset(2, 16)
+    lm.forward([torch.tensor(r) for r in rows], last_only=True)
+    step(lm, rows, seqs([3, 3], seed=3), [3, 1])
+    width = lm.width
+    new = seqs([30, 5] if wider else [4, 2], seed=4)
+    joining = lm.sibling(2, 40)
+    joining.forward([torch.tensor(r) for r in new], last_only=True)
+    lm.absorb(joining)
+    rows += new
+    assert lm.rows == 4 and lm.lengths == [len(r) for r in rows] and lm.valid.sum(-1).tolist() == lm.lengths
+    assert lm.width == (30 if wider else width)
+    for i in range(4):
+        step(lm, rows, seqs([2, 2, 2, 2], seed=40 + i), [1, 2, 0, 2])
+    check_next(m, lm, rows, [1, 2, 3, 4])

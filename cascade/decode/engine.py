@@ -367,8 +367,8 @@ class Engine(Steps):
                     self.drafters.adopt_target_cache(self.target)
 
     def _join(self, live: list[Row], rows: list[Row]) -> None:
-        """Rows join the live ones: the target prefills their prompts in one pass (the live rows fed nothing) and the
-        drafter starts them after the live rows."""
+        """Rows join the live ones: their prompts are prefilled in one pass of their own and their caches copied in
+        after the live rows' (`RaggedLM.absorb`); the drafter starts them after the live rows."""
         if not self.joins_rows:
             raise CascadeError(
                 SEQUENTIAL_BATCH
@@ -377,13 +377,14 @@ class Engine(Steps):
             )
         features = None
         if self.mode != "drafter":
-            self.target.add_rows(len(rows))
+            # the joining prompts are prefilled apart (no live row computes or keeps their padding), then copied in
+            joining = self.target.sibling(len(rows), max(row.n for row in rows) + 1)
             if any(row.n > 1 for row in rows):
-                feed = [row.prompt[:0] for row in live] + [row.prompt[:-1] for row in rows]
-                self.target.forward(feed, last_only=True, hidden=self.wants_hidden)
-                states = self.target.hidden  # (B, K, d) left-padded: a joined row's are its last n - 1 columns
+                joining.forward([row.prompt[:-1] for row in rows], last_only=True, hidden=self.wants_hidden)
+                states = joining.hidden  # (B', K, d) left-padded: a joined row's are its last n - 1 columns
                 if states is not None:
-                    features = [states[len(live) + i, states.shape[1] - r.n + 1 :] for i, r in enumerate(rows)]
+                    features = [states[i, states.shape[1] - r.n + 1 :] for i, r in enumerate(rows)]
+            self.target.absorb(joining)
         if self.drafters is not None:
             with self._drafter_errors("join"):
                 self.drafters.join([row.prompt for row in rows])

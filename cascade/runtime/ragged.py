@@ -31,6 +31,7 @@ need holes are refused.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -263,6 +264,38 @@ class RaggedLM:
         self.lengths = self.lengths + [0] * n
         self.evicted = self.evicted + [0] * n
         self.dense = self.dense and self.width == 0
+
+    def sibling(self, rows: int, capacity: int) -> RaggedLM:
+        """An empty RaggedLM of `rows` rows over the same weights and forward: prefill rows apart, then `absorb`."""
+        twin = copy.copy(self)
+        twin.reset(rows, capacity)
+        return twin
+
+    @torch.inference_mode()
+    def absorb(self, other: RaggedLM) -> None:
+        """`other`'s rows (prefilled apart on the same weights: `sibling`) join after this batch's own, their keys and
+        values copied in right-aligned: a live row gains holes only when the newcomers' cache is the wider."""
+        if not (self.slotted and other.slotted) or any(other.evicted):
+            raise CascadeError("absorb() takes a cache of ours (SlotLayer) with nothing evicted")
+        if not all(layer.is_initialized for layer in self.cache.layers) or other.width == 0:
+            self.add_rows(other.rows)  # nothing to copy: the newcomers' first forward fills them
+            if other.width:
+                raise CascadeError("absorb() needs this batch's cache started (a forward done) to copy rows into")
+            return
+        width = max(self.width, other.width)
+        if width > self.width:
+            for layer in self.cache.layers:
+                layer.pad_slots(width - self.width)
+            self.valid = torch.cat([self.valid, self.valid.new_zeros(self.rows, width - self.width)], dim=1)
+        offset = width - other.width
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.append_rows(theirs, offset)
+        joined = other.valid.new_zeros(other.rows, width)
+        joined[:, offset:] = other.valid
+        self.valid = torch.cat([self.valid, joined])
+        self.lengths = self.lengths + list(other.lengths)
+        self.evicted = self.evicted + [0] * other.rows
+        self.dense = False
 
     @torch.inference_mode()
     def evict(self, sink: int | Sequence[int], window: int) -> None:

@@ -44,11 +44,7 @@ class SlotLayer(DynamicLayer):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n = key_states.shape[-2]
-        if self.width + n > self.capacity:  # only when the engine under-estimated: grow once, by doubling
-            self.capacity = max(2 * self.capacity, self.width + n)
-            grow = (0, 0, 0, self.capacity - self.kbuf.shape[2])
-            self.kbuf = torch.nn.functional.pad(self.kbuf, grow)
-            self.vbuf = torch.nn.functional.pad(self.vbuf, grow)
+        self._room(self.width + n)  # grows only when the engine under-estimated
         self.kbuf[:, :, self.width : self.width + n] = key_states
         self.vbuf[:, :, self.width : self.width + n] = value_states
         self.width += n
@@ -77,6 +73,34 @@ class SlotLayer(DynamicLayer):
             self.kbuf, self.vbuf = self.kbuf[: len(keep)], self.vbuf[: len(keep)]
         else:
             self.kbuf, self.vbuf = self.kbuf[indices], self.vbuf[indices]
+        self._views()
+
+    def _room(self, width: int) -> None:
+        if width > self.capacity:  # grow once, by doubling
+            self.capacity = max(2 * self.capacity, width)
+            grow = (0, 0, 0, self.capacity - self.kbuf.shape[2])
+            self.kbuf = torch.nn.functional.pad(self.kbuf, grow)
+            self.vbuf = torch.nn.functional.pad(self.vbuf, grow)
+
+    def pad_slots(self, n: int) -> None:
+        """n slots more at the end of every row, zeros (finite keys: masked out, they never turn scores NaN)."""
+        if not self.is_initialized or n <= 0:
+            return
+        self._room(self.width + n)
+        self.kbuf[:, :, self.width : self.width + n] = 0
+        self.vbuf[:, :, self.width : self.width + n] = 0
+        self.width += n
+        self._views()
+
+    def append_rows(self, other: SlotLayer, offset: int) -> None:
+        """`other`'s rows join after these: their used slots copied to [offset, offset + other.width), zeros around."""
+        b = other.kbuf.shape[0]
+        self._room(offset + other.width)
+        keys = self.kbuf.new_zeros(b, *self.kbuf.shape[1:])
+        values = self.vbuf.new_zeros(b, *self.vbuf.shape[1:])
+        keys[:, :, offset : offset + other.width] = other.keys
+        values[:, :, offset : offset + other.width] = other.values
+        self.kbuf, self.vbuf = torch.cat([self.kbuf, keys]), torch.cat([self.vbuf, values])
         self._views()
 
     def add_rows(self, n: int) -> None:
