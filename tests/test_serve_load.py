@@ -90,3 +90,40 @@ def test_bench_serve_reports_what_serving_benchmarks_report(family, tmp_path, ca
         assert main(["bench", "serve", "--url", url, "--model", "nope"]) == 2
     finally:
         server.close()
+
+
+@pytest.mark.slow
+def test_cascade_serve_runs_as_a_process_on_localhost(family, tmp_path):
+    """The real command: `cascade serve` binds 127.0.0.1, answers, and stops cleanly on SIGINT."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from cascade.testing import policy_dict, write_policy
+
+    f = family("gpt2")
+    path = write_policy(tmp_path / "p.yaml", **{**policy_dict(f["target"], f["near"]), "name": "p"})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "cascade.cli", "serve", str(path), "--port", str(port), "--no-store"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.3)
+        r = httpx.post(url + "/v1/completions", json={"model": "p", "prompt": "def f(x):\n", "max_tokens": 4})
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"serving p on http://127.0.0.1:{port}/v1" in out
