@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve policies over an OpenAI-compatible HTTP API")
     p.add_argument("policies", nargs="+", type=Path, help="YAML policy files: each is a model named by its policy name")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument(
         "--max-num-seqs", type=int, default=8, help="rows a policy decodes at once; requests beyond wait (default 8)"
     )

@@ -249,7 +249,7 @@ MUTANTS.append(
     Mutant(
         "sequential-deferral-keeps-the-draft",
         B,
-        "token = int(sampling.pick(p_logits, self.params, seq.generator).item())",
+        "token = int(sampling.pick(p_logits, seq.params, seq.generator).item())",
         "token = x",
         "the sequential cascade calls the target where it defers but keeps the drafter's token",
     )
