@@ -14,7 +14,8 @@ Writing a plugin (docs/plugins.md): `hookimpl`; drafters `DrafterBase`, `ModelDr
 `AcceptancePredictor`; errors `CascadeError`, `PluginError`, `PolicyError`.
 
 Public modules besides this one: `cascade.store` (the decision store: `Store`, URLs), `cascade.store.queries`
-and `cascade.store.readonly` (what the dashboard reads), `cascade.testing` (tiny models for a plugin's tests),
+and `cascade.store.readonly` (what the dashboard reads), `cascade.testing` (tiny models, law checks and
+planted bugs for a plugin's tests),
 `cascade.zoo.data` (the shipped corpus and its splits) and `cascade.bench.defaults` /
 `cascade.bench.completion` (the shipped evaluation prompts and quality measures).
 """
