@@ -53,8 +53,8 @@ class Server:
         from cascade.policy import load_policy
         from cascade.store import Store, engine_info
 
-        if max_num_seqs < 1 or max_waiting < 0:
-            raise CascadeError("--max-num-seqs must be at least 1 and --max-waiting at least 0")
+        if max_num_seqs < 1 or max_waiting < 1:
+            raise CascadeError("--max-num-seqs and --max-waiting must be at least 1")
         reg = registry()
         metrics = ServeMetrics()
         opened = Store.open(store) if store else None
