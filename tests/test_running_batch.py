@@ -162,5 +162,11 @@ def test_a_request_brings_its_own_sampling_alpha_and_stop_strings(family):
     for i, (_, settings) in enumerate(own):
         alone_ = engine(**{**base, "alpha": 0.3, **settings}).generate(PROMPTS[i], seed=3)
         assert (out[i].token_ids, out[i].text) == (alone_.token_ids, alone_.text), settings
-    with pytest.raises(CascadeError, match="the policy's \\('token_v3'\\) at another alpha"):
-        e.request_row(0, "x", rule=build_rule(parse_policy(policy_dict(**{**base, "rule": "chow"}, alpha=0.5))))
+    chow = build_rule(parse_policy(policy_dict(**{**base, "rule": "chow"}, alpha=0.5)))
+    e.request_row(0, "x", rule=chow)  # a cascade's row may defer by another cascade rule
+    lossless = engine(**{**base, "rule": "none", "alpha": 0.0})
+    with pytest.raises(CascadeError, match="cascade draws its bonus token from the drafter's q"):
+        lossless.request_row(0, "x", rule=chow)
+    with pytest.raises(CascadeError, match="speculation can be switched off only"):
+        e.request_row(0, "x", speculate=False)
+    assert lossless.request_row(0, "x", speculate=False).schedule.plan(5).k == 0

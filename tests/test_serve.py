@@ -194,6 +194,9 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(server):
         ({"model": "spec", "prompt": "x", "logprobs": 2}, 400, "logprobs"),
         ({"model": "spec", "prompt": "x " * 400}, 400, "prompt"),
         ({"model": "spec", "prompt": "x", "cascade": {"rule": "chow"}}, 400, "cascade.rule"),
+        ({"model": "spec", "prompt": "x", "cascade": {"rule": "fancy"}}, 400, "cascade.rule"),
+        ({"model": "cascade-v3", "prompt": "x", "cascade": {"speculate": False}}, 400, "cascade.speculate"),
+        ({"model": "spec", "prompt": "x", "cascade": {"beam": 2}}, 400, "cascade.beam"),
         ({"model": "spec"}, 400, "prompt"),
     ]
     for body, status, param in cases:
@@ -291,3 +294,24 @@ def test_a_dead_engine_loop_fails_its_requests_and_health(server):
     r = httpx.post(url + "/v1/completions", json={"model": "spec", "prompt": "x", "max_tokens": 4}, timeout=30)
     assert r.status_code == 503
     assert client(url).completions.create(model="cascade-v3", prompt="x", max_tokens=4).choices  # the other serves
+
+
+def test_a_request_may_bring_another_rule_or_switch_speculation_off(server, policies):
+    from cascade.policy import load_policy
+
+    s, url = server
+    c = client(url)
+    chow = c.completions.create(
+        model="cascade-v3", prompt=PROMPTS[0], max_tokens=16, extra_body={"cascade": {"rule": "chow", "alpha": 0.5}}
+    )
+    alt = load_policy(policies[1]).derive("alt", {"rule": {"name": "chow", "alpha": 0.5}})
+    assert chow.choices[0].text == Engine.from_policy(alt).generate(PROMPTS[0]).text
+    assert chow.model_extra["metrics"]["cascade"]["rule"] == "chow"
+    off = c.completions.create(
+        model="spec", prompt=PROMPTS[1], max_tokens=16, extra_body={"cascade": {"speculate": False}}
+    )
+    assert off.model_extra["metrics"]["speculative_decoding"]["num_draft_tokens"] == 0
+    target = load_policy(policies[0]).derive("t", {"mode": "target"})
+    assert off.choices[0].text == Engine.from_policy(target).generate(PROMPTS[1]).text
+    deferred = 'cascade:deferred_tokens_total{policy="cascade-v3",rule="chow"}'
+    assert deferred in httpx.get(url + "/metrics").text

@@ -54,13 +54,13 @@ from cascade.decode.steps import Results, Steps
 from cascade.drafter import Drafter
 from cascade.errors import CascadeError
 from cascade.metrics import Generation, StepRecord
-from cascade.policy import SEQUENTIAL_BATCH, Policy, schedule_options
+from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_options
 from cascade.rules import Rule
 from cascade.runtime import models
 from cascade.runtime.ragged import RaggedLM
 from cascade.schedules import profile
 from cascade.schedules.base import Schedule, ScheduleSettings
-from cascade.schedules.builtin import BUILTIN_SCHEDULES
+from cascade.schedules.builtin import BUILTIN_SCHEDULES, NoDrafts
 from cascade.schedules.costs import CostTable
 from cascade.verify import sampling
 
@@ -317,16 +317,32 @@ class Engine(Steps):
         params: sampling.SamplingParams | None = None,
         rule: Rule | None = None,
         stop: Sequence[str] | None = None,
+        speculate: bool = True,
     ) -> Row:
         """A row for `prompt` (checked as `encode` does), identified by `index`, seeded as `stream` seeds it: alone, it
         decodes what `generate` gives. A request may bring its own `params` (temperature, top-k, top-p), its own
-        `rule` (the policy's rule at another α: `cascade.build_rule` of a derived policy) and stop strings."""
+        `rule` (built by `cascade.build_rule` from a derived policy: the policy's at another α, or another rule that
+        defers as this engine verifies: a cascade's for a cascade, reading features only where the policy's does), stop
+        strings, and `speculate=False`: the target's tokens alone, one per step (lossless policies, own schedules)."""
         d = self.policy.decoding
         asked = d.max_new_tokens if max_new_tokens is None else max_new_tokens
         if asked < 1:
             raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
-        if rule is not None and rule.name != self.rule.name:
-            raise CascadeError(f"a row's rule is the policy's ({self.rule.name!r}) at another alpha, not {rule.name!r}")
+        if rule is not None and rule.reads_features != self.rule.reads_features:
+            raise CascadeError(
+                f"rule {rule.name!r} cannot replace the policy's {self.rule.name!r} in a row: "
+                "a row reads block features only where the policy's rule does"
+            )
+        if rule is not None and rule.name != "none" and not self.lookahead:
+            raise CascadeError(
+                f"rule {rule.name!r} cannot replace the policy's {self.rule.name!r} in a row: a cascade draws its "
+                "bonus token from the drafter's q, which this policy does not draft"
+            )
+        if not speculate and (self.lookahead or self.schedule_cls.shared or self.mode not in VERIFYING_MODES):
+            raise CascadeError(
+                "speculation can be switched off only in a row of a lossless speculative policy with a schedule "
+                f"of its own (not mode {self.mode!r}, rule {self.rule.name!r}, schedule {self.schedule_cls.name!r})"
+            )
         if params is not None and params != self.params and self.drafters is not None:
             if self.drafters.proposes_trees:
                 raise CascadeError(
@@ -340,6 +356,8 @@ class Engine(Steps):
             row.rule = rule
         if stop is not None:
             row.stopper = Stopper(self.tokenizer, self.stopper.eos_id, list(stop))
+        if not speculate:
+            row.schedule = NoDrafts(ScheduleSettings())
         return row
 
     @property

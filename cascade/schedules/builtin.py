@@ -354,6 +354,19 @@ class Adaptive(ScheduleBase):
             self.pending.append(accepted > 0)
 
 
+class NoDrafts(ScheduleBase):
+    """No draft: the target's own token each step (a request that switched speculation off; not registered)."""
+
+    name = "no-drafts"
+
+    @classmethod
+    def max_draft(cls, options: Any) -> int:
+        return 0
+
+    def plan(self, limit: int) -> DraftPlan:
+        return DraftPlan(0)
+
+
 BUILTIN_SCHEDULES: dict[str, type[ScheduleBase]] = {
     cls.name: cls for cls in (Constant, Heuristic, Bass, Confidence, Adaptive)
 }

@@ -40,21 +40,27 @@ class Served:
     engine: Any
     loop: EngineLoop
     registry: Any  # the plugin registry the policy was checked against (rules at other α)
-    rules: dict[float, Any] = field(default_factory=dict)
+    rules: dict[tuple[str, float], Any] = field(default_factory=dict)
 
-    def rule_at(self, alpha: float) -> Any:
-        """The policy's rule at α (checked against the rule's range: a 400 outside it)."""
+    def rule_at(self, name: str, alpha: float) -> Any:
+        """Rule `name` at α, built by its plugin as the policy would with it (checked: the rule's α range, what
+        it reads from this drafter; a 400 naming the field otherwise)."""
         from cascade.decode.build import build_rule
         from cascade.policy import check_policy
 
-        if alpha not in self.rules:
-            policy = self.engine.policy.derive(self.name, {"rule": {"alpha": alpha}}, drop=())
+        if (name, alpha) not in self.rules:
+            own = self.engine.policy.rule
+            options = dict(own.options) if name == own.name else {}
+            policy = self.engine.policy.derive(
+                self.name, {"rule": {"name": name, "alpha": alpha, "options": options}}, drop=()
+            )
             try:
                 check_policy(policy, self.registry)
-                self.rules[alpha] = build_rule(policy, self.registry)
+                self.rules[(name, alpha)] = build_rule(policy, self.registry)
             except (PolicyError, CascadeError) as exc:
-                raise P.APIError(400, str(exc).split("\n")[-1].strip(), param="alpha") from None
-        return self.rules[alpha]
+                message = str(exc).split("\n")[-1].strip()
+                raise P.APIError(400, message, param="alpha" if "alpha" in message else "cascade.rule") from None
+        return self.rules[(name, alpha)]
 
 
 def build_app(served: dict[str, Served], metrics: Any, version: str) -> FastAPI:
@@ -100,7 +106,7 @@ def build_app(served: dict[str, Served], metrics: Any, version: str) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         req = P.parse(P.CompletionRequest, await _json(request))
-        s, alpha = _resolve(served, req)
+        s, alpha, rule = _resolve(served, req)
         prompt = (
             req.prompt[0]
             if isinstance(req.prompt, list) and req.prompt and isinstance(req.prompt[0], str)
@@ -109,12 +115,12 @@ def build_app(served: dict[str, Served], metrics: Any, version: str) -> FastAPI:
         if isinstance(prompt, list) and not prompt:
             raise P.APIError(400, "prompt is empty", param="prompt")
         text = prompt if isinstance(prompt, str) else s.engine.tokenizer.decode(prompt)
-        return await _respond(request, s, req, alpha, prompt, text, chat=False)
+        return await _respond(request, s, req, alpha, rule, prompt, text, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
         req = P.parse(P.ChatRequest, await _json(request))
-        s, alpha = _resolve(served, req)
+        s, alpha, rule = _resolve(served, req)
         tokenizer = s.engine.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise P.APIError(
@@ -128,7 +134,7 @@ def build_app(served: dict[str, Served], metrics: Any, version: str) -> FastAPI:
         except Exception as exc:  # a template that rejects the conversation (roles out of order, ...)
             raise P.APIError(400, f"the chat template refused these messages: {exc}", param="messages") from None
         ids = list(ids["input_ids"] if isinstance(ids, Mapping) else ids)  # a BatchEncoding in transformers 5
-        return await _respond(request, s, req, alpha, ids, tokenizer.decode(ids), chat=True)
+        return await _respond(request, s, req, alpha, rule, ids, tokenizer.decode(ids), chat=True)
 
     return app
 
@@ -140,7 +146,7 @@ async def _json(request: Request) -> Any:
         raise P.APIError(400, "the request body is not valid JSON") from None
 
 
-def _resolve(served: dict[str, Served], req: Any) -> tuple[Served, float]:
+def _resolve(served: dict[str, Served], req: Any) -> tuple[Served, float, str]:
     name, alpha = P.split_model(req.model)
     if name not in served:
         raise P.APIError(
@@ -154,7 +160,8 @@ def _resolve(served: dict[str, Served], req: Any) -> tuple[Served, float]:
         if alpha is not None and alpha != req.cascade.alpha:
             raise P.APIError(400, "α given twice (model@alpha and cascade.alpha) with different values", param="alpha")
         alpha = req.cascade.alpha
-    return s, s.engine.rule.alpha if alpha is None else alpha
+    rule = req.cascade.rule if req.cascade is not None and req.cascade.rule else s.engine.rule.name
+    return s, s.engine.rule.alpha if alpha is None else alpha, rule
 
 
 def _params(s: Served, req: Any) -> SamplingParams | None:
@@ -171,9 +178,11 @@ def _params(s: Served, req: Any) -> SamplingParams | None:
 
 
 async def _respond(
-    request: Request, s: Served, req: Any, alpha: float, prompt: Any, prompt_text: str, chat: bool
+    request: Request, s: Served, req: Any, alpha: float, rule_name: str, prompt: Any, prompt_text: str, chat: bool
 ) -> Response:
-    rule = None if alpha == s.engine.rule.alpha else s.rule_at(alpha)
+    own = s.engine.rule
+    rule = None if (rule_name, alpha) == (own.name, own.alpha) else s.rule_at(rule_name, alpha)
+    speculate = req.cascade is None or req.cascade.speculate
     index = s.loop.next_id()
     try:
         row = s.engine.request_row(
@@ -185,10 +194,13 @@ async def _respond(
             params=_params(s, req),
             rule=rule,
             stop=req.stops(),
+            speculate=speculate,
         )
     except CascadeError as exc:
-        raise P.APIError(400, str(exc), param="prompt" if "prompt" in str(exc) else None) from None
-    ticket = Ticket(index, row, prompt_text, alpha, asyncio.get_running_loop())
+        text = str(exc)
+        param = "cascade.rule" if text.startswith("rule ") else "cascade.speculate" if "speculation" in text else None
+        raise P.APIError(400, text, param=param or ("prompt" if "prompt" in text else None)) from None
+    ticket = Ticket(index, row, prompt_text, alpha, asyncio.get_running_loop(), rule=rule_name)
     s.loop.submit(ticket)
     rid = P.new_id("chatcmpl" if chat else "cmpl")
     if req.stream:
@@ -230,7 +242,7 @@ async def _whole(request: Request, s: Served, ticket: Ticket, rid: str, model: s
         "model": model,
         "choices": [choice],
         "usage": P.usage(g.prompt_tokens, len(g.token_ids)),
-        "metrics": P.figures(g, s.loop.rule, ticket.alpha),
+        "metrics": P.figures(g, ticket.rule, ticket.alpha),
     }
 
 
@@ -273,7 +285,7 @@ async def _sse(
                         "model": model,
                         "choices": [],
                         "usage": P.usage(g.prompt_tokens, len(g.token_ids)),
-                        "metrics": P.figures(g, s.loop.rule, ticket.alpha),
+                        "metrics": P.figures(g, ticket.rule, ticket.alpha),
                     }
                     yield f"data: {json.dumps(body)}\n\n"
                 break

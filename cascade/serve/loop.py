@@ -39,6 +39,7 @@ class Ticket:
     prompt_text: str  # what the decision log stores
     alpha: float
     loop: asyncio.AbstractEventLoop
+    rule: str = ""  # the row's deferral rule
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     arrival: float = field(default_factory=time.perf_counter)
     admitted: float | None = None
@@ -188,7 +189,9 @@ class EngineLoop:
         self.metrics.waiting.labels(self.name).set(len(self.pending) + self.inbox.qsize())
 
     def _on_step(self, step: Any) -> None:
-        self.metrics.step(self.name, self.rule, step.drafted, step.accepted, step.deferred, len(step.emitted))
+        ticket = self.active.get(step.row)
+        rule = ticket.rule if ticket is not None and ticket.rule else self.rule  # a request may bring its own
+        self.metrics.step(self.name, rule, step.drafted, step.accepted, step.deferred, len(step.emitted))
 
     def _stream(self, ticket: Ticket, now: float) -> None:
         """A live row's new text since the last step (held back while it may still become a stop string)."""

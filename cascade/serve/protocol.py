@@ -41,7 +41,9 @@ class CascadeOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float | None = None  # the policy's rule at another α
+    alpha: float | None = None  # the rule at another α
+    rule: str | None = None  # another rule in this row (one the policy's verification serves: cascade for cascade)
+    speculate: bool = True  # False: the target's tokens alone (a lossless policy with a schedule of its own)
 
 
 class _Request(BaseModel):
