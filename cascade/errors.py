@@ -14,6 +14,15 @@ class PolicyError(CascadeError):
     """A policy file that does not validate; the message names the field and the fix."""
 
 
+class RequestError(CascadeError):
+    """A request's setting the engine cannot serve (`Engine.request_row`); `field` names it: prompt,
+    max_new_tokens, params, rule or speculate."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class PluginError(CascadeError):
     """A plugin that fails to load, registers a duplicate name, or raises while building."""
 

@@ -21,8 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
-
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = ["target-only", "speculative-ngram", "cascade-ngram-token-v3", "eagle-chain"]
 LEVELS = (1, 4, 8)
@@ -37,6 +35,7 @@ def main() -> int:
 
     from cascade.bench import serve_load
     from cascade.prompts import read_prompts
+    from cascade.serve.server import wait_until_serving
 
     prompts = [r["prompt"] for r in read_prompts(REPO / "prompts" / "stdlib-heldout.jsonl")][: args.requests]
     work = args.out / "policies"
@@ -54,16 +53,7 @@ def main() -> int:
     cmd = [sys.executable, "-m", "cascade.cli", "serve", *map(str, paths), "--port", str(port), "--no-store"]
     server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {server.stderr.read() if server.stderr else ''}")
-            time.sleep(0.5)
+        wait_until_serving(url, server, timeout=300)
         for name in POLICIES:  # warm up each engine (first calls allocate and compile)
             serve_load.level(url, name, prompts[:2], 2, 2, 120, 8)
         levels = []

@@ -2,19 +2,12 @@
 decodes exactly what it decodes alone."""
 
 import pytest
+from test_batch import PROMPTS  # different lengths, one of a single token
 
 from cascade.decode.engine import Engine
 from cascade.errors import CascadeError
 from cascade.policy import parse_policy
 from cascade.testing import arch_params, policy_dict
-
-PROMPTS = [  # different lengths, one of a single token
-    "def add(a, b):\n    return a + b\n\nclass Point:\n    def __init__(self",
-    "import os\n",
-    "x",
-    "for i in range(10):\n    print(i)\n",
-    "class A:\n    pass\n\nclass B(A):\n",
-]
 
 
 def engine(**kw) -> Engine:

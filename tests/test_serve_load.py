@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from cascade.cli import main
-from cascade.serve.server import Server
+from cascade.serve.server import Server, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,6 @@ def test_cascade_serve_runs_as_a_process_on_localhost(family, tmp_path):
     import socket
     import subprocess
     import sys
-    import time
 
     from cascade.testing import policy_dict, write_policy
 
@@ -111,15 +110,8 @@ def test_cascade_serve_runs_as_a_process_on_localhost(family, tmp_path):
     cmd = [sys.executable, "-m", "cascade.cli", "serve", str(path), "--port", str(port), "--no-store"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-            time.sleep(0.3)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url, proc)
         r = httpx.post(url + "/v1/completions", json={"model": "p", "prompt": "def f(x):\n", "max_tokens": 4})
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 4
     finally:

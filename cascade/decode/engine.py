@@ -52,7 +52,7 @@ from cascade.decode.drafting import Drafting
 from cascade.decode.row import Row, Stopper, stream_seed
 from cascade.decode.steps import Results, Steps
 from cascade.drafter import Drafter
-from cascade.errors import CascadeError
+from cascade.errors import CascadeError, RequestError
 from cascade.metrics import Generation, StepRecord
 from cascade.policy import SEQUENTIAL_BATCH, VERIFYING_MODES, Policy, schedule_options
 from cascade.rules import Rule
@@ -327,29 +327,37 @@ class Engine(Steps):
         d = self.policy.decoding
         asked = d.max_new_tokens if max_new_tokens is None else max_new_tokens
         if asked < 1:
-            raise CascadeError(f"max_new_tokens must be at least 1, got {asked}")
+            raise RequestError("max_new_tokens", f"max_new_tokens must be at least 1, got {asked}")
         if rule is not None and rule.reads_features != self.rule.reads_features:
-            raise CascadeError(
+            raise RequestError(
+                "rule",
                 f"rule {rule.name!r} cannot replace the policy's {self.rule.name!r} in a row: "
-                "a row reads block features only where the policy's rule does"
+                "a row reads block features only where the policy's rule does",
             )
         if rule is not None and rule.name != "none" and not self.lookahead:
-            raise CascadeError(
+            raise RequestError(
+                "rule",
                 f"rule {rule.name!r} cannot replace the policy's {self.rule.name!r} in a row: a cascade draws its "
-                "bonus token from the drafter's q, which this policy does not draft"
+                "bonus token from the drafter's q, which this policy does not draft",
             )
         if not speculate and (self.lookahead or self.schedule_cls.shared or self.mode not in VERIFYING_MODES):
-            raise CascadeError(
+            raise RequestError(
+                "speculate",
                 "speculation can be switched off only in a row of a lossless speculative policy with a schedule "
-                f"of its own (not mode {self.mode!r}, rule {self.rule.name!r}, schedule {self.schedule_cls.name!r})"
+                f"of its own (not mode {self.mode!r}, rule {self.rule.name!r}, schedule {self.schedule_cls.name!r})",
             )
         if params is not None and params != self.params and self.drafters is not None:
             if self.drafters.proposes_trees:
-                raise CascadeError(
+                raise RequestError(
+                    "params",
                     f"drafter {self.drafter_name!r} proposes trees with one sampling setting per batch: "
-                    "its rows take the policy's temperature, top_k and top_p"
+                    "its rows take the policy's temperature, top_k and top_p",
                 )
-        row = self._row(index, self.encode(prompt), asked, d.seed if seed is None else seed, record_decisions)
+        try:
+            ids = self.encode(prompt)
+        except CascadeError as exc:
+            raise RequestError("prompt", str(exc)) from None
+        row = self._row(index, ids, asked, d.seed if seed is None else seed, record_decisions)
         if params is not None:
             row.params = params
         if rule is not None:

@@ -120,10 +120,9 @@ class Constant(ScheduleBase):
         return DraftPlan(min(self.options.block_size, limit))
 
 
-class Heuristic(ScheduleBase):
-    """transformers' `heuristic`: +2 after a fully accepted block, −1 otherwise."""
+class _GrowShrink(ScheduleBase):
+    """A block that starts at `block_size` and moves within [min_block_size, max_block_size] (heuristic, bass)."""
 
-    name = "heuristic"
     Options = GrowShrinkOptions
 
     @classmethod
@@ -134,6 +133,12 @@ class Heuristic(ScheduleBase):
         super().__init__(settings)
         self.options = cast(GrowShrinkOptions, settings.options)
         self.current = self.options.block_size
+
+
+class Heuristic(_GrowShrink):
+    """transformers' `heuristic`: +2 after a fully accepted block, −1 otherwise."""
+
+    name = "heuristic"
 
     def plan(self, limit: int) -> DraftPlan:
         return DraftPlan(min(self.current, limit))
@@ -146,7 +151,7 @@ class Heuristic(ScheduleBase):
             self.current = max(s.min_block_size, self.current - 1)
 
 
-class Bass(ScheduleBase):
+class Bass(_GrowShrink):
     """BASS's draft-length heuristic (Qian et al. 2024, Algorithm 1): one γ for the whole batch.
 
     One instance serves every row of a batch (`shared`). After each step, with x_max the most drafts
@@ -157,17 +162,10 @@ class Bass(ScheduleBase):
 
     name = "bass"
     shared: ClassVar[bool] = True
-    Options = GrowShrinkOptions
     INCREMENT, MODULUS = 2, 10  # l_incre, l_mod of the paper's defaults
-
-    @classmethod
-    def max_draft(cls, options: GrowShrinkOptions) -> int:
-        return max(options.block_size, options.max_block_size)
 
     def __init__(self, settings: ScheduleSettings):
         super().__init__(settings)
-        self.options = cast(GrowShrinkOptions, settings.options)
-        self.current = self.options.block_size
         self.shrunk = 0  # s: 1 after a step that shrank γ
         self.pending: list[tuple[int, int]] = []  # (drafted, accepted) of the rows of the step just verified
 

@@ -24,11 +24,18 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from cascade.errors import CascadeError, PolicyError
+from cascade.errors import CascadeError, PolicyError, RequestError
 from cascade.serve import protocol as P
 from cascade.serve.loop import EngineLoop, Ticket
 from cascade.verify.sampling import SamplingParams
 
+# Engine.request_row's fields as the request names them
+REQUEST_FIELDS = {
+    "max_new_tokens": "max_tokens",
+    "params": "temperature",
+    "rule": "cascade.rule",
+    "speculate": "cascade.speculate",
+}
 FINISH = {"eos": "stop", "stop": "stop", "length": "length", "context": "length", "abort": "abort"}
 
 
@@ -59,7 +66,7 @@ class Served:
                 self.rules[(name, alpha)] = build_rule(policy, self.registry)
             except (PolicyError, CascadeError) as exc:
                 message = str(exc).split("\n")[-1].strip()
-                raise P.APIError(400, message, param="alpha" if "alpha" in message else "cascade.rule") from None
+                raise P.APIError(400, message, param="alpha" if "`rule.alpha`" in message else "cascade.rule") from None
         return self.rules[(name, alpha)]
 
 
@@ -196,10 +203,8 @@ async def _respond(
             stop=req.stops(),
             speculate=speculate,
         )
-    except CascadeError as exc:
-        text = str(exc)
-        param = "cascade.rule" if text.startswith("rule ") else "cascade.speculate" if "speculation" in text else None
-        raise P.APIError(400, text, param=param or ("prompt" if "prompt" in text else None)) from None
+    except RequestError as exc:
+        raise P.APIError(400, str(exc), param=REQUEST_FIELDS.get(exc.field, exc.field)) from None
     ticket = Ticket(index, row, prompt_text, alpha, asyncio.get_running_loop(), rule=rule_name)
     s.loop.submit(ticket)
     rid = P.new_id("chatcmpl" if chat else "cmpl")

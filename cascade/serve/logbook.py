@@ -38,6 +38,10 @@ class Logbook:
         """Write what is queued, then end the run."""
         self.queue.put(_STOP)
         self.thread.join(timeout)
+        if self.thread.is_alive():  # the store is too slow to drain the queue in time: say what is not written
+            log.warning(
+                "%s: %d served requests were still waiting to be logged at shutdown", self.name, self.queue.qsize()
+            )
         try:
             self.run.finish()
         except Exception as exc:  # the store is gone: the rows already dropped were counted

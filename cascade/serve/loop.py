@@ -47,6 +47,11 @@ class Ticket:
     last: float | None = None
     sent_tokens: int = 0
     sent_text: str = ""
+    # incremental detokenization (TGI's offsets): the text of the tokens decoded so far, and where the next
+    # decode starts (a few tokens back, so that merges across the boundary come out right)
+    text: str = ""
+    prefix_offset: int = 0
+    read_offset: int = 0
     done: bool = False
 
     def put(self, event: tuple) -> None:
@@ -204,11 +209,20 @@ class EngineLoop:
         elif ticket.last is not None:
             self.metrics.itl.labels(self.name).observe(now - ticket.last)
         ticket.last = now
-        text = row.stopper.trim(self.engine.tokenizer.decode(row.generated, skip_special_tokens=True))
-        text = _held_back(text, row.stopper.stops)
+        self._detokenize(ticket, row.generated)
+        text = _held_back(row.stopper.trim(ticket.text), row.stopper.stops)
         if text.startswith(ticket.sent_text) and len(text) > len(ticket.sent_text):
             ticket.put(("text", text[len(ticket.sent_text) :]))
             ticket.sent_text = text
+
+    def _detokenize(self, ticket: Ticket, tokens: list[int]) -> None:
+        """Extend the ticket's text with its new tokens, decoding only the tail (not the whole text each step)."""
+        decode = self.engine.tokenizer.decode
+        before = decode(tokens[ticket.prefix_offset : ticket.read_offset], skip_special_tokens=True)
+        after = decode(tokens[ticket.prefix_offset :], skip_special_tokens=True)
+        if len(after) > len(before) and not after.endswith(STOP_HOLD):  # a partial character waits for the next token
+            ticket.text += after[len(before) :]
+            ticket.prefix_offset, ticket.read_offset = ticket.read_offset, len(tokens)
 
     def _finish(self, ticket: Ticket, generation: Any, now: float) -> None:
         if generation.token_ids and len(generation.token_ids) > ticket.sent_tokens:

@@ -27,6 +27,24 @@ from cascade.serve.metrics import ServeMetrics
 log = logging.getLogger("cascade.serve")
 
 
+def wait_until_serving(url: str, process: Any = None, timeout: float = 120.0) -> None:
+    """Wait until the server at `url` answers /health with 200 (`process`: a `subprocess.Popen` running it, whose
+    exit ends the wait); a CascadeError with the process's stderr otherwise."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            err = process.stderr.read() if process is not None and process.stderr else ""
+            raise CascadeError(f"no cascade server answered at {url}: {err}")
+        time.sleep(0.3)
+
+
 class Server:
     def __init__(self, served: dict[str, Served], metrics: ServeMetrics, logbooks: list[Logbook], store: Any = None):
         from cascade.cli import version_text

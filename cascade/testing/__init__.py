@@ -191,6 +191,19 @@ def family_builder(root: Path, tokenizer_dir: Path, extra=None):
     return get
 
 
+def decode_joining(engine, prompts) -> list[list[int]]:
+    """Decode `prompts` through one running batch, prompt i joining before step i while the earlier ones decode
+    (continuous batching); each prompt's token ids, in order."""
+    batch, out, step = engine.running_batch(), {}, 0
+    while batch or step < len(prompts):
+        if step < len(prompts):
+            batch.join([engine.request_row(step, prompts[step])])
+        for row, generation in batch.step():
+            out[row.index] = generation.token_ids
+        step += 1
+    return [out[i] for i in range(len(prompts))]
+
+
 def assert_first_tokens_follow(draw, pi, n: int) -> None:
     """Draw n first tokens (`draw(seed) -> token id`, seeds 0..n-1) and check them against the law `pi` (V,):
     nothing outside its support, and a chi-square test of the counts (p > 1e-3)."""

@@ -236,12 +236,7 @@ def test_rows_joining_a_running_batch_get_their_prompt_features_and_stay_exact(f
     from the joining prefill, and greedy output stays the target's."""
     f = family("gpt2")
     e = eagle(f, tree, max_new_tokens=12)
+    from cascade.testing import decode_joining
+
     reference = [g.token_ids for g in target_only(f, max_new_tokens=12).generate(PROMPTS[:3])]
-    batch, out, step = e.running_batch(), {}, 0
-    while batch or step < 3:
-        if step < 3:
-            batch.join([e.request_row(step, PROMPTS[step])])
-        for row, g in batch.step():
-            out[row.index] = g.token_ids
-        step += 1
-    assert [out[i] for i in range(3)] == reference
+    assert decode_joining(e, PROMPTS[:3]) == reference
