@@ -34,6 +34,7 @@ def register_commands(subparsers: argparse._SubParsersAction) -> None:
     bench_cli.add_parser(subparsers)
     store_cli.add_parser(subparsers)
     zoo_cli.add_parser(subparsers)
+    zoo_cli.add_models_parser(subparsers)
     calibrate_cli.add_parser(subparsers)
     profile_cli.add_parser(subparsers)
     serve_cli.add_parser(subparsers)

@@ -40,6 +40,8 @@ class ModelSpec(_Strict):
     device: str = "auto"  # auto: CUDA when present, else CPU
     revision: str | None = None
     trust_remote_code: bool = False  # only when the policy asks for it
+    # a GGUF checkpoint in the `model` folder (de-quantized on load; `cascade models import` converts it once)
+    gguf_file: str | None = Field(default=None, min_length=1)
     # how the model runs: `lean` = cascade's own forward over the model's weights (GPT-2, Llama, Qwen2;
     # docs/fast-path.md), `transformers` = the model's own forward (the reference), `auto` = lean where
     # it applies, else transformers

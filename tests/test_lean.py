@@ -9,7 +9,7 @@ from cascade.errors import CascadeError
 from cascade.policy import parse_policy
 from cascade.runtime.lean import lean_forward
 from cascade.runtime.ragged import RaggedLM
-from cascade.testing import ARCHS, make_config, policy_dict
+from cascade.testing import ARCHS, make_config, policy_dict, sharpen
 
 ATOL = 1e-4  # float32 logits of the tiny test models (|logits| up to ~30): lean and transformers agree to this
 
@@ -17,8 +17,7 @@ ATOL = 1e-4  # float32 logits of the tiny test models (|logits| up to ~30): lean
 def model(arch: str, **cfg):
     torch.manual_seed(0)
     m = AutoModelForCausalLM.from_config(make_config(arch, **cfg)).eval()
-    with torch.no_grad():
-        m.get_output_embeddings().weight.mul_(8.0)
+    sharpen(m)
     return m
 
 

@@ -42,6 +42,16 @@ def test_shipped_policies_validate():
     assert modes == {"target", "drafter", "sequential", "speculative", "lossy"}
 
 
+def test_real_target_policies_validate():
+    """The real-target track's policies (their target is fetched, not shipped: validating loads no model)."""
+    files = sorted((REPO / "policies" / "real").glob("*.yaml"))
+    assert len(files) >= 9
+    for f in files:
+        p = load_policy(f)
+        check_policy(p, registry())
+        assert p.target.model == "../../models/real/smollm2-135m" and p.name.startswith("real-")
+
+
 def test_unknown_key_names_the_field():
     msg = error_of(base(decodng={"temperature": 0}))
     assert "`decodng`" in msg and "remove it or check its spelling" in msg

@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from cascade.runtime.ragged import RaggedLM
 from cascade.runtime.slots import COMPACT_SLACK, compact_slack
-from cascade.testing import ARCHS, make_config
+from cascade.testing import ARCHS, make_config, sharpen
 
 ATOL = 1e-4
 
@@ -14,8 +14,7 @@ ATOL = 1e-4
 def model(arch: str, attn: str = "sdpa", **cfg):
     torch.manual_seed(0)
     m = AutoModelForCausalLM.from_config(make_config(arch, **cfg), attn_implementation=attn).eval()
-    with torch.no_grad():
-        m.get_output_embeddings().weight.mul_(8.0)
+    sharpen(m)
     return m
 
 

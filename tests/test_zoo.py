@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,7 +44,8 @@ def test_shipped_model_loads_and_decodes(name):
 def test_family_losses_are_ordered_and_small_enough():
     cards = {n: json.loads((MODELS / n / "card.json").read_text()) for n in SHIPPED}
     assert cards["target"]["heldout_loss"] < cards["mid"]["heldout_loss"] < cards["tiny"]["heldout_loss"]
-    size = sum(f.stat().st_size for f in MODELS.rglob("*") if f.is_file())
+    shipped = [f for f in MODELS.rglob("*") if f.is_file() and "real" not in f.relative_to(MODELS).parts[:1]]
+    size = sum(f.stat().st_size for f in shipped)  # models/real/ (git-ignored) holds fetched models
     assert size < 150 * 2**20
 
 
@@ -148,3 +150,17 @@ def test_shipped_long_prompts():
     assert len(rows) >= 16 and len({r["source"] for r in rows}) >= 16  # one cut per file
     assert all(data.is_heldout(r["source"]) and r["reference"] for r in rows)
     assert all(2048 <= len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) <= 2300 for r in rows)
+
+
+def test_files_end_with_the_tokenizers_own_eos_in_a_wide_enough_dtype(tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from cascade.testing import make_wide_tokenizer
+
+    files = [data.SourceFile("a.py", "x = 1\n"), data.SourceFile("b.py", "y = 2\n")]
+    family = data.encode_files(AutoTokenizer.from_pretrained(tokenizer_dir), files)
+    assert family.dtype == np.uint16 and list(family).count(0) == 2  # the family's EOS is id 0
+    wide = make_wide_tokenizer(tmp_path / "wide")  # EOS "</s>" at id 69999, no <|endoftext|>
+    ids = data.encode_files(wide, files)
+    assert ids.dtype == np.uint32 and list(ids).count(69_999) == 2 and ids[-1] == 69_999
+    assert wide.decode(ids[: list(ids).index(69_999)]) == "x = 1\n"

@@ -207,7 +207,10 @@ def _setup(args, paths: list[Path]) -> _Setup:
 
         spec = policies[0].target
         tokenizer = models.load_tokenizer(
-            models.resolve_model_path(spec.model, policies[0].base_dir), spec.trust_remote_code, spec.revision
+            models.resolve_model_path(spec.model, policies[0].base_dir),
+            spec.trust_remote_code,
+            spec.revision,
+            spec.gguf_file,
         )
         prompts = tail_prompts(prompts, tokenizer, args.prompt_tokens)
     url = resolve_url(args.store, no_store=args.no_store, policy=policies[0])

@@ -79,17 +79,19 @@ class ModelCache:
         self._load_model = models.load_model
         self._load_tokenizer = models.load_tokenizer
 
-    def load_model(self, path, dtype=torch.float32, device=None, trust_remote_code=False, revision=None):
-        key = (str(path), str(dtype), str(device or "cpu"), bool(trust_remote_code), revision)
+    def load_model(
+        self, path, dtype=torch.float32, device=None, trust_remote_code=False, revision=None, gguf_file=None
+    ):
+        key = (str(path), str(dtype), str(device or "cpu"), bool(trust_remote_code), revision, gguf_file)
         if key not in self.models:
-            self.models[key] = self._load_model(path, dtype, device, trust_remote_code, revision)
+            self.models[key] = self._load_model(path, dtype, device, trust_remote_code, revision, gguf_file)
             self.loads += 1
         return self.models[key]
 
-    def load_tokenizer(self, path, trust_remote_code=False, revision=None):
-        key = (str(path), bool(trust_remote_code), revision)
+    def load_tokenizer(self, path, trust_remote_code=False, revision=None, gguf_file=None):
+        key = (str(path), bool(trust_remote_code), revision, gguf_file)
         if key not in self.tokenizers:
-            self.tokenizers[key] = self._load_tokenizer(path, trust_remote_code, revision)
+            self.tokenizers[key] = self._load_tokenizer(path, trust_remote_code, revision, gguf_file)
         return self.tokenizers[key]
 
 

