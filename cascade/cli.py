@@ -4,7 +4,7 @@ hook (cascade's own from `cascade.commands`, then any plugin's).
 User errors (`CascadeError`: a bad policy, prompt, plugin, model path, a plugin that raises)
 print one clear `error: ...` line on stderr and exit with status 2, never a traceback
 (`cascade --debug ...` adds it). Output into a closed pipe (`cascade runs show 1 | head`)
-ends quietly with status 141, as SIGPIPE would. Bare `cascade` prints the help.
+ends quietly with status 141, as SIGPIPE would. Bare `cascade` prints the help on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -76,9 +76,9 @@ def _quiet_stdout() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:  # bare `cascade`: the help, not an argparse error
-        parser.print_help()
-        return 0
+    if getattr(args, "func", None) is None:  # bare `cascade`: the whole help (not argparse's one line), status 2
+        parser.print_help(sys.stderr)
+        return 2
     try:
         status = args.func(args) or 0
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit

@@ -46,7 +46,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     src = run.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text")
     src.add_argument("--prompts", type=Path, help='JSONL file, one {"prompt": ...} per line')
+    run.add_argument("--limit", type=int, metavar="N", help="the first N prompts of --prompts only")
     run.add_argument("--max-new-tokens", type=int, help="override decoding.max_new_tokens")
+    run.add_argument("--temperature", type=float, metavar="T", help="override decoding.temperature (0 = greedy)")
     run.add_argument("--seed", type=int, help="override decoding.seed")
     run.add_argument(
         "--batch-size",
@@ -97,7 +99,9 @@ def cmd_run(args) -> int:
     if args.prompt is not None:
         prompts = [("--prompt", {"prompt": check_prompt(args.prompt)})]
     else:
-        prompts = read_numbered_prompts(args.prompts)
+        prompts = read_numbered_prompts(args.prompts, args.limit)
+    if args.temperature is not None and args.temperature < 0:
+        raise CascadeError(f"--temperature must be at least 0, got {args.temperature}")
 
     if args.batch_size is not None and args.batch_size < 1:
         raise CascadeError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -107,6 +111,8 @@ def cmd_run(args) -> int:
     from cascade.store import Store, engine_info, resolve_url
 
     policy = load_policy(args.policy)
+    if args.temperature is not None:
+        policy = policy.derive(policy.name, {"decoding": {"temperature": args.temperature}}, drop=())
     if policy.mode == "sequential" and (args.batch_size or 1) > 1:
         from cascade.policy import SEQUENTIAL_BATCH
 

@@ -188,3 +188,13 @@ def test_clear_errors(family, chow_policy, tmp_path):
             calibrate(load_policy(chow_policy), PROMPTS, store, say=lambda m: None)
         with pytest.raises(CascadeError, match="target-share must be in"):
             calibrate(load_policy(chow_policy), PROMPTS, store, target_share=1.5, say=lambda m: None)
+
+
+def test_a_replay_failing_the_parse_guard_says_so_instead_of_quality_minus_infinity():
+    from cascade.calibrate.replay import Replay
+    from cascade.calibrate.search import _judged
+
+    base = Replay(None, 1.0, 10, 10, 0.8, 0.9, 1, 1.0)
+    bad = Replay(0.5, 0.2, 10, 10, 0.7, 0.3, 2, 1.0)
+    assert _judged(bad, -math.inf, base) == "fails the parse-rate guard (parse rate 0.300 against target-only's 0.900)"
+    assert _judged(bad, 0.875, base) == "quality 0.875 of target-only"

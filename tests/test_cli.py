@@ -102,6 +102,15 @@ def test_run_many_prompts_jsonl(policy, tmp_path):
     assert len(out.stdout.strip().splitlines()) == 2
     assert not (tmp_path / "cascade.db").exists()
 
+    def first(*extra) -> list[int]:
+        out = cascade("run", policy, "--prompts", prompts, "--limit", "1", "--json", "--no-store", *extra)
+        assert out.returncode == 0, out.stderr
+        (row,) = [json.loads(line) for line in out.stdout.strip().splitlines()]  # --limit 1: one row
+        return row["token_ids"]
+
+    assert first("--seed", "0") == first("--seed", "1")  # the policy decodes greedily
+    assert first("--temperature", "1", "--seed", "0") != first("--temperature", "1", "--seed", "1")
+
 
 def test_run_batched_streams_rows_with_their_index_and_logs_each_row(policy, tmp_path):
     prompts = tmp_path / "p.jsonl"
@@ -343,11 +352,11 @@ def test_a_prompt_too_long_names_its_line_before_any_decoding(policy, tmp_path, 
 # ---------------------------------------------------------------------- the command line itself
 
 
-def test_bare_cascade_prints_the_help(capsys):
+def test_bare_cascade_prints_the_help_and_fails_as_a_usage_error(capsys):
     from cascade.cli import main
 
-    assert main([]) == 0
-    out = capsys.readouterr().out
+    assert main([]) == 2  # no command given: argparse's usage-error status, so scripts notice
+    out = capsys.readouterr().err
     assert out.startswith("usage: cascade") and "run" in out and "--version" in out and "--debug" in out
 
 

@@ -207,8 +207,8 @@ def search_quality(
         done.append(r)
         place(r, u)
         say(
-            f"replay {len(done)} at α={a:.6g} (u={u:.3f}): quality {rel(r):.3f} of target-only, target share "
-            f"{r.share:.3f} (run {r.run_id}, {r.seconds:.0f} s)"
+            f"replay {len(done)} at α={a:.6g} (u={u:.3f}): {_judged(r, rel(r), base)}, target share {r.share:.3f} "
+            f"(run {r.run_id}, {r.seconds:.0f} s)"
         )
     if good is None:
         a = amap.alpha(1.0)
@@ -228,6 +228,13 @@ def search_quality(
     ok = u_good <= 0.0 or (bad is not None and abs(r_good.share - bad[1].share) <= tolerance)
     note = "" if ok else f"stopped after {len(done)} replays before the bracket closed to {tolerance} in share"
     return Calibration("quality_floor", floor, tolerance, r_good.alpha, rel(r_good), ok, done, base, note=note)
+
+
+def _judged(r: Replay, relative: float, base: Replay) -> str:
+    """How a replay scored against target-only: its relative quality, or that it failed the parse-rate guard."""
+    if math.isinf(relative):
+        return f"fails the parse-rate guard (parse rate {_f(r.parses)} against target-only's {_f(base.parses)})"
+    return f"quality {relative:.3f} of target-only"
 
 
 def _f(x: float | None) -> str:

@@ -6,6 +6,7 @@ batch of rows).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -33,12 +34,21 @@ def resolve_dtype(spec: str, device: torch.device) -> torch.dtype:
     return DTYPES[spec]
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # "name" or "org/name"
+
+
 def resolve_model_path(spec: str, base_dir: Path | None = None) -> str:
-    """A folder relative to the policy file wins, then the working directory; else a hub id."""
-    for base in ([base_dir] if base_dir else []) + [Path.cwd()]:
+    """A folder relative to the policy file wins, then the working directory; else a hub id. A spec that is
+    neither (no such folder, and not of a hub id's form) is refused, naming the folders looked at."""
+    bases = ([base_dir] if base_dir else []) + [Path.cwd()]
+    for base in bases:
         candidate = (base / spec).resolve()
         if candidate.is_dir():
             return str(candidate)
+    if not HUB_ID.fullmatch(spec) or ".." in spec:
+        tried = " or ".join(str((b / spec).resolve()) for b in dict.fromkeys(bases))
+        origin = "the policy's folder, then the working directory" if base_dir else "the working directory"
+        raise CascadeError(f"no model folder at {tried} (resolved from {origin}), and {spec!r} is not a hub id")
     return spec
 
 

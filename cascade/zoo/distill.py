@@ -4,8 +4,8 @@ A drafter earns its keep by agreeing with the target, not by modelling the corpu
 is trained on the target's distributions (knowledge distillation, as DistillSpec argues
 for speculative decoding): for windows of the training split, the student minimises the
 forward KL divergence KL(p ‖ q) from the target's full next-token distribution p to its
-own q at every position. The target runs in no-grad (bfloat16 autocast on CPUs where that
-is measurably faster), so each training token costs one target forward.
+own q at every position. The target runs in no-grad, and both models in bfloat16 autocast
+on CPUs where that is measurably faster, so each training token costs one target forward.
 
 The student is Llama-shaped (RMSNorm, RoPE with the target's θ, SwiGLU, grouped KV heads,
 tied embeddings), so it runs on cascade's lean forward. Its embedding starts as the target's
@@ -115,9 +115,11 @@ def teacher_log_probs(target: Any, x: torch.Tensor, bf16: bool) -> torch.Tensor:
     return logits.float().log_softmax(-1)
 
 
-def kl_loss(student: Any, x: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+def kl_loss(student: Any, x: torch.Tensor, log_p: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     """KL(p ‖ q) per position, averaged: Σ_v p (log p − log q)."""
-    log_q = student(input_ids=x).logits.float().log_softmax(-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = student(input_ids=x).logits
+    log_q = logits.float().log_softmax(-1)
     return F.kl_div(log_q.flatten(0, 1), log_p.flatten(0, 1), log_target=True, reduction="batchmean")
 
 
@@ -218,7 +220,7 @@ def distill(target_dir: Path, out: Path, work: Path, s: DistillSettings, log=pri
         for g in opt.param_groups:
             g["lr"] = lr_at(s, prog.step, frac())
         x = windows(train_ids, s.batch, s.seq_len, gen)
-        loss = kl_loss(student, x, teacher_log_probs(target, x, bf16))
+        loss = kl_loss(student, x, teacher_log_probs(target, x, bf16), bf16)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         opt.step()

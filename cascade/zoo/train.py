@@ -162,7 +162,7 @@ def train(
     prog = Progress()
     gen = np.random.default_rng(seed)
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        state = torch.load(ckpt, weights_only=True)  # tensors, numbers and dicts: no pickle
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         prog = Progress(**state["progress"])

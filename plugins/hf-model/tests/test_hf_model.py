@@ -119,8 +119,11 @@ def test_padded_vocabularies_are_fitted_to_the_target(dirs):
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(CascadeError, match="could not load model"):
+    with pytest.raises(CascadeError, match="no model folder at .*nothing"):
         HFModelDrafter(Options(model=str(tmp_path / "nothing")), ctx())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CascadeError, match="could not load model"):
+        HFModelDrafter(Options(model=str(tmp_path / "empty")), ctx())
 
 
 def test_options_are_typed():
@@ -185,3 +188,11 @@ def test_a_row_asking_for_nothing_is_not_fed_and_catches_up_when_next_asked(dirs
     assert d.runtime.seen[0] == later[0].shape[0] and d.runtime.seen[1] == seen[1]
     expected = torch.softmax(logits_from_scratch(d.runtime.model, later[0]), -1)
     assert torch.allclose(drafts[0].probs[0], expected, atol=1e-5)
+
+
+def test_a_wrong_model_path_names_the_folders_looked_at(tmp_path):
+    with pytest.raises(CascadeError, match=r"no model folder at .*/models/targt \(resolved from the policy's folder"):
+        models.resolve_model_path("../models/targt", tmp_path / "policies")
+    with pytest.raises(CascadeError, match=r"'/nowhere/model' is not a hub id"):
+        models.resolve_model_path("/nowhere/model")
+    assert models.resolve_model_path("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
