@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, get_args
 
 import yaml
@@ -260,7 +261,37 @@ def load_policy(path: str | Path) -> Policy:
 
 
 def check_policy(policy: Policy, registry: Any) -> None:
-    """Checks that need the installed plugins; raises PolicyError naming the field and the fix."""
+    """Checks that need the installed plugins; raises one PolicyError listing every problem found, each naming
+    the field and the fix (a check that depends on an unknown rule or drafter is skipped, not guessed at)."""
+    errors: list[str] = []
+
+    def attempt(check: Callable[[], Any]) -> Any:
+        try:
+            return check()
+        except PolicyError as exc:
+            errors.append(str(exc))
+            return None
+
+    needs = attempt(lambda: _check_rule(policy, registry))  # (reads_q, reads_p), None when the rule is wrong
+    if policy.drafter is not None and policy.mode != "target":
+        attempt(lambda: _check_drafter(policy, registry, needs))
+    if policy.mode == "sequential" and needs is not None and needs[1]:
+        errors.append(
+            f"{policy.name}: field `rule.name`: the sequential cascade decides before calling the target, so its "
+            f"rule must read q only; {policy.rule.name!r} reads p with these options (use chow, or a learned head "
+            "trained on drafter-side features: `cascade rules train --features q`)"
+        )
+    attempt(lambda: _check_schedule(policy, registry))
+    if policy.mode == "lossy" and policy.rule.name != "none":
+        errors.append(f"{policy.name}: field `rule.name`: lossy mode uses `decoding.lenience`, set rule.name to none")
+    if len(errors) == 1:
+        raise PolicyError(errors[0])
+    if errors:
+        raise PolicyError(f"{policy.name}: {len(errors)} problems:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+def _check_rule(policy: Policy, registry: Any) -> tuple[bool, bool]:
+    """The rule exists, its options validate and α is in its range; what it reads (q, p) with these options."""
     src = policy.name
     rule_cls = registry.rules.get(policy.rule.name)
     if rule_cls is None:
@@ -278,32 +309,35 @@ def check_policy(policy: Policy, registry: Any) -> None:
             f"[{min(lo, hi)}, {max(lo, hi)}] "
             f"({lo} = speculative end, {hi} = drafter-only end)"
         )
-    if policy.drafter is not None and policy.mode != "target":
-        drafter_cls = registry.drafters.get(policy.drafter.plugin)
-        if drafter_cls is None:
-            raise PolicyError(
-                f"{src}: field `drafter.plugin`: unknown drafter {policy.drafter.plugin!r}; installed drafters: "
-                f"{', '.join(sorted(registry.drafters)) or '(none)'}{NO_DRAFTERS if not registry.drafters else ''}"
-            )
-        drafter_options(policy, drafter_cls)
-        if drafter_cls.deterministic:
-            if reads_q:
-                raise PolicyError(
-                    f"{src}: field `rule.name`: rule {policy.rule.name!r} needs drafter probabilities, but drafter "
-                    f"{policy.drafter.plugin!r} is deterministic (no q); use none, token_v2 or token_v3, "
-                    "or a probabilistic drafter such as hf-model"
-                )
-            if policy.mode in ("drafter", "sequential"):
-                raise PolicyError(
-                    f"{src}: field `mode`: mode {policy.mode!r} needs a drafter that decodes on its own; "
-                    f"{policy.drafter.plugin!r} is deterministic (it only proposes continuations)"
-                )
-    if policy.mode == "sequential" and reads_p:
+    return reads_q, reads_p
+
+
+def _check_drafter(policy: Policy, registry: Any, needs: tuple[bool, bool] | None) -> None:
+    src = policy.name
+    assert policy.drafter is not None
+    drafter_cls = registry.drafters.get(policy.drafter.plugin)
+    if drafter_cls is None:
         raise PolicyError(
-            f"{src}: field `rule.name`: the sequential cascade decides before calling the target, so its rule "
-            f"must read q only; {policy.rule.name!r} reads p with these options (use chow, or a learned head "
-            "trained on drafter-side features: `cascade rules train --features q`)"
+            f"{src}: field `drafter.plugin`: unknown drafter {policy.drafter.plugin!r}; installed drafters: "
+            f"{', '.join(sorted(registry.drafters)) or '(none)'}{NO_DRAFTERS if not registry.drafters else ''}"
         )
+    drafter_options(policy, drafter_cls)
+    if drafter_cls.deterministic:
+        if needs is not None and needs[0]:
+            raise PolicyError(
+                f"{src}: field `rule.name`: rule {policy.rule.name!r} needs drafter probabilities, but drafter "
+                f"{policy.drafter.plugin!r} is deterministic (no q); use none, token_v2 or token_v3, "
+                "or a probabilistic drafter such as hf-model"
+            )
+        if policy.mode in ("drafter", "sequential"):
+            raise PolicyError(
+                f"{src}: field `mode`: mode {policy.mode!r} needs a drafter that decodes on its own; "
+                f"{policy.drafter.plugin!r} is deterministic (it only proposes continuations)"
+            )
+
+
+def _check_schedule(policy: Policy, registry: Any) -> None:
+    src = policy.name
     opts = schedule_options(policy, _schedule_class(policy, registry))
     name = getattr(opts, "predictor", None)
     if name is not None:
@@ -314,8 +348,6 @@ def check_policy(policy: Policy, registry: Any) -> None:
                 f"{name!r}; installed: {', '.join(sorted(predictors)) or '(none)'}"
             )
         predictor_options(policy, predictors[name])
-    if policy.mode == "lossy" and policy.rule.name != "none":
-        raise PolicyError(f"{src}: field `rule.name`: lossy mode uses `decoding.lenience`, set rule.name to none")
 
 
 def _schedule_class(policy: Policy, registry: Any) -> type:

@@ -239,3 +239,21 @@ def test_deriving_another_schedule_starts_from_its_own_options():
     assert same.decoding.schedule.options == {"block_size": 5}
     other = p.derive("r", {"decoding": {"schedule": {"name": "adaptive", "options": {"max_block_size": 6}}}})
     assert other.decoding.schedule.model_dump() == {"name": "adaptive", "options": {"max_block_size": 6}}
+
+
+def test_every_problem_in_a_policy_is_reported_at_once():
+    msg = error_of(
+        base(
+            rule={"name": "token_v3", "alpha": 7.0},
+            drafter={"plugin": "no-such-drafter"},
+            decoding={"schedule": {"name": "no-such-schedule"}},
+        )
+    )
+    assert msg.startswith("p: 3 problems:\n  - p: field `rule.alpha`: 7.0 is outside")
+    assert "field `drafter.plugin`: unknown drafter 'no-such-drafter'" in msg
+    assert "field `decoding.schedule.name`: unknown schedule 'no-such-schedule'" in msg
+    one = error_of(base(rule={"name": "token_v3", "alpha": 7.0}))
+    assert one.startswith("p: field `rule.alpha`") and "problems" not in one  # one problem: said as before
+    unknown = error_of(base(rule={"name": "no-such-rule"}, drafter={"plugin": "ngram"}, mode="sequential"))
+    assert unknown.startswith("p: 2 problems:") and "unknown rule 'no-such-rule'" in unknown  # no guess at q/p
+    assert "mode 'sequential' needs a drafter that decodes on its own" in unknown
