@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml

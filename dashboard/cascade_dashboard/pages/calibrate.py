@@ -85,7 +85,10 @@ if alpha is not None:
 st.subheader("Calibration records")
 records = data.calibrations(url)
 if records.empty:
-    st.caption("No calibration records in this store yet: `cascade calibrate POLICY --share S` (or `--quality-floor Q`) writes one.")
+    st.caption(
+        "No calibration records in this store yet: `cascade calibrate POLICY --share S` "
+        "(or `--quality-floor Q`) writes one."
+    )
 else:
     st.dataframe(records, hide_index=True, key="cal_records")
     downloads.table(records, "calibrations")
