@@ -10,7 +10,7 @@ from cascade.tables import fmt, format_table, is_missing
 
 COLUMNS = (
     "policy",
-    "tok/s (median [min-max])",
+    "tok/s [min-max]",
     "speed-up [95% CI]",
     "τ",
     "accept",
@@ -94,13 +94,13 @@ def format_result(result: BenchResult) -> str:
     head = (
         f"{meta.get('n_prompts')} prompts"
         + (f" × {seeds} seeds" if seeds > 1 else "")
-        + f", {meta.get('repeats')} timed passes (median [min-max]), "
+        + f", {meta.get('repeats')} timed passes (tok/s over all of them [single passes' min-max]), "
         f"warm-up {meta.get('warmup')}; {device}; torch {m.get('torch')}, transformers {m.get('transformers')}"
     )
     notes = [
         "* added by the bench: target-only on the same target, the reference for speed-up and quality",
-        "speed-up: median tokens/s over target-only's; [95% CI]: the ratio of tokens/s over all timed passes, "
-        "bootstrapped over prompts",
+        "speed-up: tokens/s over target-only's, each Σ tokens / Σ seconds over all timed passes, with its 95% CI "
+        "(bootstrapped over prompts; single passes' spread in the JSON: speedup_min/max)",
         "edit sim: normalised Levenshtein similarity (0-100) of the first generated line to the reference's "
         "(CodeXGLUE line-level), mean over prompts ±95% CI, (paired difference to target-only ±95% CI); "
         "EM: first line exact; parses: prompt + completion is Python (or only unfinished); "

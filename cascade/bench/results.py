@@ -23,13 +23,13 @@ class BenchRow:
     temperature: float | None
     target: str
     drafter: str | None
-    tokens_per_second: float  # median over the timed passes
+    tokens_per_second: float  # Σ tokens / Σ seconds over the timed passes (min/max: single passes)
     tokens_per_second_min: float
     tokens_per_second_max: float
     tokens_per_second_q1: float
     tokens_per_second_q3: float
     tokens_per_second_passes: list[float]
-    speedup: float  # median tokens/s over target-only's median tokens/s (same target, same process)
+    speedup: float  # Σ tokens/Σ seconds over the timed passes over target-only's (same target, same process)
     speedup_min: float  # over the passes, each paired with target-only's pass of the same round
     speedup_max: float
     baseline: str | None  # the target-only row the speed-up and relative quality refer to

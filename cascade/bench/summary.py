@@ -1,6 +1,6 @@
 """The bench's measurements turned into result rows.
 
-Per row: tokens/s over the timed passes (median, spread), the speed-up over the
+Per row: tokens/s over the timed passes (Σ tokens / Σ seconds; single passes' spread), the speed-up over the
 target-only row on the same target, τ / acceptance / deferral, calls per token, TTFT,
 quality relative to target-only, the cost model's ceiling for our rows that use a drafter
 (`ceiling`), and, for greedy lossless rows, whether their tokens are identical to
@@ -45,6 +45,12 @@ class Measure:
         return stats.per_prompt(values)
 
 
+def _pooled(m: Measure) -> float:
+    """Σ tokens / Σ seconds over every timed pass of every prompt (the speed-up's own estimator)."""
+    seconds = sum(m.prompt_seconds.values())
+    return sum(m.prompt_tokens.values()) / seconds if seconds > 0 else math.nan
+
+
 def _quartiles(xs: list[float]) -> tuple[float, float]:
     if len(xs) < 2:
         return xs[0], xs[0]
@@ -70,7 +76,6 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
     q1, q3 = _quartiles(tps)
     base = measures[base_name] if base_name else None
     base_tps = [p.tokens_per_second for p in base.passes] if base else []
-    speedup = statistics.median(tps) / statistics.median(base_tps) if base_tps else math.nan
     paired = [a / b for a, b in zip(tps, base_tps)] if base_tps else [math.nan]
     # counters: ours from the timed passes (identical every pass); peers' calls from the recorded pass
     counted = m.passes[0] if r.kind == "policy" else Metrics.total([g.metrics for g in m.outputs])
@@ -88,13 +93,17 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
     else:
         tau, acc, defer = timed.mean_acceptance_length, timed.acceptance_rate, timed.deferral_rate
         ttft = statistics.median(p.ttft_seconds / n_prompts for p in m.passes)
+    # one estimator for the figure and its interval: Σ tokens / Σ seconds over every timed pass, over target-only's
+    # (the interval resamples prompts); the spread of single passes is speedup_min/max
     speed_ci = stats.NAN
+    speedup = 1.0 if base is not None else math.nan
     if base is not None and r.name != base_name:
         speed_ci = stats.speedup(m.prompt_tokens, m.prompt_seconds, base.prompt_tokens, base.prompt_seconds)
+        speedup = speed_ci.mean
     desc = r.describe()
     cost_model = None
     if r.kind == "policy" and r.policy.mode != "target" and r.cost_key() in cost:
-        base_seconds = 1 / statistics.median(base_tps) if base_tps else math.nan
+        base_seconds = 1 / _pooled(base) if base is not None else math.nan
         cost_model = ceiling(cost[r.cost_key()], timed, tcpt, dcpt, base_seconds, r.policy.verifies)
     return BenchRow(
         name=r.name,
@@ -107,7 +116,7 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
         temperature=desc["temperature"],
         target=desc["target"],
         drafter=desc["drafter"],
-        tokens_per_second=statistics.median(tps),
+        tokens_per_second=_pooled(m),
         tokens_per_second_min=min(tps),
         tokens_per_second_max=max(tps),
         tokens_per_second_q1=q1,
@@ -145,7 +154,7 @@ def ceiling(
     """The cost model's numbers for one row and its ceiling (`cascade.runtime.costmodel`, module docstring there).
 
     `cost`: `step_costs` for the row's models; `timed`: its counters; tcpt, dcpt: its target and drafter
-    calls per emitted token; `base_seconds_per_token`: target-only's, from its median tokens/s.
+    calls per emitted token; `base_seconds_per_token`: target-only's, from its tokens/s over the timed passes.
     """
     block = 1.0  # tokens per target call: a verified block is its drafts + 1; a sequential call at least 1
     if verifies and timed.num_drafts:
