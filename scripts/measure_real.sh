@@ -12,19 +12,20 @@ P=policies/real
 mkdir -p "$R/sweep" "$R/sweep-t1"
 C=.venv/bin/cascade
 TOKENS=${TOKENS:-64}   # new tokens per prompt
-LIMIT=${LIMIT:-20}     # held-out prompts (the first N: see README on how they spread over files)
+LIMIT=${LIMIT:-20}     # held-out prompts: the first N of the spread order come from N different files
+PROMPTS=prompts/stdlib-heldout-spread.jsonl
 export HF_HUB_OFFLINE=1
 $C models verify smollm2
 # the distilled drafter's lossless row first: transformers' assisted generation runs with that pair
 BENCH="$P/target-only.yaml $P/speculative-distilled.yaml $P/speculative-ngram.yaml $P/eagle-chain.yaml \
 $P/eagle-tree.yaml $P/cascade-token-v3.yaml $P/cascade-chow.yaml $P/lossy-speculative.yaml $P/self-spec-sparse.yaml"
-$C bench $BENCH --peers hf --limit "$LIMIT" --max-new-tokens "$TOKENS" --repeats 2 --threads 2 --no-progress \
+$C bench $BENCH --peers hf --prompts "$PROMPTS" --limit "$LIMIT" --max-new-tokens "$TOKENS" --repeats 2 --threads 2 --no-progress \
    --no-store --json "$R/bench.json" | tee "$R/bench.txt"
 $C bench $P/target-only.yaml $P/speculative-distilled.yaml $P/speculative-ngram.yaml $P/eagle-chain.yaml \
-   $P/cascade-token-v3.yaml $P/self-spec-sparse.yaml --batch-sizes 1,8 --limit 16 --max-new-tokens "$TOKENS" \
+   $P/cascade-token-v3.yaml $P/self-spec-sparse.yaml --batch-sizes 1,8 --prompts "$PROMPTS" --limit 16 --max-new-tokens "$TOKENS" \
    --threads 2 --no-progress --no-store --json "$R/batches.json" | tee "$R/batches.txt"
-$C sweep $P/cascade-token-v3.yaml $P/cascade-chow.yaml --alphas 4 --limit "$LIMIT" --max-new-tokens "$TOKENS" \
+$C sweep $P/cascade-token-v3.yaml $P/cascade-chow.yaml --alphas 4 --prompts "$PROMPTS" --limit "$LIMIT" --max-new-tokens "$TOKENS" \
    --threads 2 --no-progress --no-store --out "$R/sweep" | tee "$R/sweep/sweep.txt"
 $C sweep $P/target-only.yaml $P/speculative-distilled.yaml $P/cascade-token-v3.yaml $P/cascade-chow.yaml \
-   --alphas 3 --limit 12 --max-new-tokens "$TOKENS" --temperature 1 --seeds 2 --threads 2 --no-baselines \
+   --alphas 3 --prompts "$PROMPTS" --limit 12 --max-new-tokens "$TOKENS" --temperature 1 --seeds 2 --threads 2 --no-baselines \
    --no-progress --no-store --out "$R/sweep-t1" | tee "$R/sweep-t1/sweep.txt"

@@ -164,3 +164,18 @@ def test_files_end_with_the_tokenizers_own_eos_in_a_wide_enough_dtype(tokenizer_
     ids = data.encode_files(wide, files)
     assert ids.dtype == np.uint32 and list(ids).count(69_999) == 2 and ids[-1] == 69_999
     assert wide.decode(ids[: list(ids).index(69_999)]) == "x = 1\n"
+
+
+def test_spread_prompts_are_the_shipped_ones_with_the_first_n_from_n_files():
+    from cascade.zoo.prompts import spread_by_source
+
+    held = [json.loads(line) for line in (REPO / "prompts" / "stdlib-heldout.jsonl").read_text().splitlines()]
+    spread = [json.loads(line) for line in (REPO / "prompts" / "stdlib-heldout-spread.jsonl").read_text().splitlines()]
+    assert spread == spread_by_source(held)  # `cascade zoo prompts --spread`: the same rows, reordered
+    files = {r["source"] for r in held}
+    assert [len({r["source"] for r in spread[:n]}) for n in (10, 30, len(files))] == [10, 30, len(files)]
+    assert spread_by_source([{"source": "a", "i": 0}, {"source": "a", "i": 1}, {"source": "b", "i": 2}]) == [
+        {"source": "a", "i": 0},
+        {"source": "b", "i": 2},
+        {"source": "a", "i": 1},
+    ]

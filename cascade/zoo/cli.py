@@ -48,6 +48,11 @@ def add_parser(sub) -> None:
     pr.add_argument("--seed", type=int, default=0, help="which cuts are drawn")
     pr.add_argument("--min-prompt-tokens", type=int, default=0, help="long-context prompts: at least this many tokens")
     pr.add_argument("--max-prompt-tokens", type=int, default=320, help="at most this many prompt tokens")
+    pr.add_argument(
+        "--spread",
+        action="store_true",
+        help="order the prompts round-robin over their source files, so the first N come from N files",
+    )
     pr.set_defaults(func=_prompts)
     di = zsub.add_parser("distill", help="distil a small same-tokenizer drafter from any target's distributions")
     di.add_argument("--target", type=Path, required=True, help="the target's model folder")
@@ -105,7 +110,14 @@ def _prompts(args) -> int:
     if args.min_prompt_tokens > args.max_prompt_tokens:
         raise SystemExit("error: --min-prompt-tokens is above --max-prompt-tokens")
     n = write_prompts(
-        out, args.tokenizer, args.n, args.seed, args.split, args.min_prompt_tokens, args.max_prompt_tokens
+        out,
+        args.tokenizer,
+        args.n,
+        args.seed,
+        args.split,
+        args.min_prompt_tokens,
+        args.max_prompt_tokens,
+        args.spread,
     )
     print(f"wrote {n} prompts to {out}")
     return 0

@@ -143,6 +143,20 @@ def align_to_tokens(tokenizer, prompt: str, reference: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def spread_by_source(rows: list[dict]) -> list[dict]:
+    """The same rows, round-robin over their source files (in order of first appearance): the first N rows
+    come from N different files while there are files left, so `--limit N` does not measure a handful of
+    files N/k times over (prompts cut from one file are not independent)."""
+    by_file: dict[str, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault(r.get("source", ""), []).append(r)
+    queues = list(by_file.values())
+    out: list[dict] = []
+    for i in range(max((len(q) for q in queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
+
+
 def write_prompts(
     out: Path,
     tokenizer_dir: Path,
@@ -151,6 +165,7 @@ def write_prompts(
     split: str = "heldout",
     min_prompt_tokens: int = 0,
     max_prompt_tokens: int = 320,
+    spread: bool = False,
 ) -> int:
     from transformers import AutoTokenizer
 
@@ -161,6 +176,8 @@ def write_prompts(
             tok, n, seed, split=split, min_prompt_tokens=min_prompt_tokens, max_prompt_tokens=max_prompt_tokens
         )
     ]
+    if spread:
+        rows = spread_by_source(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return len(rows)
