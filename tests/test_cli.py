@@ -130,6 +130,7 @@ def test_run_batched_streams_rows_with_their_index_and_logs_each_row(policy, tmp
         assert run["status"] == "done" and queries.check_totals(store, run["id"]) == []
         seqs = queries.list_sequences(store, run["id"])
         assert sorted(s["prompt_text"] for s in seqs) == sorted(texts)  # every row its own sequence
+        assert all(s["prompt_text"] == texts[s["index"]] for s in seqs)  # logged under its prompt's index
         assert sum(s["num_generated_tokens"] for s in seqs) == sum(len(o["token_ids"]) for o in rows)
     bad = cascade("run", policy, "--prompts", prompts, "--batch-size", "0", "--no-store")
     assert bad.returncode == 2 and "--batch-size must be at least 1" in bad.stderr

@@ -85,8 +85,10 @@ class RunLogger:
         *,
         reference: str | None = None,
         seed: int | None = None,
+        index: int | None = None,
     ) -> int:
-        """Insert a sequence row (its steps follow) and return its id.
+        """Insert a sequence row (its steps follow) and return its id. `index`: the prompt's position among the
+        run's prompts (what `cascade run --json` prints as "index"); by default the order sequences start in.
 
         `seed`: the seed the sequence is decoded with (a 32-bit signed integer: the column is INTEGER on
         every backend), None when not known."""
@@ -94,7 +96,7 @@ class RunLogger:
             raise ValueError(f"seed must be a 32-bit signed integer ({SEED_MIN}..{SEED_MAX}) to be stored, got {seed}")
         row = {
             "run_id": self.run_id,
-            "index": self._next_index,
+            "index": self._next_index if index is None else int(index),
             "prompt_text": prompt_text,
             "num_prompt_tokens": prompt_tokens or 0,
             "reference": reference,
@@ -107,7 +109,7 @@ class RunLogger:
             return new_id(conn.execute(insert(Sequence).values(**row)))
 
         seq_id = self._commit(go)
-        self._next_index += 1
+        self._next_index = self._next_index + 1 if index is None else max(self._next_index, int(index) + 1)
         return seq_id
 
     def log_step(self, sequence_id: int, step: StepRecord) -> None:
@@ -169,7 +171,9 @@ class RunLogger:
         def on_step(step: StepRecord) -> None:
             if step.row not in sequences:
                 row = rows[step.row]
-                sequences[step.row] = self.start_sequence(row["prompt"], reference=row.get("reference"), seed=seed)
+                sequences[step.row] = self.start_sequence(
+                    row["prompt"], reference=row.get("reference"), seed=seed, index=step.row
+                )
             self.log_step(sequences[step.row], step)
 
         for index, generation in decode(on_step):
