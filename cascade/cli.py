@@ -74,6 +74,9 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # answered from metadata: no plugin, no torch
+        print(version_text())
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:  # bare `cascade`: the whole help (not argparse's one line), status 2
