@@ -392,3 +392,13 @@ def _prompts_file(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     return path
+
+
+def test_the_bench_says_which_runs_it_logged(policies, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    args = ["bench", str(policies[0]), "--prompts", str(_prompts_file(tmp_path)), "--store", url, "--no-progress"]
+    assert cascade_main([*args, "--repeats", "1", "--warmup", "0"]) == 0
+    err = capsys.readouterr().err
+    with Store.open(url) as store:
+        runs = {r["policy_name"]: r["id"] for r in queries.list_runs(store)}
+    assert f"logged 2 runs to {url}: target-only = run {runs['target-only']}, lossless = run {runs['lossless']}" in err

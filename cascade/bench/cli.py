@@ -290,6 +290,9 @@ def cmd_bench(args) -> int:
         if s.store:
             s.store.close()
     print(report.format_result(result))
+    logged = [f"{r.name} = run {r.run_id}" for r in result.rows if r.run_id is not None]
+    if logged and s.store:
+        print(f"\nlogged {len(logged)} runs to {s.store.url}: " + ", ".join(logged), file=sys.stderr)
     if args.json_out:
         report.write_json(result, args.json_out)
         print(f"\nwrote {args.json_out}", file=sys.stderr)
