@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from cascade.errors import CascadeError
+
 HELDOUT_FRACTION = 0.05  # ~5% of files are held out (by path hash, never by chance)
 EOS = "<|endoftext|>"  # separates files; also the models' bos/eos/pad token (id 0)
 SKIP_DIRS = {"site-packages", "__pycache__"}
@@ -144,3 +146,13 @@ def cached_corpus(
         }
         meta_f.write_text(json.dumps(meta))
     return np.load(train_f), np.load(held_f), json.loads(meta_f.read_text())
+
+
+def random_windows(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Generator):
+    """`batch` windows of `seq_len` tokens at random starts in `tokens`, as a (B, T) int64 tensor."""
+    import torch
+
+    if len(tokens) <= seq_len + 1:
+        raise CascadeError(f"the corpus has {len(tokens)} tokens: too few for windows of {seq_len}")
+    starts = gen.integers(0, len(tokens) - seq_len - 1, size=batch)
+    return torch.from_numpy(np.stack([tokens[s : s + seq_len] for s in starts]).astype(np.int64))

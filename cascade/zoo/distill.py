@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from cascade.errors import CascadeError
 from cascade.zoo import data
+from cascade.zoo.train import Progress
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,6 @@ class DistillSettings:
     warmup: int = 30
     seed: int = 0
     eval_windows: int = 24
-
-
-@dataclass
-class Progress:
-    step: int = 0
-    tokens_seen: int = 0
-    seconds: float = 0.0
-    last_loss: float = float("nan")
 
 
 def student_config(target_config: Any, s: DistillSettings):
@@ -102,13 +95,6 @@ def init_student(target: Any, s: DistillSettings):
     return student
 
 
-def windows(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Generator) -> torch.Tensor:
-    if len(tokens) <= seq_len + 1:
-        raise CascadeError(f"the corpus has {len(tokens)} tokens: too few for windows of {seq_len}")
-    starts = gen.integers(0, len(tokens) - seq_len - 1, size=batch)
-    return torch.from_numpy(np.stack([tokens[s : s + seq_len] for s in starts]).astype(np.int64))
-
-
 def teacher_log_probs(target: Any, x: torch.Tensor, bf16: bool) -> torch.Tensor:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = target(input_ids=x).logits
@@ -132,7 +118,7 @@ def evaluate(student: Any, target: Any, tokens: np.ndarray, s: DistillSettings) 
     kl = ce_s = ce_t = agree = 0.0
     n = 0
     for _ in range(max(1, s.eval_windows // s.batch)):
-        x = windows(tokens, s.batch, s.seq_len, gen)
+        x = data.random_windows(tokens, s.batch, s.seq_len, gen)
         log_p = target(input_ids=x).logits.float().log_softmax(-1)
         log_q = student(input_ids=x).logits.float().log_softmax(-1)
         kl += float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
@@ -219,7 +205,7 @@ def distill(target_dir: Path, out: Path, work: Path, s: DistillSettings, log=pri
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lr_at(s, prog.step, frac())
-        x = windows(train_ids, s.batch, s.seq_len, gen)
+        x = data.random_windows(train_ids, s.batch, s.seq_len, gen)
         loss = kl_loss(student, x, teacher_log_probs(target, x, bf16), bf16)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

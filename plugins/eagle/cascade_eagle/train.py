@@ -135,10 +135,10 @@ def corpus(
 
 
 def windows(tokens: np.ndarray, batch: int, seq_len: int, gen: np.random.Generator) -> torch.Tensor:
-    if len(tokens) <= seq_len + 1:
-        raise CascadeError(f"the corpus has {len(tokens)} tokens: too few for windows of {seq_len}")
-    starts = gen.integers(0, len(tokens) - seq_len - 1, size=batch)
-    return torch.from_numpy(np.stack([tokens[s : s + seq_len] for s in starts]).astype(np.int64))  # (B, T)
+    """Random training windows (B, T) of the corpus (`cascade.zoo.data.random_windows`)."""
+    from cascade.zoo import data
+
+    return data.random_windows(tokens, batch, seq_len, gen)
 
 
 @torch.no_grad()
