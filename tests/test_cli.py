@@ -205,7 +205,7 @@ def test_bad_policy_and_bad_model_without_traceback(tmp_path, family):
     assert out.returncode == 2 and "needs drafter probabilities" in out.stderr and "Traceback" not in out.stderr
     missing = write_policy(tmp_path / "m.yaml", name="m", target={"model": str(tmp_path / "nope")}, mode="target")
     out = cascade("run", missing, "--prompt", "x", "--no-store")
-    assert out.returncode == 2 and "could not load" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "no model folder at" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_vocabulary_mismatch_names_both_sizes(tmp_path, tokenizer_dir, family):

@@ -46,7 +46,7 @@ def resolve_model_path(spec: str, base_dir: Path | None = None) -> str:
         if candidate.is_dir():
             return str(candidate)
     if not HUB_ID.fullmatch(spec) or ".." in spec:
-        tried = " or ".join(str((b / spec).resolve()) for b in dict.fromkeys(bases))
+        tried = " or ".join(dict.fromkeys(str((b / spec).resolve()) for b in bases))
         origin = "the policy's folder, then the working directory" if base_dir else "the working directory"
         raise CascadeError(f"no model folder at {tried} (resolved from {origin}), and {spec!r} is not a hub id")
     return spec
