@@ -83,7 +83,10 @@ class EagleOptions(BaseModel):
     def _a_head_folder(cls, v: str, info: ValidationInfo) -> str:
         """Resolved against the policy's folder (validation context `base_dir`), then the working directory."""
         base = (info.context or {}).get("base_dir") if isinstance(info.context, dict) else None
-        folder = Path(resolve_model_path(v, base))
+        try:
+            folder = Path(resolve_model_path(v, base))
+        except CascadeError:  # no such folder, and not of a hub id's form: say what an EAGLE head needs
+            folder = (Path(base) if base else Path.cwd()) / v
         if not (folder / "config.json").is_file():
             raise ValueError(
                 f"no EAGLE head at {v!r} (looked for {folder}/config.json): train one with "
