@@ -15,8 +15,9 @@ from functools import cache
 import numpy as np
 import torch
 
-from cascade.rules import BUILTIN_RULES
-from cascade.testing.laws import law_p_value
+from cascade.features import FEATURES
+from cascade.rules import BUILTIN_RULES, DeferralInputs, RuleBase
+from cascade.testing.laws import law_p_value, token_law
 from cascade.verify import sampling as S
 from cascade.verify.chain import verify_block
 from cascade.verify.tree import verify_tree
@@ -58,6 +59,28 @@ def deferral(rule: str, alpha: float, q1: np.ndarray, p1: np.ndarray) -> np.ndar
     raise ValueError(rule)
 
 
+class DraftConfidence(RuleBase):
+    """A rule that reads the drafted token's own features, as a learned deferral head does (SPEC.md, "Learned
+    deferral, in more detail"): defer the draft x when q(x) < α. Its r is read at the drawn x, so a position's
+    law is not one π (see `token_law`)."""
+
+    name = "draft-confidence"
+    reads_p = False
+    reads_features = True
+
+    def defer(self, q: torch.Tensor, p: torch.Tensor | None, inputs: DeferralInputs | None = None) -> torch.Tensor:
+        assert inputs is not None
+        q_x = inputs.features[:, FEATURES.index("q_x")]  # (k,) q(x_i) at T = 1
+        return (q_x < self.alpha).to(q_x.dtype).unsqueeze(-1)  # (k, 1)
+
+
+FEATURE_RULE = DraftConfidence.name
+
+
+def make_rule(rule: str, alpha: float) -> RuleBase:
+    return DraftConfidence(alpha) if rule == FEATURE_RULE else BUILTIN_RULES[rule](alpha)
+
+
 def warped(kind: str, prefix: tuple[int, ...], params: S.SamplingParams) -> np.ndarray:
     return S.warp(logits(kind, prefix), params).double().numpy()
 
@@ -69,6 +92,16 @@ def pi(rule: str, alpha: float, params: S.SamplingParams, prefix: tuple[int, ...
     )
     q, p = warped("q", prefix, params), warped("p", prefix, params)
     return q * (1 - r) + (r * q).sum() * p
+
+
+def law_at(rule: str, alpha: float, params: S.SamplingParams, prefix: tuple[int, ...]) -> np.ndarray:
+    """The law of the next emitted token after `prefix`: π for a rule of SPEC.md's; for the rule that reads the
+    drafted token's features (r_y = 1[q(y) < α], q at T = 1), SPEC.md's law of a rule read at the drafted token
+    (`cascade.testing.laws.token_law`)."""
+    if rule != FEATURE_RULE:
+        return pi(rule, alpha, params, prefix)
+    r = (logits("q", prefix).double().softmax(-1).numpy() < alpha).astype(float)
+    return sum(token_law(r, warped("q", prefix, params), warped("p", prefix, params)))
 
 
 def lossy_first(lenience: float, params: S.SamplingParams) -> np.ndarray:
@@ -101,7 +134,7 @@ def chain_emit(
     lenience: float | None = None,
 ) -> tuple[int, ...]:
     """Decode `n_tokens` with drafts of k tokens from q, verified by verify_block (as the engine's step)."""
-    rule_obj = BUILTIN_RULES[rule](alpha)
+    rule_obj = make_rule(rule, alpha)
     out: list[int] = []
     lookahead = rule != "none" and lenience is None  # a cascade draws its bonus from π_{k+1}
     while len(out) < n_tokens:
@@ -125,7 +158,7 @@ def chain_check(rule: str, alpha: float, params: S.SamplingParams, k: int = 3, n
     for _ in range(n):
         y = chain_emit(rule, alpha, params, k, 2, g)
         counts[y] = counts.get(y, 0) + 1
-    return p_value(counts, joint_law(lambda prefix: pi(rule, alpha, params, prefix)))
+    return p_value(counts, joint_law(lambda prefix: law_at(rule, alpha, params, prefix)))
 
 
 def lossy_check(lenience: float, params: S.SamplingParams, n: int = 4000, seed: int = 0) -> float:
@@ -206,7 +239,7 @@ def tree_check(
 def joint_tv(params: S.SamplingParams, rule: str, alpha: float) -> float:
     """The smaller total variation between the joint law of two tokens under π and under p, and under π and
     under q: how far the law a check tests is from the target's and from the drafter's."""
-    law = joint_law(lambda prefix: pi(rule, alpha, params, prefix))
+    law = joint_law(lambda prefix: law_at(rule, alpha, params, prefix))
     target = joint_law(lambda prefix: warped("p", prefix, params))
     drafter = joint_law(lambda prefix: warped("q", prefix, params))
     keys = set(law) | set(target) | set(drafter)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from laws import WIDE_LEAVES, chain_check, joint_tv, lossy_check, tree_check
+from laws import FEATURE_RULE, WIDE_LEAVES, chain_check, joint_tv, lossy_check, tree_check
 
 from cascade.testing.mutation import BY_NAME, MUTANTS, applied
 from cascade.verify import sampling as S
@@ -30,6 +30,9 @@ CHECKS = {  # name -> the check (a p-value)
     "chain-token_v2": lambda: chain_check("token_v2", 0.2, T1),
     "chain-diff": lambda: chain_check("diff", 0.0, T1),
     "chain-opt-warped": lambda: chain_check("opt", 0.3, WARPED),
+    "chain-draft-confidence": lambda: chain_check(FEATURE_RULE, 0.2, T1),
+    "chain-draft-confidence-warped": lambda: chain_check(FEATURE_RULE, 0.2, WARPED),
+    "chain-draft-confidence-k1": lambda: chain_check(FEATURE_RULE, 0.2, T1, k=1),
     "lossy": lambda: lossy_check(0.5, T1),
     "tree-none": lambda: tree_check("none", 0.0, T1),
     "tree-token_v3": lambda: tree_check("token_v3", 0.5, T1),
@@ -37,6 +40,7 @@ CHECKS = {  # name -> the check (a p-value)
     "tree-none-deterministic": lambda: tree_check("none", 0.0, T1, deterministic=True),
     "tree-none-after-leaves": lambda: tree_check("none", 0.0, T1, WIDE_LEAVES),
     "engine-confidence-schedule": lambda: engine_check(),
+    "engine-adaptive-predictor": lambda: adaptive_check(),
     "engine-batch-rows-differ": lambda: batch_check(),
     "engine-batch-shared-schedule": lambda: shared_check(),
     "engine-sequential-cascade": lambda: sequential_check(),
@@ -58,13 +62,16 @@ CATCHES = {  # mutant -> the check that must reject it
     "tree-rejected-all-draws-p": "tree-token_v3",
     "tree-leaf-bonus-from-root": "tree-none-after-leaves",
     "token-v3-reads-q-max": "chain-token_v3",
+    "feature-rule-reads-the-argmax": "chain-draft-confidence",
+    "feature-rule-bonus-at-the-argmax": "chain-draft-confidence-k1",
+    "predictor-reads-the-draw": "engine-adaptive-predictor",
     "stop-rule-peeks-at-the-draw": "engine-confidence-schedule",
     "batch-logits-right-aligned": "engine-batch-rows-differ",
     "sequential-deferral-keeps-the-draft": "engine-sequential-cascade",
 }
 
 
-def _engine(decoding: dict, **policy):
+def _engine(decoding: dict, registry=None, **policy):
     from cascade.decode.engine import Engine
     from cascade.policy import parse_policy
     from cascade.testing import build_family, policy_dict
@@ -73,7 +80,7 @@ def _engine(decoding: dict, **policy):
     f = build_family(root, "gpt2", root / "tok")
     d = policy_dict(f["target"], f["near"], **policy)
     d["decoding"].update(temperature=1.0, top_k=2, ignore_eos=True, **decoding)
-    return Engine.from_policy(parse_policy(d)), f
+    return Engine.from_policy(parse_policy(d), registry), f
 
 
 def _max_q(f, ids: torch.Tensor, rank: int = 1) -> list[float]:
@@ -103,6 +110,43 @@ def engine_check(n: int = 2000) -> float:
     e, f = _engine({"max_new_tokens": 2}, schedule="confidence", block_size=4)
     first, second = _max_q(f, e.encode(PROMPT), 2)
     e, _ = _engine({"max_new_tokens": 2}, schedule="confidence", block_size=4, confidence=(first + second) / 2)
+    return _rows_p_value(e, [PROMPT], n)
+
+
+def adaptive_check(n: int = 2000) -> float:
+    """The adaptive schedule, lossless at T = 1 with top-k 2, its confidences from a registered acceptance predictor
+    (scale · q at q's top token, known before the draw) and a cost table on which SurvivalStop drafts a first token
+    exactly when its confidence reaches 1/2 (a draft is free, a target call over n tokens costs 1.5^(n − 1)). The
+    scale puts 1/2 between the drafter's two most likely first tokens: the real predictor always drafts there, one
+    that scored the token about to be drawn would draft only the first. The first two tokens follow the target."""
+    from unittest import mock
+
+    from test_engine import _in_process_plugin
+
+    from cascade.features import FEATURES
+    from cascade.options import NoOptions
+    from cascade.schedules import profile
+    from cascade.schedules.costs import CostTable
+
+    class ScaleOptions(NoOptions):
+        scale: float = 1.0
+
+    class ScaledQ:  # P(accepted) = scale · q(x) at the token it is shown
+        Options = ScaleOptions
+
+        def __init__(self, options: ScaleOptions):
+            self.scale = options.scale
+
+        def predict_acceptance(self, features, positions, context):
+            return (self.scale * features[:, FEATURES.index("q_x")]).clamp(0, 1)
+
+    registry = _in_process_plugin("scaled-q", register_predictors=lambda register: register("scaled-q", ScaledQ))
+    table = CostTable(0.0, tuple(1.5**i for i in range(5)))
+    e, f = _engine({"max_new_tokens": 2}, schedule="confidence", block_size=4)
+    first, second = _max_q(f, e.encode(PROMPT), 2)
+    options = {"predictor": "scaled-q", "predictor_options": {"scale": 1 / (first + second)}}
+    with mock.patch.object(profile, "cost_table", lambda engine, max_k, remeasure=False: (table, None, False)):
+        e, _ = _engine({"max_new_tokens": 2}, registry, schedule="adaptive", schedule_options=options)
     return _rows_p_value(e, [PROMPT], n)
 
 
@@ -187,6 +231,8 @@ SHARP = [  # (rule, α, sampling) of every cascade check above
     ("token_v2", 0.2, T1),
     ("diff", 0.0, T1),
     ("opt", 0.3, WARPED),
+    (FEATURE_RULE, 0.2, T1),
+    (FEATURE_RULE, 0.2, WARPED),
 ]
 
 

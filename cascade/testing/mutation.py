@@ -128,7 +128,7 @@ MUTANTS = [
     Mutant(
         "chain-bonus-from-p",
         C,
-        "bonus = S.mixture(r_next, q_scaled(q_next, False, params), bonus)",
+        "bonus = S.mixture(r_next, q_bonus, bonus)  # π_{k+1}",
         "bonus = bonus",
         "a cascade's bonus token drawn from p_{k+1} instead of π_{k+1}",
     ),
@@ -220,6 +220,20 @@ MUTANTS = [
         "return (p < (1 - self.alpha) * q.max(-1, keepdim=True).values).float()",
         "token_v3 compares p(v) with max q instead of max p",
     ),
+    Mutant(
+        "feature-rule-reads-the-argmax",
+        C,
+        "features=decision_features(tokens, q_raw if real_q else None, p_raw),  # (k, F)",
+        "features=decision_features(q_raw.argmax(-1), q_raw if real_q else None, p_raw),  # (k, F)",
+        "a rule that reads features (a learned head) is given q's top token's, not the drafted token's",
+    ),
+    Mutant(
+        "feature-rule-bonus-at-the-argmax",
+        C,
+        "if rule.reads_features:  # r is read at a drafted token: the bonus is one more draft, judged as the k were",
+        "if False:",
+        "a rule read at the drafted token draws its bonus from π_{k+1} with r taken at q's top token",
+    ),
     # drafting: the stop rule must not see the token it decides about
     Mutant(
         "stop-rule-peeks-at-the-draw",
@@ -252,6 +266,24 @@ MUTANTS.append(
         "token = int(sampling.pick(p_logits, seq.params, seq.generator).item())",
         "token = x",
         "the sequential cascade calls the target where it defers but keeps the drafter's token",
+    )
+)
+
+MUTANTS.append(
+    Mutant(
+        "predictor-reads-the-draw",
+        D,
+        "confidences = self._confidences(step, q, asked, drawing, plans, blocks, drafted)",
+        "confidences = self._confidences(step, q, asked, drawing, plans, blocks, drafted)\n"
+        "        if confidences is not None and self.predictor is not None and step.logits is not None:\n"
+        "            peek = [torch.Generator().set_state(g.get_state()) if g is not None else None "
+        "for g in generators]\n"
+        "            xs = torch.tensor([int(sampling.pick(step.logits[i], params[b], peek[b])) "
+        "for i, b in enumerate(asked)])\n"
+        "            feats = decision_features(xs, q, None)\n"
+        "            confidences = [float(self.predictor.predict_acceptance(feats[i : i + 1], torch.tensor([drafted]), "
+        "blocks[b])[0]) for i, b in enumerate(asked)]",
+        "the acceptance predictor scores the token about to be drawn, not q's top token (no longer a stopping time)",
     )
 )
 

@@ -50,7 +50,7 @@ def deferral(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """r for every candidate token (k, 1) or (k, V), and r(x_i) for the drafted ones (k,)."""
     inputs = None
-    if getattr(rule, "reads_features", False):
+    if rule.reads_features:
         k = tokens.shape[0]
         block = block or BlockContext(sequence_position=0)
         inputs = DeferralInputs(
@@ -88,15 +88,14 @@ def verify_block(
     deterministic = q_raw is None
     q_raw = q_unscaled(tokens, q_raw, vocab)
     # p at T = 1, what the rules read; not built for rules that never look at it (lossless, chow)
-    reads_p = rule.reads_p or getattr(rule, "reads_features", False)
+    reads_p = rule.reads_p or rule.reads_features
     p_raw = S.softmax(p_logits) if reads_p else None  # (k + 1, V)
+    p_next_raw = None if p_raw is None else p_raw[k:]  # (1, V)
     r, r_x = deferral(rule, tokens, q_raw, None if p_raw is None else p_raw[:k], block, 0, not deterministic)
     cascade_bonus = q_next is not None and lenience is None
     if cascade_bonus:
         assert q_next is not None
         q_next = q_unscaled(tokens[:0], q_next.view(1, -1), vocab)  # (1, V)
-        x_next = q_next.argmax(-1)  # (1,) the drafter's greedy guess at k+1
-        r_next, r_next_x = deferral(rule, x_next, q_next, None if p_raw is None else p_raw[k:], block, k)
 
     if params.greedy:
         # keep x_i when the rule keeps the draft (r = 0) or it is the target's argmax
@@ -105,6 +104,9 @@ def verify_block(
         if lenience is None:
             keep = keep | (r_x == 0)
         if cascade_bonus:  # π_{k+1} at T = 0: the drafter's argmax unless the rule defers it
+            assert q_next is not None
+            x_next = q_next.argmax(-1)  # (1,) the drafter's greedy guess at k+1
+            _, r_next_x = deferral(rule, x_next, q_next, p_next_raw, block, k)
             best = torch.cat([best[:k], torch.where(r_next_x == 0, x_next, best[k:])])
         n = keep.long().cumprod(0).sum()
         return Verdict(n, best[n], r_x)
@@ -121,7 +123,33 @@ def verify_block(
     bonus = p[k:]  # (1, V)
     if cascade_bonus:
         assert q_next is not None
-        bonus = S.mixture(r_next, q_scaled(q_next, False, params), bonus)  # π_{k+1}
+        q_bonus = q_scaled(q_next, False, params)  # (1, V)
+        if rule.reads_features:  # r is read at a drafted token: the bonus is one more draft, judged as the k were
+            bonus = S.one_hot(bonus_draft(rule, q_next, q_bonus, p_next_raw, bonus, block, k, generator), vocab)
+        else:
+            r_next, _ = deferral(rule, q_next.argmax(-1), q_next, p_next_raw, block, k)
+            bonus = S.mixture(r_next, q_bonus, bonus)  # π_{k+1}
     # row n of [residuals of the k positions; the bonus distribution] is what follows the accepted prefix
     candidates = torch.cat([S.residual(pi, q), bonus], dim=0)  # (k + 1, V)
     return Verdict(n, S.sample(candidates[n], generator), r_x)
+
+
+def bonus_draft(
+    rule: Rule,
+    q_raw: torch.Tensor,  # (1, V) q_{k+1} at T = 1
+    q: torch.Tensor,  # (1, V) q_{k+1} warped, what the draft is drawn from
+    p_raw: torch.Tensor | None,  # (1, V) p_{k+1} at T = 1
+    p: torch.Tensor,  # (1, V) p_{k+1} warped
+    block: BlockContext | None,
+    k: int,  # the bonus's position in its block
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """The bonus token under a rule read at the drafted token (a learned head, `reads_features`): x ~ q_{k+1}, kept
+    where r_x = 0, accepted with min(1, p(x) / q(x)) where r_x = 1, else drawn from norm(max(0, p − q)). Its law is
+    every drafted position's (SPEC.md, "Learned deferral, in more detail"); π_{k+1} built from r at q's argmax is not.
+    (1,)"""
+    x = S.sample(q, generator)  # (1,)
+    r, _ = deferral(rule, x, q_raw, p_raw, block, k)  # (1, 1)
+    pi = S.mixture(r, q, p)  # q where the rule keeps x, p where it defers it
+    kept = S.first_rejection(S.acceptance_probs(pi, q, x), generator)  # 0-d: 1 = x stands
+    return torch.where(kept > 0, x, S.sample(S.residual(pi, q), generator))

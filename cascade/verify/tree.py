@@ -53,7 +53,7 @@ def verify_tree(
     at = torch.tensor([p + 1 for p in parents], dtype=torch.long, device=tokens.device)  # (k,) parent's block index
     deterministic = q_raw is None
     q1 = q_unscaled(tokens, q_raw, vocab)  # (k, V)
-    reads_p = rule.reads_p or getattr(rule, "reads_features", False)
+    reads_p = rule.reads_p or rule.reads_features
     p_raw = S.softmax(p_logits) if reads_p else None  # (k + 1, V)
     positions = torch.tensor(depths(parents), device=tokens.device) - 1  # (k,) position in the path
     r, r_x = deferral(
