@@ -78,13 +78,14 @@ def one(client: Any, url: str, model: str, prompt: str, max_tokens: int) -> Outc
 
 
 def spec_counters(client: Any, url: str, model: str) -> dict[str, float]:
-    """The spec-decode counters of `model` on the server's /metrics (cascade: names)."""
+    """The spec-decode counters of `model` on the server's /metrics, summed over its series (one server's
+    `cascade:` names, or Ray's `ray_cascade_` names with a series per replica)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out = dict.fromkeys(SPEC, 0.0)
     text = client.get(url + "/metrics").text
     for family in text_string_to_metric_families(text):
-        name = family.name.removeprefix("cascade:")
+        name = family.name.removeprefix("cascade:").removeprefix("ray_cascade_")
         if name in out:
             out[name] = sum(s.value for s in family.samples if s.labels.get("policy") == model)
     return out

@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,12 @@ class Server:
         max_waiting: int = 64,
         store: str | None = None,
         log_capacity: int = 1024,
+        metrics: ServeMetrics | None = None,
+        run_info: Mapping[str, Any] | None = None,
     ) -> Server:
         """Load each policy's engine and start its loop; `store`: a store URL to log served requests to (None:
-        no decision log)."""
+        no decision log); `metrics`: where the figures go (default: this process's Prometheus registry);
+        `run_info`: more of what each logged run records (a Ray replica's deployment and id)."""
         from cascade.decode.engine import Engine
         from cascade.plugins import registry
         from cascade.policy import load_policy
@@ -74,7 +77,7 @@ class Server:
         if max_num_seqs < 1 or max_waiting < 1:
             raise CascadeError("--max-num-seqs and --max-waiting must be at least 1")
         reg = registry()
-        metrics = ServeMetrics()
+        metrics = metrics or ServeMetrics()
         opened = Store.open(store) if store else None
         served: dict[str, Served] = {}
         logbooks: list[Logbook] = []
@@ -85,13 +88,18 @@ class Server:
             engine = Engine.from_policy(policy, reg)
             logbook = None
             if opened is not None:
-                run = opened.start_run(policy, {**engine_info(engine), "source": "cascade serve"})
+                run = opened.start_run(policy, {**engine_info(engine), "source": "cascade serve", **(run_info or {})})
                 logbook = Logbook(policy.name, run, metrics, log_capacity)
                 logbooks.append(logbook)
             loop = EngineLoop(policy.name, engine, metrics, max_num_seqs, max_waiting, logbook)
             loop.start()
             served[policy.name] = Served(policy.name, engine, loop, reg)
         return cls(served, metrics, logbooks, opened)
+
+    @property
+    def healthy(self) -> bool:
+        """Every policy's engine loop is alive."""
+        return all(s.loop.alive for s in self.served.values())
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000) -> None:
         """Serve in the foreground until interrupted, then close."""

@@ -67,6 +67,38 @@ def list_runs(store: Store, *, limit: int = 20, status: str | None = None) -> li
     return [{**_row(r), **derived(dict(r))} for r in rows]
 
 
+def served_runs(store: Store, deployment: str | None = None) -> list[dict[str, Any]]:
+    """Runs logged by `cascade serve` (one per policy and server, or per Ray replica), oldest first: id, policy,
+    status, the deployment and replica they were tagged with (None for a single server) and the sequences logged
+    so far. `deployment`: only that Ray Serve deployment's runs (its replicas' traffic, taken together)."""
+    counts = (
+        select(Sequence.run_id, func.count(Sequence.id).label("logged")).group_by(Sequence.run_id).subquery("counts")
+    )
+    q = (
+        select(Run.id, Run.policy_name, Run.status, Run.info, func.coalesce(counts.c.logged, 0).label("logged"))
+        .outerjoin(counts, counts.c.run_id == Run.id)
+        .order_by(Run.id)
+    )
+    with store.reader.connect() as conn:
+        rows = conn.execute(q).mappings().all()
+    out = []
+    for r in rows:
+        info = r["info"] or {}
+        if info.get("source") != "cascade serve" or (deployment is not None and info.get("deployment") != deployment):
+            continue
+        out.append(
+            {
+                "id": r["id"],
+                "policy_name": r["policy_name"],
+                "status": r["status"],
+                "deployment": info.get("deployment"),
+                "replica": info.get("replica"),
+                "sequences": int(r["logged"]),
+            }
+        )
+    return out
+
+
 def _get_run(conn, run_id: int) -> dict[str, Any]:
     row = conn.execute(select(Run.__table__).where(Run.id == run_id)).mappings().first()
     if row is None:
