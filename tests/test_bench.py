@@ -329,6 +329,22 @@ def test_quality_per_prompt_with_intervals_and_paired_differences(result):
     assert "edit sim" in report.format_result(res)
 
 
+def test_the_table_fits_a_terminal_and_names_what_it_left_out(result):
+    res, _ = result
+    full = report.format_result(res)
+    table = full.split("\n\n")[1]
+    assert max(map(len, table.splitlines())) > 120  # every column: wider than a terminal
+    narrow = report.format_result(res, width=120)
+    kept = narrow.split("\n\n")[1].splitlines()
+    assert max(map(len, kept)) <= 120
+    for col in ("policy", "speed-up", "τ", "edit sim"):
+        assert col in kept[0]
+    note = next(line for line in narrow.splitlines() if line.startswith("left out to fit 120 columns: "))
+    dropped = note.split(": ", 1)[1].split(" (--wide")[0].split(", ")
+    assert dropped == list(report.DROP_FIRST[: len(dropped)]) and all(c not in kept[0] for c in dropped)
+    assert report.format_result(res, width=10_000) == full  # room for all: nothing dropped
+
+
 def test_speedup_interval_brackets_the_paired_ratio(result):
     res, _ = result
     for r in res.rows:

@@ -34,3 +34,28 @@ def test_stored_rows_add_up_on_real_runs(family, tmp_path, case):
         assert queries.check_totals(store, run.run_id) == []
         shown = queries.show_run(store, run.run_id)
         assert shown["run"]["status"] == "done" and shown["rows"]["sequences"] == 3
+
+
+def test_a_batched_run_logs_its_wall_clock_throughput(family, tmp_path):
+    """Four rows decoded together: the run's wall-clock seconds are the batch's (not the sum of its rows'
+    overlapping times), so its throughput is about B times the per-row figure; one row at a time, the two agree."""
+    import time
+
+    f = family("gpt2")
+    policy = parse_policy(policy_dict(f["target"], f["near"], max_new_tokens=24, ignore_eos=True))
+    engine = Engine.from_policy(policy)
+    prompts = [{"prompt": p} for p in ("def add(a, b):", "class Point:", "x = [i for i in", "import os\n")]
+    with Store.open(f"sqlite:///{tmp_path / 's.db'}") as store:
+        with store.start_run(policy, engine_info(engine)) as batched:
+            start = time.monotonic()
+            texts = [p["prompt"] for p in prompts]
+            list(batched.record(prompts, lambda on_step: engine.stream(texts, on_step=on_step, batch_size=4)))
+            elapsed = time.monotonic() - start
+        with store.start_run(policy, engine_info(engine)) as single:
+            list(single.record(prompts, lambda on_step: engine.stream(texts, on_step=on_step, batch_size=1)))
+        b, s = (queries.show_run(store, r.run_id)["totals"] for r in (batched, single))
+    assert 0 < b["wall_seconds"] <= elapsed
+    assert b["wall_seconds"] < 0.5 * b["decode_seconds"]  # four overlapping rows: the sum counts each second ~4x
+    assert b["wall_tokens_per_second"] > 2 * b["tokens_per_second"]
+    assert queries.throughput(b) == b["wall_tokens_per_second"]
+    assert s["wall_seconds"] == pytest.approx(s["decode_seconds"], rel=0.05)  # one row at a time: no overlap

@@ -31,7 +31,10 @@ def test_readme_example_is_the_shipped_example_plugin():
     assert readme_block() == (EXAMPLE / "my_drafter.py").read_text(encoding="utf-8")
 
 
-def test_readme_plugin_example_decodes_losslessly(family):
+def test_readme_plugin_example_decodes_losslessly(family, monkeypatch):
+    # only the README's code, in-process: an installed copy of plugins/example (pip install -e plugins/example)
+    # would register the same drafter name twice
+    monkeypatch.setenv("CASCADE_PLUGINS", "")
     module = types.ModuleType("my_drafter")
     exec(compile(readme_block(), "README.md:my_drafter.py", "exec"), module.__dict__)
     reg = build_registry(extra=[("my-drafter", module)])

@@ -253,7 +253,7 @@ def test_upgrade_from_0003_adds_feature_and_context_columns_and_calibrations(sto
                 [_row(decs, sequence_id=seq_id, step=i, position=0, kind="draft", q_x=0.5) for i in range(2)],
             )
         before = _snapshot(engine)
-    assert migrate.upgrade(store_url) == ("0003", "0004")
+    assert migrate.upgrade(store_url) == ("0003", migrate.head())
     with _at_revision(store_url) as engine:
         after = _snapshot(engine)
         with engine.connect() as conn:
@@ -316,6 +316,30 @@ def test_upgrade_from_0003_adds_feature_and_context_columns_and_calibrations(sto
     assert downgraded == before
 
 
+def test_upgrade_from_0004_adds_a_runs_wall_clock_time(store_url):
+    """0004 -> 0005: an old run keeps its values with wall_seconds NULL, so its throughput is the per-row figure
+    (the same for one row at a time); 0005 downgrades to 0004 without losing rows."""
+    migrate.upgrade(store_url, "0004")
+    with _at_revision(store_url) as engine:
+        with engine.begin() as conn:
+            meta = MetaData()
+            meta.reflect(conn)
+            runs = meta.tables["runs"]
+            assert "wall_seconds" not in runs.c
+            values = _row(runs, status="done", num_generated_tokens=40, decode_seconds=2.0)
+            run_id = conn.execute(insert(runs).values(**values)).inserted_primary_key[0]
+        before = _snapshot(engine)
+    assert migrate.upgrade(store_url) == ("0004", "0005")
+    with Store.open(store_url) as store:
+        t = queries.show_run(store, run_id)["totals"]
+        assert t["wall_seconds"] is None and t["wall_tokens_per_second"] is None
+        assert queries.throughput(t) == t["tokens_per_second"] == 20.0
+    with _at_revision(store_url) as engine:
+        with engine.begin() as conn:
+            command.downgrade(migrate.config(conn), "0004")
+        assert _snapshot(engine) == before
+
+
 @contextlib.contextmanager
 def _at_revision(store_url):
     engine = db.make_engine(store_url)
@@ -360,9 +384,9 @@ def test_a_foreign_database_is_refused(tmp_path):
 
 def test_history_lists_every_revision_newest_first():
     revs = migrate.history()
-    assert [r["revision"] for r in revs] == ["0004", "0003", "0002", "0001"]
-    assert [r["is_head"] for r in revs] == [True, False, False, False]
-    assert [r["down_revision"] for r in revs] == ["0003", "0002", "0001", None]
+    assert [r["revision"] for r in revs] == ["0005", "0004", "0003", "0002", "0001"]
+    assert [r["is_head"] for r in revs] == [True, False, False, False, False]
+    assert [r["down_revision"] for r in revs] == ["0004", "0003", "0002", "0001", None]
 
 
 def test_metric_columns_are_the_metrics_counters():

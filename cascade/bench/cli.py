@@ -58,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "tokens, transformers' forward against cascade's lean one, with the arithmetic share",
     )
     bench.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="write the results to this JSON file")
+    bench.add_argument(
+        "--wide", action="store_true", help="print every column (default: fit the terminal; a pipe gets them all)"
+    )
     load = bench.add_argument_group(
         "serving (`cascade bench serve --url URL`): load a running `cascade serve`, as vLLM's bench serve does"
     )
@@ -261,6 +264,13 @@ def _bench_serve(args) -> int:
     return 1 if any(r["failed"] for r in results) else 0
 
 
+def terminal_width() -> int | None:
+    """The terminal's columns when stdout is one; None (every column) for a pipe or a file."""
+    import shutil
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
 def cmd_bench(args) -> int:
     from cascade.bench import report
     from cascade.bench.run import run_bench
@@ -289,7 +299,7 @@ def cmd_bench(args) -> int:
     finally:
         if s.store:
             s.store.close()
-    print(report.format_result(result))
+    print(report.format_result(result, None if args.wide else terminal_width()))
     logged = [f"{r.name} = run {r.run_id}" for r in result.rows if r.run_id is not None]
     if logged and s.store:
         print(f"\nlogged {len(logged)} runs to {s.store.url}: " + ", ".join(logged), file=sys.stderr)

@@ -29,6 +29,40 @@ COLUMNS = (
 )
 
 
+DROP_FIRST = (  # to fit a terminal, columns leave in this order; policy, speed-up, τ and edit sim always stay
+    "ceiling",
+    "logp (Δ target)",
+    "rep-4",
+    "EM",
+    "TTFT ms",
+    "drafter/tok",
+    "chrF (vs target)",
+    "parses",
+    "defer",
+    "accept",
+    "tok/s [min-max]",
+    "target/tok",
+    "identical",
+)
+
+
+Table = tuple[list[str], list[list[str]], list[str]]
+
+
+def fitted(headers: list[str], rows: list[list[str]], width: int | None) -> Table:
+    """The table's columns that fit in `width` characters (None: all), dropping DROP_FIRST's in order until it
+    fits; and the names of those dropped."""
+    dropped: list[str] = []
+    for name in DROP_FIRST:
+        if width is None or max(len(line) for line in format_table(headers, rows).splitlines()) <= width:
+            break
+        i = headers.index(name)
+        headers = headers[:i] + headers[i + 1 :]
+        rows = [r[:i] + r[i + 1 :] for r in rows]
+        dropped.append(name)
+    return headers, rows, dropped
+
+
 def _estimate(d: dict | None, spec: str, signed: bool = False) -> str:
     """`mean ±half-width` of a {"mean", "low", "high"} estimate; "-" when missing."""
     if not d or is_missing(d.get("mean")):
@@ -86,7 +120,8 @@ def table_rows(result: BenchResult) -> list[list[str]]:
     return out
 
 
-def format_result(result: BenchResult) -> str:
+def format_result(result: BenchResult, width: int | None = None) -> str:
+    """The table with its notes; `width`: fit a terminal of that many columns (columns dropped are named)."""
     meta = result.meta
     m = meta.get("machine", {})
     device = m.get("cuda") or f"CPU {m.get('processor')} ({m.get('torch_threads')} torch threads)"
@@ -110,7 +145,11 @@ def format_result(result: BenchResult) -> str:
         "here: (1+ω)/(target/tok·(v+ω) + drafter/tok·c), v for its mean block, ω target-only's overhead "
         "(cascade/runtime/costmodel.py)",
     ]
-    return "\n".join([head, "", format_table(list(COLUMNS), table_rows(result)), ""] + notes)
+    headers, rows, dropped = fitted(list(COLUMNS), table_rows(result), width)
+    if dropped:
+        left = ", ".join(dropped)
+        notes.insert(0, f"left out to fit {width} columns: {left} (--wide shows every column; --json keeps all)")
+    return "\n".join([head, "", format_table(headers, rows), ""] + notes)
 
 
 def write_json(result: BenchResult, path: Path) -> None:

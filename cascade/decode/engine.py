@@ -384,6 +384,8 @@ class Engine(Steps):
             self.target.forward([row.prompt[:-1] for row in rows], last_only=True, hidden=self.wants_hidden)
             states = self.target.hidden  # (B, P - 1, d) left-padded, for a drafter that reads the target's features
             features = None if states is None else [states[b, states.shape[1] - r.n + 1 :] for b, r in enumerate(rows)]
+        elif self.mode != "drafter":
+            features = self._no_features(len(rows))  # one-token prompts: nothing before their last token
         if self.drafters is not None:
             with self._drafter_errors("start"):
                 self.drafters.start([row.prompt for row in rows])
@@ -410,12 +412,22 @@ class Engine(Steps):
                 states = joining.hidden  # (B', K, d) left-padded: a joined row's are its last n - 1 columns
                 if states is not None:
                     features = [states[i, states.shape[1] - r.n + 1 :] for i, r in enumerate(rows)]
+            else:
+                features = self._no_features(len(rows))
             self.target.absorb(joining)
         if self.drafters is not None:
             with self._drafter_errors("join"):
                 self.drafters.join([row.prompt for row in rows])
                 if features is not None:
                     self.drafters.target_features(features)
+
+    def _no_features(self, rows: int) -> list[torch.Tensor] | None:
+        """The prompt features of one-token prompts, for a drafter that reads the target's: none, (0, d) each. A
+        drafter told nothing would recompute them with a target pass of its own."""
+        if not self.wants_hidden:
+            return None
+        empty = torch.empty(0, self.target_model.config.hidden_size, device=self.device, dtype=self.target_model.dtype)
+        return [empty] * rows
 
     def _leave(self, keep: list[int]) -> None:
         """Finished rows leave the batch: the caches keep only the rows in `keep`."""

@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--store", metavar="URL", help="log served requests to this store (default: as `cascade run`)")
     p.add_argument("--no-store", action="store_true", help="keep no decision log of served requests")
+    p.add_argument(
+        "--vllm-metric-names",
+        action="store_true",
+        help="also export the running/waiting gauges as vllm:num_requests_running/_waiting (routers read them)",
+    )
     r = p.add_argument_group("Ray Serve (scale-out: N replicas behind Ray's proxy; docs/serving.md)")
     r.add_argument("--ray", action="store_true", help="serve as a Ray Serve deployment (needs `ray[serve]`)")
     r.add_argument("--replicas", type=int, help="replicas, each holding its own engines (default 1)")
@@ -79,7 +84,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = resolve_url(args.store, no_store=args.no_store, policy=first)
     if args.ray or args.print_config:
         return serve_on_ray(args, url)
-    server = Server.load(args.policies, max_num_seqs=args.max_num_seqs, max_waiting=args.max_waiting, store=url)
+    server = Server.load(
+        args.policies,
+        max_num_seqs=args.max_num_seqs,
+        max_waiting=args.max_waiting,
+        store=url,
+        vllm_names=args.vllm_metric_names,
+    )
     print(f"serving {', '.join(server.served)} on http://{args.host}:{args.port}/v1", flush=True)
     server.serve(args.host, args.port)
     return 0

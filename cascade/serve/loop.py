@@ -190,8 +190,7 @@ class EngineLoop:
         return cancels
 
     def _gauges(self, batch: Any) -> None:
-        self.metrics.running.labels(self.name).set(len(batch.live) + len(batch.waiting))
-        self.metrics.waiting.labels(self.name).set(len(self.pending) + self.inbox.qsize())
+        self.metrics.load(self.name, len(batch.live) + len(batch.waiting), len(self.pending) + self.inbox.qsize())
 
     def _on_step(self, step: Any) -> None:
         ticket = self.active.get(step.row)

@@ -9,6 +9,10 @@ request_time_per_output_token_seconds, e2e_request_latency_seconds, request_queu
 request_spec_decode_acceptance_rate (a finished request's accepted / drafted: near 0 goes with garbled
 output, near 1 with loops; users asked vLLM for it as a quality alarm).
 
+`vllm_names=True` (`cascade serve --vllm-metric-names`) also exports the two load gauges under vLLM's names,
+`vllm:num_requests_running` and `vllm:num_requests_waiting` (label `model_name`), which routers such as
+vLLM's production-stack router read from each backend to balance N `cascade serve` processes.
+
 The metric classes are class attributes (`counter_cls`, `gauge_cls`, `histogram_cls`): a backend whose
 metric system differs (Ray's) swaps them, as vLLM's Ray wrappers do.
 """
@@ -31,7 +35,7 @@ class ServeMetrics:
     gauge_cls: Any = Gauge
     histogram_cls: Any = Histogram
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, vllm_names: bool = False):
         disable_created_metrics()  # no `_created` series beside each counter (as vLLM exports them)
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -55,6 +59,12 @@ class ServeMetrics:
         self.store_dropped = counter("store_dropped", "decision-log rows dropped (queue full or store down)")
         self.running = self.gauge_cls(PREFIX + "num_requests_running", "rows decoding", ["policy"], registry=r)
         self.waiting = self.gauge_cls(PREFIX + "num_requests_waiting", "requests waiting", ["policy"], registry=r)
+        self.vllm_load: tuple[Any, Any] | None = None
+        if vllm_names:  # the same two gauges under vLLM's names, for routers that read them
+            self.vllm_load = (
+                self.gauge_cls("vllm:num_requests_running", "rows decoding", ["model_name"], registry=r),
+                self.gauge_cls("vllm:num_requests_waiting", "requests waiting", ["model_name"], registry=r),
+            )
         self.ttft = histogram("time_to_first_token_seconds", "arrival to first token", TTFT_BUCKETS)
         self.itl = histogram("inter_token_latency_seconds", "between streamed tokens", ITL_BUCKETS)
         self.tpot = histogram("request_time_per_output_token_seconds", "per request, after the first", ITL_BUCKETS)
@@ -63,6 +73,14 @@ class ServeMetrics:
         self.acceptance = histogram(
             "request_spec_decode_acceptance_rate", "a finished request's accepted / drafted tokens", RATE_BUCKETS
         )
+
+    def load(self, policy: str, running: int, waiting: int) -> None:
+        """A policy's rows decoding and requests waiting."""
+        self.running.labels(policy).set(running)
+        self.waiting.labels(policy).set(waiting)
+        if self.vllm_load is not None:
+            self.vllm_load[0].labels(policy).set(running)
+            self.vllm_load[1].labels(policy).set(waiting)
 
     def step(self, policy: str, rule: str, drafted: int, accepted: int, deferred: int, emitted: int) -> None:
         """One row's share of an engine step."""

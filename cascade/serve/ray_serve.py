@@ -225,17 +225,6 @@ def deploy(
     return f"http://{host}:{port}"
 
 
-def replicas(options: RayServeOptions) -> list[str]:
-    """The ids of the deployment's running replicas."""
-    from ray import serve
-
-    status = serve.status().applications.get(options.name)
-    if status is None:
-        return []
-    dep = status.deployments.get(options.name)
-    return [] if dep is None else [str(k) for k in getattr(dep, "replica_states", {})]
-
-
 def shutdown() -> None:
     import ray
     from ray import serve

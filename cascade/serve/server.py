@@ -64,11 +64,13 @@ class Server:
         store: str | None = None,
         log_capacity: int = 1024,
         metrics: ServeMetrics | None = None,
+        vllm_names: bool = False,
         run_info: Mapping[str, Any] | None = None,
     ) -> Server:
         """Load each policy's engine and start its loop; `store`: a store URL to log served requests to (None:
-        no decision log); `metrics`: where the figures go (default: this process's Prometheus registry);
-        `run_info`: more of what each logged run records (a Ray replica's deployment and id)."""
+        no decision log); `metrics`: where the figures go (default: this process's Prometheus registry, with
+        vLLM's names for the load gauges too when `vllm_names`); `run_info`: more of what each logged run
+        records (a Ray replica's deployment and id)."""
         from cascade.decode.engine import Engine
         from cascade.plugins import registry
         from cascade.policy import load_policy
@@ -77,7 +79,7 @@ class Server:
         if max_num_seqs < 1 or max_waiting < 1:
             raise CascadeError("--max-num-seqs and --max-waiting must be at least 1")
         reg = registry()
-        metrics = metrics or ServeMetrics()
+        metrics = metrics or ServeMetrics(vllm_names=vllm_names)
         opened = Store.open(store) if store else None
         served: dict[str, Served] = {}
         logbooks: list[Logbook] = []

@@ -139,7 +139,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
                     fmt(r["acceptance_rate"], ".3f"),
                     fmt(r["mean_acceptance_length"], ".3f"),
                     fmt(r["deferral_rate"], ".3f"),
-                    fmt(r["tokens_per_second"], ".1f"),
+                    fmt(queries.throughput(r), ".1f"),
                     (r["started_at"] or "")[:19],
                 ]
                 for r in runs
@@ -187,7 +187,17 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
             "calls/token",
             f"target {fmt(t['target_calls_per_token'], '.3f')}  drafter {fmt(t['drafter_calls_per_token'], '.3f')}",
         ),
-        ("speed", f"{fmt(t['tokens_per_second'], '.1f')} tok/s over {fmt(t['decode_seconds'], '.2f')} s"),
+        (
+            "speed",
+            f"{fmt(queries.throughput(t), '.1f')} tok/s over "
+            f"{fmt(t.get('wall_seconds') or t['decode_seconds'], '.2f')} s"
+            + (
+                f" wall clock (per row: {fmt(t['tokens_per_second'], '.1f')} tok/s over "
+                f"{fmt(t['decode_seconds'], '.2f')} s summed)"
+                if t.get("wall_seconds")
+                else ""
+            ),
+        ),
     ]
     width = max(len(k) for k, _ in facts)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in facts))

@@ -112,6 +112,9 @@ class Run(MetricColumns, Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     num_sequences: Mapped[int] = mapped_column(Integer, default=0)  # finished sequences in the totals
+    # seconds during which at least one sequence was decoding (the union of their generate() intervals): a batched
+    # run's throughput is its tokens over this, not over decode_seconds (the sum of its rows' overlapping times)
+    wall_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Sequence(MetricColumns, Base):

@@ -75,6 +75,7 @@ class RunLogger:
         self._totals: dict[str, Any] = {name: 0 for name in METRIC_COLUMNS}
         self._totals["accepted_per_position"] = []
         self._num_sequences = 0
+        self._busy: list[tuple[float, float]] = []  # disjoint (start, end) monotonic intervals spent decoding
 
     # ------------------------------------------------------------------ sequences
 
@@ -197,17 +198,30 @@ class RunLogger:
         )
         totals = {name: self._totals[name] + seq_values[name] for name in METRIC_COLUMNS}
         totals["accepted_per_position"] = add_counts(self._totals["accepted_per_position"], m.accepted_per_position)
+        wall = self._decoded(m.decode_seconds)
 
         def go(conn: Connection) -> None:
             self._write_buffers(conn)
             conn.execute(update(Sequence).where(Sequence.id == sequence_id).values(**seq_values))
             conn.execute(
-                update(Run).where(Run.id == self.run_id).values(num_sequences=self._num_sequences + 1, **totals)
+                update(Run)
+                .where(Run.id == self.run_id)
+                .values(num_sequences=self._num_sequences + 1, wall_seconds=wall, **totals)
             )
 
         self._commit(go)
         self._totals = totals
         self._num_sequences += 1
+
+    def _decoded(self, seconds: float) -> float:
+        """Add a sequence that decoded for `seconds` until now; the run's wall-clock decoding time so far (the
+        union of its sequences' intervals: rows decoded together count once)."""
+        end = time.monotonic()
+        start = end - max(0.0, float(seconds or 0.0))
+        while self._busy and self._busy[-1][1] >= start:  # ends only grow: overlaps are at the tail
+            start = min(start, self._busy.pop()[0])
+        self._busy.append((start, end))
+        return sum(e - s for s, e in self._busy)
 
     def log_generation(self, prompt_text: str, generation: Generation, *, reference: str | None = None) -> int:
         """Log a finished generation (its `steps`) as one sequence; returns the sequence id."""

@@ -35,6 +35,7 @@ RUN_SUMMARY = (
     Run.started_at,
     Run.finished_at,
     Run.num_sequences,
+    Run.wall_seconds,
     *(getattr(Run, c) for c in METRIC_COLUMNS),
     Run.accepted_per_position,
 )
@@ -51,10 +52,33 @@ def _row(row: RowMapping) -> dict[str, Any]:
 
 
 def derived(counters: dict[str, Any]) -> dict[str, float | None]:
-    """acceptance_rate, mean_acceptance_length (τ), deferral_rate, tokens_per_second, calls per token."""
+    """acceptance_rate, mean_acceptance_length (τ), deferral_rate, tokens_per_second, calls per token; for a run
+    (counters with `wall_seconds`) also `wall_tokens_per_second`, its tokens over its wall-clock decoding time.
+
+    `tokens_per_second` is per row: tokens over the sum of the rows' decode times, which overlap in a batch.
+    `wall_tokens_per_second` is the run's throughput (None for runs logged before it was recorded)."""
     values: dict[str, Any] = {c: counters[c] or 0 for c in METRIC_COLUMNS}
     m = Metrics(**values)
-    return {name: _json(getattr(m, name)) for name in DERIVED}
+    out = {name: _json(getattr(m, name)) for name in DERIVED}
+    if "wall_seconds" in counters:
+        wall = counters["wall_seconds"]
+        out["wall_tokens_per_second"] = _json(m.num_generated_tokens / wall) if wall else None
+    return out
+
+
+def throughput(row: dict[str, Any]) -> float | None:
+    """A run's tokens per second: wall-clock when recorded, else the per-row figure (runs from before)."""
+    wall = row.get("wall_tokens_per_second")
+    return wall if wall is not None else row.get("tokens_per_second")
+
+
+def speed_ratio(run: dict[str, Any], base: dict[str, Any]) -> float | None:
+    """`run`'s speed over `base`'s: wall-clock throughputs when both runs have one, else per-row tok/s (so a
+    ratio never mixes the two)."""
+    both = run.get("wall_tokens_per_second") and base.get("wall_tokens_per_second")
+    key = "wall_tokens_per_second" if both else "tokens_per_second"
+    a, b = run.get(key), base.get(key)
+    return a / b if a is not None and b else None
 
 
 def list_runs(store: Store, *, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:
@@ -148,7 +172,7 @@ def show_run(store: Store, run_id: int) -> dict[str, Any]:
             .where(Sequence.run_id == run_id)
         ).scalar_one()
         (quality,) = _quality_rows(conn, [run_id])
-    totals = {c: run.pop(c) for c in (*METRIC_COLUMNS, "accepted_per_position")}
+    totals = {c: run.pop(c) for c in (*METRIC_COLUMNS, "accepted_per_position", "wall_seconds")}
     rates = derived(totals)
     return {
         "run": run,

@@ -20,7 +20,16 @@ from sqlalchemy import MetaData, Table, case, func, inspect, select
 
 from cascade.features import CONTEXT, FEATURES
 from cascade.store.models import Decision, Run, Sequence, Step
-from cascade.store.queries import _json, _row, derived, list_sequences, per_position, quality_summary, show_run
+from cascade.store.queries import (
+    _json,
+    _row,
+    derived,
+    list_sequences,
+    per_position,
+    quality_summary,
+    show_run,
+    speed_ratio,
+)
 from cascade.store.writer import Store
 
 FINGERPRINT_PREFIX = 64  # characters of the first/last prompt that go into a prompt set's fingerprint
@@ -97,7 +106,7 @@ def run_table(store: Store, *, limit: int = 5000) -> list[dict[str, Any]]:
     by_id = {r["id"]: r for r in rows}
     for r in rows:
         base = by_id.get(r["baseline_run_id"]) if r["baseline_run_id"] is not None else None
-        r["speedup"] = _ratio(r["tokens_per_second"], base["tokens_per_second"]) if base else None
+        r["speedup"] = speed_ratio(r, base) if base else None
         r["quality_rel"] = _ratio(r["edit_similarity"], base["edit_similarity"]) if base else None
         r["parses_rel"] = _ratio(r["parses"], base["parses"]) if base else None
         r["chrf_rel"] = _ratio(r["chrf"], base["chrf"]) if base else None

@@ -17,6 +17,7 @@ COLUMNS = [
     "drafter",
     "status",
     "started_at",
+    "wall_tokens_per_second",
     "tokens_per_second",
     "speedup",
     "mean_acceptance_length",
@@ -32,7 +33,8 @@ COLUMNS = [
 LABELS = {
     "policy_name": "policy",
     "alpha": "α",
-    "tokens_per_second": "tok/s",
+    "wall_tokens_per_second": "tok/s",
+    "tokens_per_second": "per-row tok/s",
     "speedup": "speed-up",
     "mean_acceptance_length": "τ",
     "acceptance_rate": "acceptance",

@@ -212,16 +212,25 @@ def test_bad_heads_get_clear_errors(family, tmp_path):
 
 
 @pytest.mark.parametrize("schedule", ["confidence", "adaptive"])
-def test_a_chain_follows_the_schedules_that_read_confidence(family, schedule):
+def test_a_chain_follows_the_schedules_that_read_confidence(family, schedule, monkeypatch):
     """tree: chain reports the head's top probability before each draw, so confidence-driven schedules stop it;
-    decoding stays exact."""
+    decoding stays exact. The target's features of every step, one that drafted nothing (k = 0) included, come
+    from the engine's verification: the drafter never re-runs the target to catch up."""
+    import cascade_eagle.drafter as D
+
     f = family("llama")
     reference = [g.token_ids for g in target_only(f).generate(PROMPTS)]
     options = {"confidence": {"block_size": 4, "confidence": 0.5}, "adaptive": {"max_block_size": 6}}[schedule]
     e = eagle(f, "chain", schedule=schedule, **options)
+    calls: list[int] = []
+    real = D.T.target_features
+    monkeypatch.setattr(D.T, "target_features", lambda *a: calls.append(1) or real(*a))
     outs = e.generate(PROMPTS)
     assert [g.token_ids for g in outs] == reference
-    assert {s.drafted for g in outs for s in g.steps} - {0} != {4}  # not always the full block
+    drafted = {s.drafted for g in outs for s in g.steps}
+    assert drafted - {0} != {4}  # not always the full block
+    assert schedule != "adaptive" or 0 in drafted  # adaptive: steps that drafted nothing, features still sent
+    assert calls == []
 
 
 def test_trees_are_refused_by_schedules_that_cut_chains(family):

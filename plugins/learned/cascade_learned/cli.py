@@ -29,7 +29,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "and write the head (card.json + model.json for logistic, model.skops for hgb) to --out. "
         "Use it with `rule: {name: learned, alpha: A, options: {path: OUT}}`.",
     )
-    train.add_argument("--store", required=True, metavar="URL", help="the decision store to read")
+    train.add_argument(
+        "--store",
+        metavar="URL",
+        help="the decision store to read (default: where `cascade run` logs: $CASCADE_STORE or the per-user store)",
+    )
     which = train.add_mutually_exclusive_group()
     which.add_argument("--runs", metavar="IDS", help="comma-separated run ids (default: every finished run)")
     which.add_argument("--policy", metavar="NAME", help="the finished runs of this policy name")
@@ -110,7 +114,13 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(
         args.head, features, args.model, label, args.margin, args.test_size, args.seed, args.min_rows, exclude
     )
-    with Store.open(args.store, create=False) as store:
+    from cascade.store import mask_url, resolve_url
+
+    url = resolve_url(args.store)
+    assert url is not None  # no policy and no --no-store: a store is always named
+    if not args.json:
+        print(f"reading the decision store {mask_url(url)}", flush=True)
+    with Store.open(url, create=False) as store:
         rows = training_rows(store, run_ids=_ids(args.runs) if args.runs else None, policy=args.policy)
     card = train(rows, cfg, args.out)
     if args.json:

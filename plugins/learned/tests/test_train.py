@@ -139,6 +139,16 @@ def test_the_train_command(logged, tmp_path, capsys):
     assert "comma-separated run ids" in capsys.readouterr().err
 
 
+def test_the_train_command_reads_the_default_store_without_store(logged, tmp_path, capsys, monkeypatch):
+    """No --store: the store `cascade run` logs to ($CASCADE_STORE here), named on stdout."""
+    monkeypatch.setenv("CASCADE_STORE", logged["url"])
+    out = tmp_path / "default"
+    runs = ",".join(map(str, logged["runs"]))
+    assert main(["rules", "train", "--runs", runs, "--min-rows", "100", "--out", str(out)]) == 0
+    assert (out / "card.json").is_file()
+    assert f"reading the decision store {logged['url']}" in capsys.readouterr().out
+
+
 def test_excluded_features_are_left_out(logged, tmp_path):
     rows = rows_of(logged["url"], run_ids=logged["runs"])
     card = train(

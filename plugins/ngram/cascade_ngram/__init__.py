@@ -1,11 +1,12 @@
 """Drafter plugin `ngram`: prompt lookup (Saxena 2023) over the prompt and the generated text.
 
-Find an earlier occurrence of the last n tokens (n from max_ngram down to
-min_ngram) and propose the tokens that followed it: the most recent occurrence
-when k tokens follow it, else the first one (a recent match close to the end
-would propose a truncated block). Deterministic: the draft carries no
-probabilities, so SPEC.md treats q as one-hot. Indexes of n-gram -> first and
-latest end positions are updated incrementally, so a lookup is O(1). One instance serves every
+Find the most recent earlier occurrence of the last n tokens (n from max_ngram down
+to min_ngram) and propose the tokens that followed it. A match close to the end reads
+on into the tokens it predicts itself (after "4 9 4" the match "4" → "9 4" goes on "9
+4 ..."), so a loop keeps drafting and the draft never depends on how many tokens were
+asked for: a draft of 2 is the first 2 tokens of a draft of 8. Deterministic: the draft
+carries no probabilities, so SPEC.md treats q as one-hot. An index of n-gram -> latest
+end position is updated incrementally, so a lookup is O(1). One instance serves every
 row of a batch (`batched`), each row with its own index and history (`Lookup`); the engine asks
 for one position per round, and a draft's match is looked up at its first.
 
@@ -50,7 +51,6 @@ class Lookup:
         self.options = options
         self.ids: list[int] = []
         self.index: dict[tuple[int, ...], int] = {}  # n-gram -> latest end position (exclusive)
-        self.first: dict[tuple[int, ...], int] = {}  # n-gram -> first end position
         self.indexed = 0  # n-grams ending at positions <= indexed are in the index
         self.offered: dict[tuple[int, int], float] = {}  # (match length, position) -> drafts verified there
         self.accepted: dict[tuple[int, int], float] = {}  # ... and accepted (forgetful counts)
@@ -65,24 +65,22 @@ class Lookup:
             for n in range(lo, min(hi, end) + 1):
                 key = tuple(self.ids[end - n : end])
                 self.index[key] = end
-                self.first.setdefault(key, end)
         self.indexed = max(self.indexed, len(self.ids) - 1)
 
     def lookup(self, k: int) -> list[int]:
         return self.match(k)[1]
 
     def match(self, k: int) -> tuple[int, list[int]]:
-        """(the length n of the matched suffix, the up to k tokens that followed it); (0, []) for none."""
+        """(the length n of the matched suffix, the k tokens that followed its latest occurrence, read on into
+        the ones predicted when the context ends first); (0, []) for none."""
         for n in range(self.options.max_ngram, self.options.min_ngram - 1, -1):
             if n > len(self.ids):
                 continue
-            key = tuple(self.ids[-n:])
-            end = self.index.get(key)
+            end = self.index.get(tuple(self.ids[-n:]))
             if end is None:
                 continue
-            if end + k > len(self.ids):  # too close to the end for a full block: the first occurrence
-                end = self.first[key]
-            return n, self.ids[end : end + k]
+            period = len(self.ids) - end  # the match ends this far back: what follows repeats with this period
+            return n, [self.ids[end + i % period] for i in range(k)]
         return 0, []
 
     def offer(self, context: torch.Tensor, limit: int, j: int) -> tuple[int, float]:

@@ -71,11 +71,15 @@ def test_registered_through_the_entry_point():
     assert build_registry().drafters["ngram"] is NgramDrafter
 
 
-def test_recent_match_too_close_to_the_end_falls_back_to_the_first():
-    d = drafter(min_ngram=1, max_ngram=1)
-    ctx = torch.tensor([4, 1, 2, 3, 5, 4, 9, 4])  # latest earlier "4" is followed by only 2 tokens
-    assert propose(d, ctx, 3).tokens.tolist() == [1, 2, 3]
-    assert propose(drafter(min_ngram=1, max_ngram=1), ctx, 2).tokens.tolist() == [9, 4]
+def test_a_match_near_the_end_reads_on_into_what_it_predicts_whatever_k():
+    """The latest earlier "4" is followed by only 2 tokens ("9 4"): the draft reads on into the tokens it predicts
+    (the text repeats "4 9"), and a shorter request is the start of a longer one, never another occurrence."""
+    ctx = torch.tensor([4, 1, 2, 3, 5, 4, 9, 4])
+    drafts = {k: propose(drafter(min_ngram=1, max_ngram=1), ctx, k).tokens.tolist() for k in (1, 2, 3, 6)}
+    assert drafts[6] == [9, 4, 9, 4, 9, 4]
+    assert all(drafts[k] == drafts[6][:k] for k in drafts)
+    loop = torch.tensor([7, 1, 2, 3, 1, 2, 3, 1, 2])  # "1 2" last seen 3 back: period 3
+    assert propose(drafter(min_ngram=2, max_ngram=2), loop, 7).tokens.tolist() == [3, 1, 2, 3, 1, 2, 3]
 
 
 def test_positions_the_engine_did_not_draw_are_not_learned_as_rejected():
