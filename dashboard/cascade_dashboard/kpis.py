@@ -21,19 +21,24 @@ def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def values(detail: dict[str, Any]) -> dict[str, float | None]:
-    """The KPI values of a `run_detail` result."""
+def has_wall(detail: dict[str, Any]) -> bool:
+    return detail["totals"].get("wall_tokens_per_second") is not None
+
+
+def values(detail: dict[str, Any], wall: bool | None = None) -> dict[str, float | None]:
+    """The KPI values of a `run_detail` result. Its throughput is its tokens over its wall-clock decoding time
+    (`wall`, default: when recorded) or the per-row figure (runs logged before the store recorded wall-clock time;
+    the same for one row at a time)."""
     merged = {**detail["totals"], **detail["quality"]}
-    # a run's throughput: its tokens over its wall-clock decoding time (runs logged before that was recorded: the
-    # per-row figure, which is the same for one row at a time)
-    wall = merged.get("wall_tokens_per_second")
-    merged["throughput"] = wall if wall is not None else merged.get("tokens_per_second")
+    wall = has_wall(detail) if wall is None else wall
+    merged["throughput"] = merged.get("wall_tokens_per_second" if wall else "tokens_per_second")
     return {key: _num(merged.get(key)) for key, *_ in KPIS}
 
 
 def cards(run: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
     """[{key, label, value (text), raw, delta (text or None), delta_color}] for `st.metric`."""
-    mine, theirs = values(run), values(baseline) if baseline else {}
+    wall = has_wall(run) and (baseline is None or has_wall(baseline))  # a delta never mixes the two figures
+    mine, theirs = values(run, wall), values(baseline, wall) if baseline else {}
     out = []
     for key, label, fmt, higher in KPIS:
         v = mine[key]

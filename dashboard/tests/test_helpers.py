@@ -22,10 +22,15 @@ def test_kpi_deltas_against_a_baseline():
     run = {"totals": {"tokens_per_second": 30.0, "target_calls_per_token": 0.5}, "quality": {"chrf": 50.0}}
     base = {"totals": {"tokens_per_second": 10.0, "target_calls_per_token": 1.0}, "quality": {"chrf": 55.0}}
     cards = {c["key"]: c for c in kpis.cards(run, base)}
-    assert cards["tokens_per_second"]["delta"] == "+20.0 (3.00x)"
+    assert cards["throughput"]["delta"] == "+20.0 (3.00x)"  # runs without wall-clock time: the per-row figures
     assert cards["target_calls_per_token"]["delta"] == "-0.500"
     assert cards["target_calls_per_token"]["delta_color"] == "inverse"
     assert cards["chrf"]["delta"] == "-5.0" and cards["mean_acceptance_length"]["value"] == "–"
+    run["totals"]["wall_tokens_per_second"] = 90.0  # a batched run: its throughput, against the baseline's
+    base["totals"]["wall_tokens_per_second"] = 10.0
+    assert kpis.cards(run, base)[0]["delta"] == "+80.0 (9.00x)"
+    del base["totals"]["wall_tokens_per_second"]  # one side without: both per-row, never mixed
+    assert kpis.cards(run, base)[0]["delta"] == "+20.0 (3.00x)"
 
 
 def test_spans_escape_text_mark_blocks_and_hide_rejected_drafts():

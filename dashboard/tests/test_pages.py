@@ -180,7 +180,7 @@ def test_calibrate_proposes_alpha_for_a_target_share_and_offers_the_policy(monke
     assert "name: chow" in at.code[0].value
 
 
-def test_calibrate_quality_floor_picks_the_fewest_target_calls(monkeypatch, filled_store):
+def test_calibrate_quality_floor_picks_the_fewest_target_calls(monkeypatch, filled_store, ro):
     run = filled_store.run_ids["token-v3-0.3"]
     at = open_page(
         monkeypatch,
@@ -211,3 +211,27 @@ def test_calibrate_quality_floor_picks_the_fewest_target_calls(monkeypatch, fill
         assert any(f"Run {best['run_id']} at α" in m.value for m in at.markdown)
     else:
         assert not at.metric and any("No logged token_v3 run" in i.value for i in at.info)
+
+
+def test_runs_page_shows_a_ray_deployments_replicas_as_one(monkeypatch, tmp_path):
+    """Runs logged by two replicas of one Ray Serve deployment (and one plain run): filtered by the deployment,
+    the page lists the replicas' runs and one total of their requests and tokens."""
+    from cascade.policy import parse_policy
+    from cascade.store import Store, synthetic
+
+    url = f"sqlite:///{tmp_path / 'served.db'}"
+    policy = parse_policy({"name": "served", "target": {"model": "t"}, "mode": "target"})
+    tokens = 0
+    with Store.open(url) as store:
+        for replica, n in (("r-one", 3), ("r-two", 2), (None, 1)):
+            info = {"source": "cascade serve", "deployment": "cascade", "replica": replica} if replica else {}
+            with store.start_run(policy, info) as run:
+                for seed in range(n):
+                    gen = synthetic.generation(seed)
+                    run.log_generation("p", gen)
+                    tokens += len(gen.token_ids) if replica else 0
+    at = open_page(monkeypatch, url, None, f_deployment=["cascade"])
+    df = at.dataframe[0].value
+    assert sorted(df["replica"]) == ["r-one", "r-two"]
+    m = metric(at, "deployment cascade: 2 replicas, 2 runs")
+    assert m.value == f"5 requests · {tokens} tokens"

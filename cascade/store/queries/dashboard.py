@@ -34,7 +34,7 @@ from cascade.store.writer import Store
 
 FINGERPRINT_PREFIX = 64  # characters of the first/last prompt that go into a prompt set's fingerprint
 MAX_FEATURE_ROWS = 400_000  # drafted positions `draft_features` returns at most (the first ones, in order)
-RUN_COLUMNS = (Run.temperature, Run.block_size, Run.policy_sha256)
+RUN_COLUMNS = (Run.temperature, Run.block_size, Run.policy_sha256, Run.info)
 QUALITY_SHOWN = ("chrf", "target_logprob", "edit_similarity", "exact_match", "parses", "repeat_4")
 
 __all__ = [
@@ -87,7 +87,8 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def run_table(store: Store, *, limit: int = 5000) -> list[dict[str, Any]]:
-    """Every run (newest first, at most `limit`): identity, status, totals, derived rates, quality means,
+    """Every run (newest first, at most `limit`): identity, status, totals, derived rates, quality means, the
+    Ray Serve `deployment` and `replica` a served run was logged by,
     `prompt_set` (fingerprint), `baseline_run_id` and, against that baseline, `speedup` (tok/s ratio),
     `quality_rel` (edit similarity ratio) and `parses_rel` (parse-rate ratio)."""
     from cascade.store.queries import RUN_SUMMARY
@@ -96,6 +97,9 @@ def run_table(store: Store, *, limit: int = 5000) -> list[dict[str, Any]]:
     with store.reader.connect() as conn:
         rows = [{**_row(r), **derived(dict(r))} for r in conn.execute(q).mappings()]
         prints = _fingerprints(conn) if rows else {}
+    for r in rows:  # a served run's Ray Serve deployment and replica (None for everything else)
+        info = r.pop("info") or {}
+        r["deployment"], r["replica"] = info.get("deployment"), info.get("replica")
     quality = {q["run_id"]: q for q in quality_summary(store, [r["id"] for r in rows])} if rows else {}
     for r in rows:
         r["prompt_set"] = prints.get(r["id"])

@@ -29,6 +29,7 @@ COLUMNS = [
     "edit_similarity",
     "num_sequences",
     "baseline_run_id",
+    "replica",
 ]
 LABELS = {
     "policy_name": "policy",
@@ -61,11 +62,13 @@ with st.expander("Filters", expanded=True):
     mode = c2.multiselect("Mode", sorted(runs["mode"].unique()), key="f_mode")
     rule = c3.multiselect("Rule", sorted(runs["rule"].unique()), key="f_rule")
     status = c4.multiselect("Status", sorted(runs["status"].unique()), key="f_status")
-    c5, c6, c7 = st.columns(3)
+    c5, c6, c7, c8 = st.columns(4)
     target = c5.multiselect("Target", sorted(runs["target"].unique()), key="f_target")
     drafter = c6.multiselect("Drafter", sorted(runs["drafter"].fillna("(none)").unique()), key="f_drafter")
+    deployments = sorted(runs["deployment"].dropna().unique()) if "deployment" in runs else []
+    deployment = c7.multiselect("Ray Serve deployment", deployments, key="f_deployment")
     lo, hi = runs["started"].min().date(), runs["started"].max().date()
-    dates = c7.date_input("Started between", (lo, hi), min_value=lo, max_value=hi, key="f_dates")
+    dates = c8.date_input("Started between", (lo, hi), min_value=lo, max_value=hi, key="f_dates")
 
 shown = runs
 for col, chosen in (("policy_name", policy), ("mode", mode), ("rule", rule), ("status", status), ("target", target)):
@@ -73,10 +76,20 @@ for col, chosen in (("policy_name", policy), ("mode", mode), ("rule", rule), ("s
         shown = shown[shown[col].isin(chosen)]
 if drafter:
     shown = shown[shown["drafter"].fillna("(none)").isin(drafter)]
+if deployment:
+    shown = shown[shown["deployment"].isin(deployment)]
 if isinstance(dates, tuple) and len(dates) == 2:
     day = shown["started"].dt.date
     shown = shown[(day >= dates[0]) & (day <= dates[1])]
 shown = shown.sort_values("id", ascending=False).reset_index(drop=True)  # stable order: selections map to ids
+
+for name in deployment:  # a deployment's replicas' runs, taken together: the cluster's traffic as one
+    mine = shown[shown["deployment"] == name]
+    st.metric(
+        f"deployment {name}: {mine['replica'].nunique()} replicas, {len(mine)} runs",
+        f"{int(mine['num_sequences'].sum())} requests · {int(mine['num_generated_tokens'].sum())} tokens",
+        border=True,
+    )
 
 ids = shown["id"].tolist()
 preselected = [ids.index(i) for i in state.get_list(state.RUNS) if i in ids]
