@@ -19,7 +19,9 @@ DEFAULT_POLICIES = (
 )
 # `cascade sweep` with no POLICY
 DEFAULT_SWEEP = ("cascade-token-v3", "cascade-chow", "cascade-ngram-token-v3", "speculative-ngram")
-DEFAULT_PROMPTS = "prompts/stdlib-heldout.jsonl"
+# the 200 held-out prompts ordered so the first N come from N different source files (`cascade zoo prompts --spread`):
+# `--limit 30` reads 30 files, not 8; the figures in README measured before this default name the file they read
+DEFAULT_PROMPTS = "prompts/stdlib-heldout-spread.jsonl"
 DEFAULT_LIMIT = 30  # prompts a bench or sweep reads unless told (`--limit 0`: every one of the 200)
 PEERS = ("hf",)  # `--peers`: transformers' assisted generation and prompt lookup
 

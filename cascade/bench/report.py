@@ -135,7 +135,7 @@ def format_result(result: BenchResult, width: int | None = None) -> str:
     notes = [
         "* added by the bench: target-only on the same target, the reference for speed-up and quality",
         "speed-up: tokens/s over target-only's, each Σ tokens / Σ seconds over all timed passes, with its 95% CI "
-        "(bootstrapped over prompts; single passes' spread in the JSON: speedup_min/max)",
+        f"(bootstrapped over {meta.get('bootstrap', 'prompts')}; single passes' spread in the JSON: speedup_min/max)",
         "edit sim: normalised Levenshtein similarity (0-100) of the first generated line to the reference's "
         "(CodeXGLUE line-level), mean over prompts ±95% CI, (paired difference to target-only ±95% CI); "
         "EM: first line exact; parses: prompt + completion is Python (or only unfinished); "

@@ -215,10 +215,12 @@ def run_bench(
                     bar.update()
                 m.passes.append(Metrics.total(parts))
     cost = _costs(rows, prompts) if costs else {}
-    result = summarize(rows, measures, cost, n)
+    clusters = sources(prompts)
+    result = summarize(rows, measures, cost, n, clusters)
     result.meta = {
         "machine": machine_info(),
         "n_prompts": n,
+        "bootstrap": f"source files ({len(set(clusters.values()))})" if clusters else "prompts",
         "repeats": repeats,
         "warmup": warmup,
         "seeds": seeds,
@@ -323,6 +325,15 @@ def quality_of(r, row: dict, gen: Generation) -> Quality:
         chrf=quality.chrf(gen.text, ref) if ref is not None else None,
         target_logprob=float(lp.mean()) if lp.numel() else None,
     )
+
+
+def sources(prompts) -> dict[int, str] | None:
+    """Each prompt's source file, when every prompt names one and they come from more than one file (the bench's
+    intervals then resample whole files: prompts cut from one file are not independent); else None."""
+    found = {i: p.get("source") for i, p in enumerate(prompts)}
+    if not found or any(not isinstance(v, str) or not v for v in found.values()) or len(set(found.values())) < 2:
+        return None
+    return {i: str(v) for i, v in found.items()}
 
 
 def _costs(rows, prompts) -> dict[tuple, dict]:

@@ -58,19 +58,34 @@ def _quartiles(xs: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
-def summarize(rows, measures: dict[str, Measure], cost: dict[tuple, dict[str, float]], n_prompts: int) -> BenchResult:
-    """Result rows in the order of `rows`; `cost` holds c and v per `PolicyRow.cost_key()`."""
+def summarize(
+    rows,
+    measures: dict[str, Measure],
+    cost: dict[tuple, dict[str, float]],
+    n_prompts: int,
+    clusters: dict[int, str] | None = None,
+) -> BenchResult:
+    """Result rows in the order of `rows`; `cost` holds c and v per `PolicyRow.cost_key()`; `clusters`: each
+    prompt's source file (intervals then resample whole files), None for independent prompts."""
     baselines = {}
     for r in rows:
         if r.kind == "policy" and r.policy.mode == "target":
             baselines.setdefault(target_key(r.target_model), r.name)
-    out_rows = [_row(r, measures, baselines.get(target_key(r.target_model)), cost, n_prompts) for r in rows]
+    out_rows = [_row(r, measures, baselines.get(target_key(r.target_model)), cost, n_prompts, clusters) for r in rows]
     outputs = {r.name: [g.token_ids for g in measures[r.name].outputs] for r in rows}
-    _compare(rows, out_rows, outputs, [measures[r.name] for r in rows])
+    _compare(rows, out_rows, outputs, [measures[r.name] for r in rows], clusters)
     return BenchResult(out_rows, {}, outputs)
 
 
-def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts: int) -> BenchRow:
+def _quality(m: Measure, metric: str, clusters: dict[int, str] | None) -> stats.Estimate:
+    values = m.per_prompt(metric)  # {str(prompt index): mean over seeds}
+    groups = None if clusters is None else [clusters[int(k)] for k in values]
+    return stats.estimate(list(values.values()), clusters=groups)
+
+
+def _row(
+    r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts: int, clusters: dict[int, str] | None
+) -> BenchRow:
     m = measures[r.name]
     tps = [p.tokens_per_second for p in m.passes]
     q1, q3 = _quartiles(tps)
@@ -98,7 +113,9 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
     speed_ci = stats.NAN
     speedup = 1.0 if base is not None else math.nan
     if base is not None and r.name != base_name:
-        speed_ci = stats.speedup(m.prompt_tokens, m.prompt_seconds, base.prompt_tokens, base.prompt_seconds)
+        speed_ci = stats.speedup(
+            m.prompt_tokens, m.prompt_seconds, base.prompt_tokens, base.prompt_seconds, clusters=clusters
+        )
         speedup = speed_ci.mean
     desc = r.describe()
     cost_model = None
@@ -144,7 +161,7 @@ def _row(r, measures: dict[str, Measure], base_name: str | None, cost, n_prompts
         speedup_low=speed_ci.low,
         speedup_high=speed_ci.high,
         seeds=len(m.outputs) // max(len(set(m.prompt_index)), 1),
-        quality={k: stats.estimate(list(m.per_prompt(k).values())).as_dict() for k in QUALITY},
+        quality={k: _quality(m, k, clusters).as_dict() for k in QUALITY},
     )
 
 
@@ -175,7 +192,13 @@ def ceiling(
     }
 
 
-def _compare(rows, out_rows: list[BenchRow], outputs: dict[str, list[list[int]]], measures: list[Measure]) -> None:
+def _compare(
+    rows,
+    out_rows: list[BenchRow],
+    outputs: dict[str, list[list[int]]],
+    measures: list[Measure],
+    clusters: dict[int, str] | None = None,
+) -> None:
     """Quality relative to the baseline; identical tokens between greedy lossless rows on one target."""
     by_name = {row.name: row for row in out_rows}
     measure_of = {r.name: m for r, m in zip(rows, measures)}
@@ -186,7 +209,10 @@ def _compare(rows, out_rows: list[BenchRow], outputs: dict[str, list[list[int]]]
             row.target_logprob_delta = quality.delta(row.target_logprob, base.target_logprob)
             mine, theirs = measure_of[r.name], measure_of[row.baseline]
             # paired over the prompts both decoded: row − target-only, with its interval
-            row.quality_delta = {k: stats.paired(mine.per_prompt(k), theirs.per_prompt(k)).as_dict() for k in QUALITY}
+            by_key = None if clusters is None else {str(i): c for i, c in clusters.items()}
+            row.quality_delta = {
+                k: stats.paired(mine.per_prompt(k), theirs.per_prompt(k), clusters=by_key).as_dict() for k in QUALITY
+            }
         if not r.lossless:
             continue
         # greedy lossless rows on one target must agree token for token: say so for every pair
