@@ -345,6 +345,25 @@ def test_the_table_fits_a_terminal_and_names_what_it_left_out(result):
     assert report.format_result(res, width=10_000) == full  # room for all: nothing dropped
 
 
+def test_the_dashboard_shows_the_benchs_own_speedup_for_its_runs(result):
+    """One estimator: the dashboard's run table gives each logged bench row the bench's speed-up and interval (its
+    timed passes), against the bench's own target-only run, whatever else the store holds; and one chrF (the mean of
+    the completions' chrF), the same number in both."""
+    from cascade.store.queries import dashboard as Q
+
+    res, store = result
+    table = {r["id"]: r for r in Q.run_table(store)}
+    base = next(r for r in res.rows if r.name == "target-only").run_id
+    for row in res.rows:
+        if row.run_id is None or row.name == "target-only":
+            continue
+        shown = table[row.run_id]
+        assert shown["speedup_source"] == "bench" and shown["baseline_run_id"] == base
+        assert shown["speedup"] == pytest.approx(row.speedup, rel=1e-12)
+        assert (shown["speedup_low"], shown["speedup_high"]) == pytest.approx((row.speedup_low, row.speedup_high))
+        assert shown["chrf"] == pytest.approx(row.chrf, rel=1e-9) and not math.isnan(row.chrf_corpus)
+
+
 def test_speedup_interval_brackets_the_paired_ratio(result):
     res, _ = result
     for r in res.rows:

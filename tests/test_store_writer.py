@@ -295,3 +295,15 @@ def test_runs_commands_default_to_the_environment_store(tmp_path, monkeypatch, c
         pass
     assert _cli("runs", "list") == 0
     assert "from-env" in capsys.readouterr().out
+
+
+def test_annotate_run_sets_one_info_key_and_refuses_a_missing_run(tmp_path):
+    with Store.open(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        with store.start_run(make_policy(), {"source": "cascade bench"}) as run:
+            pass
+        store.annotate_run(run.run_id, "bench", {"speedup": 1.5})
+        store.annotate_run(run.run_id, "bench", {"speedup": 1.25})  # a second write replaces the key
+        info = queries.show_run(store, run.run_id)["run"]["info"]
+        assert info["source"] == "cascade bench" and info["bench"] == {"speedup": 1.25}
+        with pytest.raises(CascadeError, match="no run 999"):
+            store.annotate_run(999, "bench", {})

@@ -140,6 +140,8 @@ def format_result(result: BenchResult, width: int | None = None) -> str:
         "(CodeXGLUE line-level), mean over prompts ±95% CI, (paired difference to target-only ±95% CI); "
         "EM: first line exact; parses: prompt + completion is Python (or only unfinished); "
         "rep-4: share of repeated code-token 4-grams (loops; the references score about 0.1)",
+        "chrF: the mean over prompts of each completion's chrF against its reference (what the store and the "
+        "dashboard show for the run; the corpus statistic is chrf_corpus in the JSON), and its share of target-only's",
         "identical: greedy lossless rows vs target-only and the peers, token for token on every prompt",
         "ceiling: upper bound on the speed-up from the row's own calls per token and forward costs measured "
         "here: (1+ω)/(target/tok·(v+ω) + drafter/tok·c), v for its mean block, ω target-only's overhead "

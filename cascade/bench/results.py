@@ -41,7 +41,7 @@ class BenchRow:
     ttft_seconds: float  # mean over the prompts (median over the passes)
     num_generated_tokens: int  # per pass
     decode_seconds: float  # median over the passes
-    chrf: float  # corpus chrF against the references, 0..100
+    chrf: float  # chrF against the references, 0..100: the mean over prompts of each output's (the store's definition)
     chrf_rel: float  # chrF / target-only's chrF
     target_logprob: float  # the target's mean log-prob per emitted token (nats)
     target_logprob_delta: float  # minus target-only's
@@ -54,6 +54,7 @@ class BenchRow:
     speedup_low: float = math.nan
     speedup_high: float = math.nan
     seeds: int = 1  # recorded generations per prompt
+    chrf_corpus: float = math.nan  # corpus chrF over all the outputs (sacrebleu's corpus statistic), for reference
     # per QUALITY metric: {"mean", "low", "high", "n"} over prompts (seeds averaged first; cascade.bench.stats)
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
     quality_delta: dict[str, dict[str, float]] = field(default_factory=dict)  # paired: row − target-only

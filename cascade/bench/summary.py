@@ -151,7 +151,8 @@ def _row(
         ttft_seconds=ttft,
         num_generated_tokens=timed.num_generated_tokens,
         decode_seconds=statistics.median(p.decode_seconds for p in m.passes),
-        chrf=m.chrf,
+        chrf=_quality(m, "chrf", clusters).mean,  # what the store and the dashboard show for the run
+        chrf_corpus=m.chrf,
         chrf_rel=math.nan,
         target_logprob=m.logprob,
         target_logprob_delta=math.nan,

@@ -221,6 +221,18 @@ class Store:
         }
         return self.write(lambda conn: new_id(conn.execute(insert(Calibration).values(**row))))
 
+    def annotate_run(self, run_id: int, key: str, value: Any) -> None:
+        """Set `runs.info[key]` (JSON-ready `value`) of a run, e.g. a benchmark's own figures for it; the rest of
+        its info stays."""
+
+        def go(conn: Connection) -> None:
+            info = conn.execute(select(Run.info).where(Run.id == run_id)).scalar_one_or_none()
+            if info is None and not conn.execute(select(Run.id).where(Run.id == run_id)).first():
+                raise CascadeError(f"no run {run_id} in store {self.url}")
+            conn.execute(update(Run).where(Run.id == run_id).values(info={**(info or {}), key: value}))
+
+        self.write(go)
+
     def set_quality(self, sequence_id: int, quality: Quality, *, reference: str | None = None) -> None:
         """Fill a sequence's quality fields (benchmarks): every field of `quality` (`QUALITY` names) and
         `reference`; None leaves a column as it is, NaN is stored as NULL."""

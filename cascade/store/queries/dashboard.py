@@ -88,7 +88,9 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 def run_table(store: Store, *, limit: int = 5000) -> list[dict[str, Any]]:
     """Every run (newest first, at most `limit`): identity, status, totals, derived rates, quality means, the
-    Ray Serve `deployment` and `replica` a served run was logged by,
+    Ray Serve `deployment` and `replica` a served run was logged by, `speedup_source` ("bench": a `cascade bench`
+    row's own timed speed-up with `speedup_low`/`speedup_high`, against its bench's target-only row; "logged": the
+    run's logged throughput over its baseline's),
     `prompt_set` (fingerprint), `baseline_run_id` and, against that baseline, `speedup` (tok/s ratio),
     `quality_rel` (edit similarity ratio) and `parses_rel` (parse-rate ratio)."""
     from cascade.store.queries import RUN_SUMMARY
@@ -97,9 +99,12 @@ def run_table(store: Store, *, limit: int = 5000) -> list[dict[str, Any]]:
     with store.reader.connect() as conn:
         rows = [{**_row(r), **derived(dict(r))} for r in conn.execute(q).mappings()]
         prints = _fingerprints(conn) if rows else {}
+    bench: dict[int, dict[str, Any]] = {}  # a bench run's own timed figures (`cascade bench` writes them)
     for r in rows:  # a served run's Ray Serve deployment and replica (None for everything else)
         info = r.pop("info") or {}
         r["deployment"], r["replica"] = info.get("deployment"), info.get("replica")
+        if isinstance(info.get("bench"), dict):
+            bench[r["id"]] = info["bench"]
     quality = {q["run_id"]: q for q in quality_summary(store, [r["id"] for r in rows])} if rows else {}
     for r in rows:
         r["prompt_set"] = prints.get(r["id"])
@@ -109,8 +114,15 @@ def run_table(store: Store, *, limit: int = 5000) -> list[dict[str, Any]]:
     _pick_baselines(rows)
     by_id = {r["id"]: r for r in rows}
     for r in rows:
+        own = bench.get(r["id"], {})
+        if own.get("baseline_run_id") in by_id:  # a bench row: against the target-only row of the same bench
+            r["baseline_run_id"] = own["baseline_run_id"]
         base = by_id.get(r["baseline_run_id"]) if r["baseline_run_id"] is not None else None
-        r["speedup"] = speed_ratio(r, base) if base else None
+        # a bench row's speed-up is the bench's own (its timed passes, with their interval); any other run's is its
+        # logged throughput over its baseline's
+        r["speedup"] = own.get("speedup") if own.get("speedup") is not None else speed_ratio(r, base) if base else None
+        r["speedup_low"], r["speedup_high"] = own.get("speedup_low"), own.get("speedup_high")
+        r["speedup_source"] = "bench" if own.get("speedup") is not None else "logged" if base else None
         r["quality_rel"] = _ratio(r["edit_similarity"], base["edit_similarity"]) if base else None
         r["parses_rel"] = _ratio(r["parses"], base["parses"]) if base else None
         r["chrf_rel"] = _ratio(r["chrf"], base["chrf"]) if base else None

@@ -94,7 +94,8 @@ for name in deployment:  # a deployment's replicas' runs, taken together: the cl
 ids = shown["id"].tolist()
 preselected = [ids.index(i) for i in state.get_list(state.RUNS) if i in ids]
 st.caption(
-    f"{len(shown)} of {len(runs)} runs · store {store.url} · speed-up is against the newest target-only run "
+    f"{len(shown)} of {len(runs)} runs · store {store.url} · speed-up: a `cascade bench` row's own (its timed "
+    "passes against the bench's target-only row); any other run's throughput against the newest target-only run "
     "on the same target and prompts"
 )
 table = shown[COLUMNS].rename(columns=LABELS)
