@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -34,19 +33,10 @@ def pg_store():
     if not base:
         yield None
         return
-    from sqlalchemy import create_engine, text
-    from test_store_support import pg_schema_url
+    from test_store_support import pg_schema
 
-    schema = f"ray_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield pg_schema_url(base, schema)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema(base, prefix="ray_") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

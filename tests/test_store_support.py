@@ -8,8 +8,10 @@ without it the PostgreSQL cases skip with that hint.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -54,11 +56,19 @@ def store_url(request, tmp_path):
     base = os.environ.get(PG_ENV)
     if not base:
         pytest.skip(PG_HINT)
+    with pg_schema(base) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def pg_schema(base: str, prefix: str = "t_") -> Iterator[str]:
+    """A fresh schema on the server at `base`, dropped afterwards: its URL (every connection's search_path set to
+    it). A server named by the variable must answer: a CI failure, not a skip."""
     from sqlalchemy import create_engine, text
 
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+    schema = f"{prefix}{uuid.uuid4().hex[:12]}"
     admin = create_engine(base)
-    with admin.begin() as conn:  # a server named by the variable must answer: a CI failure, not a skip
+    with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
         yield pg_schema_url(base, schema)
