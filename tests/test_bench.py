@@ -362,6 +362,8 @@ def test_the_dashboard_shows_the_benchs_own_speedup_for_its_runs(result):
         assert shown["speedup"] == pytest.approx(row.speedup, rel=1e-12)
         assert (shown["speedup_low"], shown["speedup_high"]) == pytest.approx((row.speedup_low, row.speedup_high))
         assert shown["chrf"] == pytest.approx(row.chrf, rel=1e-9) and not math.isnan(row.chrf_corpus)
+        written = queries.show_run(store, row.run_id)["run"]["info"]["bench"]
+        assert written["chrf_corpus"] == pytest.approx(row.chrf_corpus) and written["timed_passes"] == 2
 
 
 def test_speedup_interval_brackets_the_paired_ratio(result):

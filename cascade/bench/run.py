@@ -60,6 +60,7 @@ from cascade.metrics import Generation, Metrics, Quality
 from cascade.policy import Policy
 from cascade.runtime import models
 from cascade.schedules import profile
+from cascade.tables import nan_to_none
 
 # ---------------------------------------------------------------------- shared models
 
@@ -250,13 +251,9 @@ def annotate(store, result) -> None:
             "speedup_high": r.speedup_high,
             "baseline_run_id": run_of.get(r.baseline) if r.baseline else None,
             "timed_passes": result.meta.get("repeats"),
-            "chrf_corpus": r.chrf,
+            "chrf_corpus": r.chrf_corpus,
         }
-        store.annotate_run(r.run_id, "bench", {k: nullable_float(v) for k, v in figures.items()})
-
-
-def nullable_float(v):
-    return None if isinstance(v, float) and math.isnan(v) else v
+        store.annotate_run(r.run_id, "bench", nan_to_none(figures))
 
 
 @contextlib.contextmanager

@@ -26,9 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--vllm-metric-names",
         action="store_true",
-        help="also export the running/waiting gauges as vllm:num_requests_running/_waiting (routers read them)",
+        help="also export the running/waiting gauges as vllm:num_requests_running/_waiting for routers "
+        "(one server; under --ray, Ray drops the colons)",
     )
-    r = p.add_argument_group("Ray Serve (scale-out: N replicas behind Ray's proxy; docs/serving.md)")
+    r = p.add_argument_group("Ray Serve (scale-out: N replicas behind Ray's proxy; docs/ray-serve.md)")
     r.add_argument("--ray", action="store_true", help="serve as a Ray Serve deployment (needs `ray[serve]`)")
     r.add_argument("--replicas", type=int, help="replicas, each holding its own engines (default 1)")
     r.add_argument("--autoscale", metavar="MIN,MAX", help="autoscale between MIN and MAX replicas")

@@ -3,7 +3,7 @@
 `RayServeMetrics` is `ServeMetrics` with its three metric classes swapped for adapters over `ray.serve.metrics`
 (the seam `ServeMetrics` keeps for this). Each replica records into Ray's metrics, which tag every series with
 the deployment, replica and application; each node's metrics agent exports them at its metrics-export port.
-Ray drops the colon of a name, so the names change, side by side (docs/serving.md):
+Ray drops the colon of a name, so the names change, side by side (docs/ray-serve.md):
 
     cascade serve                                  cascade serve --ray (Ray's exporter adds `ray_`)
     cascade:spec_decode_num_draft_tokens_total     ray_cascade_spec_decode_num_draft_tokens_total

@@ -38,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from cascade.errors import CascadeError
 
 REPLICA_HEADER = "x-cascade-replica"
-SESSION_HEADER = "x-session-id"  # Ray's session-id header (RAY_SERVE_SESSION_ID_HEADER_KEY renames it)
 AFFINITY_ROUTER = "ray.serve.experimental.consistent_hash_router.ConsistentHashRouter"
 
 
@@ -61,12 +60,10 @@ class RayServeOptions(BaseModel):
 
     @model_validator(mode="after")
     def _bounds(self) -> RayServeOptions:
-        if (
-            self.autoscale is not None
-            and not 0 <= self.autoscale[0] <= self.autoscale[1]
-            or (self.autoscale is not None and self.autoscale[1] < 1)
-        ):
-            raise ValueError(f"autoscale must be MIN,MAX with 0 <= MIN <= MAX and MAX >= 1, got {self.autoscale}")
+        if self.autoscale is not None:
+            low, high = self.autoscale
+            if not 0 <= low <= high or high < 1:
+                raise ValueError(f"autoscale must be MIN,MAX with 0 <= MIN <= MAX and MAX >= 1, got {self.autoscale}")
         return self
 
     @property

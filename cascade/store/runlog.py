@@ -76,6 +76,7 @@ class RunLogger:
         self._totals["accepted_per_position"] = []
         self._num_sequences = 0
         self._busy: list[tuple[float, float]] = []  # disjoint (start, end) monotonic intervals spent decoding
+        self._wall = 0.0  # their total length
 
     # ------------------------------------------------------------------ sequences
 
@@ -219,9 +220,12 @@ class RunLogger:
         end = time.monotonic()
         start = end - max(0.0, float(seconds or 0.0))
         while self._busy and self._busy[-1][1] >= start:  # ends only grow: overlaps are at the tail
-            start = min(start, self._busy.pop()[0])
+            s, e = self._busy.pop()
+            self._wall -= e - s
+            start = min(start, s)
         self._busy.append((start, end))
-        return sum(e - s for s, e in self._busy)
+        self._wall += end - start
+        return self._wall
 
     def log_generation(self, prompt_text: str, generation: Generation, *, reference: str | None = None) -> int:
         """Log a finished generation (its `steps`) as one sequence; returns the sequence id."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cascade.store.queries import speed_key
+
 KPIS = [  # (key in totals/quality, label, format, higher is better)
     ("throughput", "tok/s (wall clock)", "{:.1f}", True),
     ("mean_acceptance_length", "τ (tokens per target call)", "{:.2f}", True),
@@ -21,24 +23,18 @@ def _num(x: Any) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def has_wall(detail: dict[str, Any]) -> bool:
-    return detail["totals"].get("wall_tokens_per_second") is not None
-
-
-def values(detail: dict[str, Any], wall: bool | None = None) -> dict[str, float | None]:
-    """The KPI values of a `run_detail` result. Its throughput is its tokens over its wall-clock decoding time
-    (`wall`, default: when recorded) or the per-row figure (runs logged before the store recorded wall-clock time;
-    the same for one row at a time)."""
+def values(detail: dict[str, Any], key: str | None = None) -> dict[str, float | None]:
+    """The KPI values of a `run_detail` result. Its throughput is the tok/s `key` names (default: its wall-clock
+    throughput when recorded, else the per-row figure; `cascade.store.queries.speed_key`)."""
     merged = {**detail["totals"], **detail["quality"]}
-    wall = has_wall(detail) if wall is None else wall
-    merged["throughput"] = merged.get("wall_tokens_per_second" if wall else "tokens_per_second")
+    merged["throughput"] = merged.get(key or speed_key(detail["totals"]))
     return {key: _num(merged.get(key)) for key, *_ in KPIS}
 
 
 def cards(run: dict[str, Any], baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
     """[{key, label, value (text), raw, delta (text or None), delta_color}] for `st.metric`."""
-    wall = has_wall(run) and (baseline is None or has_wall(baseline))  # a delta never mixes the two figures
-    mine, theirs = values(run, wall), values(baseline, wall) if baseline else {}
+    speed = speed_key(run["totals"], baseline["totals"] if baseline else None)  # a delta never mixes the two
+    mine, theirs = values(run, speed), values(baseline, speed) if baseline else {}
     out = []
     for key, label, fmt, higher in KPIS:
         v = mine[key]

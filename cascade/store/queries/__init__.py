@@ -68,15 +68,19 @@ def derived(counters: dict[str, Any]) -> dict[str, float | None]:
 
 def throughput(row: dict[str, Any]) -> float | None:
     """A run's tokens per second: wall-clock when recorded, else the per-row figure (runs from before)."""
-    wall = row.get("wall_tokens_per_second")
-    return wall if wall is not None else row.get("tokens_per_second")
+    return row.get(speed_key(row))
+
+
+def speed_key(run: dict[str, Any], base: dict[str, Any] | None = None) -> str:
+    """Which tok/s compares `run` with `base` (or shows `run` alone): the wall-clock throughput when each has
+    one, else the per-row figure for both, so a comparison never mixes the two."""
+    both = run.get("wall_tokens_per_second") and (base is None or base.get("wall_tokens_per_second"))
+    return "wall_tokens_per_second" if both else "tokens_per_second"
 
 
 def speed_ratio(run: dict[str, Any], base: dict[str, Any]) -> float | None:
-    """`run`'s speed over `base`'s: wall-clock throughputs when both runs have one, else per-row tok/s (so a
-    ratio never mixes the two)."""
-    both = run.get("wall_tokens_per_second") and base.get("wall_tokens_per_second")
-    key = "wall_tokens_per_second" if both else "tokens_per_second"
+    """`run`'s speed over `base`'s, by `speed_key`."""
+    key = speed_key(run, base)
     a, b = run.get(key), base.get(key)
     return a / b if a is not None and b else None
 
